@@ -1,0 +1,1 @@
+"""Data contracts (pandera DataFrameModels). Imports pandas and pandera only."""

@@ -1,0 +1,23 @@
+"""The base contract every refit schema derives from."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pandera.pandas as pa
+
+#: Clock skew tolerated by the "not in the future" rule.
+FUTURE_TOLERANCE = pd.Timedelta(minutes=5)
+
+
+class BaseSchema(pa.DataFrameModel):
+    """Coerce to the declared dtypes; reject columns the contract does not name."""
+
+    class Config:
+        coerce = True
+        strict = True
+
+
+def not_in_future(series: pd.Series) -> pd.Series:
+    """Element-wise: timestamp <= now (UTC) + tolerance."""
+    now = pd.Timestamp.now(tz="UTC") + FUTURE_TOLERANCE
+    return series <= now

@@ -1,0 +1,233 @@
+"""Configuration: where things live (``Settings``) and what a run does (``PipelineConfig``).
+
+``Settings`` comes from the environment (prefix ``REFIT_``). ``PipelineConfig`` comes from a
+YAML file (``refit.yaml`` at the repo root configures the demo) and is frozen: it is the
+record of what a run did and is stored beside every model. Nothing here touches the disk or
+the network at import time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from refit.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "refit.yaml"
+
+
+class Settings(BaseSettings):
+    """Where refit keeps things. Read from ``REFIT_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="REFIT_", extra="ignore")
+
+    store: str = Field("./.refit", description="Local folder or s3://bucket/prefix for everything refit writes.")
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint (else AWS_ENDPOINT_URL / AWS default).")
+    webhook_secret: SecretStr | None = Field(None, description="HMAC secret of the drift-alert webhook.")
+    webhook_token: SecretStr | None = Field(None, description="Optional bearer token of the webhook.")
+    author: str | None = Field(None, description="Who a registry change is recorded as (default: the OS user).")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SegmentSpec(_Section):
+    """A segment column: categorical, or numeric cut at explicit bin edges."""
+
+    column: str
+    bins: list[float] | None = Field(None, description="Numeric columns: increasing bin edges.")
+    labels: list[str] | None = Field(None, description="Optional names of the bins (one fewer than edges).")
+
+    @model_validator(mode="after")
+    def _check_bins(self) -> SegmentSpec:
+        if self.bins is not None:
+            if len(self.bins) < 2 or any(b >= a for a, b in zip(self.bins[1:], self.bins[:-1], strict=False)):
+                raise ValueError("bins must be at least two strictly increasing edges")
+            if self.labels is not None and len(self.labels) != len(self.bins) - 1:
+                raise ValueError("labels must have one fewer entry than bins")
+        elif self.labels is not None:
+            raise ValueError("labels need bins")
+        return self
+
+
+class DatasetConfig(_Section):
+    """What the data is and where it comes from."""
+
+    name: str = Field(description="Model name in the registry; also names captures and quarantine.")
+    sources: list[str] = Field(
+        min_length=1, description="Keys in the store, or URIs (s3://, absolute paths), globs allowed."
+    )
+    schema_path: str = Field(alias="schema", description="Training-row schema, as module:Class.")
+    capture_schema: str | None = Field(None, description="Production-capture schema, as module:Class.")
+    target: str
+    task: Literal["classification", "regression"]
+    id_column: str
+    timestamp_column: str
+    segments: list[SegmentSpec] = Field(default_factory=list)
+    segment_crossings: list[list[str]] = Field(
+        default_factory=list, description="Pairs (or more) of segment columns to also evaluate crossed."
+    )
+    features: list[str] | None = Field(
+        None, description="Feature columns; default: every schema column but id, timestamp and target."
+    )
+
+
+class ValidationConfig(_Section):
+    max_invalid_fraction: float = Field(0.01, ge=0.0, le=1.0, description="Stop the run above this.")
+
+
+class SplitConfig(_Section):
+    method: Literal["hash", "time"] = "hash"
+    validation_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    test_fraction: float = Field(0.15, gt=0.0, lt=0.5)
+    salt: str = Field("refit", description="Changing the salt reshuffles which rows land in which split.")
+
+
+class CandidateSpec(_Section):
+    """One model family and its search space (lists are grids, {low, high[, log]} are ranges)."""
+
+    family: Literal["torch_mlp", "hist_gradient_boosting", "linear"]
+    params: dict[str, Any] = Field(default_factory=dict)
+    search: Literal["grid", "random"] = "grid"
+    budget: int = Field(4, ge=1, description="Most trials for this family.")
+
+
+class TrainingConfig(_Section):
+    seed: int = 42
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    candidates: list[CandidateSpec] = Field(
+        default_factory=lambda: [
+            CandidateSpec(family="hist_gradient_boosting"),
+            CandidateSpec(family="torch_mlp"),
+        ]
+    )
+    max_epochs: int = Field(30, ge=1)
+    batch_size: int = Field(2048, ge=1)
+    patience: int = Field(4, ge=1)
+    smoke_sample_rows: int = Field(2000, ge=10)
+    smoke_max_ms_per_1k_rows: float = Field(2000.0, gt=0)
+
+
+class GateConfig(_Section):
+    primary_metric: str = "roc_auc"
+    higher_is_better: bool = True
+    floor: float | None = Field(None, description="The candidate's primary metric must be at least this.")
+    ceiling: float | None = Field(None, description="... and at most this (for error metrics).")
+    min_improvement: float = Field(0.0, description="Overall change required (absolute).")
+    min_relative_improvement: float = Field(0.0, description="Overall change required (relative).")
+    max_segment_regression: float = Field(0.02, ge=0.0, description="Largest loss allowed in any segment.")
+    min_segment_size: int = Field(200, ge=1)
+    max_improvement: float | None = Field(0.2, description="A larger gain blocks promotion (leakage guard).")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    bootstrap_resamples: int = Field(1000, ge=100)
+    holm: bool = True
+
+
+class DriftConfig(_Section):
+    window_hours: int | None = Field(24, ge=1)
+    window_rows: int | None = Field(None, ge=1)
+    drift_share: float = Field(0.3, gt=0.0, le=1.0)
+    column_methods: dict[str, str] = Field(default_factory=dict)
+    column_thresholds: dict[str, float] = Field(default_factory=dict)
+    sample_size: int = Field(100_000, ge=1000)
+    cooldown_hours: float = Field(6.0, ge=0.0)
+    k_of_n: tuple[int, int] = (1, 1)
+    daily_cap: int = Field(3, ge=1)
+    decay_tolerance: float = Field(0.05, ge=0.0)
+
+
+class PipelineConfig(_Section):
+    """What one run does. Frozen: stored beside every model it produces."""
+
+    dataset: DatasetConfig
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+
+    @property
+    def feature_columns(self) -> list[str]:
+        """The model's input columns, from the config or else from the schema."""
+        if self.dataset.features is not None:
+            return list(self.dataset.features)
+        skip = {self.dataset.id_column, self.dataset.timestamp_column, self.dataset.target}
+        return [c for c in schema_columns(self.dataset.schema_path) if c not in skip]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def import_object(path: str) -> Any:
+    """Import ``module:attr``; a clear ConfigError when it is not there."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"invalid import path {path!r}: expected 'module:Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import {module_name!r} (from {path!r}): {exc}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"{module_name!r} has no {attr!r} (from {path!r})") from None
+
+
+def schema_columns(schema_path: str) -> list[str]:
+    """Column names of a pandera DataFrameModel given as ``module:Class``."""
+    model = import_object(schema_path)
+    return list(model.to_schema().columns)
+
+
+def _describe(err: dict[str, Any], source: str, raw: Any) -> str:
+    loc = [str(p) for p in err["loc"]]
+    dotted = ".".join(loc)
+    if err["type"] == "extra_forbidden":
+        parent: Any = raw
+        model: Any = PipelineConfig
+        for part in loc[:-1]:
+            parent = parent.get(part, {}) if isinstance(parent, dict) else {}
+            field = model.model_fields.get(part) if isinstance(model, type) else None
+            ann = getattr(field, "annotation", None)
+            model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        known = []
+        if model is not None:
+            known = [f.alias or n for n, f in model.model_fields.items()]
+        hint = difflib.get_close_matches(loc[-1], known, n=1)
+        suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return f"{source}: unknown key '{dotted}'{suffix}"
+    if err["type"] == "missing":
+        return f"{source}: missing required key '{dotted}'"
+    return f"{source}: invalid value for '{dotted}': {err['msg']}"
+
+
+def parse_config(raw: Any, source: str = "<config>") -> PipelineConfig:
+    """Validate a config mapping; errors name the key and the source file."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as exc:
+        messages = [_describe(e, source, raw) for e in exc.errors()]
+        raise ConfigError("; ".join(messages)) from None
+
+
+def load_config(path: str | Path | None = None) -> PipelineConfig:
+    """Load a YAML config (default ``./refit.yaml``)."""
+    path = Path(path or DEFAULT_CONFIG_FILE)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_config(raw, str(path))

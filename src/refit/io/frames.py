@@ -1,0 +1,57 @@
+"""Parquet and CSV on top of the store. Parse errors become one-line DataErrors."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pandas as pd
+
+from refit.errors import DataError
+from refit.io.base import Store
+
+FORMATS = (".parquet", ".csv")
+
+
+def frame_format(key: str) -> str:
+    for ext in FORMATS:
+        if key.endswith(ext):
+            return ext[1:]
+    raise DataError(f"{key}: unsupported file type (expected one of {', '.join(FORMATS)})")
+
+
+def parse_frame(data: bytes, name: str) -> pd.DataFrame:
+    """Parse parquet or CSV bytes; ``name`` (a key or URI) is used for the format and errors."""
+    fmt = frame_format(name)
+    if not data:
+        raise DataError(f"{name}: file is empty")
+    try:
+        if fmt == "parquet":
+            return pd.read_parquet(io.BytesIO(data))
+        # engine="c" with strict quoting: a broken quote is an error, not a silently merged row.
+        return pd.read_csv(io.BytesIO(data), quoting=csv.QUOTE_MINIMAL, doublequote=True, on_bad_lines="error")
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{name}: file is empty (no columns)") from None
+    except Exception as exc:  # pyarrow / parser errors carry long messages: keep the first line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{name}: cannot parse {fmt}: {first}") from None
+
+
+def read_frame(store: Store, key: str) -> pd.DataFrame:
+    return parse_frame(store.get_bytes(key), store.uri_for(key))
+
+
+def frame_bytes(df: pd.DataFrame, key: str) -> bytes:
+    fmt = frame_format(key)
+    buf = io.BytesIO()
+    if fmt == "parquet":
+        df.to_parquet(buf, index=False)
+    else:
+        df.to_csv(buf, index=False)
+    return buf.getvalue()
+
+
+def write_frame(store: Store, key: str, df: pd.DataFrame) -> str:
+    """Write a frame atomically; returns the URI."""
+    store.put_bytes(key, frame_bytes(df, key))
+    return store.uri_for(key)

@@ -1,0 +1,138 @@
+"""Local-folder store: atomic writes by temp file + rename, CAS under a file lock."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from refit.errors import NotFoundError, PreconditionFailedError, StoreError
+from refit.io.base import Blob, Store, validate_key, validate_prefix
+
+_LOCK_DIR = ".locks"
+
+
+def _version(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+class LocalStore(Store):
+    """A store rooted at a local folder (created on first write, not at construction)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.uri = str(self.root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    def get(self, key: str) -> Blob:
+        path = self._path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"not found: {self.uri_for(key)}") from None
+        except IsADirectoryError:
+            raise NotFoundError(f"not found: {self.uri_for(key)} is a folder, not an object") from None
+        except PermissionError as exc:
+            raise StoreError(f"cannot read {self.uri_for(key)}: {exc.strerror}") from None
+        return Blob(data=data, version=_version(data))
+
+    def _write_temp(self, path: Path, data: bytes) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return Path(tmp)
+
+    @contextlib.contextmanager
+    def _locked(self, key: str) -> Iterator[None]:
+        lock_path = self.root / _LOCK_DIR / (hashlib.sha256(key.encode()).hexdigest() + ".lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        tmp = self._write_temp(path, data)
+        with self._locked(key):
+            os.replace(tmp, path)
+        return _version(data)
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        tmp = self._write_temp(path, data)
+        try:
+            # link() fails if the target exists: an atomic create-if-absent on POSIX.
+            os.link(tmp, path)
+        except FileExistsError:
+            raise PreconditionFailedError(f"precondition failed: {self.uri_for(key)} already exists") from None
+        finally:
+            os.unlink(tmp)
+        return _version(data)
+
+    def put_if_unchanged(self, key: str, data: bytes, version: str) -> str:
+        path = self._path(key)
+        tmp = self._write_temp(path, data)
+        try:
+            with self._locked(key):
+                try:
+                    current = _version(path.read_bytes())
+                except FileNotFoundError:
+                    raise PreconditionFailedError(
+                        f"precondition failed: {self.uri_for(key)} no longer exists"
+                    ) from None
+                if current != version:
+                    raise PreconditionFailedError(
+                        f"precondition failed: {self.uri_for(key)} changed since it was read"
+                    )
+                os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return _version(data)
+
+    def list(self, prefix: str = "") -> list[str]:
+        validate_prefix(prefix)
+        if not self.root.exists():
+            return []
+        base_dir = self.root / prefix.rsplit("/", 1)[0] if "/" in prefix else self.root
+        if not base_dir.is_dir():
+            return []
+        keys = []
+        for dirpath, dirnames, filenames in os.walk(base_dir):
+            dirnames[:] = [d for d in dirnames if not (d == _LOCK_DIR and Path(dirpath) == self.root)]
+            rel_dir = os.path.relpath(dirpath, self.root)
+            for name in filenames:
+                if name.startswith(".") and name.endswith(".tmp"):
+                    continue  # an in-flight atomic write
+                key = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    def local_path(self, key: str) -> Path:
+        """The file behind ``key`` (for libraries that want a path)."""
+        return self._path(key)

@@ -1,0 +1,124 @@
+"""S3 store through boto3: conditional writes with ``IfNoneMatch`` / ``IfMatch``.
+
+The client is injected; :func:`make_s3_client` builds one from the standard AWS environment
+(credentials, region, ``AWS_ENDPOINT_URL``) with boto3's ``standard`` retry mode.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from refit.errors import (
+    AccessDeniedError,
+    NoSuchBucketError,
+    NotFoundError,
+    PreconditionFailedError,
+    StoreError,
+)
+from refit.io.base import Blob, Store, validate_key, validate_prefix
+
+
+def make_s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """A boto3 S3 client from the standard environment, with standard retries."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
+    session = boto3.session.Session(region_name=region)
+    return session.client("s3", endpoint_url=endpoint_url or None, config=config)
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b`` -> ``("bucket", "a/b")``."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, prefix = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise ValueError(f"no bucket in {uri!r}")
+    return bucket, prefix.strip("/")
+
+
+class S3Store(Store):
+    """A store under ``s3://bucket/prefix``."""
+
+    def __init__(self, uri: str, client: Any) -> None:
+        self.bucket, self.prefix = split_s3_uri(uri)
+        self.uri = f"s3://{self.bucket}" + (f"/{self.prefix}" if self.prefix else "")
+        self.client = client
+
+    def _key(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _error(self, exc: Exception, key: str, action: str) -> StoreError:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        where = self.uri_for(key) if key else self.uri
+        if isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "NoSuchBucket":
+                return NoSuchBucketError(f"no such bucket: s3://{self.bucket} ({action} {where})")
+            if code in ("NoSuchKey", "404", "NotFound"):
+                return NotFoundError(f"not found: {where}")
+            if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                return AccessDeniedError(f"access denied: {action} {where} ({code})")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                return PreconditionFailedError(f"precondition failed: {action} {where} ({code})")
+            return StoreError(f"S3 error on {action} {where}: {code} {err.get('Message', '')}".strip())
+        if isinstance(exc, BotoCoreError):
+            return StoreError(f"S3 unreachable on {action} {where}: {exc}")
+        return StoreError(f"S3 error on {action} {where}: {exc}")
+
+    def get(self, key: str) -> Blob:
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return Blob(data=resp["Body"].read(), version=resp["ETag"])
+        except Exception as exc:
+            raise self._error(exc, key, "get") from None
+
+    def _put(self, key: str, data: bytes, action: str, **conditions: str) -> str:
+        try:
+            resp = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **conditions)
+            return str(resp["ETag"])
+        except Exception as exc:
+            raise self._error(exc, key, action) from None
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        return self._put(key, data, "put")
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        return self._put(key, data, "put-if-absent", IfNoneMatch="*")
+
+    def put_if_unchanged(self, key: str, data: bytes, version: str) -> str:
+        return self._put(key, data, "put-if-unchanged", IfMatch=version)
+
+    def list(self, prefix: str = "") -> list[str]:
+        validate_prefix(prefix)
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys: list[str] = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        except Exception as exc:
+            raise self._error(exc, prefix, "list") from None
+        return sorted(keys)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except Exception as exc:
+            err = self._error(exc, key, "head")
+            if isinstance(err, NotFoundError) and not isinstance(err, NoSuchBucketError):
+                return False
+            raise err from None
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._error(exc, key, "delete") from None
