@@ -113,6 +113,14 @@ class TrainingConfig(_Section):
     patience: int = Field(4, ge=1)
     smoke_sample_rows: int = Field(2000, ge=10)
     smoke_max_ms_per_1k_rows: float = Field(2000.0, gt=0)
+    mixed_precision: bool = Field(True, description="On CUDA: autocast to bf16 (else fp16 + GradScaler).")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Gradient clipping (None: off).")
+    eval_batch_size: int = Field(65536, ge=1, description="Rows per no-grad evaluation chunk.")
+    device_data_budget_mb: float = Field(
+        4096.0, ge=0, description="Training data larger than this stays in pinned host memory (CUDA)."
+    )
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch default).")
+    checkpoint: bool = Field(True, description="Write a resumable checkpoint after every epoch.")
 
 
 class GateConfig(_Section):

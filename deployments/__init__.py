@@ -1,0 +1,1 @@
+"""Deployment declarations: schedules, triggers, parameters, the work pool."""

@@ -1,0 +1,1 @@
+"""The ``refit`` command line: thin wrappers over the core, the tasks and the flows."""

@@ -1,0 +1,15 @@
+"""``refit``: generate demo data, validate files, train, retrain, inspect models, check drift."""
+
+from __future__ import annotations
+
+import typer
+
+from refit_cli import data_commands
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app.add_typer(data_commands.generate_app, name="generate")
+app.command("validate")(data_commands.validate)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,159 @@
+"""Reading a run's input data and validating it, with the quarantine written to the store."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from refit.config import PipelineConfig, import_object
+from refit.errors import DataError, NotFoundError
+from refit.fingerprint import DatasetFingerprint, fingerprint_frame
+from refit.io import Store, open_location
+from refit.io.frames import FORMATS, read_frame, write_frame
+from refit.validation import ValidationResult, check_frame_shape, enforce, validate_frame
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    store: Store
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return self.store.uri_for(self.key)
+
+
+def resolve_sources(store: Store, sources: list[str]) -> list[SourceFile]:
+    """Expand keys, URIs and globs into files; a pattern that matches nothing is an error."""
+    files: list[SourceFile] = []
+    for ref in sources:
+        src_store, pattern = open_location(ref, store)
+        keys = [k for k in src_store.glob(pattern) if k.endswith(FORMATS)]
+        if not keys:
+            raise DataError(f"no data files match {ref!r} in {src_store.uri}")
+        files.extend(SourceFile(src_store, k) for k in keys)
+    return files
+
+
+def read_sources(files: list[SourceFile], schema_model: Any) -> tuple[pd.DataFrame, pd.Series]:
+    """Read every file (each checked for frame-level faults under its own name) and concatenate.
+
+    Returns the rows and, aligned with them, the URI of the file each row came from.
+    """
+    frames, origins = [], []
+    for f in files:
+        try:
+            df = read_frame(f.store, f.key)
+        except NotFoundError as exc:
+            raise DataError(str(exc)) from None
+        check_frame_shape(df, schema_model, f.uri)
+        frames.append(df)
+        origins.append(pd.Series([f.uri] * len(df), dtype="category"))
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0].reset_index(drop=True)
+    return frame, pd.concat(origins, ignore_index=True).astype(str) if len(origins) > 1 else origins[0].astype(str)
+
+
+def schema_for(config: PipelineConfig, kind: str = "training") -> Any:
+    if kind == "training":
+        return import_object(config.dataset.schema_path)
+    if kind == "capture":
+        if not config.dataset.capture_schema:
+            raise DataError("the config has no dataset.capture_schema")
+        return import_object(config.dataset.capture_schema)
+    raise ValueError(f"unknown schema kind {kind!r}")
+
+
+@dataclass(frozen=True)
+class ValidatedData:
+    """A handle to validated data: where it is and what it is (small enough for Prefect)."""
+
+    uri: str
+    key: str
+    fingerprint: DatasetFingerprint
+    rows: int
+    invalid_rows: int
+    quarantine_uri: str | None
+    summary_uri: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "uri": self.uri,
+            "key": self.key,
+            "fingerprint": self.fingerprint.to_dict(),
+            "rows": self.rows,
+            "invalid_rows": self.invalid_rows,
+            "quarantine_uri": self.quarantine_uri,
+            "summary_uri": self.summary_uri,
+        }
+
+
+def run_stamp(now: datetime | None = None) -> str:
+    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def write_quarantine(store: Store, dataset: str, result: ValidationResult, stamp: str) -> tuple[str | None, str]:
+    """Write the rejected rows (if any) and the JSON summary; return their URIs."""
+    prefix = f"quarantine/{dataset}/{stamp}"
+    quarantine_uri = None
+    if len(result.quarantine):
+        quarantine_uri = write_frame(store, f"{prefix}/rows.parquet", result.quarantine)
+    summary = result.summary.to_dict() | {"quarantine_uri": quarantine_uri}
+    summary_key = f"{prefix}/summary.json"
+    store.put_bytes(summary_key, json.dumps(summary, indent=2, default=str).encode())
+    return quarantine_uri, store.uri_for(summary_key)
+
+
+def validate_and_quarantine(
+    store: Store, frame: pd.DataFrame, origins: pd.Series, schema_model: Any, dataset: str, max_invalid_fraction: float
+) -> tuple[ValidationResult, str | None, str]:
+    """Validate, always write quarantine + summary, then stop the run if too many rows are bad."""
+    result = validate_frame(frame, schema_model, source=origins, max_invalid_fraction=max_invalid_fraction)
+    stamp = run_stamp()
+    quarantine_uri, summary_uri = write_quarantine(store, dataset, result, stamp)
+    if quarantine_uri:
+        result = ValidationResult(
+            valid=result.valid,
+            quarantine=result.quarantine,
+            summary=_with_uri(result.summary, quarantine_uri),
+        )
+    enforce(result.summary)
+    return result, quarantine_uri, summary_uri
+
+
+def _with_uri(summary: Any, uri: str) -> Any:
+    from dataclasses import replace
+
+    return replace(summary, quarantine_uri=uri)
+
+
+def locate(store: Store, path: str) -> SourceFile:
+    """A file given by the user: an s3:// URI, an existing local path, or a key in the store."""
+    import os
+
+    if path.startswith(("s3://", "file://")) or os.path.isabs(path):
+        src_store, key = open_location(path, store)
+        return SourceFile(src_store, key)
+    if os.path.exists(path):
+        src_store, key = open_location(os.path.abspath(path), store)
+        return SourceFile(src_store, key)
+    return SourceFile(store, path)
+
+
+def validate_file(store: Store, config: PipelineConfig, path: str, kind: str = "training") -> dict[str, Any]:
+    """Validate one file; quarantine and summary go to the store. Frame-level faults raise."""
+    schema_model = schema_for(config, kind)
+    src = locate(store, path)
+    frame, origins = read_sources([src], schema_model)
+    result = validate_frame(frame, schema_model, source=origins,
+                            max_invalid_fraction=config.validation.max_invalid_fraction)
+    quarantine_uri, summary_uri = write_quarantine(store, config.dataset.name, result, run_stamp())
+    summary = _with_uri(result.summary, quarantine_uri) if quarantine_uri else result.summary
+    out = summary.to_dict() | {"file": src.uri, "summary_uri": summary_uri,
+                               "fingerprint": fingerprint_frame(result.valid).to_dict()}
+    if not summary.passed:
+        out["error"] = summary.one_line()
+    return out

@@ -1,0 +1,86 @@
+"""Writing the demo data into the store where the config expects it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import pandas as pd
+
+from refit.capture import labels_prefix, requests_prefix, write_labels, write_requests
+from refit.config import PipelineConfig
+from refit.errors import ConfigError
+from refit.io import Store, open_location
+from refit.io.frames import write_frame
+
+
+def base_data_key(config: PipelineConfig, part: int) -> str:
+    """Where part ``part`` of the base data goes: the folder of the config's first source glob."""
+    source = config.dataset.sources[0]
+    folder = source.rsplit("/", 1)[0] if "/" in source else ""
+    if any(c in folder for c in "*?["):
+        raise ConfigError(f"cannot derive an output folder from source {source!r}: put the glob in the file name")
+    return f"{folder}/part-{part:05d}.parquet" if folder else f"part-{part:05d}.parquet"
+
+
+def write_base_data(store: Store, config: PipelineConfig, *, rows: int, seed: int, parts: int = 1,
+                    progress: bool = False) -> dict[str, Any]:
+    from refit.datasets import generate_base
+
+    frame = generate_base(rows, seed=seed, progress=progress)
+    target_store, _ = open_location(config.dataset.sources[0], store)
+    uris = []
+    bounds = [round(i * len(frame) / parts) for i in range(parts + 1)]
+    for part in range(parts):
+        key = base_data_key(config, part)
+        uris.append(write_frame(target_store, key, frame.iloc[bounds[part]:bounds[part + 1]]))
+    return {"rows": len(frame), "uris": uris, "seed": seed, "churn_rate": float(frame[config.dataset.target].mean())}
+
+
+def write_production_data(
+    store: Store,
+    config: PipelineConfig,
+    *,
+    batches: int,
+    rows_per_batch: int,
+    drift: Literal["none", "covariate", "concept"] = "none",
+    segment: dict[str, str] | None = None,
+    strength: float = 1.0,
+    seed: int = 1,
+    start: str | None = None,
+    predict: Any = None,
+    model_version: str | None = None,
+) -> dict[str, Any]:
+    """Generate production traffic and write it as captures (requests now, labels as they arrive).
+
+    ``predict`` (a callable on the feature frame returning probabilities) scores the traffic
+    the way serving would; without one the captures carry no prediction.
+    """
+    from refit.datasets import generate_production, to_capture_frame
+
+    if start is None:
+        now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        start_ts = pd.Timestamp(now - timedelta(hours=batches))
+    else:
+        start_ts = pd.Timestamp(start)
+        start_ts = start_ts.tz_localize("UTC") if start_ts.tzinfo is None else start_ts.tz_convert("UTC")
+    produced = generate_production(batches, rows_per_batch, seed=seed, start=start_ts, drift=drift,
+                                   segment=segment, drift_strength=strength)
+    name = config.dataset.name
+    n_rows = n_labels = 0
+    for batch in produced:
+        prediction = predict(batch.features) if predict is not None else None
+        frame = to_capture_frame(batch, prediction=prediction, model_version=model_version)
+        write_requests(store, name, frame, part=f"batch-{seed}-{batch.index:05d}")
+        # labels only exist once they have arrived: never in the future
+        arrived = batch.labels[batch.labels["label_time"] <= pd.Timestamp.now(tz="UTC")]
+        if len(arrived):
+            write_labels(store, name, arrived, part=f"batch-{seed}-{batch.index:05d}")
+        n_rows += len(frame)
+        n_labels += len(arrived)
+    return {
+        "rows": n_rows, "labels": n_labels, "batches": batches, "drift": drift,
+        "segment": ",".join(f"{k}={v}" for k, v in (segment or {}).items()) or None,
+        "requests_prefix": store.uri_for(requests_prefix(name).rstrip("/")),
+        "labels_prefix": store.uri_for(labels_prefix(name).rstrip("/")),
+    }

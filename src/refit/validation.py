@@ -1,0 +1,256 @@
+"""Validation with quarantine: split a frame into valid rows and rejected rows with reasons.
+
+pandera does the checking (lazy, so every fault is collected in one pass); this module turns
+its failure cases into a per-row quarantine and a per-(column, rule) summary, and decides
+when a run must stop. Nothing is dropped silently: every rejected row is returned with the
+rule(s) it broke and the file it came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pandera.errors import SchemaError, SchemaErrors
+
+from refit.errors import ValidationFailedError
+
+SOURCE_COLUMN = "_refit_source"
+ERRORS_COLUMN = "_refit_errors"
+_MAX_EXAMPLES = 5
+_MAX_PASSES = 3
+
+
+@dataclass(frozen=True)
+class RuleFailure:
+    """How many rows broke one rule of one column, with a few examples."""
+
+    column: str
+    rule: str
+    count: int
+    examples: list[str]
+    sources: list[str]
+
+
+@dataclass(frozen=True)
+class ValidationSummary:
+    schema: str
+    sources: list[str]
+    rows: int
+    valid_rows: int
+    invalid_rows: int
+    max_invalid_fraction: float
+    failures: list[RuleFailure] = field(default_factory=list)
+    quarantine_uri: str | None = None
+
+    @property
+    def invalid_fraction(self) -> float:
+        return self.invalid_rows / self.rows if self.rows else 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.invalid_fraction <= self.max_invalid_fraction
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "sources": self.sources,
+            "rows": self.rows,
+            "valid_rows": self.valid_rows,
+            "invalid_rows": self.invalid_rows,
+            "invalid_fraction": self.invalid_fraction,
+            "max_invalid_fraction": self.max_invalid_fraction,
+            "passed": self.passed,
+            "quarantine_uri": self.quarantine_uri,
+            "failures": [f.__dict__ for f in self.failures],
+        }
+
+    def one_line(self) -> str:
+        """The run-stopping message: file(s), column(s), rule(s) and counts on one line."""
+        files = ", ".join(sorted({s for f in self.failures for s in f.sources}) or self.sources)
+        rules = "; ".join(
+            f"{f.column} {f.rule} x{f.count} (e.g. {f.examples[0]})" if f.examples else f"{f.column} {f.rule} x{f.count}"
+            for f in self.failures[:6]
+        )
+        more = f"; +{len(self.failures) - 6} more rules" if len(self.failures) > 6 else ""
+        where = f"; rejected rows kept at {self.quarantine_uri}" if self.quarantine_uri else ""
+        return (
+            f"{files}: {self.invalid_rows} of {self.rows} rows invalid "
+            f"({self.invalid_fraction:.2%} > max {self.max_invalid_fraction:.2%}): {rules}{more}{where}"
+        )
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    valid: pd.DataFrame
+    quarantine: pd.DataFrame
+    summary: ValidationSummary
+
+
+def _schema_of(schema_model: Any) -> Any:
+    return schema_model.to_schema() if hasattr(schema_model, "to_schema") else schema_model
+
+
+def _short_rule(check: str) -> str:
+    return str(check).replace("greater_than_or_equal_to", ">=").replace("less_than_or_equal_to", "<=")
+
+
+def _sources_list(sources: pd.Series) -> list[str]:
+    return [str(s) for s in pd.unique(sources)]
+
+
+def check_frame_shape(df: pd.DataFrame, schema_model: Any, source: str) -> None:
+    """Frame-level faults that stop a run whatever the threshold: empty, missing/unknown columns."""
+    schema = _schema_of(schema_model)
+    if df.shape[1] == 0 or len(df) == 0:
+        raise ValidationFailedError(f"{source}: file is empty (no rows)")
+    missing = [c for c in schema.columns if c not in df.columns]
+    if missing:
+        raise ValidationFailedError(
+            f"{source}: missing required column(s) {', '.join(missing)} (rule: column_in_dataframe, schema {schema.name})"
+        )
+    if getattr(schema, "strict", False) is True:
+        extra = [c for c in df.columns if c not in schema.columns and c != SOURCE_COLUMN]
+        if extra:
+            raise ValidationFailedError(
+                f"{source}: unexpected column(s) {', '.join(map(str, extra))} (rule: column_in_schema, schema {schema.name})"
+            )
+
+
+def _row_failures(df: pd.DataFrame, fc: pd.DataFrame) -> pd.DataFrame:
+    """Row-level failure cases (column, rule, value, row); uniqueness keeps each first occurrence."""
+    rows = fc[fc["index"].notna()].copy()
+    rows["index"] = rows["index"].astype(np.int64)
+    uniq = rows["check"].astype(str) == "field_uniqueness"
+    if uniq.any():
+        keep = []
+        for column in rows.loc[uniq, "column"].unique():
+            dup = df[column].duplicated(keep="first").to_numpy()
+            sel = uniq & (rows["column"] == column)
+            keep.append(sel & dup[rows["index"].to_numpy()])
+        rows = rows[~uniq | np.logical_or.reduce(keep)]
+    # A value that failed dtype coercion also "fails" dtype(...) on the same row: one reason is enough.
+    coerce_rows = set(zip(rows.loc[rows["check"].astype(str).str.startswith("coerce_dtype"), "column"],
+                          rows.loc[rows["check"].astype(str).str.startswith("coerce_dtype"), "index"], strict=True))
+    if coerce_rows:
+        is_dtype = rows["check"].astype(str).str.startswith("dtype(")
+        dup_dtype = [is_dtype.iloc[i] and (c, ix) in coerce_rows
+                     for i, (c, ix) in enumerate(zip(rows["column"], rows["index"], strict=True))]
+        rows = rows[~np.asarray(dup_dtype, dtype=bool)]
+    return rows
+
+
+def validate_frame(
+    df: pd.DataFrame,
+    schema_model: Any,
+    *,
+    source: str | pd.Series,
+    max_invalid_fraction: float = 0.01,
+) -> ValidationResult:
+    """Validate ``df``; return valid rows (coerced), quarantined rows (raw, with reasons) and a summary.
+
+    Args:
+        df: the rows as read (any index; it is reset).
+        schema_model: a pandera DataFrameModel class (or DataFrameSchema).
+        source: the file the rows came from, or one source per row (after a concat).
+        max_invalid_fraction: recorded in the summary; :func:`enforce` raises above it.
+
+    Raises:
+        ValidationFailedError: for frame-level faults (empty, missing or unknown columns, a
+            fault that is not attributable to rows).
+    """
+    schema = _schema_of(schema_model)
+    df = df.reset_index(drop=True)
+    sources = pd.Series(source, index=df.index) if isinstance(source, str) else pd.Series(source).reset_index(drop=True)
+    check_frame_shape(df, schema, source if isinstance(source, str) else ", ".join(_sources_list(sources)))
+
+    bad_parts: list[pd.DataFrame] = []
+    remaining = df
+    valid: pd.DataFrame | None = None
+    for _ in range(_MAX_PASSES):
+        try:
+            valid = schema.validate(remaining, lazy=True)
+            break
+        except SchemaErrors as exc:
+            fc = exc.failure_cases
+        except SchemaError as exc:  # non-lazy error path (should not happen with lazy=True)
+            raise ValidationFailedError(f"{', '.join(_sources_list(sources))}: {str(exc).splitlines()[0]}") from None
+        rows = _row_failures(remaining, fc)
+        if rows.empty:
+            frame = fc[fc["index"].isna()].iloc[0]
+            raise ValidationFailedError(
+                f"{', '.join(_sources_list(sources))}: column {frame['column']} fails {frame['check']}: "
+                f"{str(frame['failure_case']).splitlines()[0][:200]}"
+            )
+        # failure-case indices are positions in ``remaining``'s index (labels of df)
+        bad_parts.append(rows)
+        remaining = remaining.drop(index=rows["index"].unique())
+    if valid is None:
+        raise ValidationFailedError(f"{', '.join(_sources_list(sources))}: validation did not converge")
+
+    failures_df = pd.concat(bad_parts) if bad_parts else pd.DataFrame(columns=["column", "check", "failure_case", "index"])
+    bad_index = np.sort(failures_df["index"].unique()).astype(np.int64)
+    quarantine = _quarantine_frame(df, sources, failures_df, bad_index)
+    summary = ValidationSummary(
+        schema=str(schema.name),
+        sources=_sources_list(sources),
+        rows=len(df),
+        valid_rows=len(valid),
+        invalid_rows=len(bad_index),
+        max_invalid_fraction=max_invalid_fraction,
+        failures=_summarise(failures_df, sources),
+    )
+    return ValidationResult(valid=valid.reset_index(drop=True), quarantine=quarantine, summary=summary)
+
+
+def _quarantine_frame(df: pd.DataFrame, sources: pd.Series, failures: pd.DataFrame, bad_index: np.ndarray) -> pd.DataFrame:
+    if len(bad_index) == 0:
+        out = df.iloc[0:0].copy()
+        out[SOURCE_COLUMN] = pd.Series(dtype=object)
+        out[ERRORS_COLUMN] = pd.Series(dtype=object)
+        return _storable(out)
+    reasons = (
+        failures.assign(reason=failures["column"].astype(str) + ": " + failures["check"].map(_short_rule)
+                        + " (got " + failures["failure_case"].astype(str) + ")")
+        .groupby("index")["reason"]
+        .agg(lambda r: "; ".join(sorted(set(r))))
+    )
+    out = df.loc[bad_index].copy()
+    out.insert(0, SOURCE_COLUMN, sources.loc[bad_index].astype(str).to_numpy())
+    out.insert(1, ERRORS_COLUMN, reasons.reindex(bad_index).to_numpy())
+    out.insert(0, "_refit_row", bad_index)
+    return _storable(out.reset_index(drop=True))
+
+
+def _storable(df: pd.DataFrame) -> pd.DataFrame:
+    """Quarantined rows keep their raw values; mixed-type object columns become text for parquet."""
+    for col in df.columns:
+        if df[col].dtype == object:
+            df[col] = df[col].map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    return df
+
+
+def _summarise(failures: pd.DataFrame, sources: pd.Series) -> list[RuleFailure]:
+    out = []
+    if failures.empty:
+        return out
+    for (column, check), group in failures.groupby(["column", "check"], sort=False):
+        rows = group["index"].to_numpy()
+        out.append(
+            RuleFailure(
+                column=str(column),
+                rule=_short_rule(str(check)),
+                count=int(len(np.unique(rows))),
+                examples=[repr(v) if isinstance(v, str) else str(v) for v in group["failure_case"].head(_MAX_EXAMPLES)],
+                sources=sorted({str(s) for s in sources.iloc[rows]}),
+            )
+        )
+    return sorted(out, key=lambda f: (-f.count, f.column, f.rule))
+
+
+def enforce(summary: ValidationSummary) -> None:
+    """Stop the run (ValidationFailedError with a one-line message) above the invalid-row limit."""
+    if not summary.passed:
+        raise ValidationFailedError(summary.one_line())

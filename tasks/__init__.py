@@ -1,0 +1,1 @@
+"""Prefect tasks: read, validate, one core call, write, return a handle."""
