@@ -157,3 +157,26 @@ def validate_file(store: Store, config: PipelineConfig, path: str, kind: str = "
     if not summary.passed:
         out["error"] = summary.one_line()
     return out
+
+
+def stage_validated(store: Store, config: PipelineConfig, run_id: str,
+                    extra: pd.DataFrame | None = None) -> tuple[ValidatedData, ValidationResult]:
+    """Read the configured sources (plus ``extra`` rows, e.g. labelled captures), validate them,
+    quarantine bad rows, stop when too many are bad, and stage the valid rows for the next step.
+    """
+    schema_model = schema_for(config, "training")
+    frame, origins = read_sources(resolve_sources(store, config.dataset.sources), schema_model)
+    if extra is not None and len(extra):
+        frame = pd.concat([frame, extra.drop(columns=["_refit_source"], errors="ignore")], ignore_index=True)
+        origins = pd.concat([origins, extra.get("_refit_source", pd.Series(["captures"] * len(extra))).astype(str)],
+                            ignore_index=True)
+    result, quarantine_uri, summary_uri = validate_and_quarantine(
+        store, frame, origins, schema_model, config.dataset.name, config.validation.max_invalid_fraction
+    )
+    key = f"runs/{run_id}/validated.parquet"
+    uri = write_frame(store, key, result.valid)
+    handle = ValidatedData(
+        uri=uri, key=key, fingerprint=fingerprint_frame(result.valid), rows=len(result.valid),
+        invalid_rows=result.summary.invalid_rows, quarantine_uri=quarantine_uri, summary_uri=summary_uri,
+    )
+    return handle, result
