@@ -52,7 +52,7 @@ def generate_production_cmd(
     segment: Annotated[str | None, typer.Option(help="Drift only in this segment, COL=VALUE.")] = None,
     strength: Annotated[float, typer.Option(min=0.0, help="Scale of the injected drift.")] = 1.0,
     seed: Annotated[int, typer.Option()] = 1,
-    start: Annotated[str | None, typer.Option(help="UTC start of the first batch (ISO); default: now - batches hours.")] = None,
+    start: Annotated[str | None, typer.Option(help="UTC start of the first batch (ISO); default: 14 days ago, so most labels have arrived.")] = None,
     config: Annotated[Path, CONFIG_OPT] = Path("refit.yaml"),
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:

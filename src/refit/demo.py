@@ -60,7 +60,8 @@ def write_production_data(
 
     if start is None:
         now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-        start_ts = pd.Timestamp(now - timedelta(hours=batches))
+        # two weeks back by default, so that most labels (1 to 60 days late) have arrived
+        start_ts = pd.Timestamp(now - timedelta(days=14, hours=batches))
     else:
         start_ts = pd.Timestamp(start)
         start_ts = start_ts.tz_localize("UTC") if start_ts.tzinfo is None else start_ts.tz_convert("UTC")
