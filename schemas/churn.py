@@ -51,6 +51,7 @@ class ChurnTrainingSchema(ChurnFeatures):
 class ChurnCaptureSchema(ChurnFeatures):
     """A production request as captured from serving; the label arrives later (or never)."""
 
+    customer_id: Series[int] = pa.Field(ge=0)
     request_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1, "max_value": 128})
     event_time: Series[UtcTimestamp]
     prediction: Series[float] = pa.Field(ge=0, le=1, nullable=True)

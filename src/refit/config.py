@@ -66,6 +66,7 @@ class DatasetConfig(_Section):
     )
     schema_path: str = Field(alias="schema", description="Training-row schema, as module:Class.")
     capture_schema: str | None = Field(None, description="Production-capture schema, as module:Class.")
+    request_id_column: str = Field("request_id", description="Joins captured requests with late labels.")
     target: str
     task: Literal["classification", "regression"]
     id_column: str
@@ -139,16 +140,44 @@ class GateConfig(_Section):
 
 
 class DriftConfig(_Section):
+    """How drift is checked (``refit.drift``) and when it may trigger a retrain (``refit.policy``).
+
+    Methods are named explicitly per column type (Evidently's stat-test names) because
+    Evidently's automatic choice depends on the number of rows (KS / chi-square up to 1,000,
+    Wasserstein / Jensen-Shannon above), so a sampled check and a full one could otherwise use
+    different tests. The defaults are distances, which do not grow more sensitive with the
+    sample size the way p-values do: the verdict on a sample matches the one on the full data.
+    """
+
     window_hours: int | None = Field(24, ge=1)
     window_rows: int | None = Field(None, ge=1)
-    drift_share: float = Field(0.3, gt=0.0, le=1.0)
-    column_methods: dict[str, str] = Field(default_factory=dict)
-    column_thresholds: dict[str, float] = Field(default_factory=dict)
-    sample_size: int = Field(100_000, ge=1000)
+    drift_share: float = Field(
+        0.3, gt=0.0, le=1.0, description="Dataset drift when at least this share of features drift."
+    )
+    num_method: str = Field("wasserstein", description="Evidently stat test for numerical features.")
+    cat_method: str = Field("jensenshannon", description="Evidently stat test for categorical features.")
+    num_threshold: float | None = Field(None, description="None: the method's default (0.1 for wasserstein).")
+    cat_threshold: float | None = Field(None, description="None: the method's default (0.1 for jensenshannon).")
+    column_methods: dict[str, str] = Field(default_factory=dict, description="Per-column method overrides.")
+    column_thresholds: dict[str, float] = Field(default_factory=dict, description="Per-column threshold overrides.")
+    sample_size: int = Field(
+        20_000, ge=1000, description="Rows drawn from each of reference and current (larger windows are sampled)."
+    )
+    stratify_by: str | None = Field(
+        None, description="Sample within strata of this column: 24 time buckets if datetime, else its values."
+    )
     cooldown_hours: float = Field(6.0, ge=0.0)
-    k_of_n: tuple[int, int] = (1, 1)
-    daily_cap: int = Field(3, ge=1)
-    decay_tolerance: float = Field(0.05, ge=0.0)
+    k_of_n: tuple[int, int] = Field((1, 1), description="Trigger when k of the last n windows drift.")
+    daily_cap: int = Field(3, ge=1, description="Most triggers per UTC day.")
+    decay_tolerance: float = Field(0.05, ge=0.0, description="Largest metric drop (absolute) allowed.")
+    decay_min_rows: int = Field(200, ge=1, description="Fewest labelled rows to judge decay in a segment.")
+
+    @model_validator(mode="after")
+    def _check_k_of_n(self) -> DriftConfig:
+        k, n = self.k_of_n
+        if not 1 <= k <= n:
+            raise ValueError("k_of_n must be (k, n) with 1 <= k <= n")
+        return self
 
 
 class PipelineConfig(_Section):

@@ -146,7 +146,7 @@ def test_row_sources_follow_rows_after_concat() -> None:
 
 
 def test_capture_schema_allows_missing_label_and_prediction() -> None:
-    df = churn_rows(10).drop(columns=["customer_id"])
+    df = churn_rows(10)
     df["request_id"] = [f"r{i}" for i in range(10)]
     df["prediction"] = np.nan
     df["model_version"] = None

@@ -56,6 +56,7 @@ FEATURE_COLUMNS = (
 TRAINING_COLUMNS = ("customer_id", "event_time", *FEATURE_COLUMNS, "churned")
 CAPTURE_COLUMNS = (
     *FEATURE_COLUMNS,
+    "customer_id",
     "request_id",
     "event_time",
     "prediction",
@@ -514,6 +515,8 @@ def to_capture_frame(
     """
     n = len(batch.features)
     frame = batch.features.loc[:, [*FEATURE_COLUMNS, "request_id", "event_time"]].copy()
+    frame.insert(len(FEATURE_COLUMNS), "customer_id", np.arange(batch.first_customer_id,
+                                                                batch.first_customer_id + n, dtype=np.int64))
     if prediction is None:
         scores = np.full(n, np.nan)
     else:
