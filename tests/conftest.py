@@ -69,3 +69,28 @@ def local_store(tmp_path):  # type: ignore[no-untyped-def]
 def store(request):  # type: ignore[no-untyped-def]
     """Both backends, so every store-facing test runs against each."""
     return request.getfixturevalue(f"{request.param}_store")
+
+
+@pytest.fixture
+def moto_atomic_objects(monkeypatch):  # type: ignore[no-untyped-def]
+    """Serialise moto's object requests, so conditional writes are atomic as on real S3.
+
+    moto 5's ``put_object`` checks ``If-Match`` / ``If-None-Match`` and then writes, with no
+    lock in between, and an overwrite closes the old object's buffer while a concurrent GET may
+    still read it (a 500). Under thread contention that loses updates *in moto*, not in refit.
+    Race tests that want to check refit's side of compare-and-swap (headers sent, 412 mapped
+    to PreconditionFailedError, retry loops) against a server as atomic as S3 use this.
+    The server is in-process, so patching its handler class takes effect immediately.
+    """
+    import threading
+
+    from moto.s3.responses import S3Response
+
+    lock = threading.Lock()
+    original = S3Response.key_response
+
+    def key_response(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        with lock:
+            return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(S3Response, "key_response", key_response)

@@ -6,7 +6,7 @@ through this interface, so the same code runs against a laptop folder, a test se
 
 from __future__ import annotations
 
-import fnmatch
+import builtins
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -98,17 +98,62 @@ class Store(ABC):
         validate_key(key)
         return f"{self.uri.rstrip('/')}/{key}"
 
-    def glob(self, pattern: str) -> list[str]:
-        """Keys matching a shell-style pattern (``*`` does not cross ``/``; ``**`` does)."""
-        literal = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
-        prefix = literal if literal.endswith("/") or "/" not in literal else literal.rsplit("/", 1)[0] + "/"
+    def glob(self, pattern: str) -> builtins.list[str]:  # ``list`` is a method here
+        """Keys matching a shell-style pattern.
+
+        ``*``, ``?`` and ``[...]`` never match ``/``; ``**`` matches across folders, and
+        ``**/`` also matches no folder at all (``a/**/b`` matches ``a/b``). A pattern without
+        wildcards is an exact key.
+        """
+        validate_key(pattern)
         if not any(c in pattern for c in "*?["):
             return [pattern] if self.exists(pattern) else []
+        literal = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+        # list() by the folder of the literal part (or the literal itself at the top level)
+        prefix = literal if "/" not in literal else literal.rsplit("/", 1)[0] + "/"
         regex = _glob_to_regex(pattern)
         return [k for k in self.list(prefix) if regex.fullmatch(k)]
 
 
 def _glob_to_regex(pattern: str) -> re.Pattern[str]:
-    parts = pattern.split("**")
-    translated = [fnmatch.translate(p)[4:-3].replace(".*", "[^/]*") for p in parts]
-    return re.compile(".*".join(translated))
+    """Translate a glob to a regex where only ``**`` crosses ``/``."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            if pattern.startswith("**/", i) and (i == 0 or pattern[i - 1] == "/"):
+                out.append("(?:[^/]*/)*")  # zero or more whole folders
+                i += 3
+            else:
+                out.append(".*")
+                i += 2
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            j = i + 1
+            if j < n and pattern[j] in "!^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 1
+            if j >= n:  # no closing bracket: a literal '['
+                out.append(re.escape(c))
+                i += 1
+                continue
+            body = pattern[i + 1 : j]
+            negate = body[:1] in ("!", "^")
+            if negate:
+                body = body[1:]
+            body = body.replace("\\", "\\\\").replace("^", "\\^").replace("[", "\\[")
+            out.append(f"[^/{body}]" if negate else f"(?!/)[{body}]")
+            i = j + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return re.compile("".join(out), re.DOTALL)

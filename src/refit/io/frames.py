@@ -29,12 +29,19 @@ def parse_frame(data: bytes, name: str) -> pd.DataFrame:
         if fmt == "parquet":
             return pd.read_parquet(io.BytesIO(data))
         # engine="c" with strict quoting: a broken quote is an error, not a silently merged row.
-        return pd.read_csv(io.BytesIO(data), quoting=csv.QUOTE_MINIMAL, doublequote=True, on_bad_lines="error")
+        df = pd.read_csv(
+            io.BytesIO(data), quoting=csv.QUOTE_MINIMAL, doublequote=True, on_bad_lines="error"
+        )
     except pd.errors.EmptyDataError:
         raise DataError(f"{name}: file is empty (no columns)") from None
     except Exception as exc:  # pyarrow / parser errors carry long messages: keep the first line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{name}: cannot parse {fmt}: {first}") from None
+    if not isinstance(df.index, pd.RangeIndex):
+        # pandas turns the first column into the index when every row has one field more than
+        # the header: the columns would silently shift by one.
+        raise DataError(f"{name}: cannot parse csv: rows have more fields than the header")
+    return df
 
 
 def read_frame(store: Store, key: str) -> pd.DataFrame:

@@ -10,10 +10,16 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from refit.errors import NotFoundError, PreconditionFailedError, StoreError
+from refit.errors import InvalidKeyError, NotFoundError, PreconditionFailedError, StoreError
 from refit.io.base import Blob, Store, validate_key, validate_prefix
 
 _LOCK_DIR = ".locks"
+_TMP_PREFIX = "."
+_TMP_SUFFIX = ".tmp"
+
+
+def _is_temp_name(name: str) -> bool:
+    return name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX)
 
 
 def _version(data: bytes) -> str:
@@ -28,13 +34,26 @@ class LocalStore(Store):
         self.uri = str(self.root)
 
     def _path(self, key: str) -> Path:
-        return self.root / validate_key(key)
+        validate_key(key)
+        # Names the store uses for itself would be invisible to list() (or break locking).
+        if key.split("/", 1)[0] == _LOCK_DIR:
+            raise InvalidKeyError(
+                f"invalid key {key!r}: '{_LOCK_DIR}' is reserved by the local store"
+            )
+        if _is_temp_name(key.rsplit("/", 1)[-1]):
+            raise InvalidKeyError(
+                f"invalid key {key!r}: names like '.name.tmp' are reserved for in-flight writes"
+            )
+        return self.root / key
+
+    def _write_error(self, key: str, exc: OSError) -> StoreError:
+        return StoreError(f"cannot write {self.uri_for(key)}: {exc.strerror or type(exc).__name__}")
 
     def get(self, key: str) -> Blob:
         path = self._path(key)
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"not found: {self.uri_for(key)}") from None
         except IsADirectoryError:
             raise NotFoundError(f"not found: {self.uri_for(key)} is a folder, not an object") from None
@@ -42,9 +61,16 @@ class LocalStore(Store):
             raise StoreError(f"cannot read {self.uri_for(key)}: {exc.strerror}") from None
         return Blob(data=data, version=_version(data))
 
-    def _write_temp(self, path: Path, data: bytes) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    def _write_temp(self, key: str, data: bytes) -> Path:
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(
+                dir=path.parent, prefix=f"{_TMP_PREFIX}{path.name}.", suffix=_TMP_SUFFIX
+            )
+        except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+            # FileExistsError / NotADirectoryError: a parent "folder" is an object.
+            raise self._write_error(key, exc) from None
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -69,31 +95,38 @@ class LocalStore(Store):
 
     def put_bytes(self, key: str, data: bytes) -> str:
         path = self._path(key)
-        tmp = self._write_temp(path, data)
-        with self._locked(key):
-            os.replace(tmp, path)
+        tmp = self._write_temp(key, data)
+        try:
+            with self._locked(key):
+                os.replace(tmp, path)
+        except IsADirectoryError as exc:
+            raise self._write_error(key, exc) from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # only still there if the replace failed
         return _version(data)
 
     def put_if_absent(self, key: str, data: bytes) -> str:
         path = self._path(key)
-        tmp = self._write_temp(path, data)
+        tmp = self._write_temp(key, data)
         try:
             # link() fails if the target exists: an atomic create-if-absent on POSIX.
             os.link(tmp, path)
         except FileExistsError:
             raise PreconditionFailedError(f"precondition failed: {self.uri_for(key)} already exists") from None
         finally:
-            os.unlink(tmp)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         return _version(data)
 
     def put_if_unchanged(self, key: str, data: bytes, version: str) -> str:
         path = self._path(key)
-        tmp = self._write_temp(path, data)
+        tmp = self._write_temp(key, data)
         try:
             with self._locked(key):
                 try:
                     current = _version(path.read_bytes())
-                except FileNotFoundError:
+                except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
                     raise PreconditionFailedError(
                         f"precondition failed: {self.uri_for(key)} no longer exists"
                     ) from None
@@ -119,9 +152,11 @@ class LocalStore(Store):
             dirnames[:] = [d for d in dirnames if not (d == _LOCK_DIR and Path(dirpath) == self.root)]
             rel_dir = os.path.relpath(dirpath, self.root)
             for name in filenames:
-                if name.startswith(".") and name.endswith(".tmp"):
+                if _is_temp_name(name):
                     continue  # an in-flight atomic write
                 key = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if key.split("/", 1)[0] == _LOCK_DIR:
+                    continue  # lock files, e.g. for list(".locks/")
                 if key.startswith(prefix):
                     keys.append(key)
         return sorted(keys)
@@ -130,8 +165,15 @@ class LocalStore(Store):
         return self._path(key).is_file()
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(key).unlink()
+        path = self._path(key)
+        if not os.path.lexists(path):
+            return  # nothing to delete (and no lock folder created in an unused store)
+        # Under the key's lock, so a delete cannot slip between put_if_unchanged's check and
+        # its replace (which would resurrect the key after delete returned).
+        with self._locked(key), contextlib.suppress(
+            FileNotFoundError, NotADirectoryError, IsADirectoryError
+        ):
+            path.unlink()
 
     def local_path(self, key: str) -> Path:
         """The file behind ``key`` (for libraries that want a path)."""

@@ -50,10 +50,16 @@ class S3Store(Store):
         validate_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    def _where(self, key: str) -> str:
+        # No validation here: ``key`` may be a listing prefix such as ``data/``.
+        return f"{self.uri}/{key}" if key else self.uri
+
     def _error(self, exc: Exception, key: str, action: str) -> StoreError:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        where = self.uri_for(key) if key else self.uri
+        where = self._where(key)
+        if isinstance(exc, StoreError):
+            return exc
         if isinstance(exc, ClientError):
             err = exc.response.get("Error", {})
             code = str(err.get("Code", ""))
@@ -64,23 +70,26 @@ class S3Store(Store):
                 return NotFoundError(f"not found: {where}")
             if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 return AccessDeniedError(f"access denied: {action} {where} ({code})")
-            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
                 return PreconditionFailedError(f"precondition failed: {action} {where} ({code})")
-            return StoreError(f"S3 error on {action} {where}: {code} {err.get('Message', '')}".strip())
+            message = " ".join(str(err.get("Message", "")).split())
+            return StoreError(f"S3 error on {action} {where}: {code} {message}".strip())
         if isinstance(exc, BotoCoreError):
-            return StoreError(f"S3 unreachable on {action} {where}: {exc}")
-        return StoreError(f"S3 error on {action} {where}: {exc}")
+            return StoreError(f"S3 unreachable on {action} {where}: {' '.join(str(exc).split())}")
+        return StoreError(f"S3 error on {action} {where}: {' '.join(str(exc).split())}")
 
     def get(self, key: str) -> Blob:
+        full = self._key(key)
         try:
-            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            resp = self.client.get_object(Bucket=self.bucket, Key=full)
             return Blob(data=resp["Body"].read(), version=resp["ETag"])
         except Exception as exc:
             raise self._error(exc, key, "get") from None
 
     def _put(self, key: str, data: bytes, action: str, **conditions: str) -> str:
+        full = self._key(key)
         try:
-            resp = self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **conditions)
+            resp = self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **conditions)
             return str(resp["ETag"])
         except Exception as exc:
             raise self._error(exc, key, action) from None
@@ -92,7 +101,15 @@ class S3Store(Store):
         return self._put(key, data, "put-if-absent", IfNoneMatch="*")
 
     def put_if_unchanged(self, key: str, data: bytes, version: str) -> str:
-        return self._put(key, data, "put-if-unchanged", IfMatch=version)
+        try:
+            return self._put(key, data, "put-if-unchanged", IfMatch=version)
+        except NotFoundError as exc:
+            if isinstance(exc, NoSuchBucketError):
+                raise
+            # S3 answers IfMatch on a missing key with 404 NoSuchKey: the version is stale.
+            raise PreconditionFailedError(
+                f"precondition failed: put-if-unchanged {self._where(key)} (it no longer exists)"
+            ) from None
 
     def list(self, prefix: str = "") -> list[str]:
         validate_prefix(prefix)
@@ -108,17 +125,28 @@ class S3Store(Store):
         return sorted(keys)
 
     def exists(self, key: str) -> bool:
+        full = self._key(key)
         try:
-            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            self.client.head_object(Bucket=self.bucket, Key=full)
             return True
         except Exception as exc:
             err = self._error(exc, key, "head")
-            if isinstance(err, NotFoundError) and not isinstance(err, NoSuchBucketError):
-                return False
-            raise err from None
+        if not isinstance(err, NotFoundError):
+            raise err
+        # HEAD has no body, so a missing bucket is a bare 404 too: tell the two apart.
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except Exception as exc:
+            bucket_err = self._error(exc, "", "head")
+            if isinstance(bucket_err, NotFoundError):
+                raise NoSuchBucketError(
+                    f"no such bucket: s3://{self.bucket} (head {self._where(key)})"
+                ) from None
+        return False
 
     def delete(self, key: str) -> None:
+        full = self._key(key)
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            self.client.delete_object(Bucket=self.bucket, Key=full)
         except Exception as exc:
             raise self._error(exc, key, "delete") from None
