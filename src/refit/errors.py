@@ -41,3 +41,11 @@ class DataError(RefitError):
 
 class ValidationFailedError(DataError):
     """Validation stopped the run (too many bad rows, or a frame-level fault)."""
+
+
+class RegistryError(RefitError):
+    """A model-registry request cannot be served: unknown model, alias or version, or a bad ref."""
+
+
+class ConflictError(RegistryError):
+    """Another writer moved an alias since it was read: re-read and retry."""

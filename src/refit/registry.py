@@ -1,0 +1,811 @@
+"""A model registry on the store: numbered immutable versions, movable aliases, an audit log.
+
+This module is the only writer of the ``registry/`` keys. It needs nothing but a
+:class:`~refit.io.base.Store` with conditional writes (``put_if_absent``,
+``put_if_unchanged``), so the same code runs on a local folder and on S3 with no lock server.
+
+Layout, under ``registry/<model>/``::
+
+    versions/<n>/.claim                      who claimed number n, and when (put_if_absent)
+    versions/<n>/artifact/<file>             model files, when the registry keeps them
+    versions/<n>/reference/sample.parquet    drift reference: a sample of the training rows
+    versions/<n>/reference/summaries.json    per-column summaries of that sample
+    versions/<n>/version.json                the metadata; written LAST (put_if_absent)
+    history/<000000000001>.json              one alias move per object (put_if_absent)
+    aliases.json                             {"seq": k, "aliases": {alias: version}}
+
+Versions. A number is taken by ``put_if_absent`` of its ``.claim`` key (start after the
+highest slot listed, step on while the claim exists), so two writers never share a number
+and a stale listing cannot overwrite anything. The payload goes next, and ``version.json``
+last, itself by ``put_if_absent``: it is the commit point. A slot without ``version.json``
+is invisible (``list_versions``, ``resolve`` and aliases ignore it) and its number is never
+reused. A registration that fails with an ordinary exception abandons its slot at once;
+one that dies (a killed process) leaves it for :meth:`Registry.collect_garbage`, which
+fences an old claim with a tombstone ``version.json`` (so a writer that was only slow cannot
+commit into a slot being emptied) and then deletes its payload. Nothing deletes or rewrites
+a committed version.
+
+Aliases and history: the log is the truth, ``aliases.json`` is its materialised view.
+Moving an alias reads the state (``aliases.json`` at sequence k, plus any logged event
+k+1, k+2, ... not yet folded into it), checks the caller's ``expected_current`` against it,
+checks that the target version is committed, and then writes event k+1 with
+``put_if_absent``. That single conditional write is the commit point of the move: of two
+writers that read the same state exactly one can create event k+1; the other re-reads, sees
+the alias moved and gets :class:`~refit.errors.ConflictError` (or, if only another alias
+moved, tries again at k+2). Afterwards ``aliases.json`` is advanced by compare-and-swap (or
+``put_if_absent`` the first time). Crash windows:
+
+* before the event: nothing happened; the alias still points at the old version;
+* after the event, before ``aliases.json``: the move happened. Every reader replays the
+  pending event, so ``aliases()``, ``resolve`` and ``history`` already agree, and the next
+  writer folds it into ``aliases.json``.
+
+So the alias never points at an uncommitted or missing version, the audit trail never
+misses a move nor shows one that did not happen, and ``rollback`` can trust it.
+
+Retries (a Prefect task run again after a crash) are safe: moving an alias to where it
+already points writes nothing and returns the event that put it there, and
+``register(..., run_id=...)`` returns the version that run already committed. The
+sequence number inside ``aliases.json`` also means its content never repeats, so the local
+store's content-hash version tokens have no ABA problem.
+"""
+
+from __future__ import annotations
+
+import enum
+import getpass
+import json
+import logging
+import math
+import os
+import re
+import socket
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from refit.errors import ConflictError, NotFoundError, PreconditionFailedError, RegistryError
+from refit.fingerprint import DatasetFingerprint
+from refit.io.base import Store, validate_key
+from refit.io.frames import frame_bytes, parse_frame
+
+log = logging.getLogger(__name__)
+
+ROOT = "registry"
+CHAMPION = "champion"
+SAMPLE_FILE = "reference/sample.parquet"
+SUMMARIES_FILE = "reference/summaries.json"
+#: Quantiles kept in numeric column summaries.
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+#: Most frequent values kept in categorical column summaries.
+TOP_VALUES = 10
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_REF = re.compile(r"(?P<name>[^@:]+)(?:@(?P<alias>[^@:]+)|:(?P<version>[^@:]+))?")
+_SEQ_DIGITS = 12
+_MAX_ATTEMPTS = 100
+
+
+class _Unset(enum.Enum):
+    UNSET = "UNSET"
+
+
+#: ``expected_current`` default: move the alias wherever it points now (recorded as forced).
+UNSET = _Unset.UNSET
+
+
+# --- records -------------------------------------------------------------------------------
+
+
+class _Record(BaseModel):
+    # extra="ignore": metadata written by a newer refit still reads.
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class DatasetRecord(_Record):
+    """The fingerprint of one dataset a version was trained or evaluated on."""
+
+    sha256: str
+    rows: int
+    columns: int | None = None
+
+
+def _finite_or_none(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class ModelVersion(_Record):
+    """The immutable metadata of one registered version (``version.json``)."""
+
+    schema_version: int = 1
+    name: str
+    version: int
+    created_at: datetime
+    author: str
+    git_commit: str | None = None
+    run_id: str | None = Field(None, description="Registering twice with one run id returns the first version.")
+    artifact_uri: str
+    artifact_files: list[str] = Field(default_factory=list, description="Files kept under versions/<n>/artifact/.")
+    datasets: dict[str, DatasetRecord] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, float | None] = Field(default_factory=dict, description="Overall; NaN is stored as null.")
+    segment_metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    decision: str | None = None
+    dossier_uris: list[str] = Field(default_factory=list)
+    compared_with: int | None = Field(None, description="The champion version this one was evaluated against.")
+    tags: dict[str, str] = Field(default_factory=dict)
+    description: str = ""
+    reference_uri: str | None = Field(None, description="The drift reference sample (parquet).")
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metrics_finite(cls, value: Any) -> Any:
+        return {str(k): _finite_or_none(v) for k, v in value.items()} if isinstance(value, Mapping) else value
+
+    @field_validator("segment_metrics", mode="before")
+    @classmethod
+    def _segments_finite(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        return {str(s): {str(k): _finite_or_none(v) for k, v in m.items()} for s, m in value.items()}
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+class AliasEvent(_Record):
+    """One alias move in the append-only history."""
+
+    seq: int
+    event_id: str
+    name: str
+    alias: str
+    action: Literal["set", "remove", "rollback"]
+    from_version: int | None
+    to_version: int | None
+    at: datetime
+    author: str
+    reason: str = ""
+    forced: bool = Field(False, description="Moved without checking where the alias pointed.")
+
+
+class ColumnSummary(_Record):
+    """Summary of one column of a reference sample."""
+
+    kind: Literal["numeric", "categorical", "datetime"]
+    dtype: str
+    count: int = Field(description="Non-missing values.")
+    nulls: int
+    mean: float | None = None
+    std: float | None = None
+    min: float | str | None = None
+    max: float | str | None = None
+    quantiles: dict[str, float | None] = Field(default_factory=dict)
+    distinct: int | None = None
+    top: dict[str, int] = Field(default_factory=dict, description="Most frequent values and their counts.")
+
+
+class MetricDelta(_Record):
+    metric: str
+    a: float | None
+    b: float | None
+    delta: float | None = Field(description="b - a; None when either side is missing.")
+
+
+class VersionDiff(_Record):
+    """Metrics of two versions side by side, overall and per segment."""
+
+    name: str
+    a: int
+    b: int
+    overall: list[MetricDelta]
+    segments: dict[str, list[MetricDelta]]
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per (segment, metric); the overall rows have segment ``None``."""
+        rows: list[tuple[str | None, str, float | None, float | None, float | None]]
+        rows = [(None, d.metric, d.a, d.b, d.delta) for d in self.overall]
+        rows += [(seg, d.metric, d.a, d.b, d.delta) for seg, ds in self.segments.items() for d in ds]
+        return pd.DataFrame(rows, columns=["segment", "metric", "a", "b", "delta"])
+
+
+# --- column summaries ----------------------------------------------------------------------
+
+
+def summarize_columns(df: pd.DataFrame) -> dict[str, ColumnSummary]:
+    """Per-column summaries of a frame: counts for all, moments and quantiles for numbers,
+    range for datetimes, the most frequent values for everything else (booleans included)."""
+    return {str(c): ColumnSummary.model_validate(_summarize(df[c])) for c in df.columns}
+
+
+def _summarize(s: pd.Series) -> dict[str, Any]:
+    out: dict[str, Any] = {"dtype": str(s.dtype), "count": int(s.notna().sum()), "nulls": int(s.isna().sum())}
+    present = s.dropna()
+    if pd.api.types.is_datetime64_any_dtype(s):
+        out["kind"] = "datetime"
+        if len(present):
+            out["min"], out["max"] = present.min().isoformat(), present.max().isoformat()
+    elif pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        out["kind"] = "numeric"
+        values = present.to_numpy(dtype=np.float64)
+        if len(values):
+            out["mean"], out["min"], out["max"] = (_finite_or_none(f(values)) for f in (np.mean, np.min, np.max))
+            quantiles = np.quantile(values, QUANTILES)
+            out["quantiles"] = {str(q): _finite_or_none(v) for q, v in zip(QUANTILES, quantiles, strict=True)}
+        if len(values) > 1:
+            out["std"] = _finite_or_none(values.std(ddof=1))
+    else:
+        out["kind"] = "categorical"
+        counts = present.astype(str).value_counts()
+        out["distinct"] = int(len(counts))
+        out["top"] = {str(k): int(v) for k, v in counts.head(TOP_VALUES).items()}
+    return out
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def default_author() -> str:
+    """``REFIT_AUTHOR``, else the OS user, else ``unknown``."""
+    env = os.environ.get("REFIT_AUTHOR", "").strip()
+    if env:
+        return env
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name (some containers)
+        return "unknown"
+
+
+def _check_model_name(name: str) -> str:
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
+        raise RegistryError(
+            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' (starting with a letter or digit)"
+        )
+    return name
+
+
+def _check_alias(alias: str) -> str:
+    if not isinstance(alias, str) or not _ALIAS_NAME.fullmatch(alias):
+        raise RegistryError(
+            f"invalid alias {alias!r}: use lowercase letters, digits, '_' or '-', starting with a letter"
+        )
+    return alias
+
+
+def _dataset_record(value: DatasetRecord | DatasetFingerprint | Mapping[str, Any]) -> DatasetRecord:
+    if isinstance(value, DatasetFingerprint):
+        return DatasetRecord(sha256=value.sha256, rows=value.rows, columns=value.columns)
+    return DatasetRecord.model_validate(value)
+
+
+def _json(model: BaseModel) -> bytes:
+    return model.model_dump_json(indent=2).encode()
+
+
+def _show(version: int | None) -> str:
+    return "(unset)" if version is None else str(version)
+
+
+def _deltas(a: Mapping[str, float | None], b: Mapping[str, float | None]) -> list[MetricDelta]:
+    out = []
+    for metric in sorted(set(a) | set(b)):
+        va, vb = a.get(metric), b.get(metric)
+        out.append(MetricDelta(metric=metric, a=va, b=vb, delta=None if va is None or vb is None else vb - va))
+    return out
+
+
+@dataclass
+class _AliasState:
+    """Aliases at sequence ``seq``: ``aliases.json`` (``stored_seq``, read at ``token``) plus
+    the logged events after it."""
+
+    aliases: dict[str, int]
+    seq: int
+    token: str | None
+    stored_seq: int
+
+
+# --- the registry --------------------------------------------------------------------------
+
+
+class Registry:
+    """The model registry on ``store`` (see the module docstring for layout and guarantees).
+
+    Args:
+        store: where the registry lives; construction does no I/O.
+        root: the top-level key prefix.
+        clock: returns the current UTC time (injected by tests).
+    """
+
+    def __init__(self, store: Store, root: str = ROOT, clock: Callable[[], datetime] | None = None) -> None:
+        self.store = store
+        self.root = validate_key(root)
+        self._clock = clock or (lambda: datetime.now(UTC))
+
+    # keys
+
+    def _model_prefix(self, name: str) -> str:
+        return f"{self.root}/{_check_model_name(name)}/"
+
+    def _slot(self, name: str, version: int) -> str:
+        return f"{self._model_prefix(name)}versions/{int(version)}/"
+
+    def _event_key(self, name: str, seq: int) -> str:
+        return f"{self._model_prefix(name)}history/{seq:0{_SEQ_DIGITS}d}.json"
+
+    def _aliases_key(self, name: str) -> str:
+        return f"{self._model_prefix(name)}aliases.json"
+
+    def version_key(self, name: str, version: int, file: str = "version.json") -> str:
+        """The key of ``file`` under a version, e.g. ``artifact/model.skops``."""
+        return validate_key(self._slot(name, version) + file)
+
+    # --- versions ------------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        *,
+        artifact_files: Mapping[str, bytes] | None = None,
+        artifact_uri: str | None = None,
+        datasets: Mapping[str, DatasetRecord | DatasetFingerprint | Mapping[str, Any]] | None = None,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float | None] | None = None,
+        segment_metrics: Mapping[str, Mapping[str, float | None]] | None = None,
+        decision: str | None = None,
+        dossier_uris: Sequence[str] = (),
+        compared_with: int | None = None,
+        tags: Mapping[str, str] | None = None,
+        description: str = "",
+        reference_sample: pd.DataFrame | None = None,
+        author: str | None = None,
+        git_commit: str | None = None,
+        run_id: str | None = None,
+    ) -> ModelVersion:
+        """Register a new version and return its metadata; numbers are 1, 2, 3, ...
+
+        The model is either copied in (``artifact_files``: file name -> bytes, kept under
+        ``versions/<n>/artifact/``) or referenced (``artifact_uri``); give exactly one.
+        ``reference_sample`` (a sample the caller drew from the training rows) is kept as the
+        version's drift reference. With ``run_id``, registering again (a retried task)
+        returns the version that run already committed instead of a duplicate.
+        """
+        if (artifact_files is None) == (artifact_uri is None):
+            raise RegistryError(f"register {name}: give exactly one of artifact_files and artifact_uri")
+        _check_model_name(name)
+        files = dict(artifact_files or {})
+        if artifact_files is not None and not files:
+            raise RegistryError(f"register {name}: artifact_files is empty")
+        for file in files:
+            validate_key(f"{self._slot(name, 0)}artifact/{file}")
+        if run_id is not None:
+            for existing in self.list_versions(name):
+                if existing.run_id == run_id:
+                    return existing
+        # Build (and so validate) the metadata before claiming anything: bad input leaves no slot.
+        draft = ModelVersion(
+            name=name,
+            version=0,
+            created_at=self._clock(),
+            author=author or default_author(),
+            git_commit=git_commit,
+            run_id=run_id,
+            artifact_uri=artifact_uri or "",
+            artifact_files=sorted(files),
+            datasets={k: _dataset_record(v) for k, v in (datasets or {}).items()},
+            params=dict(params or {}),
+            metrics=dict(metrics or {}),
+            segment_metrics={k: dict(v) for k, v in (segment_metrics or {}).items()},
+            decision=decision,
+            dossier_uris=list(dossier_uris),
+            compared_with=compared_with,
+            tags=dict(tags or {}),
+            description=description,
+            reference_uri=None,
+        )
+        try:
+            _json(draft)
+        except Exception as exc:  # e.g. numpy integers in params
+            raise RegistryError(f"register {name}: metadata is not JSON-serialisable: {exc}") from None
+        sample = summaries = None
+        if reference_sample is not None:
+            sample = frame_bytes(reference_sample, SAMPLE_FILE)
+            summaries = json.dumps(
+                {c: s.model_dump(mode="json") for c, s in summarize_columns(reference_sample).items()}, indent=2
+            ).encode()
+
+        n = self._claim(name, draft.author)
+        slot = self._slot(name, n)
+        try:
+            for file, data in files.items():
+                self.store.put_if_absent(f"{slot}artifact/{file}", data)
+            update: dict[str, Any] = {"version": n}
+            if files:
+                update["artifact_uri"] = self.store.uri_for(f"{slot}artifact")
+            if sample is not None and summaries is not None:
+                self.store.put_if_absent(slot + SAMPLE_FILE, sample)
+                self.store.put_if_absent(slot + SUMMARIES_FILE, summaries)
+                update["reference_uri"] = self.store.uri_for(slot + SAMPLE_FILE)
+            version = draft.model_copy(update=update)
+            try:
+                self.store.put_if_absent(slot + "version.json", _json(version))  # the commit point
+            except PreconditionFailedError:
+                raise RegistryError(
+                    f"version {n} of {name} was abandoned (garbage-collected) while this registration "
+                    "was writing it; register again"
+                ) from None
+        except Exception:
+            self._abandon(name, n)
+            raise
+        log.info("registered %s version %d", name, n)
+        return version
+
+    def _claim(self, name: str, author: str) -> int:
+        prefix = f"{self._model_prefix(name)}versions/"
+        taken = [int(p) for p in (k[len(prefix) :].split("/", 1)[0] for k in self.store.list(prefix)) if p.isdigit()]
+        n = max(taken, default=0) + 1
+        claim = json.dumps(
+            {
+                "claimed_at": self._clock().isoformat(),
+                "author": author,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+            }
+        ).encode()
+        for _ in range(_MAX_ATTEMPTS):
+            try:
+                self.store.put_if_absent(f"{prefix}{n}/.claim", claim)
+                return n
+            except PreconditionFailedError:
+                n += 1  # another writer holds n (or held it and crashed): the next one
+        raise RegistryError(f"register {name}: could not claim a version number after {_MAX_ATTEMPTS} tries")
+
+    def _abandon(self, name: str, n: int) -> bool:
+        """Fence slot ``n`` with a tombstone and delete its payload; False if it is committed."""
+        slot = self._slot(name, n)
+        tomb = json.dumps({"abandoned": True, "version": n, "abandoned_at": self._clock().isoformat()}).encode()
+        try:
+            try:
+                self.store.put_if_absent(slot + "version.json", tomb)
+            except PreconditionFailedError:
+                if self._read_version_doc(name, n) is not None:
+                    return False  # committed: never touched
+            for key in self.store.list(slot):
+                if key not in (slot + ".claim", slot + "version.json"):
+                    self.store.delete(key)
+        except Exception as exc:  # cleaning up is best effort: the slot is invisible anyway
+            log.warning("could not clean up version slot %s: %s", slot, exc)
+        return True
+
+    def collect_garbage(self, name: str, older_than: timedelta = timedelta(hours=1)) -> list[int]:
+        """Abandon version slots claimed more than ``older_than`` ago and never committed.
+
+        Their numbers stay taken. Returns the numbers cleaned.
+        """
+        prefix = f"{self._model_prefix(name)}versions/"
+        slots: dict[int, set[str]] = {}
+        for key in self.store.list(prefix):
+            part, _, rest = key[len(prefix) :].partition("/")
+            if part.isdigit():
+                slots.setdefault(int(part), set()).add(rest)
+        cleaned = []
+        now = self._clock()
+        for n, files in sorted(slots.items()):
+            if "version.json" in files:
+                if files - {".claim", "version.json"} and self._read_version_doc(name, n) is None:
+                    self._abandon(name, n)  # a tombstone whose clean-up was interrupted
+                    cleaned.append(n)
+                continue
+            try:
+                claimed_at = datetime.fromisoformat(
+                    json.loads(self.store.get_bytes(f"{prefix}{n}/.claim"))["claimed_at"]
+                )
+            except (NotFoundError, ValueError, KeyError, TypeError):
+                claimed_at = None  # no readable claim: payload without an owner
+            if (claimed_at is None or now - claimed_at >= older_than) and self._abandon(name, n):
+                cleaned.append(n)
+        return cleaned
+
+    def _read_version_doc(self, name: str, version: int) -> ModelVersion | None:
+        """The committed metadata of ``version``, or None (no slot, uncommitted or abandoned)."""
+        try:
+            data = self.store.get_bytes(self._slot(name, version) + "version.json")
+        except NotFoundError:
+            return None
+        doc = json.loads(data)
+        return None if doc.get("abandoned") else ModelVersion.model_validate(doc)
+
+    def _version_numbers(self, name: str) -> list[int]:
+        """Numbers with a ``version.json`` (committed, or tombstones), ascending."""
+        prefix = f"{self._model_prefix(name)}versions/"
+        out = []
+        for key in self.store.list(prefix):
+            part, _, rest = key[len(prefix) :].partition("/")
+            if rest == "version.json" and part.isdigit():
+                out.append(int(part))
+        return sorted(out)
+
+    def list_models(self) -> list[str]:
+        """Names of the models with at least one committed version, sorted."""
+        names = set()
+        for key in self.store.list(f"{self.root}/"):
+            parts = key[len(self.root) + 1 :].split("/")
+            if len(parts) == 4 and parts[1] == "versions" and parts[3] == "version.json" and parts[2].isdigit():
+                names.add(parts[0])
+        return sorted(n for n in names if self.list_versions(n))
+
+    def list_versions(self, name: str) -> list[ModelVersion]:
+        """The committed versions of ``name``, oldest first (empty for an unknown model)."""
+        docs = (self._read_version_doc(name, n) for n in self._version_numbers(name))
+        return [d for d in docs if d is not None]
+
+    def get_version(self, name: str, version: int) -> ModelVersion:
+        """The metadata of one committed version."""
+        found = self._read_version_doc(name, version)
+        if found is None:
+            self._raise_unknown_version(name, version)
+        assert found is not None
+        return found
+
+    def _raise_unknown_version(self, name: str, version: int) -> None:
+        versions = [v.version for v in self.list_versions(name)]
+        if not versions:
+            raise RegistryError(f"no model {name!r} in the registry at {self.store.uri_for(self.root)}")
+        listed = ", ".join(map(str, versions))
+        raise RegistryError(f"{name} has no version {version} (committed versions: {listed})")
+
+    def read_artifact(self, name: str, version: int, file: str) -> bytes:
+        """A model file the registry keeps for ``version``."""
+        mv = self.get_version(name, version)
+        if file not in mv.artifact_files:
+            where = f"files: {', '.join(mv.artifact_files)}" if mv.artifact_files else f"it is at {mv.artifact_uri}"
+            raise RegistryError(f"{mv.ref} has no artifact file {file!r} in the registry ({where})")
+        return self.store.get_bytes(f"{self._slot(name, version)}artifact/{file}")
+
+    def reference(self, name: str, version: int) -> tuple[pd.DataFrame, dict[str, ColumnSummary]]:
+        """The drift reference of a version: its sample of the training rows and column summaries."""
+        mv = self.get_version(name, version)
+        if mv.reference_uri is None:
+            raise RegistryError(f"{mv.ref} was registered without a reference sample")
+        slot = self._slot(name, version)
+        frame = parse_frame(self.store.get_bytes(slot + SAMPLE_FILE), self.store.uri_for(slot + SAMPLE_FILE))
+        raw = json.loads(self.store.get_bytes(slot + SUMMARIES_FILE))
+        return frame, {c: ColumnSummary.model_validate(s) for c, s in raw.items()}
+
+    # --- aliases -------------------------------------------------------------------------
+
+    def _read_event(self, name: str, seq: int) -> AliasEvent | None:
+        try:
+            return AliasEvent.model_validate_json(self.store.get_bytes(self._event_key(name, seq)))
+        except NotFoundError:
+            return None
+
+    def _read_state(self, name: str) -> _AliasState:
+        try:
+            blob = self.store.get(self._aliases_key(name))
+            doc = json.loads(blob.data)
+            state = _AliasState({a: int(v) for a, v in doc["aliases"].items()}, int(doc["seq"]), blob.version, 0)
+        except NotFoundError:
+            state = _AliasState({}, 0, None, 0)
+        state.stored_seq = state.seq
+        # Events logged but not yet folded into aliases.json (a writer died, or is still busy).
+        while (event := self._read_event(name, state.seq + 1)) is not None:
+            if event.to_version is None:
+                state.aliases.pop(event.alias, None)
+            else:
+                state.aliases[event.alias] = event.to_version
+            state.seq = event.seq
+        return state
+
+    def _materialise(self, name: str, seq: int) -> None:
+        """Fold the log up to at least ``seq`` into ``aliases.json`` (best effort: readers replay)."""
+        key = self._aliases_key(name)
+        for _ in range(5):
+            state = self._read_state(name)
+            if state.stored_seq >= seq:
+                return
+            body = json.dumps({"seq": state.seq, "aliases": dict(sorted(state.aliases.items()))}, indent=2).encode()
+            try:
+                if state.token is None:
+                    self.store.put_if_absent(key, body)
+                else:
+                    self.store.put_if_unchanged(key, body, state.token)
+                return
+            except PreconditionFailedError:
+                continue
+            except Exception as exc:
+                log.warning("alias move %d of %s is logged but %s is stale: %s", seq, name, key, exc)
+                return
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """Alias -> version, sorted by alias."""
+        return dict(sorted(self._read_state(name).aliases.items()))
+
+    def _move(
+        self,
+        name: str,
+        alias: str,
+        action: Literal["set", "remove", "rollback"],
+        target: Callable[[_AliasState], int | None],
+        expected_current: int | None | _Unset,
+        reason: str,
+        author: str | None,
+    ) -> AliasEvent:
+        """Append the event moving ``alias`` to ``target(state)`` (see the module docstring).
+
+        The event at ``state.seq + 1`` is created only if absent, so the move is a
+        compare-and-swap against the whole state it was computed from.
+        """
+        who = author or default_author()
+        event_id = uuid.uuid4().hex
+        for _ in range(_MAX_ATTEMPTS):
+            state = self._read_state(name)
+            current = state.aliases.get(alias)
+            to = target(state)
+            if to == current:
+                previous = next((e for e in reversed(self.history(name, alias)) if e.seq <= state.seq), None)
+                if previous is not None:
+                    return previous  # already there (e.g. a retried move): a no-op
+                raise RegistryError(f"{name} has no alias {alias!r}")
+            if expected_current is not UNSET and current != expected_current:
+                raise ConflictError(
+                    f"{alias} of {name} moved from {_show(expected_current)} to {_show(current)} "
+                    "by another writer; re-read and retry"
+                )
+            event = AliasEvent(
+                seq=state.seq + 1,
+                event_id=event_id,
+                name=name,
+                alias=alias,
+                action=action,
+                from_version=current,
+                to_version=to,
+                at=self._clock(),
+                author=who,
+                reason=reason,
+                forced=expected_current is UNSET and action != "rollback",
+            )
+            try:
+                self.store.put_if_absent(self._event_key(name, event.seq), _json(event))  # the commit point
+            except PreconditionFailedError:
+                logged = self._read_event(name, event.seq)
+                if logged is None or logged.event_id != event_id:
+                    continue  # another move took this sequence number: re-read and re-check
+            self._materialise(name, event.seq)
+            log.info("%s of %s: %s -> %s (%s)", alias, name, _show(current), _show(to), reason)
+            return event
+        raise ConflictError(f"{alias} of {name}: too many concurrent moves; re-read and retry")
+
+    def set_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        expected_current: int | None | _Unset = UNSET,
+        reason: str = "",
+        author: str | None = None,
+    ) -> AliasEvent:
+        """Point ``alias`` at a committed ``version`` by compare-and-swap.
+
+        ``expected_current`` is where the caller believes the alias points (``None``: not
+        set); if it points elsewhere the move raises :class:`ConflictError`. Left out, the
+        alias moves wherever it points and the event is marked ``forced``. Moving an alias to
+        where it already points (a retried task, or a twin writer that won) writes nothing
+        and returns the event that put it there.
+        """
+        _check_alias(alias)
+        self.get_version(name, version)  # committed, or RegistryError
+        v = int(version)
+        return self._move(name, alias, "set", lambda s: v, expected_current, reason, author)
+
+    def promote(
+        self,
+        name: str,
+        version: int,
+        expected_current: int | None | _Unset = UNSET,
+        reason: str = "",
+        author: str | None = None,
+    ) -> AliasEvent:
+        """``set_alias(name, "champion", ...)``."""
+        return self.set_alias(name, CHAMPION, version, expected_current, reason, author)
+
+    def remove_alias(
+        self,
+        name: str,
+        alias: str,
+        expected_current: int | None | _Unset = UNSET,
+        reason: str = "",
+        author: str | None = None,
+    ) -> AliasEvent:
+        """Unset ``alias`` (compare-and-swap as in :meth:`set_alias`)."""
+        _check_alias(alias)
+        return self._move(name, alias, "remove", lambda s: None, expected_current, reason, author)
+
+    def rollback(self, name: str, reason: str, author: str | None = None, alias: str = CHAMPION) -> AliasEvent:
+        """Move ``alias`` back to the version it pointed at before its current one.
+
+        Rollbacks stack: after 1 -> 2 -> 3, two rollbacks give 2 and then 1; a third fails.
+        """
+        _check_alias(alias)
+
+        def target(state: _AliasState) -> int | None:
+            lineage = _lineage(e for e in self.history(name, alias) if e.seq <= state.seq)
+            if len(lineage) < 2 or lineage[-2] is None:
+                raise RegistryError(f"{alias} of {name} has no previous version to roll back to")
+            return lineage[-2]
+
+        return self._move(name, alias, "rollback", target, UNSET, reason, author)
+
+    def history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
+        """Every alias move of ``name`` (or of one alias), oldest first."""
+        prefix = f"{self._model_prefix(name)}history/"
+        events = []
+        for key in self.store.list(prefix):
+            try:
+                events.append(AliasEvent.model_validate_json(self.store.get_bytes(key)))
+            except NotFoundError:
+                continue
+        return [e for e in sorted(events, key=lambda e: e.seq) if alias is None or e.alias == alias]
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> ModelVersion:
+        """``NAME`` (its champion), ``NAME@ALIAS`` or ``NAME:VERSION`` -> the version's metadata."""
+        m = _REF.fullmatch(ref.strip()) if isinstance(ref, str) else None
+        if m is None:
+            raise RegistryError(f"invalid model reference {ref!r}: use NAME, NAME@ALIAS or NAME:VERSION")
+        name = _check_model_name(m["name"])
+        if m["version"] is not None:
+            if not m["version"].isdigit():
+                raise RegistryError(f"invalid model reference {ref!r}: the version after ':' must be a number")
+            return self.get_version(name, int(m["version"]))
+        alias = _check_alias(m["alias"] or CHAMPION)
+        aliases = self.aliases(name)
+        if alias not in aliases:
+            if not self._version_numbers(name):
+                raise RegistryError(f"no model {name!r} in the registry at {self.store.uri_for(self.root)}")
+            known = ", ".join(f"{a} -> {v}" for a, v in aliases.items()) or "none"
+            raise RegistryError(f"{name} has no alias {alias!r} (aliases: {known})")
+        return self.get_version(name, aliases[alias])
+
+    def diff(self, name: str, a: int | str, b: int | str) -> VersionDiff:
+        """Metrics of versions ``a`` and ``b`` (numbers or aliases) side by side; deltas are b - a."""
+        va, vb = (self._version_or_alias(name, x) for x in (a, b))
+        segments = sorted(set(va.segment_metrics) | set(vb.segment_metrics))
+        return VersionDiff(
+            name=name,
+            a=va.version,
+            b=vb.version,
+            overall=_deltas(va.metrics, vb.metrics),
+            segments={s: _deltas(va.segment_metrics.get(s, {}), vb.segment_metrics.get(s, {})) for s in segments},
+        )
+
+    def _version_or_alias(self, name: str, ref: int | str) -> ModelVersion:
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            return self.get_version(name, int(ref))
+        return self.resolve(f"{name}@{ref}")
+
+
+def _lineage(events: Iterable[AliasEvent]) -> list[int | None]:
+    """The stack of versions an alias held: moves push, rollbacks pop."""
+    stack: list[int | None] = []
+    for e in events:
+        if e.action == "rollback":
+            if stack:
+                stack.pop()
+            if not stack or stack[-1] != e.to_version:
+                stack.append(e.to_version)
+        elif not stack or stack[-1] != e.to_version:
+            stack.append(e.to_version)
+    return stack
