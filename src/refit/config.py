@@ -124,19 +124,61 @@ class TrainingConfig(_Section):
     checkpoint: bool = Field(True, description="Write a resumable checkpoint after every epoch.")
 
 
+#: The gate's metrics and whether higher is better (refit.evaluation computes exactly these).
+GATE_METRICS: dict[str, bool] = {
+    "roc_auc": True, "pr_auc": True, "log_loss": False, "accuracy": True, "f1": True,
+    "brier": False, "ece": False, "rmse": False, "mae": False, "r2": True, "mape": False,
+}
+
+
 class GateConfig(_Section):
-    primary_metric: str = "roc_auc"
-    higher_is_better: bool = True
+    """When a candidate replaces the champion. Gains are measured in the metric's "better" direction.
+
+    REJECT on evidence of harm (a value threshold, the leakage guard, a significant overall or
+    per-segment loss beyond tolerance); PROMOTE on evidence of benefit (the overall gain's lower
+    confidence bound clears the required improvement); INCONCLUSIVE otherwise. See
+    ``refit.evaluation.decide_gate`` for the exact rules.
+    """
+
+    primary_metric: str = Field("roc_auc", description="One of GATE_METRICS.")
+    higher_is_better: bool | None = Field(None, description="Default: inferred from the metric name.")
     floor: float | None = Field(None, description="The candidate's primary metric must be at least this.")
     ceiling: float | None = Field(None, description="... and at most this (for error metrics).")
-    min_improvement: float = Field(0.0, description="Overall change required (absolute).")
-    min_relative_improvement: float = Field(0.0, description="Overall change required (relative).")
-    max_segment_regression: float = Field(0.02, ge=0.0, description="Largest loss allowed in any segment.")
-    min_segment_size: int = Field(200, ge=1)
-    max_improvement: float | None = Field(0.2, description="A larger gain blocks promotion (leakage guard).")
-    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    min_improvement: float = Field(0.0, ge=0.0, description="Overall gain required (absolute, CI lower bound).")
+    min_relative_improvement: float = Field(
+        0.0, ge=0.0, description="Overall gain required, as a fraction of |champion| (CI lower bound)."
+    )
+    max_regression: float = Field(
+        0.0, ge=0.0, description="Overall loss tolerated: a loss significantly beyond it rejects."
+    )
+    max_segment_regression: float = Field(
+        0.02, ge=0.0, description="Per-segment loss tolerated: a loss significantly beyond it rejects."
+    )
+    min_segment_size: int = Field(200, ge=1, description="Smaller segments are reported, not gated.")
+    max_improvement: float | None = Field(
+        0.2, gt=0.0, description="A larger overall gain rejects (leakage guard); null disables."
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Two-sided level of every interval.")
     bootstrap_resamples: int = Field(1000, ge=100)
-    holm: bool = True
+    seed: int = Field(0, description="Seed of the bootstrap resamples.")
+    holm: bool = Field(True, description="Holm-Bonferroni across the gated segments' regression tests.")
+
+    @model_validator(mode="after")
+    def _check_metric(self) -> GateConfig:
+        known = GATE_METRICS.get(self.primary_metric)
+        if known is None:
+            raise ValueError(f"unknown primary_metric {self.primary_metric!r}; known: {', '.join(GATE_METRICS)}")
+        if self.higher_is_better is not None and self.higher_is_better != known:
+            word = "higher" if known else "lower"
+            raise ValueError(f"{self.primary_metric} is {word}-is-better; drop higher_is_better or fix it")
+        if self.floor is not None and self.ceiling is not None and self.floor > self.ceiling:
+            raise ValueError("floor must not exceed ceiling")
+        return self
+
+    @property
+    def better_is_higher(self) -> bool:
+        """The primary metric's direction (given, or inferred from its name)."""
+        return GATE_METRICS[self.primary_metric]
 
 
 class DriftConfig(_Section):

@@ -1,0 +1,196 @@
+"""Smoke test of a saved model, in a fresh Python process.
+
+A fresh process proves the artifact loads from its files alone (nothing leaks from the
+training process's memory). The parent writes the sample as parquet, runs
+``python -m refit.smoke --uri URI --sample FILE --out FILE``, reads the child's JSON summary
+and decides: output shape and dtype, no NaN or inf, probabilities in [0, 1] summing to 1,
+labels among the classes, and latency per 1,000 rows under the bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from refit.errors import DataError, RefitError
+
+TIMING_REPEATS = 3
+
+
+@dataclass
+class SmokeReport:
+    """Whether the artifact passed, and every reason it did not."""
+
+    passed: bool
+    reasons: list[str]
+    rows: int
+    ms_per_1k_rows: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def smoke_test(
+    uri: str,
+    sample_df: pd.DataFrame,
+    max_ms_per_1k_rows: float,
+    task: str,
+    *,
+    timeout_s: float = 300.0,
+    env: dict[str, str] | None = None,
+) -> SmokeReport:
+    """Load ``uri`` in a new process, predict ``sample_df`` there, and check the outputs.
+
+    Args:
+        uri: The artifact (local path or ``s3://`` URI; S3 endpoint from the environment).
+        sample_df: Rows to predict (feature columns; extra columns are ignored).
+        max_ms_per_1k_rows: Latency bound (median of a few full-sample predictions).
+        task: What the model must be: ``classification`` (or ``binary`` / ``multiclass``) or
+            ``regression``.
+        timeout_s: The child process is killed after this long.
+        env: Environment of the child (default: this process's).
+    """
+    if len(sample_df) == 0:
+        raise DataError("smoke test needs at least one sample row")
+    with tempfile.TemporaryDirectory(prefix="refit-smoke-") as tmp:
+        sample_path = Path(tmp) / "sample.parquet"
+        out_path = Path(tmp) / "result.json"
+        try:
+            sample_df.to_parquet(sample_path, index=False)
+        except Exception as exc:
+            raise DataError(f"cannot write the smoke sample as parquet: {str(exc).splitlines()[0]}") from None
+        cmd = [sys.executable, "-m", "refit.smoke", "--uri", uri, "--sample", str(sample_path), "--out", str(out_path)]
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=timeout_s, env=env if env is not None else dict(os.environ)
+            )
+        except subprocess.TimeoutExpired:
+            return SmokeReport(False, [f"the smoke process did not finish within {timeout_s:g}s"], len(sample_df))
+        child_s = time.perf_counter() - start
+        if not out_path.exists():
+            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-3:]
+            return SmokeReport(
+                False, [f"the smoke process exited with {proc.returncode}: {' | '.join(tail)}"], len(sample_df)
+            )
+        result = json.loads(out_path.read_text())
+    report = check_result(result, len(sample_df), max_ms_per_1k_rows, task)
+    report.details["process_s"] = child_s
+    return report
+
+
+def check_result(result: dict[str, Any], rows: int, max_ms_per_1k_rows: float, task: str) -> SmokeReport:
+    """Judge the child's summary (see :func:`summarise`)."""
+    if not result.get("ok"):
+        return SmokeReport(
+            False, [f"{result.get('stage', 'smoke')} failed: {result.get('error')}"], rows, details=result
+        )
+    reasons: list[str] = []
+    model_task = result["task"]
+    wanted = {"classification": ("binary", "multiclass"), "regression": ("regression",)}.get(task, (task,))
+    if model_task not in wanted:
+        reasons.append(f"model task is {model_task}, expected {task}")
+    shape = result["output_shape"]
+    if model_task == "regression":
+        if shape != [rows]:
+            reasons.append(f"output shape {shape}, expected [{rows}]")
+    else:
+        k = result["n_classes"]
+        if shape != [rows, k] or k < 2:
+            reasons.append(f"output shape {shape}, expected [{rows}, {k}] with at least 2 classes")
+    if not result["output_dtype"].startswith("float"):
+        reasons.append(f"output dtype {result['output_dtype']} is not floating point")
+    if result["n_nan"]:
+        reasons.append(f"{result['n_nan']} NaN value(s) in the output")
+    if result["n_inf"]:
+        reasons.append(f"{result['n_inf']} infinite value(s) in the output")
+    if model_task != "regression" and not result["n_nan"]:
+        if result["proba_min"] < -1e-9 or result["proba_max"] > 1 + 1e-9:
+            reasons.append(f"probabilities outside [0, 1]: [{result['proba_min']}, {result['proba_max']}]")
+        if result["max_row_sum_error"] > 1e-4:
+            reasons.append(f"probabilities do not sum to 1 (off by up to {result['max_row_sum_error']:.3g})")
+        if not result["labels_in_classes"]:
+            reasons.append("predicted labels are not among the model's classes")
+    if result["labels_len"] != rows:
+        reasons.append(f"predict returned {result['labels_len']} values for {rows} rows")
+    latency = result["ms_per_1k_rows"]
+    if latency is None or not math.isfinite(latency):
+        reasons.append("latency was not measured")
+    elif latency > max_ms_per_1k_rows:
+        reasons.append(f"latency {latency:.1f} ms per 1k rows exceeds {max_ms_per_1k_rows:g}")
+    return SmokeReport(not reasons, reasons, rows, ms_per_1k_rows=latency, details=result)
+
+
+def summarise(uri: str, sample: pd.DataFrame) -> dict[str, Any]:
+    """Load, time and describe predictions (runs in the child process)."""
+    from refit.model import load
+
+    try:
+        model = load(uri)
+    except RefitError as exc:
+        return {"ok": False, "stage": "load", "error": str(exc)}
+    try:
+        model.output(sample.head(min(len(sample), 64)))  # warm-up
+        timings = []
+        for _ in range(TIMING_REPEATS):
+            start = time.perf_counter()
+            output = model.output(sample)
+            timings.append((time.perf_counter() - start) * 1000)
+        labels = model.predict(sample)
+    except (RefitError, ValueError, TypeError, RuntimeError) as exc:
+        return {"ok": False, "stage": "predict", "error": f"{type(exc).__name__}: {exc}"}
+    output = np.asarray(output)
+    floating = np.issubdtype(output.dtype, np.floating)
+    values = output.astype(np.float64) if floating else np.zeros(output.shape)
+    summary: dict[str, Any] = {
+        "ok": True,
+        "task": model.task,
+        "family": model.family,
+        "n_classes": len(model.classes or []),
+        "output_shape": list(output.shape),
+        "output_dtype": str(output.dtype),
+        "n_nan": int(np.isnan(values).sum()) if floating else 0,
+        "n_inf": int(np.isinf(values).sum()) if floating else 0,
+        "labels_len": int(len(labels)),
+        "timings_ms": timings,
+        "ms_per_1k_rows": float(np.median(timings)) * 1000.0 / len(sample),
+    }
+    if model.task != "regression":
+        finite = values[np.isfinite(values)]
+        summary["proba_min"] = float(finite.min()) if finite.size else 0.0
+        summary["proba_max"] = float(finite.max()) if finite.size else 0.0
+        row_sums = values.sum(axis=1) if values.ndim == 2 else np.zeros(0)
+        row_sums = row_sums[np.isfinite(row_sums)]
+        summary["max_row_sum_error"] = float(np.abs(row_sums - 1).max()) if row_sums.size else 0.0
+        classes = {str(c) for c in model.classes or []}
+        summary["labels_in_classes"] = all(str(v) in classes for v in labels)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m refit.smoke", description=__doc__.splitlines()[0])
+    parser.add_argument("--uri", required=True)
+    parser.add_argument("--sample", required=True, help="parquet file of sample rows")
+    parser.add_argument("--out", required=True, help="where to write the JSON summary")
+    args = parser.parse_args(argv)
+    sample = pd.read_parquet(args.sample)
+    result = summarise(args.uri, sample)
+    Path(args.out).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

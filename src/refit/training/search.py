@@ -1,0 +1,364 @@
+"""Hyper-parameter search over the configured families; the best trial becomes the candidate.
+
+A candidate's ``params`` mix three kinds of values: a list is a grid of values, a mapping
+``{low, high[, log][, int]}`` is a range (random search only), anything else is fixed. ``grid``
+search walks the grid in a fixed order (keys sorted, values as written) up to ``budget``
+trials; ``random`` draws ``budget`` configurations from a generator seeded by the run seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from refit.config import CandidateSpec, PipelineConfig
+from refit.errors import ConfigError, DataError
+from refit.io.base import Store
+from refit.model import FittedModel, frame_dtypes
+from refit.preprocessing import Preprocessor, infer_columns
+from refit.training.checkpoint import CheckpointSink
+from refit.training.common import (
+    Task,
+    TrainingError,
+    fingerprint_arrays,
+    is_better,
+    primary_metric,
+    run_key,
+)
+
+_RANGE_KEYS = {"low", "high", "log", "int"}
+_RUN_SETTINGS = ("seed", "max_epochs", "batch_size", "patience", "mixed_precision", "max_grad_norm")
+
+
+def _is_range(value: Any) -> bool:
+    return isinstance(value, dict) and {"low", "high"} <= set(value) and set(value) <= _RANGE_KEYS
+
+
+def expand_params(spec: CandidateSpec, seed: int) -> list[dict[str, Any]]:
+    """The trial configurations of one candidate, in a deterministic order."""
+    params = dict(spec.params)
+    for name, value in params.items():
+        if isinstance(value, dict) and not _is_range(value):
+            raise ConfigError(f"{spec.family}.params.{name}: a mapping must be a range {{low, high[, log][, int]}}")
+        if _is_range(value):
+            if value["low"] > value["high"]:
+                raise ConfigError(f"{spec.family}.params.{name}: low must not exceed high")
+            if value.get("log") and value["low"] <= 0:
+                raise ConfigError(f"{spec.family}.params.{name}: a log range needs low > 0")
+        if isinstance(value, list) and not value:
+            raise ConfigError(f"{spec.family}.params.{name}: an empty list has nothing to try")
+    names = sorted(params)
+    ranges = [n for n in names if _is_range(params[n])]
+    grid_axes = [params[n] if isinstance(params[n], list) else [params[n]] for n in names]
+
+    if spec.search == "grid":
+        if ranges:
+            raise ConfigError(
+                f"{spec.family}.params.{', '.join(ranges)}: ranges need search: random (grid takes lists)"
+            )
+        combos = itertools.islice(itertools.product(*grid_axes), spec.budget)
+        return [dict(zip(names, combo, strict=True)) for combo in combos]
+
+    # Random search: without ranges and with a grid no larger than the budget, the grid is the answer.
+    if not ranges and math.prod(len(a) for a in grid_axes) <= spec.budget:
+        return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid_axes)]
+    rng = np.random.default_rng([seed, _family_salt(spec.family)])
+    trials: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    attempts = 0
+    while len(trials) < spec.budget and attempts < spec.budget * 50:
+        attempts += 1
+        trial = {name: _draw(params[name], rng) for name in names}
+        key = run_key(trial)
+        if key in seen:
+            continue
+        seen.add(key)
+        trials.append(trial)
+    return trials
+
+
+def _family_salt(family: str) -> int:
+    return int(run_key(family)[:8], 16)
+
+
+def _draw(value: Any, rng: np.random.Generator) -> Any:
+    if isinstance(value, list):
+        return value[int(rng.integers(len(value)))]
+    if not _is_range(value):
+        return value
+    low, high = float(value["low"]), float(value["high"])
+    if value.get("int"):
+        if value.get("log"):
+            return int(round(math.exp(rng.uniform(math.log(low), math.log(high)))))
+        return int(rng.integers(int(math.ceil(low)), int(math.floor(high)) + 1))
+    if value.get("log"):
+        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    return float(rng.uniform(low, high))
+
+
+@dataclass
+class Trial:
+    """One trained configuration and how it scored on the validation split."""
+
+    index: int
+    family: str
+    params: dict[str, Any]
+    status: str  # "ok" | "failed"
+    metrics: dict[str, float] = field(default_factory=dict)
+    primary: float | None = None
+    train_s: float = 0.0
+    wall_s: float = 0.0
+    run_key: str = ""
+    resolved_params: dict[str, Any] = field(default_factory=dict)
+    epochs: int | None = None
+    best_epoch: int | None = None
+    resumed_from_epoch: int | None = None
+    samples_per_s: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class SearchResult:
+    """Every trial, and the best one as a fitted model."""
+
+    best: FittedModel
+    best_trial: Trial
+    trials: list[Trial]
+    task: Task
+    primary_metric: str
+    higher_is_better: bool
+    data_fingerprint: str
+
+
+@dataclass
+class PreparedData:
+    """Preprocessed training and validation arrays plus what it took to make them."""
+
+    preprocessor: Preprocessor
+    task: Task
+    classes: list[Any] | None
+    x_num: np.ndarray
+    x_cat: np.ndarray
+    y: np.ndarray
+    x_num_val: np.ndarray
+    x_cat_val: np.ndarray
+    y_val: np.ndarray
+    feature_columns: list[str]
+    feature_dtypes: dict[str, str]
+    fingerprint: str
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def prepare_data(train_df: pd.DataFrame, val_df: pd.DataFrame, config: PipelineConfig) -> PreparedData:
+    """Fit preprocessing on the training split and encode both splits and the target."""
+    target = config.dataset.target
+    features = config.feature_columns
+    for name, df in (("training", train_df), ("validation", val_df)):
+        if target not in df.columns:
+            raise DataError(f"{name} frame has no target column {target!r}")
+        if len(df) == 0:
+            raise DataError(f"{name} frame is empty")
+        if df[target].isna().any():
+            raise DataError(f"{name} frame has {int(df[target].isna().sum())} missing target values")
+    numeric, categorical = infer_columns(train_df, features)
+    pre = Preprocessor.fit(train_df, numeric, categorical)
+    x_num, x_cat = pre.transform(train_df)
+    x_num_val, x_cat_val = pre.transform(val_df)
+    classes: list[Any] | None = None
+    if config.dataset.task == "regression":
+        task: Task = "regression"
+        try:
+            y = train_df[target].to_numpy(dtype=np.float64)
+            y_val = val_df[target].to_numpy(dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError(f"regression target {target!r} must be numeric") from None
+        if not (np.isfinite(y).all() and np.isfinite(y_val).all()):
+            raise DataError(f"regression target {target!r} has infinite values")
+    else:
+        labels = sorted(pd.unique(train_df[target]), key=lambda v: (str(type(v)), v))
+        classes = [_plain(v) for v in labels]
+        if len(classes) < 2:
+            raise DataError(f"target {target!r} has a single class in the training split: {classes}")
+        task = "binary" if len(classes) == 2 else "multiclass"
+        index = pd.Index(labels)
+        y = index.get_indexer(train_df[target]).astype(np.int64)
+        y_val = index.get_indexer(val_df[target]).astype(np.int64)
+        if (y_val < 0).any():
+            unseen = sorted({str(v) for v in val_df[target][y_val < 0]})
+            raise DataError(f"validation split has target classes not in training: {', '.join(unseen)}")
+    fingerprint = run_key(pre.to_dict(), classes, fingerprint_arrays(x_num, x_cat, y, x_num_val, x_cat_val, y_val))
+    return PreparedData(
+        preprocessor=pre,
+        task=task,
+        classes=classes,
+        x_num=x_num,
+        x_cat=x_cat,
+        y=y,
+        x_num_val=x_num_val,
+        x_cat_val=x_cat_val,
+        y_val=y_val,
+        feature_columns=list(features),
+        feature_dtypes=frame_dtypes(train_df, features),
+        fingerprint=fingerprint,
+    )
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
+
+
+def select_candidate(
+    train_df: pd.DataFrame,
+    val_df: pd.DataFrame,
+    config: PipelineConfig,
+    store: Store | None,
+    run_prefix: str,
+    device: torch.device,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> SearchResult:
+    """Train every trial of every configured family; return all trials and the best model.
+
+    Args:
+        train_df, val_df: The training and validation splits (features + target).
+        config: The run's config (dataset, training.candidates, seed, epochs ...).
+        store: Where MLP checkpoints go (``<run_prefix>/checkpoints/<run_key>/``); None: none.
+        run_prefix: The run's folder in the store.
+        device: The torch device for the MLP (scikit-learn families run on the CPU).
+        on_epoch: Per-epoch MLP progress, with ``family`` and ``trial`` added.
+
+    Ties on the primary metric go to the earlier trial (config order, then trial order).
+    """
+    from refit.training.sklearn_models import resolve_params as resolve_sklearn_params
+    from refit.training.sklearn_models import train_sklearn
+    from refit.training.torch_mlp import resolve_params as resolve_torch_params
+    from refit.training.torch_mlp import train_torch
+
+    cfg = config.training
+    data = prepare_data(train_df, val_df, config)
+    metric, higher = primary_metric(data.task)
+    n_classes = len(data.classes) if data.classes else 0
+    cards = data.preprocessor.cardinalities
+    # What makes two trials of the same family and params the same run (so a rerun resumes).
+    run_settings = {name: getattr(cfg, name) for name in _RUN_SETTINGS}
+    # Expand and check every trial before training any: a typo fails in seconds, not hours.
+    plan = [(spec, params) for spec in cfg.candidates for params in expand_params(spec, cfg.seed)]
+    for spec, params in plan:
+        if spec.family == "torch_mlp":
+            resolve_torch_params(params, cfg)
+        else:
+            resolve_sklearn_params(spec.family, params)
+    trials: list[Trial] = []
+    best_trial: Trial | None = None
+    best_result: Any = None
+    for spec, params in plan:
+        index = len(trials)
+        key = run_key(data.fingerprint, spec.family, params, run_settings)
+        start = time.perf_counter()
+        trial = Trial(index=index, family=spec.family, params=params, status="ok", run_key=key)
+        try:
+            if spec.family == "torch_mlp":
+                sink = None
+                if store is not None and cfg.checkpoint:
+                    sink = CheckpointSink(store, _join(run_prefix, "checkpoints", key))
+                callback = None
+                if on_epoch is not None:
+                    callback = _tagged(on_epoch, spec.family, index)
+                result: Any = train_torch(
+                    data.x_num, data.x_cat, data.y, data.x_num_val, data.x_cat_val, data.y_val,
+                    data.task, n_classes, params, cfg, device, sink, callback, cardinalities=cards,
+                )  # fmt: skip
+                trial.epochs, trial.best_epoch = result.epochs_run, result.best_epoch
+                trial.resumed_from_epoch = result.resumed_from_epoch
+            else:
+                result = train_sklearn(
+                    spec.family, data.x_num, data.x_cat, data.y, data.x_num_val, data.x_cat_val,
+                    data.y_val, data.task, n_classes, params, cfg, cardinalities=cards,
+                )  # fmt: skip
+        except TrainingError as exc:
+            trial.status, trial.error = "failed", str(exc)
+            trial.wall_s = time.perf_counter() - start
+            trials.append(trial)
+            continue
+        trial.metrics = dict(result.val_metrics)
+        trial.primary = result.val_metrics.get(metric)
+        trial.train_s, trial.wall_s = result.train_s, time.perf_counter() - start
+        trial.resolved_params = dict(result.params)
+        trial.samples_per_s = result.samples_per_s
+        trials.append(trial)
+        if is_better(trial.primary, best_trial.primary if best_trial else None, higher):
+            best_trial, best_result = trial, result
+    if best_trial is None:
+        problems = "; ".join(
+            f"{t.family}#{t.index}: {t.error or f'validation {metric} is {t.primary}'}" for t in trials
+        )
+        hint = " (does the validation split hold every class?)" if data.task != "regression" else ""
+        raise TrainingError(f"no trial produced a usable model: {problems}{hint}")
+    return SearchResult(
+        best=_fitted(best_result, best_trial, data, config),
+        best_trial=best_trial,
+        trials=trials,
+        task=data.task,
+        primary_metric=metric,
+        higher_is_better=higher,
+        data_fingerprint=data.fingerprint,
+    )
+
+
+def _tagged(callback: Callable[[dict[str, Any]], None], family: str, index: int) -> Callable[[dict[str, Any]], None]:
+    def tagged(row: dict[str, Any]) -> None:
+        callback({**row, "family": family, "trial": index})
+
+    return tagged
+
+
+def _fitted(result: Any, trial: Trial, data: PreparedData, config: PipelineConfig) -> FittedModel:
+    info = {
+        "family": trial.family,
+        "trial": trial.index,
+        "run_key": trial.run_key,
+        "train_s": result.train_s,
+        "wall_s": result.wall_s,
+        "samples_per_s": result.samples_per_s,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "device": getattr(result, "device", "cpu"),
+        "data_fingerprint": data.fingerprint,
+        "train_rows": int(len(data.y)),
+        "validation_rows": int(len(data.y_val)),
+    }
+    common: dict[str, Any] = dict(
+        family=trial.family,
+        task=data.task,
+        preprocessor=data.preprocessor,
+        feature_columns=data.feature_columns,
+        feature_dtypes=data.feature_dtypes,
+        classes=data.classes,
+        target=config.dataset.target,
+        params=dict(result.params),
+        history=list(result.history),
+        val_metrics=dict(result.val_metrics),
+        info=info,
+    )
+    if trial.family == "torch_mlp":
+        info.update(epochs=result.epochs_run, best_epoch=result.best_epoch, data_placement=result.data_placement)
+        return FittedModel(
+            torch_model=result.model,
+            arch=result.arch,
+            target_mean=result.target_mean,
+            target_std=result.target_std,
+            **common,
+        )
+    return FittedModel(estimator=result.estimator, **common)

@@ -1,0 +1,525 @@
+"""A tabular MLP (embeddings + MLP) and its fast, resumable training loop.
+
+Why the loop looks the way it does: the data sit on the device as whole tensors, each epoch
+shuffles with a ``torch.randperm`` seeded by (seed, epoch) and slices batches by index. There
+is no DataLoader and no per-sample Python, and the loss is summed on the device so there is
+one host sync per epoch. Evaluation runs in large no-grad chunks. On CUDA, data larger than a
+budget stay in pinned host memory and each epoch's batches are copied with ``non_blocking``.
+
+After every epoch a checkpoint (weights, optimizer, LR schedule, grad scaler, every RNG state,
+early-stopping state, history) goes to a :class:`CheckpointSink`; a rerun with the same sink
+resumes there and ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from refit.config import TrainingConfig
+from refit.device import AutocastSettings, autocast_settings, device_name
+from refit.errors import ConfigError, DataError
+from refit.seeds import rng_state, seed_everything, set_rng_state
+from refit.training.checkpoint import CheckpointSink
+from refit.training.common import Task, TrainingError, primary_metric, run_key, score
+
+CHECKPOINT_FORMAT = 1
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "lr": 3e-3,  # peak learning rate
+    "weight_decay": 1e-4,
+    "width": 128,  # first hidden layer when ``hidden`` is not given; each next one halves
+    "depth": 2,  # hidden layers when ``hidden`` is not given (default: 128-64)
+    "hidden": None,  # explicit sizes: [256, 128], "256-128" or an int (one layer)
+    "dropout": 0.1,
+    "emb_max_dim": 16,
+    "schedule": "onecycle",  # or "cosine" (linear warmup then cosine decay)
+    "warmup_fraction": 0.1,
+    "batch_size": None,  # None: TrainingConfig.batch_size
+    "max_epochs": None,  # None: TrainingConfig.max_epochs
+    "patience": None,  # None: TrainingConfig.patience
+    "max_grad_norm": "config",  # "config": TrainingConfig.max_grad_norm; None: off
+}
+
+EpochCallback = Callable[[dict[str, Any]], None]
+
+
+def resolve_params(params: dict[str, Any] | None, cfg: TrainingConfig) -> dict[str, Any]:
+    """Defaults + ``params``, with config-level defaults filled in; unknown names are an error."""
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
+    if unknown:
+        raise ConfigError(
+            f"unknown torch_mlp params: {', '.join(unknown)} (known: {', '.join(sorted(DEFAULT_PARAMS))})"
+        )
+    out = {**DEFAULT_PARAMS, **params}
+    out["batch_size"] = int(out["batch_size"] or cfg.batch_size)
+    out["max_epochs"] = int(out["max_epochs"] or cfg.max_epochs)
+    out["patience"] = int(out["patience"] or cfg.patience)
+    if out["max_grad_norm"] == "config":
+        out["max_grad_norm"] = cfg.max_grad_norm
+    out["hidden"] = hidden_sizes(out)
+    if out["schedule"] not in ("onecycle", "cosine"):
+        raise ConfigError(f"unknown schedule {out['schedule']!r}: expected 'onecycle' or 'cosine'")
+    return out
+
+
+def hidden_sizes(params: dict[str, Any]) -> list[int]:
+    """Explicit ``hidden`` sizes, else a funnel: ``width``, ``width/2``, ... (``depth`` layers, >= 8)."""
+    hidden = params.get("hidden")
+    if hidden is None:
+        return [max(8, int(params["width"]) // 2**i) for i in range(int(params["depth"]))]
+    if isinstance(hidden, int | float):
+        return [int(hidden)]
+    if isinstance(hidden, str):
+        return [int(v) for v in hidden.replace(",", "-").split("-") if v.strip()]
+    return [int(v) for v in hidden]
+
+
+def embedding_dim(cardinality: int, max_dim: int = 16) -> int:
+    """min(max_dim, (cardinality + 1) // 2), at least 1."""
+    return max(1, min(int(max_dim), (int(cardinality) + 1) // 2))
+
+
+class TabularMLP(nn.Module):
+    """Numeric features + one embedding per categorical -> MLP -> ``out_dim`` outputs."""
+
+    def __init__(
+        self,
+        n_numeric: int,
+        cardinalities: list[int],
+        hidden: list[int],
+        dropout: float,
+        out_dim: int,
+        emb_max_dim: int = 16,
+    ) -> None:
+        super().__init__()
+        if n_numeric == 0 and not cardinalities:
+            raise TrainingError("the model has no input features")
+        self.arch: dict[str, Any] = {
+            "n_numeric": int(n_numeric),
+            "cardinalities": [int(c) for c in cardinalities],
+            "hidden": [int(h) for h in hidden],
+            "dropout": float(dropout),
+            "out_dim": int(out_dim),
+            "emb_max_dim": int(emb_max_dim),
+        }
+        dims = [embedding_dim(card, emb_max_dim) for card in cardinalities]
+        self.embeddings = nn.ModuleList(nn.Embedding(card, dim) for card, dim in zip(cardinalities, dims, strict=True))
+        width = n_numeric + sum(dims)
+        layers: list[nn.Module] = []
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, out_dim))
+        self.mlp = nn.Sequential(*layers)
+
+    @classmethod
+    def from_arch(cls, arch: dict[str, Any]) -> TabularMLP:
+        return cls(**arch)
+
+    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+        parts = [x_num] if self.arch["n_numeric"] else []
+        parts += [emb(x_cat[:, j]) for j, emb in enumerate(self.embeddings)]
+        x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return self.mlp(x)
+
+
+@dataclass
+class TorchResult:
+    """A trained model (best weights, on the CPU, in eval mode) and how training went."""
+
+    model: TabularMLP
+    arch: dict[str, Any]
+    task: Task
+    n_classes: int
+    params: dict[str, Any]
+    target_mean: float
+    target_std: float
+    history: list[dict[str, Any]]
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    val_metrics: dict[str, float]
+    resumed_from_epoch: int | None
+    samples_per_s: float
+    train_s: float
+    wall_s: float
+    peak_memory_bytes: int
+    device: str
+    data_placement: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def predict_output(self, x_num: np.ndarray, x_cat: np.ndarray) -> np.ndarray:
+        """Probabilities ``[n, K]`` (classification) or values ``[n]`` (regression)."""
+        return predict_torch(self.model, x_num, x_cat, self.task, self.target_mean, self.target_std)
+
+
+def predict_torch(
+    model: TabularMLP,
+    x_num: np.ndarray,
+    x_cat: np.ndarray,
+    task: Task,
+    target_mean: float = 0.0,
+    target_std: float = 1.0,
+    device: torch.device | None = None,
+    chunk: int = 65536,
+) -> np.ndarray:
+    """Model output in no-grad chunks: probabilities ``[n, K]`` or de-standardised values."""
+    device = device or next(model.parameters()).device
+    logits = _logits(model, torch.from_numpy(x_num), torch.from_numpy(x_cat), device, chunk, None)
+    return _output_from_logits(logits, task, target_mean, target_std)
+
+
+def _output_from_logits(logits: torch.Tensor, task: Task, mean: float, std: float) -> np.ndarray:
+    logits = logits.double()
+    if task == "binary":
+        p = torch.sigmoid(logits[:, 0])
+        return torch.stack([1 - p, p], dim=1).numpy()
+    if task == "multiclass":
+        return torch.softmax(logits, dim=1).numpy()
+    return (logits[:, 0] * std + mean).numpy()
+
+
+def _logits(
+    model: TabularMLP,
+    x_num: torch.Tensor,
+    x_cat: torch.Tensor,
+    device: torch.device,
+    chunk: int,
+    amp: AutocastSettings | None,
+) -> torch.Tensor:
+    """Float32 logits on the CPU, computed in ``chunk``-row no-grad slices."""
+    was_training = model.training
+    model.eval()
+    out = []
+    enabled = bool(amp and amp.enabled)
+    dtype = amp.dtype if amp else torch.bfloat16
+    with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled):
+        for start in range(0, x_num.shape[0], chunk):
+            xb = x_num[start : start + chunk].to(device, non_blocking=True)
+            cb = x_cat[start : start + chunk].to(device, non_blocking=True)
+            out.append(model(xb, cb).float())
+    model.train(was_training)
+    if not out:
+        return torch.empty((0, int(model.arch["out_dim"])))
+    return torch.cat(out).cpu()
+
+
+class _Data:
+    """Training tensors, resident on the device or streamed from (pinned) host memory."""
+
+    def __init__(
+        self,
+        x_num: np.ndarray,
+        x_cat: np.ndarray,
+        y: np.ndarray,
+        device: torch.device,
+        placement: Literal["auto", "resident", "streamed"],
+        budget_bytes: float,
+    ) -> None:
+        self.n = int(x_num.shape[0])
+        self.device = device
+        nbytes = x_num.nbytes + x_cat.nbytes + y.nbytes
+        if placement == "auto":
+            placement = "streamed" if device.type == "cuda" and nbytes > budget_bytes else "resident"
+        self.placement = placement
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in (x_num, x_cat, y)]
+        if placement == "resident":
+            self.tensors = [t.to(device) for t in tensors]
+            self.stage: list[torch.Tensor] = []
+        else:
+            pin = device.type == "cuda"
+            self.tensors = [t.pin_memory() if pin else t for t in tensors]
+            # One shuffled copy per epoch, sliced contiguously: slices of a pinned tensor are
+            # pinned, so every batch copy is asynchronous.
+            self.stage = [torch.empty_like(t, pin_memory=pin) for t in self.tensors]
+
+    def batches(self, perm: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        if self.placement == "resident":
+            perm = perm.to(self.device, non_blocking=True)
+            for start in range(0, self.n, batch_size):
+                idx = perm[start : start + batch_size]
+                yield tuple(t.index_select(0, idx) for t in self.tensors)
+        else:
+            # The previous epoch's copies have finished: the epoch loss sync waited for them.
+            for src, dst in zip(self.tensors, self.stage, strict=True):
+                torch.index_select(src, 0, perm, out=dst)
+            for start in range(0, self.n, batch_size):
+                yield tuple(s[start : start + batch_size].to(self.device, non_blocking=True) for s in self.stage)
+
+
+def _make_scheduler(
+    optimizer: torch.optim.Optimizer, params: dict[str, Any], total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if params["schedule"] == "onecycle":
+        # OneCycleLR needs a warmup phase of at least two steps (or it divides by zero).
+        total_steps = max(total_steps, 4)
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=float(params["lr"]),
+            total_steps=total_steps,
+            pct_start=min(max(float(params["warmup_fraction"]), 2.0 / total_steps), 0.9),
+        )
+    warmup = max(1, int(total_steps * float(params["warmup_fraction"])))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _peak_memory(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def _check_inputs(x_num: np.ndarray, x_cat: np.ndarray, y: np.ndarray, what: str) -> None:
+    if x_num.ndim != 2 or x_cat.ndim != 2 or y.ndim != 1:
+        raise DataError(f"{what}: expected X_num [n, f], X_cat [n, c] and y [n]")
+    if not (x_num.shape[0] == x_cat.shape[0] == y.shape[0]):
+        raise DataError(f"{what}: X_num, X_cat and y have different row counts")
+    if x_num.shape[0] == 0:
+        raise DataError(f"{what}: no rows")
+
+
+def train_torch(
+    x_num: np.ndarray,
+    x_cat: np.ndarray,
+    y: np.ndarray,
+    x_num_val: np.ndarray,
+    x_cat_val: np.ndarray,
+    y_val: np.ndarray,
+    task: Task,
+    n_classes: int,
+    params: dict[str, Any] | None,
+    cfg: TrainingConfig,
+    device: torch.device,
+    checkpoint: CheckpointSink | None = None,
+    on_epoch: EpochCallback | None = None,
+    *,
+    cardinalities: list[int] | None = None,
+    seed: int | None = None,
+    amp: AutocastSettings | None = None,
+    data_placement: Literal["auto", "resident", "streamed"] = "auto",
+) -> TorchResult:
+    """Train a :class:`TabularMLP` with AdamW, a per-batch LR schedule and early stopping.
+
+    Args:
+        x_num, x_cat, y: Training features (float32, int64) and target: class indices
+            0..K-1 for classification, values for regression (standardised internally).
+        x_num_val, x_cat_val, y_val: The validation split (early stopping, metrics).
+        task: ``binary`` | ``multiclass`` | ``regression``.
+        n_classes: K for classification (2 for binary); ignored for regression.
+        params: Family params (see ``DEFAULT_PARAMS``); merged with ``cfg``.
+        cfg: Seed, batch size, epochs, patience, precision, grad clipping, data budget.
+        device: Where to train (see :func:`refit.device.resolve_device`).
+        checkpoint: Where to checkpoint every epoch; an existing checkpoint there is resumed.
+        on_epoch: Called after each epoch (after its checkpoint) with the epoch's metrics.
+        cardinalities: Categorical vocabulary sizes incl. the unknown bucket (default:
+            max index + 1 over both splits).
+        seed: Overrides ``cfg.seed``.
+        amp: Overrides the autocast settings derived from the device (tests inject these).
+        data_placement: ``auto`` keeps data on the device unless it exceeds the budget.
+
+    Returns:
+        A :class:`TorchResult` holding the best epoch's weights.
+    """
+    wall_start = time.perf_counter()
+    _check_inputs(x_num, x_cat, y, "training data")
+    _check_inputs(x_num_val, x_cat_val, y_val, "validation data")
+    x_num, x_num_val = x_num.astype(np.float32, copy=False), x_num_val.astype(np.float32, copy=False)
+    x_cat, x_cat_val = x_cat.astype(np.int64, copy=False), x_cat_val.astype(np.int64, copy=False)
+    p = resolve_params(params, cfg)
+    seed = cfg.seed if seed is None else int(seed)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    seed_everything(seed)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    if task == "regression":
+        target_mean = float(np.mean(y))
+        target_std = float(np.std(y)) or 1.0
+        y_train = ((y - target_mean) / target_std).astype(np.float32)
+        y_valid = ((y_val - target_mean) / target_std).astype(np.float32)
+        out_dim = 1
+        loss_fn: nn.Module = nn.MSELoss()
+    elif task == "binary":
+        target_mean, target_std = 0.0, 1.0
+        y_train, y_valid = y.astype(np.float32), y_val.astype(np.float32)
+        out_dim = 1
+        loss_fn = nn.BCEWithLogitsLoss()
+    elif task == "multiclass":
+        target_mean, target_std = 0.0, 1.0
+        y_train, y_valid = y.astype(np.int64), y_val.astype(np.int64)
+        out_dim = int(n_classes)
+        loss_fn = nn.CrossEntropyLoss()
+    else:
+        raise TrainingError(f"unknown task {task!r}")
+    squeeze = out_dim == 1
+
+    if cardinalities is None:
+        cardinalities = [
+            int(max(x_cat[:, j].max(initial=0), x_cat_val[:, j].max(initial=0))) + 1 for j in range(x_cat.shape[1])
+        ]
+    model = TabularMLP(
+        x_num.shape[1], cardinalities, p["hidden"], float(p["dropout"]), out_dim, int(p["emb_max_dim"])
+    ).to(device)
+    data = _Data(x_num, x_cat, y_train, device, data_placement, cfg.device_data_budget_mb * 2**20)
+    val_num, val_cat = torch.from_numpy(x_num_val), torch.from_numpy(x_cat_val)
+    if data.placement == "resident":
+        val_num, val_cat = val_num.to(device), val_cat.to(device)
+    val_target = torch.from_numpy(y_valid)
+
+    batch_size = p["batch_size"]
+    max_epochs = p["max_epochs"]
+    steps_per_epoch = math.ceil(data.n / batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
+    scheduler = _make_scheduler(optimizer, p, steps_per_epoch * max_epochs)
+    amp = amp or autocast_settings(device, mixed_precision=cfg.mixed_precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp.use_grad_scaler)
+    metric_name, _ = primary_metric(task)
+    # A checkpoint is only resumed by the same run: same model, params, seed, data size, precision.
+    signature = run_key(model.arch, p, seed, data.n, int(x_num_val.shape[0]), task, str(amp.dtype), amp[0], amp[2])
+
+    start_epoch, history = 0, []
+    best_state: dict[str, torch.Tensor] | None = None
+    best_loss, best_epoch, bad_epochs = math.inf, 0, 0
+    done = stopped = False
+    train_s, samples = 0.0, 0
+    resumed_from: int | None = None
+    if checkpoint is not None:
+        state = checkpoint.load_latest()
+        if state is not None and state.get("signature") == signature and state.get("format") == CHECKPOINT_FORMAT:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            set_rng_state(state["rng"])
+            start_epoch = resumed_from = int(state["epoch"])
+            history = list(state["history"])
+            best_state = state["best_state"]
+            best_loss, best_epoch = float(state["best_loss"]), int(state["best_epoch"])
+            bad_epochs, done, stopped = int(state["bad_epochs"]), bool(state["done"]), bool(state["stopped"])
+            train_s, samples = float(state["train_s"]), int(state["samples"])
+
+    for epoch in range(start_epoch, max_epochs):
+        if done:
+            break
+        epoch_start = time.perf_counter()
+        model.train()
+        # Seeded by (seed, epoch): a resumed run shuffles exactly as an uninterrupted one.
+        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        perm = torch.randperm(data.n, generator=generator)
+        loss_sum = torch.zeros((), device=device)
+        for xb, cb, yb in data.batches(perm, batch_size):
+            with torch.autocast(device_type=device.type, dtype=amp.dtype, enabled=amp.enabled):
+                out = model(xb, cb)
+                loss = loss_fn(out.squeeze(1) if squeeze else out, yb)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if p["max_grad_norm"]:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), float(p["max_grad_norm"]))
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            loss_sum += loss.detach().float() * yb.shape[0]
+        train_loss = float(loss_sum.item()) / data.n  # the epoch's only host sync
+        epoch_train_s = time.perf_counter() - epoch_start
+        train_s += epoch_train_s
+        samples += data.n
+        if not math.isfinite(train_loss):
+            raise TrainingError(f"training loss became {train_loss} in epoch {epoch + 1}; lower the learning rate")
+
+        logits = _logits(model, val_num, val_cat, device, cfg.eval_batch_size, amp)
+        val_loss = float(loss_fn(logits.squeeze(1) if squeeze else logits, val_target).item())
+        metrics = score(task, y_val, _output_from_logits(logits, task, target_mean, target_std))
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            f"val_{metric_name}": metrics[metric_name],
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "epoch_s": time.perf_counter() - epoch_start,
+            "samples_per_s": data.n / epoch_train_s if epoch_train_s > 0 else float("nan"),
+        }
+        row.update({f"val_{k}": v for k, v in metrics.items() if f"val_{k}" not in row})
+        history.append(row)
+        if val_loss < best_loss:
+            best_loss, best_epoch, bad_epochs = val_loss, epoch + 1, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        stopped = bad_epochs >= p["patience"]
+        done = stopped or epoch + 1 == max_epochs
+        if checkpoint is not None:
+            checkpoint.save(
+                epoch + 1,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "signature": signature,
+                    "epoch": epoch + 1,
+                    "done": done,
+                    "stopped": stopped,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": rng_state(),
+                    "best_state": best_state,
+                    "best_loss": best_loss,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "history": history,
+                    "train_s": train_s,
+                    "samples": samples,
+                },
+            )
+        if on_epoch is not None:
+            on_epoch({**row, "max_epochs": max_epochs, "best_epoch": best_epoch, "stopped": stopped})
+
+    if best_state is None:  # pragma: no cover - at least one epoch always runs
+        raise TrainingError("training ran no epochs")
+    model.load_state_dict(best_state)
+    model.eval()
+    peak = _peak_memory(device)
+    model = model.cpu()
+    best_row = history[best_epoch - 1]
+    val_metrics = {k[len("val_") :]: v for k, v in best_row.items() if k.startswith("val_")}
+    return TorchResult(
+        model=model,
+        arch=dict(model.arch),
+        task=task,
+        n_classes=int(n_classes) if task != "regression" else 0,
+        params=p,
+        target_mean=target_mean,
+        target_std=target_std,
+        history=history,
+        best_epoch=best_epoch,
+        epochs_run=len(history),
+        stopped_early=stopped,
+        val_metrics=val_metrics,
+        resumed_from_epoch=resumed_from,
+        samples_per_s=samples / train_s if train_s > 0 else float("nan"),
+        train_s=train_s,
+        wall_s=time.perf_counter() - wall_start,
+        peak_memory_bytes=peak,
+        device=device_name(device),
+        data_placement=data.placement,
+    )

@@ -1,0 +1,98 @@
+"""Smoke test of saved artifacts in a fresh process: good passes, damaged or sabotaged fails."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from refit.io.local import LocalStore
+from refit.model import save_model
+from refit.smoke import check_result, smoke_test
+from refit.training.search import select_candidate
+from tests.unit.training_frames import churn_frame, make_config, split
+
+CPU = torch.device("cpu")
+BOUND = 60_000.0  # ms per 1k rows: generous, the CI machine is shared
+
+
+@pytest.fixture(scope="module")
+def trained():  # type: ignore[no-untyped-def]
+    train, val = split(churn_frame(400))
+    config = make_config(candidates=[{"family": "torch_mlp", "params": {"max_epochs": 2, "hidden": [[16]]}}])
+    return select_candidate(train, val, config, None, "", CPU), val, config
+
+
+def save(tmp_path: Path, fitted, config) -> str:  # type: ignore[no-untyped-def]
+    return save_model(LocalStore(tmp_path), "model", fitted, config)
+
+
+@pytest.mark.slow
+def test_good_artifact_passes(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result, val, config = trained
+    report = smoke_test(save(tmp_path, result.best, config), val, BOUND, "classification")
+    assert report.passed, report.reasons
+    assert report.reasons == [] and report.rows == len(val)
+    assert report.details["output_shape"] == [len(val), 2] and 0 < report.ms_per_1k_rows < BOUND
+
+
+@pytest.mark.slow
+def test_corrupted_artifact_fails_on_its_hash(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result, val, config = trained
+    uri = save(tmp_path, result.best, config)
+    weights = Path(uri) / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    report = smoke_test(uri, val, BOUND, "classification")
+    assert not report.passed
+    assert len(report.reasons) == 1 and report.reasons[0].startswith("load failed: model file model.safetensors")
+    assert "sha256" in report.reasons[0]
+
+
+@pytest.mark.slow
+def test_model_producing_nan_fails(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    result, val, config = trained
+    broken = copy.deepcopy(result.best)
+    with torch.no_grad():
+        broken.torch_model.mlp[-1].bias.fill_(float("nan"))
+    report = smoke_test(save(tmp_path, broken, config), val, BOUND, "classification")
+    assert not report.passed
+    assert any("NaN value(s) in the output" in r for r in report.reasons)
+
+
+def _summary(**overrides):  # type: ignore[no-untyped-def]
+    base = {
+        "ok": True, "task": "binary", "family": "torch_mlp", "n_classes": 2, "output_shape": [10, 2],
+        "output_dtype": "float64", "n_nan": 0, "n_inf": 0, "labels_len": 10, "ms_per_1k_rows": 5.0,
+        "proba_min": 0.1, "proba_max": 0.9, "max_row_sum_error": 0.0, "labels_in_classes": True,
+    }  # fmt: skip
+    return {**base, **overrides}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "task", "reason"),
+    [
+        ({"ms_per_1k_rows": 50.0}, "classification", "latency 50.0 ms per 1k rows exceeds 20"),
+        ({"output_shape": [10, 3]}, "classification", "output shape [10, 3], expected [10, 2]"),
+        ({"proba_max": 1.5}, "classification", "probabilities outside [0, 1]"),
+        ({"max_row_sum_error": 0.2}, "classification", "do not sum to 1"),
+        ({"n_inf": 2}, "classification", "2 infinite value(s)"),
+        ({"output_dtype": "int64"}, "classification", "not floating point"),
+        ({"labels_in_classes": False}, "binary", "not among the model's classes"),
+        ({}, "regression", "model task is binary, expected regression"),
+        ({"ok": False, "stage": "predict", "error": "boom"}, "classification", "predict failed: boom"),
+    ],
+)
+def test_check_result_reasons(overrides, task: str, reason: str) -> None:  # type: ignore[no-untyped-def]
+    report = check_result(_summary(**overrides), 10, 20.0, task)
+    assert not report.passed
+    assert any(reason in r for r in report.reasons), report.reasons
+
+
+def test_check_result_passes_a_clean_summary() -> None:
+    assert check_result(_summary(), 10, 20.0, "classification").passed
+    regression = _summary(task="regression", output_shape=[10], n_classes=0)
+    assert check_result(regression, 10, 20.0, "regression").passed
