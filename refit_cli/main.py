@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from refit_cli import data_commands
+from refit_cli import data_commands, model_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(data_commands.generate_app, name="generate")
 app.command("validate")(data_commands.validate)
+app.command("train")(model_commands.train)
+app.command("retrain")(model_commands.retrain)
+app.add_typer(model_commands.models_app, name="models")
 
 
 def main() -> None:

@@ -641,6 +641,7 @@ class Registry:
         expected_current: int | None | _Unset,
         reason: str,
         author: str | None,
+        forced: bool = False,
     ) -> AliasEvent:
         """Append the event moving ``alias`` to ``target(state)`` (see the module docstring).
 
@@ -674,7 +675,7 @@ class Registry:
                 at=self._clock(),
                 author=who,
                 reason=reason,
-                forced=expected_current is UNSET and action != "rollback",
+                forced=forced or (expected_current is UNSET and action != "rollback"),
             )
             try:
                 self.store.put_if_absent(self._event_key(name, event.seq), _json(event))  # the commit point
@@ -695,6 +696,7 @@ class Registry:
         expected_current: int | None | _Unset = UNSET,
         reason: str = "",
         author: str | None = None,
+        forced: bool = False,
     ) -> AliasEvent:
         """Point ``alias`` at a committed ``version`` by compare-and-swap.
 
@@ -707,7 +709,7 @@ class Registry:
         _check_alias(alias)
         self.get_version(name, version)  # committed, or RegistryError
         v = int(version)
-        return self._move(name, alias, "set", lambda s: v, expected_current, reason, author)
+        return self._move(name, alias, "set", lambda s: v, expected_current, reason, author, forced)
 
     def promote(
         self,
@@ -716,9 +718,10 @@ class Registry:
         expected_current: int | None | _Unset = UNSET,
         reason: str = "",
         author: str | None = None,
+        forced: bool = False,
     ) -> AliasEvent:
-        """``set_alias(name, "champion", ...)``."""
-        return self.set_alias(name, CHAMPION, version, expected_current, reason, author)
+        """``set_alias(name, "champion", ...)``; ``forced`` records a promotion the gate did not approve."""
+        return self.set_alias(name, CHAMPION, version, expected_current, reason, author, forced)
 
     def remove_alias(
         self,

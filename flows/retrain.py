@@ -1,0 +1,101 @@
+"""The retrain flow: validate -> split -> train -> smoke test -> gate -> register -> promote."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import flow
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from refit.pipeline import new_run_id
+from tasks.retrain import (
+    evaluate_candidate,
+    load_and_validate,
+    load_pipeline_config,
+    promote_model,
+    publish_summary,
+    register_model,
+    smoke_test_candidate,
+    split_data,
+    train_candidates,
+)
+
+
+class RetrainParameters(BaseModel):
+    """What one retrain run does (the Prefect UI renders this as a form)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    config_path: str = Field("refit.yaml", description="Pipeline config (YAML), as seen by the worker.")
+    window_days: float | None = Field(
+        30.0, ge=0, description="Labelled production captures from the last N days join the base data (empty: all)."
+    )
+    force: bool = Field(False, description="Promote even when the gate says no. Needs a reason; recorded as forced.")
+    dry_run: bool = Field(False, description="Train and evaluate, register nothing, move nothing.")
+    reason: str | None = Field(None, description="Why this run: kept with the version and any promotion.")
+    trigger: Literal["manual", "schedule", "drift", "cli"] = Field("manual", description="What started the run.")
+    drift: dict[str, Any] | None = Field(None, description="The drift event's payload, when drift started the run.")
+
+    @model_validator(mode="after")
+    def _force_needs_reason(self) -> RetrainParameters:
+        if self.force and not (self.reason and self.reason.strip()):
+            raise ValueError("force=true needs a reason")
+        return self
+
+
+class RetrainResult(BaseModel):
+    """What the run did, small enough to read in the UI."""
+
+    run_id: str
+    model: str
+    outcome: str
+    headline: str
+    version: int | None = None
+    champion_before: int | None = None
+    champion_after: int | None = None
+    forced: bool = False
+    dry_run: bool = False
+    artifact_uri: str | None = None
+    dossier: dict[str, str] = Field(default_factory=dict)
+    smoke_test: dict[str, Any] = Field(default_factory=dict)
+    candidate: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  # noqa: B008
+    """Retrain, gate per segment against the champion, register, and promote only when the gate says so.
+
+    Args:
+        params: What this run does: config file, data window, force/dry-run, reason.
+    """
+    config = load_pipeline_config(params.config_path)
+    run_id = new_run_id()
+    data = load_and_validate(config, run_id, params.window_days)
+    splits = split_data(config, data, run_id)
+    candidate = train_candidates(config, splits, run_id)
+    smoke = smoke_test_candidate(config, splits, candidate)
+    base = {"run_id": run_id, "model": config.dataset.name, "artifact_uri": candidate.artifact_uri,
+            "smoke_test": smoke.to_dict(), "dry_run": params.dry_run,
+            "candidate": {"family": candidate.family, "params": candidate.params,
+                          "validation": candidate.validation_metrics, "device": candidate.device},
+            "data": {"rows": splits.rows, "quarantined": data.invalid_rows, "fingerprint": data.fingerprint.sha256}}
+    if not smoke.passed:
+        result = RetrainResult(**base, outcome="SMOKE_FAILED", headline="smoke test failed: " + "; ".join(smoke.reasons))
+        publish_summary(config, result.model_dump())
+        return result
+    evaluation = evaluate_candidate(config, splits, candidate, run_id, params.force, params.reason)
+    decision = evaluation.decision
+    result = RetrainResult(**base, outcome=evaluation.outcome, headline=decision.headline, forced=decision.forced,
+                           dossier=evaluation.dossier, champion_before=evaluation.champion_version,
+                           champion_after=evaluation.champion_version)
+    if not params.dry_run:
+        tags = {"trigger": params.trigger}
+        version = register_model(config, splits, candidate, evaluation, run_id, params.reason, tags)
+        result = result.model_copy(update={"version": version.version})
+        if evaluation.promote:
+            promote_model(config, version.version, evaluation, params.reason)
+            result = result.model_copy(update={"champion_after": version.version})
+    publish_summary(config, result.model_dump() | {"dossier_markdown": evaluation.dossier.get("markdown"),
+                                                   "dossier_png": evaluation.dossier.get("png")})
+    return result

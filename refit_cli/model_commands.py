@@ -1,0 +1,173 @@
+"""``refit train``, ``refit retrain`` and ``refit models ...``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from refit_cli.output import cli_errors, emit
+
+CONFIG_OPT = typer.Option("--config", "-c", help="Pipeline config (YAML).")
+JSON_OPT = typer.Option("--json", help="Print one JSON object on stdout.")
+
+models_app = typer.Typer(no_args_is_help=True, help="Inspect and move registered model versions.")
+
+
+def _epoch_progress(enabled: bool, max_epochs: int) -> tuple[Any, Any]:
+    """A tqdm bar per torch trial on a terminal; nothing otherwise."""
+    if not enabled:
+        return None, lambda: None
+    from tqdm.auto import tqdm
+
+    bars: dict[Any, Any] = {}
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        key = (row.get("family"), row.get("trial"))
+        if key not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[key] = tqdm(total=max_epochs, desc=f"{key[0]} trial {key[1]}", unit="epoch", leave=True)
+        bar = bars[key]
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.4f}" for k, v in row.items() if k in ("train_loss", "val_loss") and v is not None})
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+
+    return on_epoch, close
+
+
+def train(
+    config: Annotated[Path, CONFIG_OPT] = Path("refit.yaml"),
+    window_days: Annotated[float | None, typer.Option(help="Labelled captures from the last N days (default all).")] = None,
+    as_json: Annotated[bool, JSON_OPT] = False,
+) -> None:
+    """Validate, split and train on the configured data; print the candidate artifact's URI."""
+    with cli_errors(as_json):
+        import sys
+
+        from refit import pipeline
+        from refit.config import load_config
+        from refit.io import store_from_settings
+
+        cfg = load_config(config)
+        store = store_from_settings()
+        run_id = pipeline.new_run_id()
+        on_epoch, close = _epoch_progress(not as_json and sys.stderr.isatty(), cfg.training.max_epochs)
+        data = pipeline.load_and_validate(store, cfg, run_id, window_days)
+        splits = pipeline.split_data(store, cfg, data, run_id)
+        try:
+            candidate = pipeline.train_candidates(store, cfg, splits, run_id, on_epoch=on_epoch)
+        finally:
+            close()
+    result = {"ok": True, "run_id": run_id, "artifact_uri": candidate.artifact_uri, "family": candidate.family,
+              "params": candidate.params, "validation": candidate.validation_metrics, "device": candidate.device,
+              "train_s": candidate.train_s, "samples_per_s": candidate.samples_per_s, "trials": candidate.trials,
+              "data": {"rows": splits.rows, "quarantined": data.invalid_rows,
+                       "fingerprint": data.fingerprint.sha256}}
+    emit(result, as_json, lambda r: r["artifact_uri"])
+
+
+def retrain(
+    config: Annotated[Path, CONFIG_OPT] = Path("refit.yaml"),
+    window_days: Annotated[float | None, typer.Option(help="Labelled captures from the last N days.")] = 30.0,
+    force: Annotated[bool, typer.Option("--force", help="Promote despite the gate (needs --reason).")] = False,
+    reason: Annotated[str | None, typer.Option(help="Why: kept with the version and the promotion.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate only; register nothing.")] = False,
+    as_json: Annotated[bool, JSON_OPT] = False,
+) -> None:
+    """Run the retrain flow now, in this process (Prefect's API from PREFECT_API_URL, else a local one)."""
+    with cli_errors(as_json):
+        from pydantic import ValidationError
+
+        from refit.errors import ConfigError
+
+        try:
+            from flows.retrain import RetrainParameters, retrain as retrain_flow
+
+            params = RetrainParameters(config_path=str(config), window_days=window_days, force=force, reason=reason,
+                                       dry_run=dry_run, trigger="cli")
+        except ValidationError as exc:
+            raise ConfigError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+        result = retrain_flow(params)
+    emit(result.model_dump(mode="json"), as_json, _human_retrain)
+
+
+def _human_retrain(r: dict[str, Any]) -> str:
+    lines = [r["headline"]]
+    if r.get("version") is not None:
+        lines.append(f"registered {r['model']} version {r['version']}; champion: "
+                     f"{r.get('champion_before') or 'none'} -> {r.get('champion_after') or 'none'}")
+    elif r.get("dry_run"):
+        lines.append("dry run: nothing registered")
+    if r.get("dossier", {}).get("markdown"):
+        lines.append(f"dossier: {r['dossier']['markdown']}")
+    return "\n".join(lines)
+
+
+def _registry() -> Any:
+    from refit.io import store_from_settings
+    from refit.registry import Registry
+
+    return Registry(store_from_settings())
+
+
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, JSON_OPT] = False) -> None:
+    """Every model, its versions and aliases."""
+    with cli_errors(as_json):
+        reg = _registry()
+        out = []
+        for name in reg.list_models():
+            versions = reg.list_versions(name)
+            out.append({"name": name, "versions": [v.version for v in versions], "aliases": reg.aliases(name),
+                        "latest": versions[-1].created_at if versions else None})
+    emit({"models": out}, as_json, lambda r: "\n".join(
+        f"{m['name']}: versions {m['versions']}, aliases {m['aliases']}" for m in r["models"]) or "no models yet")
+
+
+@models_app.command("show")
+def models_show(ref: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME:VERSION")],
+                as_json: Annotated[bool, JSON_OPT] = False) -> None:
+    """One version's metadata: lineage, metrics, decision."""
+    with cli_errors(as_json):
+        version = _registry().resolve(ref)
+        data = version.model_dump(mode="json")
+    emit(data, as_json, lambda r: json.dumps(r, indent=2, default=str))
+
+
+@models_app.command("promote")
+def models_promote(name: str, version: int,
+                   reason: Annotated[str, typer.Option(help="Why (recorded in the history).")],
+                   as_json: Annotated[bool, JSON_OPT] = False) -> None:
+    """Point champion at VERSION by hand (recorded as forced, with the reason)."""
+    with cli_errors(as_json):
+        reg = _registry()
+        current = reg.aliases(name).get("champion")
+        event = reg.promote(name, version, expected_current=current, reason=reason, forced=True)
+    emit(event.model_dump(mode="json"), as_json,
+         lambda r: f"champion of {name}: {r['from_version']} -> {r['to_version']}")
+
+
+@models_app.command("rollback")
+def models_rollback(name: str, reason: Annotated[str, typer.Option(help="Why (recorded in the history).")],
+                    as_json: Annotated[bool, JSON_OPT] = False) -> None:
+    """Move champion back to the previous champion in one step."""
+    with cli_errors(as_json):
+        event = _registry().rollback(name, reason=reason)
+    emit(event.model_dump(mode="json"), as_json,
+         lambda r: f"champion of {name} rolled back: {r['from_version']} -> {r['to_version']}")
+
+
+@models_app.command("diff")
+def models_diff(name: str, a: str, b: str, as_json: Annotated[bool, JSON_OPT] = False) -> None:
+    """Metrics of two versions (numbers or aliases) overall and per segment, side by side."""
+    with cli_errors(as_json):
+        diff = _registry().diff(name, int(a) if a.isdigit() else a, int(b) if b.isdigit() else b)
+        data = diff.model_dump(mode="json")
+        table = diff.to_frame().to_string(index=False)
+    emit(data, as_json, lambda r: table)

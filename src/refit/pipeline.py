@@ -1,0 +1,298 @@
+"""The retrain steps as plain functions: each reads through the store, makes its core calls,
+writes its outputs, and returns a small handle. Prefect tasks wrap these one-to-one
+(``tasks/``), ``refit train`` calls them in a loop, and the benchmark calls them as a plain
+script to measure what orchestration costs.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from refit.config import PipelineConfig
+from refit.data import ValidatedData, run_stamp, stage_validated
+from refit.errors import NotFoundError, RefitError
+from refit.fingerprint import DatasetFingerprint, fingerprint_frame
+from refit.io import Store
+from refit.io.frames import read_frame, write_frame
+from refit.splits import assign_splits, split_frame
+
+REFERENCE_SAMPLE_ROWS = 50_000
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable and unique: ``20261124T153000123456Z-1a2b3c4d``."""
+    return f"{run_stamp(now)}-{uuid.uuid4().hex[:8]}"
+
+
+def run_prefix(config: PipelineConfig, run_id: str) -> str:
+    return f"runs/{config.dataset.name}/{run_id}"
+
+
+# ---------------------------------------------------------------------------------------------
+# load + validate
+
+
+def load_and_validate(store: Store, config: PipelineConfig, run_id: str,
+                      window_days: float | None = None, now: datetime | None = None) -> ValidatedData:
+    """Base data plus labelled production captures (inside the window), validated and staged."""
+    from refit.capture import load_labelled_captures
+    from refit.config import schema_columns
+
+    since = None
+    if window_days is not None:
+        since = pd.Timestamp((now or datetime.now(UTC)) - timedelta(days=window_days))
+    ds = config.dataset
+    columns = schema_columns(ds.schema_path)
+    captures = load_labelled_captures(store, ds.name, target=ds.target, request_id_column=ds.request_id_column,
+                                      timestamp_column=ds.timestamp_column, columns=columns, since=since)
+    # stage_validated writes runs/<its run id>/...: give it the dataset too, as run_prefix does
+    handle, _ = stage_validated(store, config, f"{ds.name}/{run_id}", extra=captures)
+    return handle
+
+
+# ---------------------------------------------------------------------------------------------
+# split
+
+
+@dataclass(frozen=True)
+class SplitHandles:
+    """Where the three splits are, and what they are."""
+
+    keys: dict[str, str]
+    fingerprints: dict[str, DatasetFingerprint]
+    data: ValidatedData
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return {k: fp.rows for k, fp in self.fingerprints.items()}
+
+    def lineage(self) -> dict[str, dict[str, Any]]:
+        out = {"validated": self.data.fingerprint.to_dict()}
+        out.update({name: fp.to_dict() for name, fp in self.fingerprints.items()})
+        return out
+
+
+def split_data(store: Store, config: PipelineConfig, data: ValidatedData, run_id: str) -> SplitHandles:
+    """Deterministic train/validation/test split of the staged rows, each written and fingerprinted."""
+    frame = read_frame(store, data.key)
+    sc = config.split
+    codes = assign_splits(frame, method=sc.method, id_column=config.dataset.id_column,
+                          timestamp_column=config.dataset.timestamp_column,
+                          validation_fraction=sc.validation_fraction, test_fraction=sc.test_fraction, salt=sc.salt)
+    keys, fps = {}, {}
+    for name, part in split_frame(frame, codes).items():
+        if len(part) == 0:
+            raise RefitError(f"the {name} split is empty ({len(frame)} rows in all): more data is needed")
+        key = f"{run_prefix(config, run_id)}/split/{name}.parquet"
+        write_frame(store, key, part)
+        keys[name], fps[name] = key, fingerprint_frame(part)
+    return SplitHandles(keys=keys, fingerprints=fps, data=data)
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+@dataclass(frozen=True)
+class CandidateHandle:
+    """The trained candidate: its artifact in the store and what the search found."""
+
+    artifact_key: str
+    artifact_uri: str
+    family: str
+    params: dict[str, Any]
+    validation_metrics: dict[str, Any]
+    primary_metric: str
+    trials: list[dict[str, Any]]
+    device: str
+    train_s: float
+    samples_per_s: float | None
+    peak_memory_mb: float | None
+
+
+def train_candidates(store: Store, config: PipelineConfig, splits: SplitHandles, run_id: str,
+                     on_epoch: Callable[[dict[str, Any]], None] | None = None) -> CandidateHandle:
+    """Search every configured family; save the best as a self-contained artifact."""
+    from refit.device import resolve_device
+    from refit.model import save_model
+    from refit.seeds import seed_everything
+    from refit.training.search import select_candidate
+
+    seed_everything(config.training.seed)
+    device = resolve_device(config.training.device)
+    train_df = read_frame(store, splits.keys["train"])
+    val_df = read_frame(store, splits.keys["validation"])
+    prefix = run_prefix(config, run_id)
+    start = time.perf_counter()
+    result = select_candidate(train_df, val_df, config, store, prefix, device, on_epoch=on_epoch)
+    wall = time.perf_counter() - start
+    best = result.best_trial
+    info = {"device": str(device), "search_wall_s": wall, "data": splits.lineage()}
+    key = f"{prefix}/candidate"
+    uri = save_model(store, key, result.best, config, trials=result.trials,
+                     metrics={"validation": best.metrics}, info=info, overwrite=True)
+    env = result.best.info
+    return CandidateHandle(
+        artifact_key=key, artifact_uri=uri, family=best.family, params=dict(best.resolved_params or best.params),
+        validation_metrics=dict(best.metrics), primary_metric=result.primary_metric,
+        trials=[t.to_dict() for t in result.trials], device=str(device), train_s=wall,
+        samples_per_s=best.samples_per_s, peak_memory_mb=env.get("peak_memory_mb"),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# smoke test
+
+
+def smoke_test_candidate(store: Store, config: PipelineConfig, splits: SplitHandles,
+                         candidate: CandidateHandle) -> Any:
+    """Load the artifact in a fresh process and check its outputs on held-out rows."""
+    from refit.smoke import smoke_test
+
+    test_df = read_frame(store, splits.keys["test"])
+    n = min(config.training.smoke_sample_rows, len(test_df))
+    sample = test_df.sample(n=n, random_state=config.training.seed) if n < len(test_df) else test_df
+    return smoke_test(candidate.artifact_uri, sample[config.feature_columns],
+                      config.training.smoke_max_ms_per_1k_rows, config.dataset.task)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+
+
+@dataclass(frozen=True)
+class EvaluationHandle:
+    decision: Any  # refit.evaluation.GateDecision
+    champion_version: int | None
+    dossier: dict[str, str] = field(default_factory=dict)
+    candidate_metrics: dict[str, Any] = field(default_factory=dict)
+    segment_metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def promote(self) -> bool:
+        return bool(self.decision.promote)
+
+    @property
+    def outcome(self) -> str:
+        return str(self.decision.outcome)
+
+
+def scores(model: Any, df: pd.DataFrame, task: str) -> np.ndarray:
+    """What the gate compares: P(positive class) for binary, values for regression."""
+    if task == "regression":
+        return np.asarray(model.predict(df), dtype=np.float64)
+    proba = np.asarray(model.predict_proba(df), dtype=np.float64)
+    return proba[:, 1] if proba.ndim == 2 and proba.shape[1] == 2 else proba
+
+
+def champion_version(store: Store, model_name: str) -> Any | None:
+    from refit.errors import RegistryError
+    from refit.registry import Registry
+
+    try:
+        return Registry(store).resolve(f"{model_name}@champion")
+    except (RegistryError, NotFoundError):
+        return None
+
+
+def evaluate_candidate(store: Store, config: PipelineConfig, splits: SplitHandles, candidate: CandidateHandle,
+                       run_id: str, force: bool = False, reason: str | None = None) -> EvaluationHandle:
+    """Score candidate and champion on the same test rows; run the gate; write the dossier."""
+    from refit.dossier import write_dossier
+    from refit.evaluation import compute_metrics, evaluate_gate
+    from refit.model import load
+
+    ds = config.dataset
+    test_df = read_frame(store, splits.keys["test"])
+    y = test_df[ds.target].to_numpy()
+    cand_model = load(store, candidate.artifact_key)
+    cand_scores = scores(cand_model, test_df, ds.task)
+    champion = champion_version(store, ds.name)
+    champ_scores = None
+    if champion is not None:
+        champ_model = load(store, champion.artifact_uri.removeprefix(store.uri.rstrip("/") + "/"))
+        champ_scores = scores(champ_model, test_df, ds.task)
+    segment_cols = sorted({s.column for s in ds.segments})
+    decision = evaluate_gate(ds.task, y, cand_scores, champ_scores, test_df[segment_cols] if segment_cols else None,
+                             config.gate, ds, force=force, force_reason=reason)
+    context = {
+        "model": ds.name, "run_id": run_id, "candidate": {"artifact_uri": candidate.artifact_uri,
+                                                          "family": candidate.family, "params": candidate.params},
+        "champion_version": champion.version if champion else None, "datasets": splits.lineage(),
+        "config": config.to_dict(),
+    }
+    out = write_dossier(decision, context)
+    prefix = f"{run_prefix(config, run_id)}/dossier"
+    uris = {}
+    for name, ext in (("json", "json"), ("markdown", "md"), ("png", "png")):
+        data = out[name]
+        store.put_bytes(f"{prefix}/dossier.{ext}", data.encode() if isinstance(data, str) else data)
+        uris[name] = store.uri_for(f"{prefix}/dossier.{ext}")
+    metrics = compute_metrics(ds.task if ds.task == "regression" else "classification", y, cand_scores)
+    seg_metrics = {f"{s.segment}={s.value}": {"n": s.n, config.gate.primary_metric: s.candidate}
+                   for s in decision.segments}
+    return EvaluationHandle(decision=decision, champion_version=champion.version if champion else None,
+                            dossier=uris, candidate_metrics=metrics, segment_metrics=seg_metrics)
+
+
+# ---------------------------------------------------------------------------------------------
+# register + promote
+
+
+def register_candidate(store: Store, config: PipelineConfig, splits: SplitHandles, candidate: CandidateHandle,
+                       evaluation: EvaluationHandle, run_id: str, reason: str | None = None,
+                       tags: dict[str, str] | None = None) -> Any:
+    """Copy the artifact into a new immutable registry version with its full lineage."""
+    from refit.model import git_commit, read_artifact
+    from refit.registry import Registry
+
+    files = read_artifact(store, candidate.artifact_key)
+    train_df = read_frame(store, splits.keys["train"])
+    n = min(REFERENCE_SAMPLE_ROWS, len(train_df))
+    reference = train_df.sample(n=n, random_state=config.training.seed) if n < len(train_df) else train_df
+    decision = evaluation.decision
+    return Registry(store).register(
+        config.dataset.name,
+        artifact_files=files,
+        datasets=splits.lineage(),
+        params={"family": candidate.family, **candidate.params},
+        metrics={k: v for k, v in evaluation.candidate_metrics.items() if v is not None},
+        segment_metrics=evaluation.segment_metrics,
+        decision=decision.model_dump(mode="json"),
+        dossier_uris=tuple(evaluation.dossier.values()),
+        compared_with=evaluation.champion_version,
+        tags={"outcome": str(decision.outcome), **(tags or {})},
+        description=reason or "",
+        reference_sample=reference,
+        git_commit=git_commit(),
+        run_id=run_id,
+    )
+
+
+def promote_version(store: Store, config: PipelineConfig, version: int, evaluation: EvaluationHandle,
+                    reason: str | None = None) -> Any:
+    """Move ``champion`` by compare-and-swap from the champion the candidate was compared with."""
+    from refit.registry import Registry
+
+    decision = evaluation.decision
+    why = reason or decision.headline
+    return Registry(store).promote(config.dataset.name, version, expected_current=evaluation.champion_version,
+                                   reason=why, forced=bool(decision.forced))
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    return asdict(obj)
+
+
+def read_text(store: Store, uri: str) -> str:
+    """Read a text object given by its URI in ``store``."""
+    key = uri.removeprefix(store.uri.rstrip("/") + "/")
+    return store.get_bytes(key).decode()
