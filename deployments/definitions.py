@@ -1,0 +1,70 @@
+"""The deployments, declared once: schedules, triggers, parameters and concurrency."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.events import DeploymentEventTrigger
+from prefect.schedules import Cron
+
+from deployments.settings import DeploymentSettings
+from flows.drift_check import DriftCheckParameters, drift_check
+from flows.retrain import RetrainParameters, retrain
+
+RETRAIN_WEEKLY = "retrain-weekly"
+RETRAIN_MANUAL = "retrain-manual"
+RETRAIN_ON_DRIFT = "retrain-on-drift"
+DRIFT_CHECK_HOURLY = "drift-check-hourly"
+DRIFT_EVENT = "refit.drift.detected"
+
+
+def _retrain_params(settings: DeploymentSettings, **overrides: Any) -> dict[str, Any]:
+    params = RetrainParameters(config_path=settings.config_path, window_days=settings.window_days, **overrides)
+    return {"params": params.model_dump(mode="json")}
+
+
+def build_deployments(settings: DeploymentSettings | None = None) -> list[Any]:
+    """The four deployments as ``RunnerDeployment`` objects (serve them, or deploy to a work pool)."""
+    settings = settings or DeploymentSettings()
+    one_retrain = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy(settings.retrain_collision))
+    drift_trigger = DeploymentEventTrigger(
+        name="retrain when drift is detected",
+        expect={DRIFT_EVENT},
+        match={"prefect.resource.id": "refit.model.*"},
+        parameters={
+            "params": {
+                "config_path": settings.config_path,
+                "window_days": settings.window_days,
+                "trigger": "drift",
+                "reason": "drift detected on {{ event.resource.id }}: {{ event.payload.reason }}",
+                "drift": "{{ event.payload }}",
+            }
+        },
+    )
+    return [
+        retrain.to_deployment(
+            name=RETRAIN_WEEKLY, schedules=[Cron(settings.retrain_cron, timezone=settings.timezone)], paused=settings.schedules_paused,
+            parameters=_retrain_params(settings, trigger="schedule", reason="weekly retrain"),
+            concurrency_limit=one_retrain, tags=["refit", "retrain"],
+            description="Scheduled retrain: validate, train, gate per segment, register, promote.",
+        ),
+        retrain.to_deployment(
+            name=RETRAIN_MANUAL, parameters=_retrain_params(settings, trigger="manual"),
+            concurrency_limit=one_retrain, tags=["refit", "retrain"],
+            description="Start a retrain by hand: Run > Custom run edits the parameters as a form.",
+        ),
+        retrain.to_deployment(
+            name=RETRAIN_ON_DRIFT, triggers=[drift_trigger], parameters=_retrain_params(settings, trigger="drift"),
+            concurrency_limit=one_retrain, tags=["refit", "retrain", "drift"],
+            description=f"Started by the {DRIFT_EVENT} event (drift-check flow) or by the drift-alert webhook.",
+        ),
+        drift_check.to_deployment(
+            name=DRIFT_CHECK_HOURLY, schedules=[Cron(settings.drift_cron, timezone=settings.timezone)], paused=settings.schedules_paused,
+            parameters={"params": DriftCheckParameters(config_path=settings.config_path,
+                                                        window_hours=settings.drift_window_hours).model_dump(mode="json")},
+            concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
+            tags=["refit", "drift"],
+            description="Compare the last hours of captured traffic with the champion's training reference.",
+        ),
+    ]

@@ -1,0 +1,25 @@
+"""Schedules and defaults of the deployments, from the environment (``REFIT_`` prefix)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class DeploymentSettings(BaseSettings):
+    """Change schedules and defaults without editing code: ``REFIT_RETRAIN_CRON="0 4 * * 1"``."""
+
+    model_config = SettingsConfigDict(env_prefix="REFIT_", extra="ignore")
+
+    config_path: str = Field("refit.yaml", description="Pipeline config the deployments run with.")
+    retrain_cron: str = Field("0 3 * * 1", description="retrain-weekly: Mondays 03:00.")
+    drift_cron: str = Field("0 * * * *", description="drift-check-hourly: every hour.")
+    timezone: str = "UTC"
+    window_days: float = Field(30.0, description="Labelled captures joined into training.")
+    drift_window_hours: int = Field(24, description="Captures compared with the champion's reference.")
+    retrain_collision: Literal["ENQUEUE", "CANCEL_NEW"] = Field(
+        "ENQUEUE", description="When a retrain is already running: queue the new one, or cancel it."
+    )
+    schedules_paused: bool = Field(False, description="Create the scheduled deployments paused.")

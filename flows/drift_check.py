@@ -1,0 +1,83 @@
+"""The drift-check flow: captured traffic vs the champion's training reference."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from prefect import flow
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.drift import (
+    ask_governor,
+    compute_drift,
+    emit_drift_event,
+    find_drift_listener,
+    load_capture_window,
+    load_reference,
+    validate_captures,
+)
+from tasks.retrain import load_pipeline_config
+
+
+class DriftCheckParameters(BaseModel):
+    """What one drift check looks at (the Prefect UI renders this as a form)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    config_path: str = Field("refit.yaml", description="Pipeline config (YAML), as seen by the worker.")
+    window_hours: int | None = Field(24, ge=1, description="Captured requests of the last N hours.")
+    window_rows: int | None = Field(None, ge=1, description="Or: the last N captured requests.")
+    now: datetime | None = Field(None, description="End of the window (default: now, UTC).")
+
+
+class DriftCheckResult(BaseModel):
+    model: str
+    champion_version: int
+    drift_detected: bool
+    drift_share: float
+    drifted_columns: list[str]
+    decay_detected: bool
+    decayed_segments: list[str]
+    decision: str
+    reason: str
+    detail: str
+    report_uri: str
+    sample_size: int
+    current_rows: int
+    labelled_rows: int
+    event_emitted: bool = False
+    listener: dict[str, Any] = Field(default_factory=dict)
+    retrain: str = Field("", description="What happened about a retrain.")
+
+
+@flow(name="drift-check", log_prints=True)
+def drift_check(params: DriftCheckParameters = DriftCheckParameters()) -> DriftCheckResult:  # noqa: B008
+    """Compare captured production traffic with the champion's reference; emit refit.drift.detected when real.
+
+    Args:
+        params: Which config, and which window of captured traffic.
+    """
+    config = load_pipeline_config(params.config_path)
+    reference = load_reference(config)
+    window = load_capture_window(config, params.now, params.window_hours, params.window_rows)
+    current = validate_captures(config, window)
+    report = compute_drift(config, reference, current, window)
+    outcome = ask_governor(config, reference, report, params.now)
+    result = DriftCheckResult(
+        model=config.dataset.name, champion_version=reference.version, drift_detected=report.drift_detected,
+        drift_share=report.result.drift_share, drifted_columns=list(report.result.drifted_columns),
+        decay_detected=report.decay_detected,
+        decayed_segments=report.decay.decayed_segments if report.decay is not None else [],
+        decision=outcome.action, reason=outcome.reason, detail=outcome.detail, report_uri=report.report_uri,
+        sample_size=report.result.current_sample_rows, current_rows=report.current_rows,
+        labelled_rows=report.labelled_rows,
+    )
+    if not outcome.trigger:
+        return result.model_copy(update={"retrain": f"no retrain: {outcome.reason}"})
+    emit_drift_event(config, outcome)
+    listener = find_drift_listener()
+    note = (f"event emitted; {listener['deployment']} listens and starts the retrain" if listener["exists"]
+            else f"event emitted, but no listener started a retrain ({listener['deployment']} is not deployed: "
+                 "run `refit up`, or `refit drift --retrain` to retrain in this process)")
+    return result.model_copy(update={"event_emitted": True, "listener": listener, "retrain": note})
