@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import sys
+import tempfile
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import pandas as pd
 
-from refit.capture import labels_prefix, requests_prefix, write_labels, write_requests
+from refit.capture import CaptureWriter, labels_prefix, requests_prefix
 from refit.config import PipelineConfig
-from refit.errors import ConfigError
+from refit.errors import ConfigError, StoreError
 from refit.io import Store, open_location
 from refit.io.frames import write_frame
 
@@ -23,8 +26,9 @@ def base_data_key(config: PipelineConfig, part: int) -> str:
     return f"{folder}/part-{part:05d}.parquet" if folder else f"part-{part:05d}.parquet"
 
 
-def write_base_data(store: Store, config: PipelineConfig, *, rows: int, seed: int, parts: int = 1,
-                    progress: bool = False) -> dict[str, Any]:
+def write_base_data(
+    store: Store, config: PipelineConfig, *, rows: int, seed: int, parts: int = 1, progress: bool = False
+) -> dict[str, Any]:
     from refit.datasets import generate_base
 
     frame = generate_base(rows, seed=seed, progress=progress)
@@ -33,7 +37,7 @@ def write_base_data(store: Store, config: PipelineConfig, *, rows: int, seed: in
     bounds = [round(i * len(frame) / parts) for i in range(parts + 1)]
     for part in range(parts):
         key = base_data_key(config, part)
-        uris.append(write_frame(target_store, key, frame.iloc[bounds[part]:bounds[part + 1]]))
+        uris.append(write_frame(target_store, key, frame.iloc[bounds[part] : bounds[part + 1]]))
     return {"rows": len(frame), "uris": uris, "seed": seed, "churn_rate": float(frame[config.dataset.target].mean())}
 
 
@@ -65,22 +69,51 @@ def write_production_data(
     else:
         start_ts = pd.Timestamp(start)
         start_ts = start_ts.tz_localize("UTC") if start_ts.tzinfo is None else start_ts.tz_convert("UTC")
-    produced = generate_production(batches, rows_per_batch, seed=seed, start=start_ts, drift=drift,
-                                   segment=segment, drift_strength=strength)
+    produced = generate_production(
+        batches, rows_per_batch, seed=seed, start=start_ts, drift=drift, segment=segment, drift_strength=strength
+    )
     name = config.dataset.name
+    dataset = config.dataset
     n_rows = n_labels = 0
-    for batch in produced:
-        prediction = predict(batch.features) if predict is not None else None
-        frame = to_capture_frame(batch, prediction=prediction, model_version=model_version)
-        write_requests(store, name, frame, part=f"batch-{seed}-{batch.index:05d}")
-        # labels only exist once they have arrived: never in the future
-        arrived = batch.labels[batch.labels["label_time"] <= pd.Timestamp.now(tz="UTC")]
-        if len(arrived):
-            write_labels(store, name, arrived, part=f"batch-{seed}-{batch.index:05d}")
-        n_rows += len(frame)
-        n_labels += len(arrived)
+    # Through the serving-side writer, so the demo exercises it: one flush per batch, parts named
+    # after the batch (a rerun with the same seed overwrites rather than duplicates).
+    with tempfile.TemporaryDirectory(prefix="refit-demo-spill-") as spill:
+        writer = CaptureWriter(
+            store,
+            name,
+            flush_rows=sys.maxsize,
+            flush_interval_s=math.inf,
+            spill_dir=spill,
+            timestamp_column=dataset.timestamp_column,
+            request_id_column=dataset.request_id_column,
+            label_column=dataset.target,
+            part_prefix=f"batch-{seed}",
+        )
+        for batch in produced:
+            prediction = predict(batch.features) if predict is not None else None
+            frame = to_capture_frame(batch, prediction=prediction, model_version=model_version)
+            writer.log(
+                frame.drop(columns=["request_id", "event_time", "prediction", "model_version"]),
+                frame["prediction"],
+                model_version=model_version,
+                request_ids=frame["request_id"],
+                timestamps=frame["event_time"],
+            )
+            # labels only exist once they have arrived: never in the future
+            arrived = batch.labels[batch.labels["label_time"] <= pd.Timestamp.now(tz="UTC")]
+            writer.log_labels(arrived["request_id"], arrived["churned"], label_time=arrived["label_time"])
+            stats = writer.flush()
+            if stats.spilled_batches or stats.rows_dropped or stats.labels_dropped:
+                # serving would spill and carry on; a demo run stops and says why
+                raise StoreError(f"cannot write production captures to {store.uri}: {stats.last_error}")
+            n_rows += len(frame)
+            n_labels += len(arrived)
+        writer.close()
     return {
-        "rows": n_rows, "labels": n_labels, "batches": batches, "drift": drift,
+        "rows": n_rows,
+        "labels": n_labels,
+        "batches": batches,
+        "drift": drift,
         "segment": ",".join(f"{k}={v}" for k, v in (segment or {}).items()) or None,
         "requests_prefix": store.uri_for(requests_prefix(name).rstrip("/")),
         "labels_prefix": store.uri_for(labels_prefix(name).rstrip("/")),
