@@ -45,11 +45,11 @@ class PrefectDispatcher:
     def _outbox(self, model: str) -> str:
         return f"webhook/{model}/outbox/"
 
-    def _champion(self, model: str) -> int | None:
+    def _champion(self, model: str) -> str | None:
         from refit.registry import Registry
 
         try:
-            return Registry(self.store).resolve(f"{model}@champion").version
+            return str(Registry(self.store).resolve(f"{model}@champion").version)
         except RefitError:
             return None
 

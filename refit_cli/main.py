@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from refit_cli import data_commands, model_commands, ops_commands
+from refit_cli import data_commands, demo_command, model_commands, ops_commands
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(data_commands.generate_app, name="generate")
@@ -16,6 +16,7 @@ app.add_typer(ops_commands.drift_app, name="drift")
 app.command("webhook")(ops_commands.webhook)
 app.command("serve")(ops_commands.serve)
 app.command("up")(ops_commands.up)
+app.command("demo")(demo_command.demo)
 
 
 def main() -> None:

@@ -206,7 +206,7 @@ def ask_governor(store: Store, config: PipelineConfig, reference: Reference, rep
         reason.append("performance decayed in " + ", ".join(decayed))
     signal = DriftSignal(
         model=config.dataset.name, source="drift-check", window_start=report.window_start,
-        window_end=report.window_end, champion_version=reference.version, drift_detected=report.drift_detected,
+        window_end=report.window_end, champion_version=str(reference.version), drift_detected=report.drift_detected,
         decay_detected=report.decay_detected, drift_share=float(result.drift_share),
         detail="; ".join(reason) or "no drift",
     )

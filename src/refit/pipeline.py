@@ -224,18 +224,16 @@ def evaluate_candidate(store: Store, config: PipelineConfig, splits: SplitHandle
     decision = evaluate_gate(ds.task, y, cand_scores, champ_scores, test_df[segment_cols] if segment_cols else None,
                              config.gate, ds, force=force, force_reason=reason)
     context = {
-        "model": ds.name, "run_id": run_id, "candidate": {"artifact_uri": candidate.artifact_uri,
-                                                          "family": candidate.family, "params": candidate.params},
-        "champion_version": champion.version if champion else None, "datasets": splits.lineage(),
-        "config": config.to_dict(),
+        "model_name": ds.name, "candidate_version": f"candidate of run {run_id}",
+        "champion_version": champion.version if champion else None,
+        "data": {name: {"fingerprint": fp["sha256"], "rows": fp["rows"]} for name, fp in splits.lineage().items()},
+        "config": config.to_dict(), "run_id": run_id,
+        "candidate": {"artifact_uri": candidate.artifact_uri, "family": candidate.family, "params": candidate.params},
     }
-    out = write_dossier(decision, context)
-    prefix = f"{run_prefix(config, run_id)}/dossier"
-    uris = {}
-    for name, ext in (("json", "json"), ("markdown", "md"), ("png", "png")):
-        data = out[name]
-        store.put_bytes(f"{prefix}/dossier.{ext}", data.encode() if isinstance(data, str) else data)
-        uris[name] = store.uri_for(f"{prefix}/dossier.{ext}")
+    prefix = f"{run_prefix(config, run_id)}/dossier/"
+    write_dossier(decision, context, out=store, prefix=prefix)
+    uris = {name: store.uri_for(f"{prefix}dossier.{ext}") for name, ext in (("json", "json"), ("markdown", "md"),
+                                                                             ("png", "png"))}
     metrics = compute_metrics(ds.task if ds.task == "regression" else "classification", y, cand_scores)
     seg_metrics = {f"{s.segment}={s.value}": {"n": s.n, config.gate.primary_metric: s.candidate}
                    for s in decision.segments}

@@ -140,7 +140,7 @@ class ModelVersion(_Record):
     params: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, float | None] = Field(default_factory=dict, description="Overall; NaN is stored as null.")
     segment_metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
-    decision: str | None = None
+    decision: dict[str, Any] | str | None = Field(None, description="The gate decision (outcome, checks, segments).")
     dossier_uris: list[str] = Field(default_factory=list)
     compared_with: int | None = Field(None, description="The champion version this one was evaluated against.")
     tags: dict[str, str] = Field(default_factory=dict)
@@ -363,7 +363,7 @@ class Registry:
         params: Mapping[str, Any] | None = None,
         metrics: Mapping[str, float | None] | None = None,
         segment_metrics: Mapping[str, Mapping[str, float | None]] | None = None,
-        decision: str | None = None,
+        decision: Mapping[str, Any] | str | None = None,
         dossier_uris: Sequence[str] = (),
         compared_with: int | None = None,
         tags: Mapping[str, str] | None = None,
@@ -407,7 +407,7 @@ class Registry:
             params=dict(params or {}),
             metrics=dict(metrics or {}),
             segment_metrics={k: dict(v) for k, v in (segment_metrics or {}).items()},
-            decision=decision,
+            decision=dict(decision) if isinstance(decision, Mapping) else decision,
             dossier_uris=list(dossier_uris),
             compared_with=compared_with,
             tags=dict(tags or {}),
