@@ -1,0 +1,114 @@
+"""The retrain flow against a real Prefect API: first run, promotion, rejection, crash, force, dry run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from flows.retrain import RetrainParameters, retrain
+from refit import pipeline
+from refit.io.frames import read_frame
+from refit.registry import Registry
+from tests.flows.helpers import make_project, write_config
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    config, store = make_project(tmp_path, rows=6000)
+    monkeypatch.setenv("REFIT_STORE", str(tmp_path / "store"))
+    return config, store
+
+
+def test_first_run_without_champion_promotes_and_records_lineage(project) -> None:  # type: ignore[no-untyped-def]
+    config, store = project
+    result = retrain(RetrainParameters(config_path=str(config), reason="first"))
+    assert result.outcome == "PROMOTE" and result.version == 1
+    assert result.champion_before is None and result.champion_after == 1
+    assert result.headline.startswith("PROMOTED: first model")
+    reg = Registry(store)
+    assert reg.aliases("churn") == {"champion": 1}
+    version = reg.get_version("churn", 1)
+    assert version.datasets["validated"].rows == 6000
+    assert {"train", "validation", "test"} <= set(version.datasets)
+    assert version.tags["trigger"] == "manual" and version.compared_with is None
+    assert version.params["family"] == "hist_gradient_boosting"
+    assert 0.6 < version.metrics["roc_auc"] < 0.9
+    assert "region=south" in version.segment_metrics
+    sample, summaries = reg.reference("churn", 1)
+    assert len(sample) > 3000 and "monthly_charges" in summaries
+    for uri in result.dossier.values():
+        assert Path(uri).is_file()
+    assert result.smoke_test["passed"] is True
+
+
+def test_clearly_better_candidate_is_promoted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    weak = {"training": {"candidates": [{"family": "linear", "params": {"C": [1e-5]}, "budget": 1}]},
+            "gate": {"max_improvement": None}}
+    config, store = make_project(tmp_path, rows=8000, **weak)
+    monkeypatch.setenv("REFIT_STORE", str(tmp_path / "store"))
+    first = retrain(RetrainParameters(config_path=str(config)))
+    assert first.champion_after == 1
+    strong = write_config(tmp_path, gate={"max_improvement": None})
+    second = retrain(RetrainParameters(config_path=str(strong)))
+    assert second.outcome == "PROMOTE", second.headline
+    assert second.champion_before == 1 and second.champion_after == 2
+    decision = Registry(store).get_version("churn", 2).decision
+    assert decision["gain"] > 0 and decision["ci_low"] > 0
+    history = Registry(store).history("churn")
+    assert [(e.from_version, e.to_version) for e in history] == [(None, 1), (1, 2)]
+
+
+def test_tiny_data_is_inconclusive_and_champion_stays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config, store = make_project(tmp_path, rows=700, gate={"min_segment_size": 50})
+    monkeypatch.setenv("REFIT_STORE", str(tmp_path / "store"))
+    retrain(RetrainParameters(config_path=str(config)))
+    second = retrain(RetrainParameters(config_path=str(config)))
+    assert second.outcome == "INCONCLUSIVE", second.headline
+    assert second.version == 2 and second.champion_after == 1
+    assert Registry(store).aliases("churn")["champion"] == 1
+
+
+def test_crash_between_register_and_promote_leaves_registry_consistent(project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    config, store = project
+    retrain(RetrainParameters(config_path=str(config)))
+
+    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("worker died between register and promote")
+
+    monkeypatch.setattr(pipeline, "promote_version", crash)
+    with pytest.raises(RuntimeError, match="worker died"):
+        retrain(RetrainParameters(config_path=str(config), force=True, reason="crash test"))
+    reg = Registry(store)
+    assert [v.version for v in reg.list_versions("churn")] == [1, 2]
+    assert reg.aliases("churn") == {"champion": 1}  # never pointing at a half-done promotion
+    monkeypatch.undo()
+    monkeypatch.setenv("REFIT_STORE", str(Path(config).parent / "store"))
+    rerun = retrain(RetrainParameters(config_path=str(config), force=True, reason="rerun after crash"))
+    assert rerun.version == 3 and rerun.champion_after == 3
+    assert reg.aliases("churn") == {"champion": 3}
+    event = reg.rollback("churn", reason="undo the forced promotion")
+    assert (event.from_version, event.to_version) == (3, 1)
+    assert reg.aliases("churn") == {"champion": 1}
+
+
+def test_force_needs_reason_and_is_recorded(project) -> None:  # type: ignore[no-untyped-def]
+    config, store = project
+    with pytest.raises(ValidationError, match="force=true needs a reason"):
+        RetrainParameters(config_path=str(config), force=True)
+    retrain(RetrainParameters(config_path=str(config)))
+    forced = retrain(RetrainParameters(config_path=str(config), force=True, reason="hotfix for incident 42"))
+    assert forced.forced is True and forced.champion_after == forced.version == 2
+    assert forced.headline.startswith("FORCED PROMOTION (reason: hotfix for incident 42)")
+    [_, event] = Registry(store).history("churn")
+    assert event.forced is True and "hotfix for incident 42" in event.reason
+
+
+def test_dry_run_registers_nothing(project) -> None:  # type: ignore[no-untyped-def]
+    config, store = project
+    result = retrain(RetrainParameters(config_path=str(config), dry_run=True))
+    assert result.dry_run and result.version is None and result.outcome == "PROMOTE"
+    assert Registry(store).list_models() == []
+    candidate = read_frame(store, next(k for k in store.list("runs/churn/") if k.endswith("split/test.parquet")))
+    assert len(candidate) > 500
