@@ -55,8 +55,7 @@ def _story(store_path: Path, config_path: Path, rows: int, batches: int, rows_pe
     from refit.config import load_config
     from refit.demo import write_base_data, write_production_data
     from refit.io import open_store
-    from refit.model import load
-    from refit.pipeline import scores
+    from refit.pipeline import load_version, scores
     from refit.registry import Registry
 
     cfg = load_config(config_path)
@@ -74,7 +73,7 @@ def _story(store_path: Path, config_path: Path, rows: int, batches: int, rows_pe
     say(f"   -> {name} version {first.version} is the champion ({first.candidate['family']})")
 
     champion = Registry(store).resolve(f"{name}@champion")
-    model = load(store, champion.artifact_uri.removeprefix(store.uri.rstrip("/") + "/"))
+    model = load_version(store, champion)
     start = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=21)
     say(f"\n== 3/5  Production: {batches * rows_per_batch:,} requests scored by v{champion.version}, "
         f"captured from serving. Customer behaviour in region=south changes (concept drift: churn rises there "

@@ -169,12 +169,10 @@ def _labelled(config: PipelineConfig, current: pd.DataFrame, labels: pd.DataFram
 
 
 def _champion_scores(store: Store, config: PipelineConfig, reference: Reference, df: pd.DataFrame) -> np.ndarray:
-    from refit.model import load
-    from refit.pipeline import scores
+    from refit.pipeline import load_version, scores
     from refit.registry import Registry
 
-    version = Registry(store).get_version(reference.model, reference.version)
-    model = load(store, version.artifact_uri.removeprefix(store.uri.rstrip("/") + "/"))
+    model = load_version(store, Registry(store).get_version(reference.model, reference.version))
     return scores(model, df, config.dataset.task)
 
 

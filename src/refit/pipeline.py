@@ -193,6 +193,17 @@ def scores(model: Any, df: pd.DataFrame, task: str) -> np.ndarray:
     return proba[:, 1] if proba.ndim == 2 and proba.shape[1] == 2 else proba
 
 
+def load_version(store: Store, version: Any) -> Any:
+    """Load a registered version's model: from its copy inside the registry when it has one
+    (so a store can be moved or copied), else from the artifact URI it references."""
+    from refit.model import load
+    from refit.registry import Registry
+
+    if version.artifact_files:
+        return load(store, Registry(store).version_key(version.name, version.version, "artifact"))
+    return load(version.artifact_uri)
+
+
 def champion_version(store: Store, model_name: str) -> Any | None:
     from refit.errors import RegistryError
     from refit.registry import Registry
@@ -218,7 +229,7 @@ def evaluate_candidate(store: Store, config: PipelineConfig, splits: SplitHandle
     champion = champion_version(store, ds.name)
     champ_scores = None
     if champion is not None:
-        champ_model = load(store, champion.artifact_uri.removeprefix(store.uri.rstrip("/") + "/"))
+        champ_model = load_version(store, champion)
         champ_scores = scores(champ_model, test_df, ds.task)
     segment_cols = sorted({s.column for s in ds.segments})
     decision = evaluate_gate(ds.task, y, cand_scores, champ_scores, test_df[segment_cols] if segment_cols else None,

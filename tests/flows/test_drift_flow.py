@@ -1,0 +1,113 @@
+"""The drift-check flow against a real Prefect API, on generated production traffic."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from flows.drift_check import DriftCheckParameters, drift_check
+from refit import monitoring, pipeline
+from refit.config import load_config
+from refit.demo import write_production_data
+from refit.io import open_store
+from refit.model import load
+from refit.policy import Ledger
+from tests.flows.helpers import make_project
+
+NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+@pytest.fixture(scope="module")
+def champion_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project whose store holds a champion (trained with the plain steps: no Prefect needed)."""
+    folder = tmp_path_factory.mktemp("drift-project")
+    config_path, store = make_project(folder, rows=8000)
+    cfg = load_config(config_path)
+    run_id = pipeline.new_run_id()
+    data = pipeline.load_and_validate(store, cfg, run_id)
+    splits = pipeline.split_data(store, cfg, data, run_id)
+    candidate = pipeline.train_candidates(store, cfg, splits, run_id)
+    evaluation = pipeline.evaluate_candidate(store, cfg, splits, candidate, run_id)
+    version = pipeline.register_candidate(store, cfg, splits, candidate, evaluation, run_id)
+    pipeline.promote_version(store, cfg, version.version, evaluation)
+    return folder
+
+
+@pytest.fixture
+def project(champion_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    folder = tmp_path / "p"
+    shutil.copytree(champion_project, folder)
+    monkeypatch.setenv("REFIT_STORE", str(folder / "store"))
+    return folder / "refit.yaml", open_store(str(folder / "store"))
+
+
+def traffic(config_path: Path, store, *, start: datetime, **kwargs) -> dict:  # type: ignore[no-untyped-def]
+    cfg = load_config(config_path)
+    model = load(store, "registry/churn/versions/1/artifact")
+    return write_production_data(store, cfg, start=start.isoformat(), seed=21, model_version="1",
+                                 predict=lambda df: pipeline.scores(model, df, "classification"), **kwargs)
+
+
+def test_no_drift_gives_no_retrain(project) -> None:  # type: ignore[no-untyped-def]
+    config, store = project
+    traffic(config, store, start=NOW - timedelta(hours=6), batches=6, rows_per_batch=800, drift="none")
+    result = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, now=NOW))
+    assert result.drift_detected is False and result.decision == "none"
+    assert result.current_rows == 4800 and result.drift_share < 0.3
+    assert result.event_emitted is False and result.retrain.startswith("no retrain")
+    assert Path(result.report_uri).is_file() and Path(result.report_uri).stat().st_size > 100_000
+
+
+def test_covariate_drift_is_detected_and_triggers_once(project) -> None:  # type: ignore[no-untyped-def]
+    config, store = project
+    traffic(config, store, start=NOW - timedelta(hours=6), batches=6, rows_per_batch=800, drift="covariate",
+            strength=1.5)
+    result = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, now=NOW))
+    assert result.drift_detected is True and result.drift_share >= 0.3
+    assert {"monthly_charges", "tenure_months"} <= set(result.drifted_columns)
+    assert result.decision == "trigger" and result.event_emitted is True
+    assert "no listener started a retrain" in result.retrain  # nothing is served in this test
+    # the same window again: de-duplicated; later windows inside the cooldown: suppressed
+    again = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, now=NOW))
+    assert again.decision == "suppress" and again.reason == "duplicate"
+    cfg = load_config(config)
+    reference = monitoring.load_reference(store, cfg)
+    window = monitoring.load_capture_window(store, cfg, now=NOW, window_hours=24)
+    report = monitoring.compute_drift_and_decay(store, cfg, reference, window.frame, window)
+    outcomes = [monitoring.ask_governor(store, cfg, reference, report.__class__(**{
+        **report.__dict__, "window_end": NOW + timedelta(minutes=10 * i)}), now=NOW + timedelta(minutes=10 * i))
+        for i in range(1, 11)]
+    assert [o.action for o in outcomes] == ["suppress"] * 10
+    assert {o.reason for o in outcomes} == {"cooldown"}
+    decisions = [e.decision.action for e in Ledger(store, "churn").entries()]
+    assert decisions.count("trigger") == 1 and len(decisions) == 12
+
+
+def test_concept_drift_triggers_on_decay_without_feature_drift(project) -> None:  # type: ignore[no-untyped-def]
+    config, store = project
+    start = NOW - timedelta(days=21)
+    produced = traffic(config, store, start=start, batches=8, rows_per_batch=1500, drift="concept",
+                       segment={"region": "south"}, strength=2.0)
+    assert produced["labels"] > 10_000
+    result = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24 * 22, now=NOW))
+    assert result.drift_detected is False  # the inputs look the same ...
+    assert result.decay_detected is True and "region=south" in result.decayed_segments  # ... the outcomes do not
+    assert not any(s.startswith("region=") and s != "region=south" for s in result.decayed_segments)
+    assert result.decision == "trigger" and result.labelled_rows > 10_000
+
+
+def test_drift_flow_validates_captures(project) -> None:  # type: ignore[no-untyped-def]
+    config, store = project
+    traffic(config, store, start=NOW - timedelta(hours=3), batches=3, rows_per_batch=500, drift="none")
+    first = next((Path(store.uri) / "captures/churn/requests").rglob("*.parquet"))
+    bad = pd.read_parquet(first)
+    bad.loc[:, "prediction"] = 7.0  # a serving bug: probabilities out of range
+    bad["request_id"] = "bad-" + bad["request_id"]
+    bad.to_parquet(first.parent / "bad.parquet")
+    with pytest.raises(Exception, match="prediction"):
+        drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, now=NOW))
+    assert any(k.startswith("quarantine/churn-captures/") for k in store.list("quarantine/"))
