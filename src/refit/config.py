@@ -162,6 +162,9 @@ class GateConfig(_Section):
     bootstrap_resamples: int = Field(1000, ge=100)
     seed: int = Field(0, description="Seed of the bootstrap resamples.")
     holm: bool = Field(True, description="Holm-Bonferroni across the gated segments' regression tests.")
+    holm_scope: Literal["segmentation", "all"] = Field(
+        "segmentation", description="Correct within each segmentation (region; region×plan), or across all segments."
+    )
 
     @model_validator(mode="after")
     def _check_metric(self) -> GateConfig:
