@@ -112,3 +112,40 @@ def test_dry_run_registers_nothing(project) -> None:  # type: ignore[no-untyped-
     assert Registry(store).list_models() == []
     candidate = read_frame(store, next(k for k in store.list("runs/churn/") if k.endswith("split/test.parquet")))
     assert len(candidate) > 500
+
+
+def test_better_overall_but_worse_in_one_segment_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A candidate trained on data poisoned by concept drift in region=south (premium plan) is
+    better overall than a small-data champion, but clearly worse for south: REJECT, champion stays."""
+    from refit.datasets import generate_base, generate_production, to_training_frame
+    from refit.io import open_store
+    from refit.io.frames import write_frame
+
+    config = write_config(tmp_path, split={"method": "time", "validation_fraction": 0.15, "test_fraction": 0.2},
+                          training={"candidates": [{"family": "hist_gradient_boosting",
+                                                    "params": {"max_iter": [100]}, "budget": 1}]},
+                          gate={"bootstrap_resamples": 1000})
+    store = open_store(str(tmp_path / "store"))
+    monkeypatch.setenv("REFIT_STORE", str(tmp_path / "store"))
+    base = generate_base(60_000, seed=0)
+    write_frame(store, "datasets/churn/base/part-00000.parquet", base.iloc[-4000:])
+    first = retrain(RetrainParameters(config_path=str(config)))
+    assert first.champion_after == 1
+    # an old import of drifted records joins the data: south x premium behaved differently then
+    [batch] = generate_production(1, 150_000, seed=5, start="2026-01-01", drift="concept",
+                                  segment={"region": "south", "plan": "premium"}, drift_strength=2.0)
+    poison = to_training_frame(batch)
+    poison = poison[(poison["region"] == "south") & (poison["plan"] == "premium")]
+    write_frame(store, "datasets/churn/base/part-00000.parquet", base)
+    write_frame(store, "datasets/churn/base/part-00001.parquet", poison)
+    second = retrain(RetrainParameters(config_path=str(config)))
+    assert second.outcome == "REJECT", second.headline
+    assert second.headline.startswith("REJECTED: better overall")
+    assert "worse for region=south" in second.headline
+    decision = Registry(store).get_version("churn", 2).decision
+    assert decision["gain"] > 0 and decision["ci_low"] > 0  # better on average ...
+    south = next(s for s in decision["segments"] if s["segment"] == "region" and s["value"] == "south")
+    assert south["gain"] < -0.02 and south["passed"] is False  # ... but not for these customers
+    others = [s for s in decision["segments"] if s["segment"] == "region" and s["value"] != "south"]
+    assert all(s["passed"] for s in others)
+    assert second.champion_after == 1 and Registry(store).aliases("churn") == {"champion": 1}
