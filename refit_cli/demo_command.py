@@ -35,6 +35,8 @@ def demo(
         shutil.rmtree(store)
     os.environ["REFIT_STORE"] = str(store)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # the story is told below; Prefect's per-task INFO lines would drown it (runs stay in the API)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     with cli_errors(as_json):
         summary = _story(store, config, rows, batches, rows_per_batch, as_json)
     summary["seconds"] = round(time.perf_counter() - started, 1)
