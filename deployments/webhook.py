@@ -76,6 +76,7 @@ class PrefectDispatcher:
         return DispatchResult(status="accepted", flow_run_id=run_id)
 
     def _start_run(self, alert: DriftAlert) -> str:
+        from prefect.client.orchestration import get_client
         from prefect.deployments import run_deployment
 
         params = {"config_path": self.config_path, "trigger": "drift",
@@ -83,7 +84,12 @@ class PrefectDispatcher:
                   "drift": {"alert_id": alert.alert_id, "source": alert.source, "drift_share": alert.drift_share,
                             "drifted_columns": list(alert.drifted_columns), "severity": alert.severity}}
         try:
-            run = run_deployment(self.deployment, parameters={"params": params}, timeout=0,
+            with get_client(sync_client=True) as client:
+                deployment = client.read_deployment_by_name(self.deployment)
+            # A run's parameters replace the deployment's `params` object whole: start from the
+            # deployment's defaults (window_days, ...) so that only what the alert decides changes.
+            defaults = (deployment.parameters or {}).get("params") or {}
+            run = run_deployment(deployment.id, parameters={"params": defaults | params}, timeout=0,
                                  idempotency_key=idempotency_key(alert))
         except Exception as exc:  # httpx errors, Prefect API errors: the outbox keeps the alert
             logger.warning("Prefect unreachable for alert %s: %s (kept in the outbox, will retry)",

@@ -1,0 +1,202 @@
+"""The deployment declarations, checked on the ``to_deployment`` objects (nothing is applied)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+import pytest
+from prefect.client.schemas.objects import ConcurrencyLimitStrategy
+from prefect.events import DeploymentEventTrigger
+from prefect.utilities.callables import parameter_schema
+from prefect.utilities.schema_tools import ValidationError, validate
+
+from deployments.definitions import (
+    DRIFT_CHECK_HOURLY,
+    DRIFT_EVENT,
+    RETRAIN_MANUAL,
+    RETRAIN_ON_DRIFT,
+    RETRAIN_WEEKLY,
+    build_deployments,
+)
+from deployments.settings import DeploymentSettings
+from flows.drift_check import drift_check
+from flows.retrain import retrain
+
+
+def _by_name(settings: DeploymentSettings | None = None) -> dict[str, Any]:
+    return {d.name: d for d in build_deployments(settings)}
+
+
+def _schema(flow: Any) -> dict[str, Any]:
+    """The parameter schema the server enforces (what ``to_deployment`` sends as parameter_openapi_schema)."""
+    return parameter_schema(flow).model_dump_for_openapi()
+
+
+@pytest.fixture(autouse=True)
+def _no_refit_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "CONFIG_PATH",
+        "RETRAIN_CRON",
+        "DRIFT_CRON",
+        "TIMEZONE",
+        "WINDOW_DAYS",
+        "DRIFT_WINDOW_HOURS",
+        "RETRAIN_COLLISION",
+        "SCHEDULES_PAUSED",
+    ):
+        monkeypatch.delenv(f"REFIT_{name}", raising=False)
+
+
+def test_four_deployments_of_two_flows() -> None:
+    deployments = build_deployments()
+    assert [d.name for d in deployments] == [RETRAIN_WEEKLY, RETRAIN_MANUAL, RETRAIN_ON_DRIFT, DRIFT_CHECK_HOURLY]
+    assert [d.flow_name for d in deployments] == ["retrain", "retrain", "retrain", "drift-check"]
+    assert all(d.entrypoint.endswith(("retrain.py:retrain", "drift_check.py:drift_check")) for d in deployments)
+    assert all(d.enforce_parameter_schema for d in deployments)
+    assert all("refit" in d.tags for d in deployments)
+
+
+def test_default_schedules_and_defaults() -> None:
+    d = _by_name()
+    weekly = d[RETRAIN_WEEKLY].schedules
+    assert len(weekly) == 1 and weekly[0].active
+    assert (weekly[0].schedule.cron, weekly[0].schedule.timezone) == ("0 3 * * 1", "UTC")
+    hourly = d[DRIFT_CHECK_HOURLY].schedules
+    assert [(s.schedule.cron, s.schedule.timezone) for s in hourly] == [("0 * * * *", "UTC")]
+    assert d[RETRAIN_WEEKLY].paused is False and d[DRIFT_CHECK_HOURLY].paused is False
+    assert d[RETRAIN_WEEKLY].parameters["params"] == {
+        "config_path": "refit.yaml",
+        "window_days": 30.0,
+        "force": False,
+        "dry_run": False,
+        "reason": "weekly retrain",
+        "trigger": "schedule",
+        "drift": None,
+    }
+    assert d[DRIFT_CHECK_HOURLY].parameters["params"] == {
+        "config_path": "refit.yaml",
+        "window_hours": 24,
+        "window_rows": None,
+        "now": None,
+    }
+
+
+def test_schedules_and_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REFIT_RETRAIN_CRON", "0 4 * * 1")
+    monkeypatch.setenv("REFIT_DRIFT_CRON", "*/15 * * * *")
+    monkeypatch.setenv("REFIT_TIMEZONE", "Europe/Berlin")
+    monkeypatch.setenv("REFIT_CONFIG_PATH", "conf/prod.yaml")
+    monkeypatch.setenv("REFIT_WINDOW_DAYS", "7.5")
+    monkeypatch.setenv("REFIT_DRIFT_WINDOW_HOURS", "6")
+    monkeypatch.setenv("REFIT_SCHEDULES_PAUSED", "true")
+    d = _by_name()
+    [weekly] = d[RETRAIN_WEEKLY].schedules
+    assert (weekly.schedule.cron, weekly.schedule.timezone) == ("0 4 * * 1", "Europe/Berlin")
+    [hourly] = d[DRIFT_CHECK_HOURLY].schedules
+    assert (hourly.schedule.cron, hourly.schedule.timezone) == ("*/15 * * * *", "Europe/Berlin")
+    assert d[RETRAIN_WEEKLY].paused is True and d[DRIFT_CHECK_HOURLY].paused is True
+    for name in (RETRAIN_WEEKLY, RETRAIN_MANUAL, RETRAIN_ON_DRIFT):
+        assert d[name].parameters["params"]["config_path"] == "conf/prod.yaml"
+        assert d[name].parameters["params"]["window_days"] == 7.5
+    assert d[DRIFT_CHECK_HOURLY].parameters["params"]["window_hours"] == 6
+    [trigger] = d[RETRAIN_ON_DRIFT].triggers
+    assert trigger.parameters["params"]["config_path"] == "conf/prod.yaml"
+    assert trigger.parameters["params"]["window_days"] == 7.5
+
+
+def test_explicit_settings_win_over_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REFIT_RETRAIN_CRON", "0 5 * * *")
+    d = _by_name(DeploymentSettings(retrain_cron="30 2 * * 0"))
+    assert d[RETRAIN_WEEKLY].schedules[0].schedule.cron == "30 2 * * 0"
+
+
+def test_retrain_manual_and_on_drift_have_no_schedule() -> None:
+    d = _by_name()
+    assert d[RETRAIN_MANUAL].schedules == [] and d[RETRAIN_MANUAL].triggers == []
+    assert d[RETRAIN_ON_DRIFT].schedules == []
+    assert d[RETRAIN_MANUAL].parameters["params"]["trigger"] == "manual"
+    assert d[RETRAIN_ON_DRIFT].parameters["params"]["trigger"] == "drift"
+
+
+@pytest.mark.parametrize("strategy", ["ENQUEUE", "CANCEL_NEW"])
+def test_one_retrain_at_a_time_with_the_configured_collision_strategy(
+    monkeypatch: pytest.MonkeyPatch, strategy: str
+) -> None:
+    monkeypatch.setenv("REFIT_RETRAIN_COLLISION", strategy)
+    d = _by_name()
+    for name in (RETRAIN_WEEKLY, RETRAIN_MANUAL, RETRAIN_ON_DRIFT):
+        assert d[name].concurrency_limit == 1
+        assert d[name].concurrency_options.collision_strategy == ConcurrencyLimitStrategy(strategy)
+    # an hourly check that overlaps the previous one is pointless: always cancelled
+    assert d[DRIFT_CHECK_HOURLY].concurrency_limit == 1
+    assert d[DRIFT_CHECK_HOURLY].concurrency_options.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW
+
+
+def test_an_unknown_collision_strategy_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REFIT_RETRAIN_COLLISION", "RUN_BOTH")
+    with pytest.raises(pydantic.ValidationError, match="retrain_collision"):
+        build_deployments()
+
+
+def test_drift_trigger_listens_for_the_drift_event_of_any_model() -> None:
+    [trigger] = _by_name()[RETRAIN_ON_DRIFT].triggers
+    assert isinstance(trigger, DeploymentEventTrigger)
+    assert trigger.expect == {DRIFT_EVENT} == {"refit.drift.detected"}
+    assert trigger.match.model_dump() == {"prefect.resource.id": "refit.model.*"}
+    assert trigger.enabled and trigger.threshold == 1
+    params = trigger.parameters["params"]
+    # one-expression templates keep their type (the payload arrives as an object); mixed text stays a string
+    assert params["drift"] == "{{ event.payload }}"
+    assert params["reason"] == "drift detected on {{ event.resource.id }}: {{ event.payload.reason }}"
+    assert params["trigger"] == "drift"
+    assert set(params) <= set(_schema(retrain)["definitions"]["RetrainParameters"]["properties"])
+
+
+def test_drift_trigger_parameters_validate_once_rendered() -> None:
+    [trigger] = _by_name()[RETRAIN_ON_DRIFT].triggers
+    rendered = {
+        "params": trigger.parameters["params"]
+        | {
+            "reason": "drift detected on refit.model.churn: drift share 0.42",
+            "drift": {"drift_share": 0.42, "drifted_columns": ["monthly_charges"]},
+        }
+    }
+    validate(rendered, _schema(retrain), raise_on_error=True)
+
+
+def test_parameter_schema_is_the_typed_form() -> None:
+    schema = _schema(retrain)
+    assert list(schema["properties"]) == ["params"] and "params" not in schema.get("required", [])
+    assert schema["properties"]["params"]["$ref"] == "#/definitions/RetrainParameters"
+    assert schema["properties"]["params"]["description"].startswith("What this run does")  # from the docstring
+    fields = schema["definitions"]["RetrainParameters"]["properties"]
+    assert fields["force"]["type"] == "boolean" and fields["force"]["default"] is False
+    assert fields["dry_run"]["type"] == "boolean"
+    assert {"type": "number", "minimum": 0} in fields["window_days"]["anyOf"]
+    assert fields["trigger"]["enum"] == ["manual", "schedule", "drift", "cli"]
+    assert fields["reason"]["description"].startswith("Why this run")
+    assert schema["definitions"]["RetrainParameters"]["additionalProperties"] is False
+
+
+@pytest.mark.parametrize("name", [RETRAIN_WEEKLY, RETRAIN_MANUAL, RETRAIN_ON_DRIFT, DRIFT_CHECK_HOURLY])
+def test_default_parameters_validate_against_the_flow_schema(name: str) -> None:
+    deployment = _by_name()[name]
+    flow = drift_check if name == DRIFT_CHECK_HOURLY else retrain
+    validate(deployment.parameters, _schema(flow), raise_on_error=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"force": "yes"}, "force"),
+        ({"window_days": "thirty"}, "window_days"),
+        ({"window_days": -1}, "window_days"),
+        ({"trigger": "cron"}, "trigger"),
+        ({"unknown": 1}, "params"),
+    ],
+)
+def test_the_server_schema_refuses_bad_parameters(change: dict[str, Any], field: str) -> None:
+    params = _by_name()[RETRAIN_MANUAL].parameters["params"] | change
+    with pytest.raises(ValidationError, match=field):
+        validate({"params": params}, _schema(retrain), raise_on_error=True)
