@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import EntrypointType
 from prefect.events import DeploymentEventTrigger
 from prefect.schedules import Cron
 
@@ -46,17 +47,17 @@ def build_deployments(settings: DeploymentSettings | None = None) -> list[Any]:
         retrain.to_deployment(
             name=RETRAIN_WEEKLY, schedules=[Cron(settings.retrain_cron, timezone=settings.timezone)], paused=settings.schedules_paused,
             parameters=_retrain_params(settings, trigger="schedule", reason="weekly retrain"),
-            concurrency_limit=one_retrain, tags=["refit", "retrain"],
+            concurrency_limit=one_retrain, tags=["refit", "retrain"], entrypoint_type=EntrypointType.MODULE_PATH,
             description="Scheduled retrain: validate, train, gate per segment, register, promote.",
         ),
         retrain.to_deployment(
             name=RETRAIN_MANUAL, parameters=_retrain_params(settings, trigger="manual"),
-            concurrency_limit=one_retrain, tags=["refit", "retrain"],
+            concurrency_limit=one_retrain, tags=["refit", "retrain"], entrypoint_type=EntrypointType.MODULE_PATH,
             description="Start a retrain by hand: Run > Custom run edits the parameters as a form.",
         ),
         retrain.to_deployment(
             name=RETRAIN_ON_DRIFT, triggers=[drift_trigger], parameters=_retrain_params(settings, trigger="drift"),
-            concurrency_limit=one_retrain, tags=["refit", "retrain", "drift"],
+            concurrency_limit=one_retrain, tags=["refit", "retrain", "drift"], entrypoint_type=EntrypointType.MODULE_PATH,
             description=f"Started by the {DRIFT_EVENT} event (drift-check flow) or by the drift-alert webhook.",
         ),
         drift_check.to_deployment(
@@ -64,7 +65,7 @@ def build_deployments(settings: DeploymentSettings | None = None) -> list[Any]:
             parameters={"params": DriftCheckParameters(config_path=settings.config_path,
                                                         window_hours=settings.drift_window_hours).model_dump(mode="json")},
             concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
-            tags=["refit", "drift"],
+            tags=["refit", "drift"], entrypoint_type=EntrypointType.MODULE_PATH,
             description="Compare the last hours of captured traffic with the champion's training reference.",
         ),
     ]

@@ -52,7 +52,8 @@ def test_four_deployments_of_two_flows() -> None:
     deployments = build_deployments()
     assert [d.name for d in deployments] == [RETRAIN_WEEKLY, RETRAIN_MANUAL, RETRAIN_ON_DRIFT, DRIFT_CHECK_HOURLY]
     assert [d.flow_name for d in deployments] == ["retrain", "retrain", "retrain", "drift-check"]
-    assert all(d.entrypoint.endswith(("retrain.py:retrain", "drift_check.py:drift_check")) for d in deployments)
+    # module paths, not file paths: the same deployments work from a work pool where the package is installed
+    assert [d.entrypoint for d in deployments] == ["flows.retrain.retrain"] * 3 + ["flows.drift_check.drift_check"]
     assert all(d.enforce_parameter_schema for d in deployments)
     assert all("refit" in d.tags for d in deployments)
 
