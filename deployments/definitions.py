@@ -28,7 +28,9 @@ def _retrain_params(settings: DeploymentSettings, **overrides: Any) -> dict[str,
 def build_deployments(settings: DeploymentSettings | None = None) -> list[Any]:
     """The four deployments as ``RunnerDeployment`` objects (serve them, or deploy to a work pool)."""
     settings = settings or DeploymentSettings()
-    one_retrain = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy(settings.retrain_collision))
+    one_retrain = ConcurrencyLimitConfig(
+        limit=1, collision_strategy=ConcurrencyLimitStrategy(settings.retrain_collision)
+    )
     drift_trigger = DeploymentEventTrigger(
         name="retrain when drift is detected",
         expect={DRIFT_EVENT},
@@ -45,27 +47,44 @@ def build_deployments(settings: DeploymentSettings | None = None) -> list[Any]:
     )
     return [
         retrain.to_deployment(
-            name=RETRAIN_WEEKLY, schedules=[Cron(settings.retrain_cron, timezone=settings.timezone)], paused=settings.schedules_paused,
+            name=RETRAIN_WEEKLY,
+            schedules=[Cron(settings.retrain_cron, timezone=settings.timezone)],
+            paused=settings.schedules_paused,
             parameters=_retrain_params(settings, trigger="schedule", reason="weekly retrain"),
-            concurrency_limit=one_retrain, tags=["refit", "retrain"], entrypoint_type=EntrypointType.MODULE_PATH,
+            concurrency_limit=one_retrain,
+            tags=["refit", "retrain"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
             description="Scheduled retrain: validate, train, gate per segment, register, promote.",
         ),
         retrain.to_deployment(
-            name=RETRAIN_MANUAL, parameters=_retrain_params(settings, trigger="manual"),
-            concurrency_limit=one_retrain, tags=["refit", "retrain"], entrypoint_type=EntrypointType.MODULE_PATH,
+            name=RETRAIN_MANUAL,
+            parameters=_retrain_params(settings, trigger="manual"),
+            concurrency_limit=one_retrain,
+            tags=["refit", "retrain"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
             description="Start a retrain by hand: Run > Custom run edits the parameters as a form.",
         ),
         retrain.to_deployment(
-            name=RETRAIN_ON_DRIFT, triggers=[drift_trigger], parameters=_retrain_params(settings, trigger="drift"),
-            concurrency_limit=one_retrain, tags=["refit", "retrain", "drift"], entrypoint_type=EntrypointType.MODULE_PATH,
+            name=RETRAIN_ON_DRIFT,
+            triggers=[drift_trigger],
+            parameters=_retrain_params(settings, trigger="drift"),
+            concurrency_limit=one_retrain,
+            tags=["refit", "retrain", "drift"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
             description=f"Started by the {DRIFT_EVENT} event (drift-check flow) or by the drift-alert webhook.",
         ),
         drift_check.to_deployment(
-            name=DRIFT_CHECK_HOURLY, schedules=[Cron(settings.drift_cron, timezone=settings.timezone)], paused=settings.schedules_paused,
-            parameters={"params": DriftCheckParameters(config_path=settings.config_path,
-                                                        window_hours=settings.drift_window_hours).model_dump(mode="json")},
+            name=DRIFT_CHECK_HOURLY,
+            schedules=[Cron(settings.drift_cron, timezone=settings.timezone)],
+            paused=settings.schedules_paused,
+            parameters={
+                "params": DriftCheckParameters(
+                    config_path=settings.config_path, window_hours=settings.drift_window_hours
+                ).model_dump(mode="json")
+            },
             concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
-            tags=["refit", "drift"], entrypoint_type=EntrypointType.MODULE_PATH,
+            tags=["refit", "drift"],
+            entrypoint_type=EntrypointType.MODULE_PATH,
             description="Compare the last hours of captured traffic with the champion's training reference.",
         ),
     ]

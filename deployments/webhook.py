@@ -32,8 +32,14 @@ def idempotency_key(alert: DriftAlert) -> str:
 class PrefectDispatcher:
     """Turns an authenticated alert into at most one retrain run."""
 
-    def __init__(self, store: Store, config: PipelineConfig, config_path: str,
-                 deployment: str = RETRAIN_ON_DRIFT, retry_every_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        config: PipelineConfig,
+        config_path: str,
+        deployment: str = RETRAIN_ON_DRIFT,
+        retry_every_s: float = 30.0,
+    ) -> None:
         self.store = store
         self.config = config
         self.config_path = config_path
@@ -60,9 +66,15 @@ class PrefectDispatcher:
         now = datetime.now(UTC)
         hour = now.replace(minute=0, second=0, microsecond=0)
         signal = DriftSignal(
-            model=alert.model, source="alert", alert_id=alert.alert_id, window_start=hour - timedelta(hours=1),
-            window_end=hour, champion_version=self._champion(alert.model), drift_detected=True,
-            drift_share=alert.drift_share, detail=alert.reason or "drift alert",
+            model=alert.model,
+            source="alert",
+            alert_id=alert.alert_id,
+            window_start=hour - timedelta(hours=1),
+            window_end=hour,
+            champion_version=self._champion(alert.model),
+            drift_detected=True,
+            drift_share=alert.drift_share,
+            detail=alert.reason or "drift alert",
         )
         with self._lock:
             entry = Governor(self.store, alert.model, self.config.drift).submit(signal, now=now)
@@ -79,23 +91,40 @@ class PrefectDispatcher:
         from prefect.client.orchestration import get_client
         from prefect.deployments import run_deployment
 
-        params = {"config_path": self.config_path, "trigger": "drift",
-                  "reason": f"drift alert {alert.alert_id}: {alert.reason or 'no reason given'}",
-                  "drift": {"alert_id": alert.alert_id, "source": alert.source, "drift_share": alert.drift_share,
-                            "drifted_columns": list(alert.drifted_columns), "severity": alert.severity}}
+        params = {
+            "config_path": self.config_path,
+            "trigger": "drift",
+            "reason": f"drift alert {alert.alert_id}: {alert.reason or 'no reason given'}",
+            "drift": {
+                "alert_id": alert.alert_id,
+                "source": alert.source,
+                "drift_share": alert.drift_share,
+                "drifted_columns": list(alert.drifted_columns),
+                "severity": alert.severity,
+            },
+        }
         try:
             with get_client(sync_client=True) as client:
                 deployment = client.read_deployment_by_name(self.deployment)
             # A run's parameters replace the deployment's `params` object whole: start from the
             # deployment's defaults (window_days, ...) so that only what the alert decides changes.
             defaults = (deployment.parameters or {}).get("params") or {}
-            run = run_deployment(deployment.id, parameters={"params": defaults | params}, timeout=0,
-                                 idempotency_key=idempotency_key(alert))
+            run = run_deployment(
+                deployment.id,
+                parameters={"params": defaults | params},
+                timeout=0,
+                idempotency_key=idempotency_key(alert),
+            )
         except Exception as exc:  # httpx errors, Prefect API errors: the outbox keeps the alert
-            logger.warning("Prefect unreachable for alert %s: %s (kept in the outbox, will retry)",
-                           alert.alert_id, type(exc).__name__)
-            raise DispatchUnavailable(f"Prefect API unavailable ({type(exc).__name__}); alert kept for retry",
-                                      retry_after_s=int(self.retry_every_s)) from None
+            logger.warning(
+                "Prefect unreachable for alert %s: %s (kept in the outbox, will retry)",
+                alert.alert_id,
+                type(exc).__name__,
+            )
+            raise DispatchUnavailable(
+                f"Prefect API unavailable ({type(exc).__name__}); alert kept for retry",
+                retry_after_s=int(self.retry_every_s),
+            ) from None
         return str(run.id)
 
     def retry_pending(self) -> list[str]:
@@ -129,8 +158,14 @@ class PrefectDispatcher:
         self._stop.set()
 
 
-def build_app(store: Store, config: PipelineConfig, config_path: str, settings: Any, insecure_dev: bool = False,
-              retry_every_s: float = 30.0) -> tuple[Any, PrefectDispatcher]:
+def build_app(
+    store: Store,
+    config: PipelineConfig,
+    config_path: str,
+    settings: Any,
+    insecure_dev: bool = False,
+    retry_every_s: float = 30.0,
+) -> tuple[Any, PrefectDispatcher]:
     from refit.webhook import create_app
 
     dispatcher = PrefectDispatcher(store, config, config_path, retry_every_s=retry_every_s)

@@ -65,19 +65,29 @@ def drift_check(params: DriftCheckParameters = DriftCheckParameters()) -> DriftC
     report = compute_drift(config, reference, current, window)
     outcome = ask_governor(config, reference, report, params.now)
     result = DriftCheckResult(
-        model=config.dataset.name, champion_version=reference.version, drift_detected=report.drift_detected,
-        drift_share=report.result.drift_share, drifted_columns=list(report.result.drifted_columns),
+        model=config.dataset.name,
+        champion_version=reference.version,
+        drift_detected=report.drift_detected,
+        drift_share=report.result.drift_share,
+        drifted_columns=list(report.result.drifted_columns),
         decay_detected=report.decay_detected,
         decayed_segments=report.decay.decayed_segments if report.decay is not None else [],
-        decision=outcome.action, reason=outcome.reason, detail=outcome.detail, report_uri=report.report_uri,
-        sample_size=report.result.current_sample_rows, current_rows=report.current_rows,
+        decision=outcome.action,
+        reason=outcome.reason,
+        detail=outcome.detail,
+        report_uri=report.report_uri,
+        sample_size=report.result.current_sample_rows,
+        current_rows=report.current_rows,
         labelled_rows=report.labelled_rows,
     )
     if not outcome.trigger:
         return result.model_copy(update={"retrain": f"no retrain: {outcome.reason}"})
     emit_drift_event(config, outcome)
     listener = find_drift_listener()
-    note = (f"event emitted; {listener['deployment']} listens and starts the retrain" if listener["exists"]
-            else f"event emitted, but no listener started a retrain ({listener['deployment']} is not deployed: "
-                 "run `refit up`, or `refit drift --retrain` to retrain in this process)")
+    note = (
+        f"event emitted; {listener['deployment']} listens and starts the retrain"
+        if listener["exists"]
+        else f"event emitted, but no listener started a retrain ({listener['deployment']} is not deployed: "
+        "run `refit up`, or `refit drift --retrain` to retrain in this process)"
+    )
     return result.model_copy(update={"event_emitted": True, "listener": listener, "retrain": note})

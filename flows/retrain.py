@@ -75,20 +75,37 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
     splits = split_data(config, data, run_id)
     candidate = train_candidates(config, splits, run_id)
     smoke = smoke_test_candidate(config, splits, candidate)
-    base = {"run_id": run_id, "model": config.dataset.name, "artifact_uri": candidate.artifact_uri,
-            "smoke_test": smoke.to_dict(), "dry_run": params.dry_run,
-            "candidate": {"family": candidate.family, "params": candidate.params,
-                          "validation": candidate.validation_metrics, "device": candidate.device},
-            "data": {"rows": splits.rows, "quarantined": data.invalid_rows, "fingerprint": data.fingerprint.sha256}}
+    base = {
+        "run_id": run_id,
+        "model": config.dataset.name,
+        "artifact_uri": candidate.artifact_uri,
+        "smoke_test": smoke.to_dict(),
+        "dry_run": params.dry_run,
+        "candidate": {
+            "family": candidate.family,
+            "params": candidate.params,
+            "validation": candidate.validation_metrics,
+            "device": candidate.device,
+        },
+        "data": {"rows": splits.rows, "quarantined": data.invalid_rows, "fingerprint": data.fingerprint.sha256},
+    }
     if not smoke.passed:
-        result = RetrainResult(**base, outcome="SMOKE_FAILED", headline="smoke test failed: " + "; ".join(smoke.reasons))
+        result = RetrainResult(
+            **base, outcome="SMOKE_FAILED", headline="smoke test failed: " + "; ".join(smoke.reasons)
+        )
         publish_summary(config, result.model_dump())
         return result
     evaluation = evaluate_candidate(config, splits, candidate, run_id, params.force, params.reason)
     decision = evaluation.decision
-    result = RetrainResult(**base, outcome=evaluation.outcome, headline=decision.headline, forced=decision.forced,
-                           dossier=evaluation.dossier, champion_before=evaluation.champion_version,
-                           champion_after=evaluation.champion_version)
+    result = RetrainResult(
+        **base,
+        outcome=evaluation.outcome,
+        headline=decision.headline,
+        forced=decision.forced,
+        dossier=evaluation.dossier,
+        champion_before=evaluation.champion_version,
+        champion_after=evaluation.champion_version,
+    )
     if not params.dry_run:
         tags = {"trigger": params.trigger}
         version = register_model(config, splits, candidate, evaluation, run_id, params.reason, tags)
@@ -96,6 +113,9 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
         if evaluation.promote:
             promote_model(config, version.version, evaluation, params.reason)
             result = result.model_copy(update={"champion_after": version.version})
-    publish_summary(config, result.model_dump() | {"dossier_markdown": evaluation.dossier.get("markdown"),
-                                                   "dossier_png": evaluation.dossier.get("png")})
+    publish_summary(
+        config,
+        result.model_dump()
+        | {"dossier_markdown": evaluation.dossier.get("markdown"), "dossier_png": evaluation.dossier.get("png")},
+    )
     return result

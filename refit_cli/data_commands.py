@@ -40,8 +40,11 @@ def generate_base_cmd(
 
         cfg = load_config(config)
         result = write_base_data(store_from_settings(), cfg, rows=rows, seed=seed, parts=parts, progress=not as_json)
-    emit(result, as_json, lambda r: f"wrote {r['rows']:,} rows ({r['churn_rate']:.1%} churned) to:\n  "
-         + "\n  ".join(r["uris"]))
+    emit(
+        result,
+        as_json,
+        lambda r: f"wrote {r['rows']:,} rows ({r['churn_rate']:.1%} churned) to:\n  " + "\n  ".join(r["uris"]),
+    )
 
 
 @generate_app.command("production")
@@ -52,7 +55,10 @@ def generate_production_cmd(
     segment: Annotated[str | None, typer.Option(help="Drift only in this segment, COL=VALUE.")] = None,
     strength: Annotated[float, typer.Option(min=0.0, help="Scale of the injected drift.")] = 1.0,
     seed: Annotated[int, typer.Option()] = 1,
-    start: Annotated[str | None, typer.Option(help="UTC start of the first batch (ISO); default: 14 days ago, so most labels have arrived.")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(help="UTC start of the first batch (ISO); default: 14 days ago, so most labels have arrived."),
+    ] = None,
     config: Annotated[Path, CONFIG_OPT] = Path("refit.yaml"),
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
@@ -67,18 +73,32 @@ def generate_production_cmd(
 
         cfg = load_config(config)
         result = write_production_data(
-            store_from_settings(), cfg, batches=batches, rows_per_batch=rows_per_batch, drift=drift_kind,
-            segment=_parse_segment(segment), strength=strength, seed=seed, start=start,
+            store_from_settings(),
+            cfg,
+            batches=batches,
+            rows_per_batch=rows_per_batch,
+            drift=drift_kind,
+            segment=_parse_segment(segment),
+            strength=strength,
+            seed=seed,
+            start=start,
         )
-    emit(result, as_json, lambda r: (
-        f"wrote {r['rows']:,} production requests in {r['batches']} batches "
-        f"(drift: {r['drift']}{' in ' + r['segment'] if r['segment'] else ''}) and {r['labels']:,} labels "
-        f"under {r['requests_prefix']}"))
+    emit(
+        result,
+        as_json,
+        lambda r: (
+            f"wrote {r['rows']:,} production requests in {r['batches']} batches "
+            f"(drift: {r['drift']}{' in ' + r['segment'] if r['segment'] else ''}) and {r['labels']:,} labels "
+            f"under {r['requests_prefix']}"
+        ),
+    )
 
 
 def _human_summary(r: dict[str, Any]) -> str:
-    lines = [f"{'PASS' if r['passed'] else 'FAIL'} {r['file']}: {r['valid_rows']:,} of {r['rows']:,} rows valid, "
-             f"{r['invalid_rows']:,} quarantined ({r['invalid_fraction']:.2%}, max {r['max_invalid_fraction']:.2%})"]
+    lines = [
+        f"{'PASS' if r['passed'] else 'FAIL'} {r['file']}: {r['valid_rows']:,} of {r['rows']:,} rows valid, "
+        f"{r['invalid_rows']:,} quarantined ({r['invalid_fraction']:.2%}, max {r['max_invalid_fraction']:.2%})"
+    ]
     for f in r["failures"]:
         lines.append(f"  {f['column']}: {f['rule']} x{f['count']} e.g. {', '.join(f['examples'][:3])}")
     if r.get("quarantine_uri"):

@@ -48,8 +48,9 @@ def demo(
         _say(f"\n(demo took {summary['seconds']:.0f} s)", as_json)
 
 
-def _story(store_path: Path, config_path: Path, rows: int, batches: int, rows_per_batch: int,
-           as_json: bool) -> dict[str, Any]:
+def _story(
+    store_path: Path, config_path: Path, rows: int, batches: int, rows_per_batch: int, as_json: bool
+) -> dict[str, Any]:
     import pandas as pd
 
     from flows.drift_check import DriftCheckParameters, drift_check
@@ -77,33 +78,49 @@ def _story(store_path: Path, config_path: Path, rows: int, batches: int, rows_pe
     champion = Registry(store).resolve(f"{name}@champion")
     model = load_version(store, champion)
     start = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=21)
-    say(f"\n== 3/5  Production: {batches * rows_per_batch:,} requests scored by v{champion.version}, "
+    say(
+        f"\n== 3/5  Production: {batches * rows_per_batch:,} requests scored by v{champion.version}, "
         f"captured from serving. Customer behaviour in region=south changes (concept drift: churn rises there "
-        f"and the old signals flip); labels arrive days later")
+        f"and the old signals flip); labels arrive days later"
+    )
     produced = write_production_data(
-        store, cfg, batches=batches, rows_per_batch=rows_per_batch, drift="concept", segment=SEGMENT, seed=11,
-        start=str(start), predict=lambda df: scores(model, df, cfg.dataset.task), model_version=str(champion.version),
+        store,
+        cfg,
+        batches=batches,
+        rows_per_batch=rows_per_batch,
+        drift="concept",
+        segment=SEGMENT,
+        seed=11,
+        start=str(start),
+        predict=lambda df: scores(model, df, cfg.dataset.task),
+        model_version=str(champion.version),
     )
     say(f"   captured {produced['rows']:,} requests; {produced['labels']:,} labels have arrived")
 
     window_hours = 24 * 22
     say(f"\n== 4/5  Drift check: the last {window_hours // 24} days of captures vs the champion's training data")
     check = drift_check(DriftCheckParameters(config_path=str(config_path), window_hours=window_hours))
-    say(f"   feature drift: {'yes' if check.drift_detected else 'no'} (share {check.drift_share:.2f} of features; "
-        f"drifted: {', '.join(check.drifted_columns) or 'none'})")
+    say(
+        f"   feature drift: {'yes' if check.drift_detected else 'no'} (share {check.drift_share:.2f} of features; "
+        f"drifted: {', '.join(check.drifted_columns) or 'none'})"
+    )
     say(f"   performance decay: {', '.join(check.decayed_segments) or 'none'}")
     say(f"   governor: {check.decision} ({check.reason}): {check.detail}")
     say(f"   Evidently report: {check.report_uri}")
 
     second = None
     if check.decision == "trigger":
-        say("\n== 5/5  Retrain on base data + the labelled captures; the candidate must beat the champion "
-            "overall AND not lose any segment beyond tolerance")
-        second = retrain(RetrainParameters(config_path=str(config_path), trigger="drift",
-                                           reason=f"demo: {check.detail}"))
+        say(
+            "\n== 5/5  Retrain on base data + the labelled captures; the candidate must beat the champion "
+            "overall AND not lose any segment beyond tolerance"
+        )
+        second = retrain(
+            RetrainParameters(config_path=str(config_path), trigger="drift", reason=f"demo: {check.detail}")
+        )
         say(f"   {second.headline}")
         moved = second.champion_after != second.champion_before
-        say(f"   -> version {second.version} registered; champion {'moved to v%s' % second.champion_after if moved else 'stays v%s' % second.champion_before}")
+        where = f"moved to v{second.champion_after}" if moved else f"stays v{second.champion_before}"
+        say(f"   -> version {second.version} registered; champion {where}")
         say(f"   dossier (per-segment table, intervals, plot): {second.dossier.get('markdown')}")
     else:
         say("\n== 5/5  The governor did not trigger a retrain, so the champion stays")
@@ -126,6 +143,8 @@ Explore (the demo's store is {store_path}):
   .venv/bin/refit up          # Prefect UI at http://127.0.0.1:4200 with the deployments served
 """)
     return {
-        "store": str(store_path), "first": first.model_dump(mode="json"), "drift": check.model_dump(mode="json"),
+        "store": str(store_path),
+        "first": first.model_dump(mode="json"),
+        "drift": check.model_dump(mode="json"),
         "second": second.model_dump(mode="json") if second else None,
     }

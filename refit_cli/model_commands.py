@@ -43,7 +43,9 @@ def _epoch_progress(enabled: bool, max_epochs: int) -> tuple[Any, Any]:
 
 def train(
     config: Annotated[Path, CONFIG_OPT] = Path("refit.yaml"),
-    window_days: Annotated[float | None, typer.Option(help="Labelled captures from the last N days (default all).")] = None,
+    window_days: Annotated[
+        float | None, typer.Option(help="Labelled captures from the last N days (default all).")
+    ] = None,
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
     """Validate, split and train on the configured data; print the candidate artifact's URI."""
@@ -64,11 +66,19 @@ def train(
             candidate = pipeline.train_candidates(store, cfg, splits, run_id, on_epoch=on_epoch)
         finally:
             close()
-    result = {"ok": True, "run_id": run_id, "artifact_uri": candidate.artifact_uri, "family": candidate.family,
-              "params": candidate.params, "validation": candidate.validation_metrics, "device": candidate.device,
-              "train_s": candidate.train_s, "samples_per_s": candidate.samples_per_s, "trials": candidate.trials,
-              "data": {"rows": splits.rows, "quarantined": data.invalid_rows,
-                       "fingerprint": data.fingerprint.sha256}}
+    result = {
+        "ok": True,
+        "run_id": run_id,
+        "artifact_uri": candidate.artifact_uri,
+        "family": candidate.family,
+        "params": candidate.params,
+        "validation": candidate.validation_metrics,
+        "device": candidate.device,
+        "train_s": candidate.train_s,
+        "samples_per_s": candidate.samples_per_s,
+        "trials": candidate.trials,
+        "data": {"rows": splits.rows, "quarantined": data.invalid_rows, "fingerprint": data.fingerprint.sha256},
+    }
     emit(result, as_json, lambda r: r["artifact_uri"])
 
 
@@ -87,10 +97,17 @@ def retrain(
         from refit.errors import ConfigError
 
         try:
-            from flows.retrain import RetrainParameters, retrain as retrain_flow
+            from flows.retrain import RetrainParameters
+            from flows.retrain import retrain as retrain_flow
 
-            params = RetrainParameters(config_path=str(config), window_days=window_days, force=force, reason=reason,
-                                       dry_run=dry_run, trigger="cli")
+            params = RetrainParameters(
+                config_path=str(config),
+                window_days=window_days,
+                force=force,
+                reason=reason,
+                dry_run=dry_run,
+                trigger="cli",
+            )
         except ValidationError as exc:
             raise ConfigError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
         result = retrain_flow(params)
@@ -100,8 +117,10 @@ def retrain(
 def _human_retrain(r: dict[str, Any]) -> str:
     lines = [r["headline"]]
     if r.get("version") is not None:
-        lines.append(f"registered {r['model']} version {r['version']}; champion: "
-                     f"{r.get('champion_before') or 'none'} -> {r.get('champion_after') or 'none'}")
+        lines.append(
+            f"registered {r['model']} version {r['version']}; champion: "
+            f"{r.get('champion_before') or 'none'} -> {r.get('champion_after') or 'none'}"
+        )
     elif r.get("dry_run"):
         lines.append("dry run: nothing registered")
     if r.get("dossier", {}).get("markdown"):
@@ -124,15 +143,29 @@ def models_list(as_json: Annotated[bool, JSON_OPT] = False) -> None:
         out = []
         for name in reg.list_models():
             versions = reg.list_versions(name)
-            out.append({"name": name, "versions": [v.version for v in versions], "aliases": reg.aliases(name),
-                        "latest": versions[-1].created_at if versions else None})
-    emit({"models": out}, as_json, lambda r: "\n".join(
-        f"{m['name']}: versions {m['versions']}, aliases {m['aliases']}" for m in r["models"]) or "no models yet")
+            out.append(
+                {
+                    "name": name,
+                    "versions": [v.version for v in versions],
+                    "aliases": reg.aliases(name),
+                    "latest": versions[-1].created_at if versions else None,
+                }
+            )
+    emit(
+        {"models": out},
+        as_json,
+        lambda r: (
+            "\n".join(f"{m['name']}: versions {m['versions']}, aliases {m['aliases']}" for m in r["models"])
+            or "no models yet"
+        ),
+    )
 
 
 @models_app.command("show")
-def models_show(ref: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME:VERSION")],
-                as_json: Annotated[bool, JSON_OPT] = False) -> None:
+def models_show(
+    ref: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME:VERSION")],
+    as_json: Annotated[bool, JSON_OPT] = False,
+) -> None:
     """One version's metadata: lineage, metrics, decision."""
     with cli_errors(as_json):
         version = _registry().resolve(ref)
@@ -141,26 +174,38 @@ def models_show(ref: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAM
 
 
 @models_app.command("promote")
-def models_promote(name: str, version: int,
-                   reason: Annotated[str, typer.Option(help="Why (recorded in the history).")],
-                   as_json: Annotated[bool, JSON_OPT] = False) -> None:
+def models_promote(
+    name: str,
+    version: int,
+    reason: Annotated[str, typer.Option(help="Why (recorded in the history).")],
+    as_json: Annotated[bool, JSON_OPT] = False,
+) -> None:
     """Point champion at VERSION by hand (recorded as forced, with the reason)."""
     with cli_errors(as_json):
         reg = _registry()
         current = reg.aliases(name).get("champion")
         event = reg.promote(name, version, expected_current=current, reason=reason, forced=True)
-    emit(event.model_dump(mode="json"), as_json,
-         lambda r: f"champion of {name}: {r['from_version']} -> {r['to_version']}")
+    emit(
+        event.model_dump(mode="json"),
+        as_json,
+        lambda r: f"champion of {name}: {r['from_version']} -> {r['to_version']}",
+    )
 
 
 @models_app.command("rollback")
-def models_rollback(name: str, reason: Annotated[str, typer.Option(help="Why (recorded in the history).")],
-                    as_json: Annotated[bool, JSON_OPT] = False) -> None:
+def models_rollback(
+    name: str,
+    reason: Annotated[str, typer.Option(help="Why (recorded in the history).")],
+    as_json: Annotated[bool, JSON_OPT] = False,
+) -> None:
     """Move champion back to the previous champion in one step."""
     with cli_errors(as_json):
         event = _registry().rollback(name, reason=reason)
-    emit(event.model_dump(mode="json"), as_json,
-         lambda r: f"champion of {name} rolled back: {r['from_version']} -> {r['to_version']}")
+    emit(
+        event.model_dump(mode="json"),
+        as_json,
+        lambda r: f"champion of {name} rolled back: {r['from_version']} -> {r['to_version']}",
+    )
 
 
 @models_app.command("diff")

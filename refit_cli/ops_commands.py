@@ -22,7 +22,9 @@ def drift(
     config: Annotated[Path, CONFIG_OPT] = Path("refit.yaml"),
     window_hours: Annotated[int | None, typer.Option(min=1, help="Captures of the last N hours.")] = None,
     window_rows: Annotated[int | None, typer.Option(min=1, help="Or the last N captured requests.")] = None,
-    retrain: Annotated[bool, typer.Option("--retrain", help="When the governor says trigger, retrain here now.")] = False,
+    retrain: Annotated[
+        bool, typer.Option("--retrain", help="When the governor says trigger, retrain here now.")
+    ] = False,
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
     """Run the drift-check flow now, in this process."""
@@ -31,22 +33,28 @@ def drift(
     with cli_errors(as_json):
         from flows.drift_check import DriftCheckParameters, drift_check
 
-        result = drift_check(DriftCheckParameters(config_path=str(config), window_hours=window_hours,
-                                                  window_rows=window_rows)).model_dump(mode="json")
+        result = drift_check(
+            DriftCheckParameters(config_path=str(config), window_hours=window_hours, window_rows=window_rows)
+        ).model_dump(mode="json")
         if retrain and result["decision"] == "trigger":
             from flows.retrain import RetrainParameters
             from flows.retrain import retrain as retrain_flow
 
-            run = retrain_flow(RetrainParameters(config_path=str(config), trigger="drift",
-                                                 reason=f"refit drift --retrain: {result['detail']}"))
+            run = retrain_flow(
+                RetrainParameters(
+                    config_path=str(config), trigger="drift", reason=f"refit drift --retrain: {result['detail']}"
+                )
+            )
             result["retrain"] = f"retrained in this process: {run.headline}"
             result["retrain_result"] = run.model_dump(mode="json")
     emit(result, as_json, _human_drift)
 
 
 def _human_drift(r: dict[str, Any]) -> str:
-    lines = [f"{'DRIFT' if r['drift_detected'] else 'no drift'} in {r['model']} (champion v{r['champion_version']}): "
-             f"share {r['drift_share']:.2f}, drifted: {', '.join(r['drifted_columns']) or 'none'}"]
+    lines = [
+        f"{'DRIFT' if r['drift_detected'] else 'no drift'} in {r['model']} (champion v{r['champion_version']}): "
+        f"share {r['drift_share']:.2f}, drifted: {', '.join(r['drifted_columns']) or 'none'}"
+    ]
     if r["decay_detected"]:
         lines.append(f"performance decayed in: {', '.join(r['decayed_segments'])}")
     lines.append(f"governor: {r['decision']} ({r['reason']}) {r['detail']}")
@@ -81,17 +89,32 @@ def drift_history(
             "plot": str(plot) if plot is not None and len(history) else None,
         }
         table = history.to_string(index=False) if len(history) else "no drift checks yet"
-    emit(result, as_json, lambda r: table + "\n\ngovernor decisions:\n" + ("\n".join(
-        f"  {d['decision']['at']} {d['signal']['source']:<11} {d['decision']['action']:<8} "
-        f"{d['decision']['reason']}: {d['decision']['detail']}" for d in r["decisions"]) or "  none")
-        + (f"\nplot: {r['plot']}" if r["plot"] else ""))
+    emit(
+        result,
+        as_json,
+        lambda r: (
+            table
+            + "\n\ngovernor decisions:\n"
+            + (
+                "\n".join(
+                    f"  {d['decision']['at']} {d['signal']['source']:<11} {d['decision']['action']:<8} "
+                    f"{d['decision']['reason']}: {d['decision']['detail']}"
+                    for d in r["decisions"]
+                )
+                or "  none"
+            )
+            + (f"\nplot: {r['plot']}" if r["plot"] else "")
+        ),
+    )
 
 
 def webhook(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 4280,
     config: Annotated[Path, CONFIG_OPT] = Path("refit.yaml"),
-    insecure_dev: Annotated[bool, typer.Option("--insecure-dev", help="Run without authentication (never in production).")] = False,
+    insecure_dev: Annotated[
+        bool, typer.Option("--insecure-dev", help="Run without authentication (never in production).")
+    ] = False,
 ) -> None:
     """Run the drift-alert receiver (POST /alerts/drift, GET /healthz) with uvicorn."""
     with cli_errors(False):
@@ -103,10 +126,15 @@ def webhook(
 
         settings = Settings()
         if insecure_dev:
-            typer.secho("WARNING: --insecure-dev: the webhook accepts UNAUTHENTICATED alerts. Never expose it.",
-                        fg="red", bold=True, err=True)
-        app, dispatcher = build_app(store_from_settings(settings), load_config(config), str(config), settings,
-                                    insecure_dev=insecure_dev)
+            typer.secho(
+                "WARNING: --insecure-dev: the webhook accepts UNAUTHENTICATED alerts. Never expose it.",
+                fg="red",
+                bold=True,
+                err=True,
+            )
+        app, dispatcher = build_app(
+            store_from_settings(settings), load_config(config), str(config), settings, insecure_dev=insecure_dev
+        )
         dispatcher.run_retry_loop()
         typer.echo(f"refit webhook listening on http://{host}:{port}/alerts/drift", err=True)
         uvicorn.run(app, host=host, port=port, log_level="info")
@@ -130,5 +158,6 @@ def up(
     """Prefect server + served deployments + webhook receiver, for local use. Ctrl-C stops everything."""
     from refit_cli.up import run_up
 
-    raise typer.Exit(run_up(config, ui_port=ui_port, webhook_port=webhook_port, webhook=not no_webhook,
-                            env=dict(os.environ)))
+    raise typer.Exit(
+        run_up(config, ui_port=ui_port, webhook_port=webhook_port, webhook=not no_webhook, env=dict(os.environ))
+    )

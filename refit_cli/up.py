@@ -49,8 +49,11 @@ def run_up(config: Path, *, ui_port: int, webhook_port: int, webhook: bool, env:
 
     cfg = load_config(config)  # fail fast on a bad config, before starting anything
     if webhook and Settings().webhook_secret is None and Settings().webhook_token is None:
-        typer.echo("error: REFIT_WEBHOOK_SECRET is not set: the webhook refuses unauthenticated alerts. "
-                   "Set one (export REFIT_WEBHOOK_SECRET=$(openssl rand -hex 32)) or pass --no-webhook.", err=True)
+        typer.echo(
+            "error: REFIT_WEBHOOK_SECRET is not set: the webhook refuses unauthenticated alerts. "
+            "Set one (export REFIT_WEBHOOK_SECRET=$(openssl rand -hex 32)) or pass --no-webhook.",
+            err=True,
+        )
         return 1
     home = prefect_home(env)
     home.mkdir(parents=True, exist_ok=True)
@@ -60,8 +63,11 @@ def run_up(config: Path, *, ui_port: int, webhook_port: int, webhook: bool, env:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.seek(0)
-        typer.echo(f"error: refit up is already running (pid {lock.read().strip() or '?'}, lock {lock_path}); "
-                   "stop it with Ctrl-C in its terminal first", err=True)
+        typer.echo(
+            f"error: refit up is already running (pid {lock.read().strip() or '?'}, lock {lock_path}); "
+            "stop it with Ctrl-C in its terminal first",
+            err=True,
+        )
         return 1
     lock.seek(0)
     lock.truncate()
@@ -77,22 +83,35 @@ def run_up(config: Path, *, ui_port: int, webhook_port: int, webhook: bool, env:
             typer.echo(f"using the Prefect API at {api_url}")
         else:
             api_url = f"http://127.0.0.1:{ui_port}/api"
-            server_env = child_env | {"PREFECT_SERVER_API_HOST": "127.0.0.1", "PREFECT_SERVER_API_PORT": str(ui_port),
-                                      "PREFECT_UI_API_URL": api_url}
+            server_env = child_env | {
+                "PREFECT_SERVER_API_HOST": "127.0.0.1",
+                "PREFECT_SERVER_API_PORT": str(ui_port),
+                "PREFECT_UI_API_URL": api_url,
+            }
             typer.echo(f"starting the Prefect server (SQLite under {home}) ...")
-            server = subprocess.Popen([str(bin_dir / "prefect"), "server", "start"], env=server_env,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            server = subprocess.Popen(
+                [str(bin_dir / "prefect"), "server", "start"],
+                env=server_env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
             procs.append(("prefect server", server))
             if not _wait_http(f"{api_url}/health", 120, server):
-                typer.echo(f"error: the Prefect server did not start on port {ui_port} "
-                           "(is something else using it?)", err=True)
+                typer.echo(
+                    f"error: the Prefect server did not start on port {ui_port} (is something else using it?)", err=True
+                )
                 return 1
         child_env["PREFECT_API_URL"] = api_url
-        procs.append(("deployments", subprocess.Popen([str(bin_dir / "refit"), "serve"], env=child_env,
-                                                      start_new_session=True)))
+        procs.append(
+            ("deployments", subprocess.Popen([str(bin_dir / "refit"), "serve"], env=child_env, start_new_session=True))
+        )
         if webhook:
-            hook = subprocess.Popen([str(bin_dir / "refit"), "webhook", "--port", str(webhook_port), "--config",
-                                     str(config)], env=child_env, start_new_session=True)
+            hook = subprocess.Popen(
+                [str(bin_dir / "refit"), "webhook", "--port", str(webhook_port), "--config", str(config)],
+                env=child_env,
+                start_new_session=True,
+            )
             procs.append(("webhook", hook))
             if not _wait_http(f"http://127.0.0.1:{webhook_port}/healthz", 60, hook):
                 typer.echo(f"error: the webhook did not start on port {webhook_port}", err=True)
@@ -102,12 +121,15 @@ def run_up(config: Path, *, ui_port: int, webhook_port: int, webhook: bool, env:
 refit is up. Ctrl-C stops everything.
   Prefect UI:   {ui}  (Deployments > retrain/retrain-manual > Run > Custom run)
   Prefect API:  {api_url}
-  Webhook:      {'http://127.0.0.1:%d/alerts/drift' % webhook_port if webhook else 'not started (--no-webhook)'}
+  Webhook:      {f"http://127.0.0.1:{webhook_port}/alerts/drift" if webhook else "not started (--no-webhook)"}
   Deployments:  retrain-weekly, retrain-manual, retrain-on-drift, drift-check-hourly
 """)
         if webhook:
-            typer.echo("A signed drift alert (paste into a shell where REFIT_WEBHOOK_SECRET is set):\n"
-                       + CURL_EXAMPLE.format(model=cfg.dataset.name, port=webhook_port) + "\n")
+            typer.echo(
+                "A signed drift alert (paste into a shell where REFIT_WEBHOOK_SECRET is set):\n"
+                + CURL_EXAMPLE.format(model=cfg.dataset.name, port=webhook_port)
+                + "\n"
+            )
         while True:
             for name, proc in procs:
                 if proc.poll() is not None:

@@ -18,14 +18,26 @@ def validate_data(config: PipelineConfig, run_id: str, store_uri: str | None = N
     summary = result.summary
     logger.info(
         "validated %s rows from %d file(s): %s valid, %s quarantined (%.2f%%), fingerprint %s",
-        f"{summary.rows:,}", len(summary.sources), f"{summary.valid_rows:,}", f"{summary.invalid_rows:,}",
-        100 * summary.invalid_fraction, handle.fingerprint.short,
+        f"{summary.rows:,}",
+        len(summary.sources),
+        f"{summary.valid_rows:,}",
+        f"{summary.invalid_rows:,}",
+        100 * summary.invalid_fraction,
+        handle.fingerprint.short,
     )
     if summary.failures:
         create_table_artifact(
             key=f"{config.dataset.name}-quarantine",
-            table=[{"column": f.column, "rule": f.rule, "rows": f.count, "examples": ", ".join(f.examples[:3]),
-                    "files": ", ".join(f.sources)} for f in summary.failures],
+            table=[
+                {
+                    "column": f.column,
+                    "rule": f.rule,
+                    "rows": f.count,
+                    "examples": ", ".join(f.examples[:3]),
+                    "files": ", ".join(f.sources),
+                }
+                for f in summary.failures
+            ],
             description=f"Rows quarantined by validation; kept at {handle.quarantine_uri}",
         )
     return handle

@@ -29,13 +29,24 @@ def load_reference(config: PipelineConfig, store_uri: str | None = None) -> Refe
 
 
 @task(name="load-capture-window", cache_policy=NO_CACHE, **IO_RETRIES)
-def load_capture_window(config: PipelineConfig, now: datetime | None, window_hours: int | None,
-                        window_rows: int | None, store_uri: str | None = None) -> CaptureWindow:
+def load_capture_window(
+    config: PipelineConfig,
+    now: datetime | None,
+    window_hours: int | None,
+    window_rows: int | None,
+    store_uri: str | None = None,
+) -> CaptureWindow:
     """Captured production requests in the window, and their labels when they have arrived."""
-    window = monitoring.load_capture_window(open_run_store(store_uri), config, now=now, window_hours=window_hours,
-                                            window_rows=window_rows)
-    get_run_logger().info("window %s .. %s: %s requests, %s labels", window.start, window.end,
-                          f"{len(window.frame):,}", f"{len(window.labels):,}")
+    window = monitoring.load_capture_window(
+        open_run_store(store_uri), config, now=now, window_hours=window_hours, window_rows=window_rows
+    )
+    get_run_logger().info(
+        "window %s .. %s: %s requests, %s labels",
+        window.start,
+        window.end,
+        f"{len(window.frame):,}",
+        f"{len(window.labels):,}",
+    )
     return window
 
 
@@ -46,28 +57,47 @@ def validate_captures(config: PipelineConfig, window: CaptureWindow, store_uri: 
 
 
 @task(name="compute-drift", cache_policy=NO_CACHE, **IO_RETRIES)
-def compute_drift(config: PipelineConfig, reference: Reference, current: pd.DataFrame, window: CaptureWindow,
-                  store_uri: str | None = None) -> DriftReport:
+def compute_drift(
+    config: PipelineConfig,
+    reference: Reference,
+    current: pd.DataFrame,
+    window: CaptureWindow,
+    store_uri: str | None = None,
+) -> DriftReport:
     """Evidently drift per column on a seeded sample, and performance decay on labelled rows."""
     report = monitoring.compute_drift_and_decay(open_run_store(store_uri), config, reference, current, window)
     result = report.result
     logger = get_run_logger()
-    logger.info("drift share %.2f (threshold %.2f): %s; drifted: %s", result.drift_share,
-                result.drift_share_threshold, "DRIFT" if result.drift_detected else "no drift",
-                ", ".join(result.drifted_columns) or "none")
+    logger.info(
+        "drift share %.2f (threshold %.2f): %s; drifted: %s",
+        result.drift_share,
+        result.drift_share_threshold,
+        "DRIFT" if result.drift_detected else "no drift",
+        ", ".join(result.drifted_columns) or "none",
+    )
     if report.decay is not None:
-        logger.info("decay on %d labelled rows: %s", report.labelled_rows,
-                    ", ".join(report.decay.decayed_segments) or "none")
-    create_table_artifact(key=f"{config.dataset.name}-drift", table=monitoring.drift_summary_rows(report),
-                          description=f"Per-column drift (share {result.drift_share:.2f})")
-    create_link_artifact(link=report.report_uri, link_text="Evidently drift report",
-                         key=f"{config.dataset.name}-drift-report")
+        logger.info(
+            "decay on %d labelled rows: %s", report.labelled_rows, ", ".join(report.decay.decayed_segments) or "none"
+        )
+    create_table_artifact(
+        key=f"{config.dataset.name}-drift",
+        table=monitoring.drift_summary_rows(report),
+        description=f"Per-column drift (share {result.drift_share:.2f})",
+    )
+    create_link_artifact(
+        link=report.report_uri, link_text="Evidently drift report", key=f"{config.dataset.name}-drift-report"
+    )
     return report
 
 
 @task(name="ask-governor", cache_policy=NO_CACHE, **IO_RETRIES)
-def ask_governor(config: PipelineConfig, reference: Reference, report: DriftReport, now: datetime | None,
-                 store_uri: str | None = None) -> GovernorOutcome:
+def ask_governor(
+    config: PipelineConfig,
+    reference: Reference,
+    report: DriftReport,
+    now: datetime | None,
+    store_uri: str | None = None,
+) -> GovernorOutcome:
     """At most one retrain: k-of-n windows, cooldown, de-duplication, daily cap; recorded in the ledger."""
     outcome = monitoring.ask_governor(open_run_store(store_uri), config, reference, report, now=now)
     get_run_logger().info("governor: %s (%s) %s", outcome.action, outcome.reason, outcome.detail)
@@ -77,9 +107,11 @@ def ask_governor(config: PipelineConfig, reference: Reference, report: DriftRepo
 @task(name="emit-drift-event", cache_policy=NO_CACHE)
 def emit_drift_event(config: PipelineConfig, outcome: GovernorOutcome) -> str | None:
     """Tell listeners (the retrain-on-drift deployment) that drift is real."""
-    event = emit_event(event=DRIFT_EVENT, resource={"prefect.resource.id": f"refit.model.{config.dataset.name}",
-                                                    "refit.model": config.dataset.name},
-                       payload=outcome.event_payload)
+    event = emit_event(
+        event=DRIFT_EVENT,
+        resource={"prefect.resource.id": f"refit.model.{config.dataset.name}", "refit.model": config.dataset.name},
+        payload=outcome.event_payload,
+    )
     get_run_logger().info("emitted %s for %s", DRIFT_EVENT, config.dataset.name)
     return str(event.id) if event is not None else None
 

@@ -25,17 +25,24 @@ def load_pipeline_config(path: str) -> PipelineConfig:
 
 
 @task(name="load-and-validate", cache_policy=NO_CACHE, **IO_RETRIES)
-def load_and_validate(config: PipelineConfig, run_id: str, window_days: float | None,
-                      store_uri: str | None = None) -> ValidatedData:
+def load_and_validate(
+    config: PipelineConfig, run_id: str, window_days: float | None, store_uri: str | None = None
+) -> ValidatedData:
     """Base data plus labelled captures; bad rows quarantined; the run stops when too many are bad."""
     handle = pipeline.load_and_validate(open_run_store(store_uri), config, run_id, window_days)
     get_run_logger().info(
-        "validated %s rows (%s quarantined), fingerprint %s", f"{handle.rows:,}", f"{handle.invalid_rows:,}",
+        "validated %s rows (%s quarantined), fingerprint %s",
+        f"{handle.rows:,}",
+        f"{handle.invalid_rows:,}",
         handle.fingerprint.short,
     )
     if handle.quarantine_uri:
-        create_link_artifact(link=handle.quarantine_uri, link_text="quarantined rows",
-                             key=f"{config.dataset.name}-quarantine", description="Rows rejected by validation")
+        create_link_artifact(
+            link=handle.quarantine_uri,
+            link_text="quarantined rows",
+            key=f"{config.dataset.name}-quarantine",
+            description="Rows rejected by validation",
+        )
     return handle
 
 
@@ -48,31 +55,58 @@ def split_data(config: PipelineConfig, data: ValidatedData, run_id: str, store_u
 
 
 @task(name="train-candidates", cache_policy=NO_CACHE)
-def train_candidates(config: PipelineConfig, splits: SplitHandles, run_id: str,
-                     store_uri: str | None = None) -> CandidateHandle:
+def train_candidates(
+    config: PipelineConfig, splits: SplitHandles, run_id: str, store_uri: str | None = None
+) -> CandidateHandle:
     """Search the configured model families; the best on validation becomes the candidate."""
     logger = get_run_logger()
 
     def on_epoch(row: dict[str, Any]) -> None:
-        logger.info("%s trial %s epoch %s: train loss %.4f, val loss %.4f, %s",
-                    row.get("family"), row.get("trial"), row.get("epoch"), row.get("train_loss", float("nan")),
-                    row.get("val_loss", float("nan")),
-                    ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_") and k != "val_loss"
-                              and isinstance(v, float)))
+        logger.info(
+            "%s trial %s epoch %s: train loss %.4f, val loss %.4f, %s",
+            row.get("family"),
+            row.get("trial"),
+            row.get("epoch"),
+            row.get("train_loss", float("nan")),
+            row.get("val_loss", float("nan")),
+            ", ".join(
+                f"{k} {v:.4f}"
+                for k, v in row.items()
+                if k.startswith("val_") and k != "val_loss" and isinstance(v, float)
+            ),
+        )
 
     candidate = pipeline.train_candidates(open_run_store(store_uri), config, splits, run_id, on_epoch=on_epoch)
-    logger.info("candidate: %s %s, validation %s, on %s in %.1fs", candidate.family, candidate.params,
-                candidate.validation_metrics, candidate.device, candidate.train_s)
-    create_table_artifact(key=f"{config.dataset.name}-trials", table=[
-        {"trial": t["index"], "family": t["family"], "status": t["status"],
-         candidate.primary_metric: t.get("primary"), "params": str(t["params"]), "train_s": t.get("train_s")}
-        for t in candidate.trials], description="Every search trial and its validation metric")
+    logger.info(
+        "candidate: %s %s, validation %s, on %s in %.1fs",
+        candidate.family,
+        candidate.params,
+        candidate.validation_metrics,
+        candidate.device,
+        candidate.train_s,
+    )
+    create_table_artifact(
+        key=f"{config.dataset.name}-trials",
+        table=[
+            {
+                "trial": t["index"],
+                "family": t["family"],
+                "status": t["status"],
+                candidate.primary_metric: t.get("primary"),
+                "params": str(t["params"]),
+                "train_s": t.get("train_s"),
+            }
+            for t in candidate.trials
+        ],
+        description="Every search trial and its validation metric",
+    )
     return candidate
 
 
 @task(name="smoke-test", cache_policy=NO_CACHE)
-def smoke_test_candidate(config: PipelineConfig, splits: SplitHandles, candidate: CandidateHandle,
-                         store_uri: str | None = None) -> Any:
+def smoke_test_candidate(
+    config: PipelineConfig, splits: SplitHandles, candidate: CandidateHandle, store_uri: str | None = None
+) -> Any:
     """Load the artifact in a fresh process and check its outputs before anything is registered."""
     report = pipeline.smoke_test_candidate(open_run_store(store_uri), config, splits, candidate)
     logger = get_run_logger()
@@ -84,57 +118,92 @@ def smoke_test_candidate(config: PipelineConfig, splits: SplitHandles, candidate
 
 
 @task(name="evaluate-candidate", cache_policy=NO_CACHE, **IO_RETRIES)
-def evaluate_candidate(config: PipelineConfig, splits: SplitHandles, candidate: CandidateHandle, run_id: str,
-                       force: bool, reason: str | None, store_uri: str | None = None) -> EvaluationHandle:
+def evaluate_candidate(
+    config: PipelineConfig,
+    splits: SplitHandles,
+    candidate: CandidateHandle,
+    run_id: str,
+    force: bool,
+    reason: str | None,
+    store_uri: str | None = None,
+) -> EvaluationHandle:
     """Candidate vs champion on the same rows, overall and per segment, with paired bootstrap CIs."""
-    evaluation = pipeline.evaluate_candidate(open_run_store(store_uri), config, splits, candidate, run_id,
-                                             force=force, reason=reason)
+    evaluation = pipeline.evaluate_candidate(
+        open_run_store(store_uri), config, splits, candidate, run_id, force=force, reason=reason
+    )
     decision = evaluation.decision
     get_run_logger().info("gate: %s", decision.headline)
     markdown = pipeline.read_text(open_run_store(store_uri), evaluation.dossier["markdown"])
-    create_markdown_artifact(markdown=markdown, key=f"{config.dataset.name}-dossier",
-                             description=f"Decision dossier: {decision.outcome}")
+    create_markdown_artifact(
+        markdown=markdown, key=f"{config.dataset.name}-dossier", description=f"Decision dossier: {decision.outcome}"
+    )
     return evaluation
 
 
 @task(name="register-model", cache_policy=NO_CACHE, **IO_RETRIES)
-def register_model(config: PipelineConfig, splits: SplitHandles, candidate: CandidateHandle,
-                   evaluation: EvaluationHandle, run_id: str, reason: str | None, tags: dict[str, str],
-                   store_uri: str | None = None) -> Any:
+def register_model(
+    config: PipelineConfig,
+    splits: SplitHandles,
+    candidate: CandidateHandle,
+    evaluation: EvaluationHandle,
+    run_id: str,
+    reason: str | None,
+    tags: dict[str, str],
+    store_uri: str | None = None,
+) -> Any:
     """A new immutable registry version with its lineage, metrics, decision and drift reference."""
-    version = pipeline.register_candidate(open_run_store(store_uri), config, splits, candidate, evaluation, run_id,
-                                          reason=reason, tags=tags)
+    version = pipeline.register_candidate(
+        open_run_store(store_uri), config, splits, candidate, evaluation, run_id, reason=reason, tags=tags
+    )
     get_run_logger().info("registered %s version %s (%s)", version.name, version.version, evaluation.outcome)
-    _emit("refit.model.registered", version.name, version.version,
-          {"outcome": evaluation.outcome, "compared_with": evaluation.champion_version, "run_id": run_id})
+    _emit(
+        "refit.model.registered",
+        version.name,
+        version.version,
+        {"outcome": evaluation.outcome, "compared_with": evaluation.champion_version, "run_id": run_id},
+    )
     if not evaluation.promote:
-        _emit("refit.model.rejected", version.name, version.version,
-              {"outcome": evaluation.outcome, "headline": evaluation.decision.headline})
+        _emit(
+            "refit.model.rejected",
+            version.name,
+            version.version,
+            {"outcome": evaluation.outcome, "headline": evaluation.decision.headline},
+        )
     return version
 
 
 @task(name="promote-model", cache_policy=NO_CACHE, **IO_RETRIES)
-def promote_model(config: PipelineConfig, version: int, evaluation: EvaluationHandle, reason: str | None,
-                  store_uri: str | None = None) -> Any:
+def promote_model(
+    config: PipelineConfig, version: int, evaluation: EvaluationHandle, reason: str | None, store_uri: str | None = None
+) -> Any:
     """Move the champion alias by compare-and-swap (a concurrent promotion makes this fail loudly)."""
     event = pipeline.promote_version(open_run_store(store_uri), config, version, evaluation, reason)
     get_run_logger().info("champion of %s: %s -> %s", config.dataset.name, event.from_version, event.to_version)
-    _emit("refit.model.promoted", config.dataset.name, version,
-          {"from_version": event.from_version, "forced": event.forced, "reason": event.reason})
+    _emit(
+        "refit.model.promoted",
+        config.dataset.name,
+        version,
+        {"from_version": event.from_version, "forced": event.forced, "reason": event.reason},
+    )
     return event
 
 
 @task(name="publish-summary", cache_policy=NO_CACHE)
 def publish_summary(config: PipelineConfig, summary: dict[str, Any]) -> None:
     """The run's summary table, and links to the model artifact and the dossier."""
-    create_table_artifact(key=f"{config.dataset.name}-retrain-summary",
-                          table=[{"item": k, "value": str(v)} for k, v in summary.items()],
-                          description=summary.get("headline") or "retrain summary")
+    create_table_artifact(
+        key=f"{config.dataset.name}-retrain-summary",
+        table=[{"item": k, "value": str(v)} for k, v in summary.items()],
+        description=summary.get("headline") or "retrain summary",
+    )
     for name in ("artifact_uri", "dossier_markdown", "dossier_png"):
         if summary.get(name):
             create_link_artifact(link=str(summary[name]), link_text=name.replace("_", " "))
 
 
 def _emit(event: str, model: str, version: int, payload: dict[str, Any]) -> None:
-    emit_event(event=event, resource={"prefect.resource.id": f"refit.model.{model}", "refit.model": model,
-                                      "refit.version": str(version)}, payload=payload)
+    emit_event(
+        event=event,
+        resource={"prefect.resource.id": f"refit.model.{model}", "refit.model": model, "refit.version": str(version)},
+        payload=payload,
+    )

@@ -11,7 +11,8 @@ def churn_rows(n: int = 200, seed: int = 0, id_offset: int = 0) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "customer_id": np.arange(id_offset, id_offset + n, dtype=np.int64),
-            "event_time": pd.Timestamp("2026-09-01", tz="UTC") + pd.to_timedelta(rng.integers(0, 86400 * 20, n), unit="s"),
+            "event_time": pd.Timestamp("2026-09-01", tz="UTC")
+            + pd.to_timedelta(rng.integers(0, 86400 * 20, n), unit="s"),
             "region": rng.choice(["north", "south", "east", "west", "central"], n),
             "plan": rng.choice(["basic", "standard", "premium"], n),
             "channel": rng.choice(["organic", "paid_search", "social", "referral", "partner"], n),

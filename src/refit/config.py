@@ -126,8 +126,17 @@ class TrainingConfig(_Section):
 
 #: The gate's metrics and whether higher is better (refit.evaluation computes exactly these).
 GATE_METRICS: dict[str, bool] = {
-    "roc_auc": True, "pr_auc": True, "log_loss": False, "accuracy": True, "f1": True,
-    "brier": False, "ece": False, "rmse": False, "mae": False, "r2": True, "mape": False,
+    "roc_auc": True,
+    "pr_auc": True,
+    "log_loss": False,
+    "accuracy": True,
+    "f1": True,
+    "brier": False,
+    "ece": False,
+    "rmse": False,
+    "mae": False,
+    "r2": True,
+    "mape": False,
 }
 
 
@@ -268,15 +277,13 @@ def schema_columns(schema_path: str) -> list[str]:
     return list(model.to_schema().columns)
 
 
-def _describe(err: dict[str, Any], source: str, raw: Any) -> str:
+def _describe(err: Any, source: str) -> str:
     loc = [str(p) for p in err["loc"]]
     dotted = ".".join(loc)
     if err["type"] == "extra_forbidden":
-        parent: Any = raw
-        model: Any = PipelineConfig
+        model: type[BaseModel] | None = PipelineConfig
         for part in loc[:-1]:
-            parent = parent.get(part, {}) if isinstance(parent, dict) else {}
-            field = model.model_fields.get(part) if isinstance(model, type) else None
+            field = model.model_fields.get(part) if model is not None else None
             ann = getattr(field, "annotation", None)
             model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
         known = []
@@ -297,7 +304,7 @@ def parse_config(raw: Any, source: str = "<config>") -> PipelineConfig:
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as exc:
-        messages = [_describe(e, source, raw) for e in exc.errors()]
+        messages = [_describe(e, source) for e in exc.errors()]
         raise ConfigError("; ".join(messages)) from None
 
 

@@ -148,19 +148,24 @@ def validate_file(store: Store, config: PipelineConfig, path: str, kind: str = "
     schema_model = schema_for(config, kind)
     src = locate(store, path)
     frame, origins = read_sources([src], schema_model)
-    result = validate_frame(frame, schema_model, source=origins,
-                            max_invalid_fraction=config.validation.max_invalid_fraction)
+    result = validate_frame(
+        frame, schema_model, source=origins, max_invalid_fraction=config.validation.max_invalid_fraction
+    )
     quarantine_uri, summary_uri = write_quarantine(store, config.dataset.name, result, run_stamp())
     summary = _with_uri(result.summary, quarantine_uri) if quarantine_uri else result.summary
-    out = summary.to_dict() | {"file": src.uri, "summary_uri": summary_uri,
-                               "fingerprint": fingerprint_frame(result.valid).to_dict()}
+    out = summary.to_dict() | {
+        "file": src.uri,
+        "summary_uri": summary_uri,
+        "fingerprint": fingerprint_frame(result.valid).to_dict(),
+    }
     if not summary.passed:
         out["error"] = summary.one_line()
     return out
 
 
-def stage_validated(store: Store, config: PipelineConfig, run_id: str,
-                    extra: pd.DataFrame | None = None) -> tuple[ValidatedData, ValidationResult]:
+def stage_validated(
+    store: Store, config: PipelineConfig, run_id: str, extra: pd.DataFrame | None = None
+) -> tuple[ValidatedData, ValidationResult]:
     """Read the configured sources (plus ``extra`` rows, e.g. labelled captures), validate them,
     quarantine bad rows, stop when too many are bad, and stage the valid rows for the next step.
     """
@@ -168,15 +173,21 @@ def stage_validated(store: Store, config: PipelineConfig, run_id: str,
     frame, origins = read_sources(resolve_sources(store, config.dataset.sources), schema_model)
     if extra is not None and len(extra):
         frame = pd.concat([frame, extra.drop(columns=["_refit_source"], errors="ignore")], ignore_index=True)
-        origins = pd.concat([origins, extra.get("_refit_source", pd.Series(["captures"] * len(extra))).astype(str)],
-                            ignore_index=True)
+        origins = pd.concat(
+            [origins, extra.get("_refit_source", pd.Series(["captures"] * len(extra))).astype(str)], ignore_index=True
+        )
     result, quarantine_uri, summary_uri = validate_and_quarantine(
         store, frame, origins, schema_model, config.dataset.name, config.validation.max_invalid_fraction
     )
     key = f"runs/{run_id}/validated.parquet"
     uri = write_frame(store, key, result.valid)
     handle = ValidatedData(
-        uri=uri, key=key, fingerprint=fingerprint_frame(result.valid), rows=len(result.valid),
-        invalid_rows=result.summary.invalid_rows, quarantine_uri=quarantine_uri, summary_uri=summary_uri,
+        uri=uri,
+        key=key,
+        fingerprint=fingerprint_frame(result.valid),
+        rows=len(result.valid),
+        invalid_rows=result.summary.invalid_rows,
+        quarantine_uri=quarantine_uri,
+        summary_uri=summary_uri,
     )
     return handle, result

@@ -68,8 +68,14 @@ def _date_of(key: str) -> str | None:
     return part[len("date=") :] if part else None
 
 
-def load_capture_window(store: Store, config: PipelineConfig, *, now: datetime | None = None,
-                        window_hours: int | None = None, window_rows: int | None = None) -> CaptureWindow:
+def load_capture_window(
+    store: Store,
+    config: PipelineConfig,
+    *,
+    now: datetime | None = None,
+    window_hours: int | None = None,
+    window_rows: int | None = None,
+) -> CaptureWindow:
     """Captured requests of the last N hours (or the last N rows), and the labels that arrived for them."""
     end = now or datetime.now(UTC)
     hours = window_hours if window_hours is not None else config.drift.window_hours
@@ -79,8 +85,10 @@ def load_capture_window(store: Store, config: PipelineConfig, *, now: datetime |
     first_day = start.strftime("%Y-%m-%d")
     keys = [k for k in store.list(requests_prefix(name)) if k.endswith(".parquet") and (_date_of(k) or "") >= first_day]
     if not keys:
-        raise DataError(f"no captured requests for {name} since {start:%Y-%m-%d %H:%M} UTC "
-                        f"under {store.uri_for(requests_prefix(name).rstrip('/'))}")
+        raise DataError(
+            f"no captured requests for {name} since {start:%Y-%m-%d %H:%M} UTC "
+            f"under {store.uri_for(requests_prefix(name).rstrip('/'))}"
+        )
     frames = [read_frame(store, k) for k in keys]
     frame = pd.concat(frames, ignore_index=True)
     origins = pd.Series(np.repeat([store.uri_for(k) for k in keys], [len(f) for f in frames]))
@@ -92,18 +100,28 @@ def load_capture_window(store: Store, config: PipelineConfig, *, now: datetime |
         frame, origins = frame.iloc[order].reset_index(drop=True), origins.iloc[order].reset_index(drop=True)
     if frame.empty:
         raise DataError(f"no captured requests for {name} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
-    label_keys = [k for k in store.list(labels_prefix(name)) if k.endswith(".parquet")
-                  and (_date_of(k) or "") >= first_day]
-    labels = (pd.concat([read_frame(store, k) for k in label_keys], ignore_index=True)
-              if label_keys else pd.DataFrame(columns=[config.dataset.request_id_column, config.dataset.target]))
+    label_keys = [
+        k for k in store.list(labels_prefix(name)) if k.endswith(".parquet") and (_date_of(k) or "") >= first_day
+    ]
+    labels = (
+        pd.concat([read_frame(store, k) for k in label_keys], ignore_index=True)
+        if label_keys
+        else pd.DataFrame(columns=[config.dataset.request_id_column, config.dataset.target])
+    )
     return CaptureWindow(start=start, end=end, frame=frame, origins=origins, labels=labels)
 
 
 def validate_captures(store: Store, config: PipelineConfig, window: CaptureWindow) -> pd.DataFrame:
     """Captures go through their contract too; bad rows are quarantined as for training data."""
     schema_model = schema_for(config, "capture")
-    result, _, _ = validate_and_quarantine(store, window.frame, window.origins, schema_model,
-                                           f"{config.dataset.name}-captures", config.validation.max_invalid_fraction)
+    result, _, _ = validate_and_quarantine(
+        store,
+        window.frame,
+        window.origins,
+        schema_model,
+        f"{config.dataset.name}-captures",
+        config.validation.max_invalid_fraction,
+    )
     return result.valid
 
 
@@ -129,15 +147,17 @@ class DriftReport:
         return bool(self.decay is not None and self.decay.decayed)
 
 
-def compute_drift_and_decay(store: Store, config: PipelineConfig, reference: Reference, current: pd.DataFrame,
-                            window: CaptureWindow) -> DriftReport:
+def compute_drift_and_decay(
+    store: Store, config: PipelineConfig, reference: Reference, current: pd.DataFrame, window: CaptureWindow
+) -> DriftReport:
     """Evidently drift on a seeded sample (report stored), and decay on the labelled part of the window."""
     from refit.drift import append_drift_history, check_drift, compute_decay
 
     columns = config.feature_columns
     ref = reference.frame.copy()
-    prediction = PREDICTION_COLUMN if PREDICTION_COLUMN in current.columns and current[PREDICTION_COLUMN].notna().any() \
-        else None
+    prediction = (
+        PREDICTION_COLUMN if PREDICTION_COLUMN in current.columns and current[PREDICTION_COLUMN].notna().any() else None
+    )
     if prediction is not None and prediction not in ref.columns:
         ref[prediction] = _champion_scores(store, config, reference, ref)
     check = check_drift(ref, current, columns, prediction, config.drift, seed=config.training.seed)
@@ -150,12 +170,24 @@ def compute_drift_and_decay(store: Store, config: PipelineConfig, reference: Ref
     if len(labelled):
         scores = _champion_scores(store, config, reference, labelled)
         segment_cols = sorted({s.column for s in config.dataset.segments})
-        decay = compute_decay(labelled[config.dataset.target].to_numpy(), scores, reference.registered_metrics,
-                              config.drift, task=config.dataset.task,
-                              segments=labelled[segment_cols] if segment_cols else None)
-    return DriftReport(result=check.result, decay=decay, report_uri=store.uri_for(report_key),
-                       history_key=history_key, window_start=window.start, window_end=window.end,
-                       current_rows=len(current), labelled_rows=len(labelled))
+        decay = compute_decay(
+            labelled[config.dataset.target].to_numpy(),
+            scores,
+            reference.registered_metrics,
+            config.drift,
+            task=config.dataset.task,
+            segments=labelled[segment_cols] if segment_cols else None,
+        )
+    return DriftReport(
+        result=check.result,
+        decay=decay,
+        report_uri=store.uri_for(report_key),
+        history_key=history_key,
+        window_start=window.start,
+        window_end=window.end,
+        current_rows=len(current),
+        labelled_rows=len(labelled),
+    )
 
 
 def _labelled(config: PipelineConfig, current: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
@@ -190,8 +222,9 @@ class GovernorOutcome:
         return self.action == "trigger"
 
 
-def ask_governor(store: Store, config: PipelineConfig, reference: Reference, report: DriftReport,
-                 now: datetime | None = None) -> GovernorOutcome:
+def ask_governor(
+    store: Store, config: PipelineConfig, reference: Reference, report: DriftReport, now: datetime | None = None
+) -> GovernorOutcome:
     """Record the signal in the ledger; the governor says trigger, suppress or none, and why."""
     from refit.policy import DriftSignal, Governor
 
@@ -203,32 +236,57 @@ def ask_governor(store: Store, config: PipelineConfig, reference: Reference, rep
     if decayed:
         reason.append("performance decayed in " + ", ".join(decayed))
     signal = DriftSignal(
-        model=config.dataset.name, source="drift-check", window_start=report.window_start,
-        window_end=report.window_end, champion_version=str(reference.version), drift_detected=report.drift_detected,
-        decay_detected=report.decay_detected, drift_share=float(result.drift_share),
+        model=config.dataset.name,
+        source="drift-check",
+        window_start=report.window_start,
+        window_end=report.window_end,
+        champion_version=str(reference.version),
+        drift_detected=report.drift_detected,
+        decay_detected=report.decay_detected,
+        drift_share=float(result.drift_share),
         detail="; ".join(reason) or "no drift",
     )
     entry = Governor(store, config.dataset.name, config.drift).submit(signal, now=now)
     decision = entry.decision
     payload = {
-        "model": config.dataset.name, "reason": "; ".join(reason) or "no drift",
-        "drift_share": float(result.drift_share), "drifted_columns": list(result.drifted_columns),
-        "decayed_segments": decayed, "window_start": report.window_start.isoformat(),
-        "window_end": report.window_end.isoformat(), "champion_version": reference.version,
-        "report_uri": report.report_uri, "fingerprint": decision.fingerprint,
+        "model": config.dataset.name,
+        "reason": "; ".join(reason) or "no drift",
+        "drift_share": float(result.drift_share),
+        "drifted_columns": list(result.drifted_columns),
+        "decayed_segments": decayed,
+        "window_start": report.window_start.isoformat(),
+        "window_end": report.window_end.isoformat(),
+        "champion_version": reference.version,
+        "report_uri": report.report_uri,
+        "fingerprint": decision.fingerprint,
     }
-    return GovernorOutcome(action=decision.action, reason=decision.reason, detail=decision.detail,
-                           fingerprint=decision.fingerprint, ledger_seq=entry.seq, event_payload=payload)
+    return GovernorOutcome(
+        action=decision.action,
+        reason=decision.reason,
+        detail=decision.detail,
+        fingerprint=decision.fingerprint,
+        ledger_seq=entry.seq,
+        event_payload=payload,
+    )
 
 
 def drift_summary_rows(report: DriftReport) -> list[dict[str, Any]]:
     """Per-column scores and verdicts for a table."""
-    rows = [{"column": c.column, "method": c.method, "score": c.score, "threshold": c.threshold,
-             "drifted": c.drifted} for c in report.result.columns]
+    rows = [
+        {"column": c.column, "method": c.method, "score": c.score, "threshold": c.threshold, "drifted": c.drifted}
+        for c in report.result.columns
+    ]
     if report.result.prediction is not None:
         p = report.result.prediction
-        rows.append({"column": f"{p.column} (prediction)", "method": p.method, "score": p.score,
-                     "threshold": p.threshold, "drifted": p.drifted})
+        rows.append(
+            {
+                "column": f"{p.column} (prediction)",
+                "method": p.method,
+                "score": p.score,
+                "threshold": p.threshold,
+                "drifted": p.drifted,
+            }
+        )
     return rows
 
 

@@ -40,8 +40,9 @@ def run_prefix(config: PipelineConfig, run_id: str) -> str:
 # load + validate
 
 
-def load_and_validate(store: Store, config: PipelineConfig, run_id: str,
-                      window_days: float | None = None, now: datetime | None = None) -> ValidatedData:
+def load_and_validate(
+    store: Store, config: PipelineConfig, run_id: str, window_days: float | None = None, now: datetime | None = None
+) -> ValidatedData:
     """Base data plus labelled production captures (inside the window), validated and staged."""
     from refit.capture import load_labelled_captures
     from refit.config import schema_columns
@@ -51,8 +52,15 @@ def load_and_validate(store: Store, config: PipelineConfig, run_id: str,
         since = pd.Timestamp((now or datetime.now(UTC)) - timedelta(days=window_days))
     ds = config.dataset
     columns = schema_columns(ds.schema_path)
-    captures = load_labelled_captures(store, ds.name, target=ds.target, request_id_column=ds.request_id_column,
-                                      timestamp_column=ds.timestamp_column, columns=columns, since=since)
+    captures = load_labelled_captures(
+        store,
+        ds.name,
+        target=ds.target,
+        request_id_column=ds.request_id_column,
+        timestamp_column=ds.timestamp_column,
+        columns=columns,
+        since=since,
+    )
     # stage_validated writes runs/<its run id>/...: give it the dataset too, as run_prefix does
     handle, _ = stage_validated(store, config, f"{ds.name}/{run_id}", extra=captures)
     return handle
@@ -84,9 +92,15 @@ def split_data(store: Store, config: PipelineConfig, data: ValidatedData, run_id
     """Deterministic train/validation/test split of the staged rows, each written and fingerprinted."""
     frame = read_frame(store, data.key)
     sc = config.split
-    codes = assign_splits(frame, method=sc.method, id_column=config.dataset.id_column,
-                          timestamp_column=config.dataset.timestamp_column,
-                          validation_fraction=sc.validation_fraction, test_fraction=sc.test_fraction, salt=sc.salt)
+    codes = assign_splits(
+        frame,
+        method=sc.method,
+        id_column=config.dataset.id_column,
+        timestamp_column=config.dataset.timestamp_column,
+        validation_fraction=sc.validation_fraction,
+        test_fraction=sc.test_fraction,
+        salt=sc.salt,
+    )
     keys, fps = {}, {}
     for name, part in split_frame(frame, codes).items():
         if len(part) == 0:
@@ -118,8 +132,13 @@ class CandidateHandle:
     peak_memory_mb: float | None
 
 
-def train_candidates(store: Store, config: PipelineConfig, splits: SplitHandles, run_id: str,
-                     on_epoch: Callable[[dict[str, Any]], None] | None = None) -> CandidateHandle:
+def train_candidates(
+    store: Store,
+    config: PipelineConfig,
+    splits: SplitHandles,
+    run_id: str,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> CandidateHandle:
     """Search every configured family; save the best as a self-contained artifact."""
     from refit.device import resolve_device
     from refit.model import save_model
@@ -137,14 +156,29 @@ def train_candidates(store: Store, config: PipelineConfig, splits: SplitHandles,
     best = result.best_trial
     info = {"device": str(device), "search_wall_s": wall, "data": splits.lineage()}
     key = f"{prefix}/candidate"
-    uri = save_model(store, key, result.best, config, trials=result.trials,
-                     metrics={"validation": best.metrics}, info=info, overwrite=True)
+    uri = save_model(
+        store,
+        key,
+        result.best,
+        config,
+        trials=result.trials,
+        metrics={"validation": best.metrics},
+        info=info,
+        overwrite=True,
+    )
     env = result.best.info
     return CandidateHandle(
-        artifact_key=key, artifact_uri=uri, family=best.family, params=dict(best.resolved_params or best.params),
-        validation_metrics=dict(best.metrics), primary_metric=result.primary_metric,
-        trials=[t.to_dict() for t in result.trials], device=str(device), train_s=wall,
-        samples_per_s=best.samples_per_s, peak_memory_mb=env.get("peak_memory_mb"),
+        artifact_key=key,
+        artifact_uri=uri,
+        family=best.family,
+        params=dict(best.resolved_params or best.params),
+        validation_metrics=dict(best.metrics),
+        primary_metric=result.primary_metric,
+        trials=[t.to_dict() for t in result.trials],
+        device=str(device),
+        train_s=wall,
+        samples_per_s=best.samples_per_s,
+        peak_memory_mb=env.get("peak_memory_mb"),
     )
 
 
@@ -152,16 +186,19 @@ def train_candidates(store: Store, config: PipelineConfig, splits: SplitHandles,
 # smoke test
 
 
-def smoke_test_candidate(store: Store, config: PipelineConfig, splits: SplitHandles,
-                         candidate: CandidateHandle) -> Any:
+def smoke_test_candidate(store: Store, config: PipelineConfig, splits: SplitHandles, candidate: CandidateHandle) -> Any:
     """Load the artifact in a fresh process and check its outputs on held-out rows."""
     from refit.smoke import smoke_test
 
     test_df = read_frame(store, splits.keys["test"])
     n = min(config.training.smoke_sample_rows, len(test_df))
     sample = test_df.sample(n=n, random_state=config.training.seed) if n < len(test_df) else test_df
-    return smoke_test(candidate.artifact_uri, sample[config.feature_columns],
-                      config.training.smoke_max_ms_per_1k_rows, config.dataset.task)
+    return smoke_test(
+        candidate.artifact_uri,
+        sample[config.feature_columns],
+        config.training.smoke_max_ms_per_1k_rows,
+        config.dataset.task,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,8 +251,15 @@ def champion_version(store: Store, model_name: str) -> Any | None:
         return None
 
 
-def evaluate_candidate(store: Store, config: PipelineConfig, splits: SplitHandles, candidate: CandidateHandle,
-                       run_id: str, force: bool = False, reason: str | None = None) -> EvaluationHandle:
+def evaluate_candidate(
+    store: Store,
+    config: PipelineConfig,
+    splits: SplitHandles,
+    candidate: CandidateHandle,
+    run_id: str,
+    force: bool = False,
+    reason: str | None = None,
+) -> EvaluationHandle:
     """Score candidate and champion on the same test rows; run the gate; write the dossier."""
     from refit.dossier import write_dossier
     from refit.evaluation import compute_metrics, evaluate_gate
@@ -232,33 +276,59 @@ def evaluate_candidate(store: Store, config: PipelineConfig, splits: SplitHandle
         champ_model = load_version(store, champion)
         champ_scores = scores(champ_model, test_df, ds.task)
     segment_cols = sorted({s.column for s in ds.segments})
-    decision = evaluate_gate(ds.task, y, cand_scores, champ_scores, test_df[segment_cols] if segment_cols else None,
-                             config.gate, ds, force=force, force_reason=reason)
+    decision = evaluate_gate(
+        ds.task,
+        y,
+        cand_scores,
+        champ_scores,
+        test_df[segment_cols] if segment_cols else None,
+        config.gate,
+        ds,
+        force=force,
+        force_reason=reason,
+    )
     context = {
-        "model_name": ds.name, "candidate_version": f"candidate of run {run_id}",
+        "model_name": ds.name,
+        "candidate_version": f"candidate of run {run_id}",
         "champion_version": champion.version if champion else None,
         "data": {name: {"fingerprint": fp["sha256"], "rows": fp["rows"]} for name, fp in splits.lineage().items()},
-        "config": config.to_dict(), "run_id": run_id,
+        "config": config.to_dict(),
+        "run_id": run_id,
         "candidate": {"artifact_uri": candidate.artifact_uri, "family": candidate.family, "params": candidate.params},
     }
     prefix = f"{run_prefix(config, run_id)}/dossier/"
     write_dossier(decision, context, out=store, prefix=prefix)
-    uris = {name: store.uri_for(f"{prefix}dossier.{ext}") for name, ext in (("json", "json"), ("markdown", "md"),
-                                                                             ("png", "png"))}
+    uris = {
+        name: store.uri_for(f"{prefix}dossier.{ext}")
+        for name, ext in (("json", "json"), ("markdown", "md"), ("png", "png"))
+    }
     metrics = compute_metrics(ds.task if ds.task == "regression" else "classification", y, cand_scores)
-    seg_metrics = {f"{s.segment}={s.value}": {"n": s.n, config.gate.primary_metric: s.candidate}
-                   for s in decision.segments}
-    return EvaluationHandle(decision=decision, champion_version=champion.version if champion else None,
-                            dossier=uris, candidate_metrics=metrics, segment_metrics=seg_metrics)
+    seg_metrics = {
+        f"{s.segment}={s.value}": {"n": s.n, config.gate.primary_metric: s.candidate} for s in decision.segments
+    }
+    return EvaluationHandle(
+        decision=decision,
+        champion_version=champion.version if champion else None,
+        dossier=uris,
+        candidate_metrics=metrics,
+        segment_metrics=seg_metrics,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # register + promote
 
 
-def register_candidate(store: Store, config: PipelineConfig, splits: SplitHandles, candidate: CandidateHandle,
-                       evaluation: EvaluationHandle, run_id: str, reason: str | None = None,
-                       tags: dict[str, str] | None = None) -> Any:
+def register_candidate(
+    store: Store,
+    config: PipelineConfig,
+    splits: SplitHandles,
+    candidate: CandidateHandle,
+    evaluation: EvaluationHandle,
+    run_id: str,
+    reason: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> Any:
     """Copy the artifact into a new immutable registry version with its full lineage."""
     from refit.model import git_commit, read_artifact
     from refit.registry import Registry
@@ -286,15 +356,21 @@ def register_candidate(store: Store, config: PipelineConfig, splits: SplitHandle
     )
 
 
-def promote_version(store: Store, config: PipelineConfig, version: int, evaluation: EvaluationHandle,
-                    reason: str | None = None) -> Any:
+def promote_version(
+    store: Store, config: PipelineConfig, version: int, evaluation: EvaluationHandle, reason: str | None = None
+) -> Any:
     """Move ``champion`` by compare-and-swap from the champion the candidate was compared with."""
     from refit.registry import Registry
 
     decision = evaluation.decision
     why = reason or decision.headline
-    return Registry(store).promote(config.dataset.name, version, expected_current=evaluation.champion_version,
-                                   reason=why, forced=bool(decision.forced))
+    return Registry(store).promote(
+        config.dataset.name,
+        version,
+        expected_current=evaluation.champion_version,
+        reason=why,
+        forced=bool(decision.forced),
+    )
 
 
 def as_dict(obj: Any) -> dict[str, Any]:

@@ -48,8 +48,15 @@ def project(champion_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def traffic(config_path: Path, store, *, start: datetime, **kwargs) -> dict:  # type: ignore[no-untyped-def]
     cfg = load_config(config_path)
     model = load(store, "registry/churn/versions/1/artifact")
-    return write_production_data(store, cfg, start=start.isoformat(), seed=21, model_version="1",
-                                 predict=lambda df: pipeline.scores(model, df, "classification"), **kwargs)
+    return write_production_data(
+        store,
+        cfg,
+        start=start.isoformat(),
+        seed=21,
+        model_version="1",
+        predict=lambda df: pipeline.scores(model, df, "classification"),
+        **kwargs,
+    )
 
 
 def test_no_drift_gives_no_retrain(project) -> None:  # type: ignore[no-untyped-def]
@@ -64,8 +71,9 @@ def test_no_drift_gives_no_retrain(project) -> None:  # type: ignore[no-untyped-
 
 def test_covariate_drift_is_detected_and_triggers_once(project) -> None:  # type: ignore[no-untyped-def]
     config, store = project
-    traffic(config, store, start=NOW - timedelta(hours=6), batches=6, rows_per_batch=800, drift="covariate",
-            strength=1.5)
+    traffic(
+        config, store, start=NOW - timedelta(hours=6), batches=6, rows_per_batch=800, drift="covariate", strength=1.5
+    )
     result = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, now=NOW))
     assert result.drift_detected is True and result.drift_share >= 0.3
     assert {"monthly_charges", "tenure_months"} <= set(result.drifted_columns)
@@ -78,9 +86,16 @@ def test_covariate_drift_is_detected_and_triggers_once(project) -> None:  # type
     reference = monitoring.load_reference(store, cfg)
     window = monitoring.load_capture_window(store, cfg, now=NOW, window_hours=24)
     report = monitoring.compute_drift_and_decay(store, cfg, reference, window.frame, window)
-    outcomes = [monitoring.ask_governor(store, cfg, reference, report.__class__(**{
-        **report.__dict__, "window_end": NOW + timedelta(minutes=10 * i)}), now=NOW + timedelta(minutes=10 * i))
-        for i in range(1, 11)]
+    outcomes = [
+        monitoring.ask_governor(
+            store,
+            cfg,
+            reference,
+            report.__class__(**{**report.__dict__, "window_end": NOW + timedelta(minutes=10 * i)}),
+            now=NOW + timedelta(minutes=10 * i),
+        )
+        for i in range(1, 11)
+    ]
     assert [o.action for o in outcomes] == ["suppress"] * 10
     assert {o.reason for o in outcomes} == {"cooldown"}
     decisions = [e.decision.action for e in Ledger(store, "churn").entries()]
@@ -90,8 +105,16 @@ def test_covariate_drift_is_detected_and_triggers_once(project) -> None:  # type
 def test_concept_drift_triggers_on_decay_without_feature_drift(project) -> None:  # type: ignore[no-untyped-def]
     config, store = project
     start = NOW - timedelta(days=21)
-    produced = traffic(config, store, start=start, batches=8, rows_per_batch=1500, drift="concept",
-                       segment={"region": "south"}, strength=2.0)
+    produced = traffic(
+        config,
+        store,
+        start=start,
+        batches=8,
+        rows_per_batch=1500,
+        drift="concept",
+        segment={"region": "south"},
+        strength=2.0,
+    )
     assert produced["labels"] > 10_000
     result = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24 * 22, now=NOW))
     assert result.drift_detected is False  # the inputs look the same ...

@@ -44,8 +44,10 @@ def test_first_run_without_champion_promotes_and_records_lineage(project) -> Non
 
 
 def test_clearly_better_candidate_is_promoted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    weak = {"training": {"candidates": [{"family": "linear", "params": {"C": [1e-5]}, "budget": 1}]},
-            "gate": {"max_improvement": None}}
+    weak = {
+        "training": {"candidates": [{"family": "linear", "params": {"C": [1e-5]}, "budget": 1}]},
+        "gate": {"max_improvement": None},
+    }
     config, store = make_project(tmp_path, rows=8000, **weak)
     monkeypatch.setenv("REFIT_STORE", str(tmp_path / "store"))
     first = retrain(RetrainParameters(config_path=str(config)))
@@ -121,10 +123,12 @@ def test_better_overall_but_worse_in_one_segment_is_rejected(tmp_path: Path, mon
     from refit.io import open_store
     from refit.io.frames import write_frame
 
-    config = write_config(tmp_path, split={"method": "time", "validation_fraction": 0.15, "test_fraction": 0.2},
-                          training={"candidates": [{"family": "hist_gradient_boosting",
-                                                    "params": {"max_iter": [100]}, "budget": 1}]},
-                          gate={"bootstrap_resamples": 1000})
+    config = write_config(
+        tmp_path,
+        split={"method": "time", "validation_fraction": 0.15, "test_fraction": 0.2},
+        training={"candidates": [{"family": "hist_gradient_boosting", "params": {"max_iter": [100]}, "budget": 1}]},
+        gate={"bootstrap_resamples": 1000},
+    )
     store = open_store(str(tmp_path / "store"))
     monkeypatch.setenv("REFIT_STORE", str(tmp_path / "store"))
     base = generate_base(60_000, seed=0)
@@ -132,8 +136,15 @@ def test_better_overall_but_worse_in_one_segment_is_rejected(tmp_path: Path, mon
     first = retrain(RetrainParameters(config_path=str(config)))
     assert first.champion_after == 1
     # an old import of drifted records joins the data: south x premium behaved differently then
-    [batch] = generate_production(1, 150_000, seed=5, start="2026-01-01", drift="concept",
-                                  segment={"region": "south", "plan": "premium"}, drift_strength=2.0)
+    [batch] = generate_production(
+        1,
+        150_000,
+        seed=5,
+        start="2026-01-01",
+        drift="concept",
+        segment={"region": "south", "plan": "premium"},
+        drift_strength=2.0,
+    )
     poison = to_training_frame(batch)
     poison = poison[(poison["region"] == "south") & (poison["plan"] == "premium")]
     write_frame(store, "datasets/churn/base/part-00000.parquet", base)

@@ -39,8 +39,22 @@ def test_generate_then_validate_on_local_store(workdir: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("PASS") and "3,000 of 3,000 rows valid" in ok.stdout
 
-    prod = run(["generate", "production", "--batches", "2", "--rows-per-batch", "500", "--drift", "covariate",
-                "--segment", "region=south", "--json"], workdir)
+    prod = run(
+        [
+            "generate",
+            "production",
+            "--batches",
+            "2",
+            "--rows-per-batch",
+            "500",
+            "--drift",
+            "covariate",
+            "--segment",
+            "region=south",
+            "--json",
+        ],
+        workdir,
+    )
     assert prod.returncode == 0, prod.stderr
     produced = json.loads(prod.stdout)
     assert produced["rows"] == 1000 and produced["labels"] > 0 and produced["segment"] == "region=south"
@@ -107,8 +121,9 @@ def test_generate_and_validate_against_s3(workdir: Path, s3_endpoint: str, s3_cl
     assert ok.returncode == 0, ok.stderr
     bad = run(["validate", f"s3://{s3_bucket}/demo/nope.parquet"], workdir, **env)
     assert bad.returncode == 1 and "not found" in bad.stderr
-    missing_bucket = run(["validate", "x.parquet"], workdir, REFIT_STORE="s3://no-such-bucket-refit/x",
-                         AWS_ENDPOINT_URL=s3_endpoint)
+    missing_bucket = run(
+        ["validate", "x.parquet"], workdir, REFIT_STORE="s3://no-such-bucket-refit/x", AWS_ENDPOINT_URL=s3_endpoint
+    )
     assert missing_bucket.returncode == 1 and "no such bucket" in missing_bucket.stderr
 
 

@@ -34,10 +34,15 @@ def test_regression_dataset_loads_validates_and_splits(store, housing_config) ->
     assert result.quarantine["_refit_source"].iloc[0].endswith("external/housing/a.csv")
     staged = read_frame(store, handle.key)
     assert len(staged) == 599 and staged["listed_at"].dt.tz is not None
-    codes = assign_splits(staged, method=cfg.split.method, id_column=cfg.dataset.id_column,
-                          timestamp_column=cfg.dataset.timestamp_column,
-                          validation_fraction=cfg.split.validation_fraction, test_fraction=cfg.split.test_fraction,
-                          salt=cfg.split.salt)
+    codes = assign_splits(
+        staged,
+        method=cfg.split.method,
+        id_column=cfg.dataset.id_column,
+        timestamp_column=cfg.dataset.timestamp_column,
+        validation_fraction=cfg.split.validation_fraction,
+        test_fraction=cfg.split.test_fraction,
+        salt=cfg.split.salt,
+    )
     parts = split_frame(staged, codes)
     assert min(len(p) for p in parts.values()) > 50
 

@@ -46,8 +46,10 @@ def test_config_is_frozen_and_round_trips() -> None:
 
 def test_unknown_key_names_key_file_and_suggestion(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text("dataset:\n  name: x\n  sources: [a.csv]\n  schema: m:C\n  targt: y\n  target: y\n"
-                    "  task: regression\n  id_column: id\n  timestamp_column: ts\n")
+    path.write_text(
+        "dataset:\n  name: x\n  sources: [a.csv]\n  schema: m:C\n  targt: y\n  target: y\n"
+        "  task: regression\n  id_column: id\n  timestamp_column: ts\n"
+    )
     with pytest.raises(ConfigError) as err:
         load_config(path)
     msg = str(err.value)

@@ -36,9 +36,7 @@ def production(
     drift_strength: float = 1.0,
 ) -> list[ProductionBatch]:
     """4 x 5,000 rows from one seed: drift runs differ from "none" only by the drift."""
-    return generate_production(
-        n_batches, 5_000, seed=11, drift=drift, segment=segment, drift_strength=drift_strength
-    )
+    return generate_production(n_batches, 5_000, seed=11, drift=drift, segment=segment, drift_strength=drift_strength)
 
 
 def features_of(batches: list[ProductionBatch]) -> pd.DataFrame:
@@ -83,9 +81,7 @@ def test_output_does_not_depend_on_chunk_size_and_is_prefix_stable(base: pd.Data
     pd.testing.assert_frame_equal(generate_base(5_000, seed=7), base.iloc[:5_000])
 
 
-def test_progress_bar_does_not_change_the_output(
-    base: pd.DataFrame, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_progress_bar_does_not_change_the_output(base: pd.DataFrame, capsys: pytest.CaptureFixture[str]) -> None:
     shown = generate_base(2_000, seed=7, progress=True, chunk_rows=500)
     pd.testing.assert_frame_equal(shown, base.iloc[:2_000])
     assert "2.00k/2.00k" in capsys.readouterr().err
@@ -112,9 +108,7 @@ def test_ids_and_default_window(base: pd.DataFrame) -> None:
 
 
 def test_custom_window_and_id_offset() -> None:
-    df = generate_base(
-        2_000, seed=1, start="2025-01-01", end=pd.Timestamp("2025-01-08", tz="UTC"), id_offset=500
-    )
+    df = generate_base(2_000, seed=1, start="2025-01-01", end=pd.Timestamp("2025-01-08", tz="UTC"), id_offset=500)
     assert df["event_time"].min() >= pd.Timestamp("2025-01-01", tz="UTC")
     assert df["event_time"].max() < pd.Timestamp("2025-01-08", tz="UTC")
     assert df["customer_id"].iloc[0] == 500 and df["customer_id"].iloc[-1] == 2_499
@@ -157,18 +151,13 @@ def test_churn_has_non_linear_segment_structure(base: pd.DataFrame) -> None:
     rate = base.groupby("plan")["churned"].mean()
     assert rate["basic"] > rate["standard"] > rate["premium"]
     early_basic = base[(base["plan"] == "basic") & (base["tenure_months"] < 6)]["churned"].mean()
-    early_premium = base[(base["plan"] == "premium") & (base["tenure_months"] < 6)][
-        "churned"
-    ].mean()
+    early_premium = base[(base["plan"] == "premium") & (base["tenure_months"] < 6)]["churned"].mean()
     assert early_basic > early_premium + 0.15
     pair = (base["region"] == "south") & (base["channel"] == "paid_search")
     assert base[pair]["churned"].mean() > base[~pair]["churned"].mean() + 0.1
     # tenure is non-monotone: the renewal bump around 36 months beats 20-28 months
     tenure = base["tenure_months"]
-    assert (
-        base[tenure.between(33, 39)]["churned"].mean()
-        > base[tenure.between(20, 28)]["churned"].mean()
-    )
+    assert base[tenure.between(33, 39)]["churned"].mean() > base[tenure.between(20, 28)]["churned"].mean()
 
 
 def test_labels_are_drawn_from_the_oracle_probability(base: pd.DataFrame) -> None:
@@ -206,9 +195,7 @@ def test_production_batches_are_deterministic_and_prefix_stable(
         pd.testing.assert_frame_equal(a.features, b.features)
         pd.testing.assert_frame_equal(a.labels, b.labels)
     other = generate_production(1, 5_000, seed=12)
-    assert (
-        other[0].features["monthly_charges"] != none_batches[0].features["monthly_charges"]
-    ).mean() > 0.95
+    assert (other[0].features["monthly_charges"] != none_batches[0].features["monthly_charges"]).mean() > 0.95
 
 
 def test_production_batches_have_the_promised_shape(none_batches: list[ProductionBatch]) -> None:
@@ -233,9 +220,7 @@ def test_production_batches_have_the_promised_shape(none_batches: list[Productio
 
 
 def test_custom_start_and_interval() -> None:
-    batches = generate_production(
-        3, 100, start="2026-10-05", batch_interval=pd.Timedelta(minutes=10)
-    )
+    batches = generate_production(3, 100, start="2026-10-05", batch_interval=pd.Timedelta(minutes=10))
     assert batches[2].start == pd.Timestamp("2026-10-05 00:20", tz="UTC")
     assert batches[2].features["event_time"].max() < pd.Timestamp("2026-10-05 00:30", tz="UTC")
 
@@ -249,9 +234,7 @@ def test_capture_frame_passes_its_schema(none_batches: list[ProductionBatch]) ->
     assert blank["model_version"].isna().all()
 
     scores = np.linspace(0, 1, len(batch.features))
-    scored = ChurnCaptureSchema.validate(
-        to_capture_frame(batch, prediction=scores, model_version="v3")
-    )
+    scored = ChurnCaptureSchema.validate(to_capture_frame(batch, prediction=scores, model_version="v3"))
     np.testing.assert_array_equal(scored["prediction"].to_numpy(), scores)
     assert (scored["model_version"] == "v3").all()
     # the batch itself is not modified
@@ -273,9 +256,7 @@ def test_customer_ids_are_unique_across_base_and_production(
     np.testing.assert_array_equal(produced["churned"].to_numpy(), labels_of(none_batches))
 
 
-def test_no_drift_matches_the_base_distributions(
-    base: pd.DataFrame, none_batches: list[ProductionBatch]
-) -> None:
+def test_no_drift_matches_the_base_distributions(base: pd.DataFrame, none_batches: list[ProductionBatch]) -> None:
     live = features_of(none_batches)
     for column in NUMERIC:
         assert ks_2samp(base[column].dropna(), live[column].dropna()).statistic < 0.03, column
@@ -340,10 +321,7 @@ def test_covariate_drift_without_a_segment_moves_every_row(
     before = none_batches[0].features
     for region in REGIONS:
         rows = (before["region"] == region).to_numpy()
-        assert (
-            everywhere[rows]["monthly_charges"].mean()
-            > 1.5 * before[rows]["monthly_charges"].mean()
-        )
+        assert everywhere[rows]["monthly_charges"].mean() > 1.5 * before[rows]["monthly_charges"].mean()
 
 
 def test_concept_drift_changes_labels_inside_the_segment_only(
@@ -359,16 +337,12 @@ def test_concept_drift_changes_labels_inside_the_segment_only(
     assert (y1[inside] >= y0[inside]).all()
 
 
-def test_concept_drift_features_match_base(
-    base: pd.DataFrame, concept_batches: list[ProductionBatch]
-) -> None:
+def test_concept_drift_features_match_base(base: pd.DataFrame, concept_batches: list[ProductionBatch]) -> None:
     live = features_of(concept_batches)
     south_live = live[live["region"] == "south"]
     south_base = base[base["region"] == "south"]
     for column in ("monthly_charges", "tenure_months", "support_tickets", "sessions_per_week"):
-        assert (
-            ks_2samp(south_base[column].dropna(), south_live[column].dropna()).statistic < 0.05
-        ), column
+        assert ks_2samp(south_base[column].dropna(), south_live[column].dropna()).statistic < 0.05, column
 
 
 def test_concept_drift_breaks_the_old_relationship_in_the_segment(
@@ -407,11 +381,7 @@ def test_drift_strength_scales_the_effect(none_batches: list[ProductionBatch]) -
     weak = production("covariate", n_batches=1, drift_strength=0.25)[0].features
     strong = production("covariate", n_batches=1, drift_strength=1.0)[0].features
     base_mean = none_batches[0].features[inside]["monthly_charges"].mean()
-    assert (
-        base_mean
-        < weak[inside]["monthly_charges"].mean()
-        < strong[inside]["monthly_charges"].mean()
-    )
+    assert base_mean < weak[inside]["monthly_charges"].mean() < strong[inside]["monthly_charges"].mean()
 
 
 @pytest.mark.parametrize(

@@ -44,8 +44,15 @@ def test_time_split_puts_newest_rows_in_test() -> None:
 
 def test_split_frame_partitions_rows() -> None:
     df = churn_rows(500)
-    codes = assign_splits(df, method="hash", id_column="customer_id", timestamp_column="event_time",
-                          validation_fraction=0.2, test_fraction=0.2, salt="x")
+    codes = assign_splits(
+        df,
+        method="hash",
+        id_column="customer_id",
+        timestamp_column="event_time",
+        validation_fraction=0.2,
+        test_fraction=0.2,
+        salt="x",
+    )
     parts = split_frame(df, codes)
     assert sum(len(p) for p in parts.values()) == 500
     ids = [set(p["customer_id"]) for p in parts.values()]

@@ -103,10 +103,7 @@ _PRODUCTION_DOMAIN = 1
 
 def _streams(*key: int) -> dict[str, np.random.Generator]:
     """One generator per stream name, each seeded from ``(*key, stream index)``."""
-    return {
-        name: np.random.default_rng(np.random.SeedSequence([*key, index]))
-        for index, name in enumerate(_STREAMS)
-    }
+    return {name: np.random.default_rng(np.random.SeedSequence([*key, index])) for index, name in enumerate(_STREAMS)}
 
 
 @dataclass(frozen=True)
@@ -149,11 +146,7 @@ def _sample_features(
     codes = {"region": region, "plan": plan, "channel": channel}
 
     strength = 0.0 if shift is None else shift.strength
-    shifted = (
-        _segment_mask(codes, shift.segment)
-        if shift is not None and strength > 0
-        else np.zeros(n, dtype=bool)
-    )
+    shifted = _segment_mask(codes, shift.segment) if shift is not None and strength > 0 else np.zeros(n, dtype=bool)
     moves_channel = shift is not None and "channel" not in (shift.segment or {})
     if moves_channel and shifted.any():
         # Marketing moved to paid search in the segment.
@@ -263,9 +256,7 @@ def _churn_logit(
     logit -= 0.15 * np.log1p(sessions)
     logit += 0.45 * np.minimum(features["payment_failures"], 5)
     logit -= 0.45 * autopay + 1.6 * discount
-    logit += _REGION_CHANNEL[
-        features["region"].astype(np.intp), features["channel"].astype(np.intp)
-    ]
+    logit += _REGION_CHANNEL[features["region"].astype(np.intp), features["channel"].astype(np.intp)]
     logit += 0.0006 * (age - 44.0) ** 2 - 0.12
     logit -= 0.12 * (np.minimum(features["num_devices"], 6) - 1)
 
@@ -295,9 +286,7 @@ def _to_utc(value: pd.Timestamp | str) -> pd.Timestamp:
     return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
 
 
-def _base_window(
-    start: pd.Timestamp | str | None, end: pd.Timestamp | str | None
-) -> tuple[pd.Timestamp, pd.Timestamp]:
+def _base_window(start: pd.Timestamp | str | None, end: pd.Timestamp | str | None) -> tuple[pd.Timestamp, pd.Timestamp]:
     span = pd.Timedelta(days=DEFAULT_BASE_DAYS)
     if start is None and end is None:
         return DEFAULT_BASE_END - span, DEFAULT_BASE_END
@@ -321,9 +310,7 @@ def _frame(features: Mapping[str, np.ndarray], columns: Mapping[str, object]) ->
     data: dict[str, object] = {}
     for name in FEATURE_COLUMNS:
         values = features[name]
-        data[name] = (
-            _object_values(values, SEGMENT_COLUMNS[name]) if name in SEGMENT_COLUMNS else values
-        )
+        data[name] = _object_values(values, SEGMENT_COLUMNS[name]) if name in SEGMENT_COLUMNS else values
     data.update(columns)
     return pd.DataFrame(data, copy=False)
 
@@ -333,10 +320,7 @@ def _check_segment(segment: Mapping[str, str] | None) -> None:
         if column not in SEGMENT_COLUMNS:
             raise ValueError(f"segment column {column!r} is not one of {sorted(SEGMENT_COLUMNS)}")
         if value not in SEGMENT_COLUMNS[column]:
-            raise ValueError(
-                f"segment value {value!r} is not a {column}: "
-                f"expected one of {SEGMENT_COLUMNS[column]}"
-            )
+            raise ValueError(f"segment value {value!r} is not a {column}: expected one of {SEGMENT_COLUMNS[column]}")
 
 
 def generate_base(
@@ -479,16 +463,12 @@ def generate_production(
         batch_start = first_start + index * interval
         offsets = (streams["event_time"].random(rows_per_batch) * interval.value).astype(np.int64)
         event_time = pd.to_datetime(batch_start.value + offsets, unit="ns", utc=True)
-        delay_days = 1 + np.minimum(
-            np.floor(streams["label_delay"].standard_exponential(rows_per_batch) * 7), 59
-        )
+        delay_days = 1 + np.minimum(np.floor(streams["label_delay"].standard_exponential(rows_per_batch) * 7), 59)
         label_time = event_time + pd.to_timedelta(delay_days.astype(np.int64), unit="D")
         request_id = f"req-{seed}-{index:05d}-" + row_numbers
 
         frame = _frame(features, {"request_id": request_id, "event_time": event_time})
-        labels = pd.DataFrame(
-            {"request_id": request_id, "churned": churned, "label_time": label_time}, copy=False
-        )
+        labels = pd.DataFrame({"request_id": request_id, "churned": churned, "label_time": label_time}, copy=False)
         batches.append(
             ProductionBatch(
                 index=index,
@@ -515,16 +495,17 @@ def to_capture_frame(
     """
     n = len(batch.features)
     frame = batch.features.loc[:, [*FEATURE_COLUMNS, "request_id", "event_time"]].copy()
-    frame.insert(len(FEATURE_COLUMNS), "customer_id", np.arange(batch.first_customer_id,
-                                                                batch.first_customer_id + n, dtype=np.int64))
+    frame.insert(
+        len(FEATURE_COLUMNS),
+        "customer_id",
+        np.arange(batch.first_customer_id, batch.first_customer_id + n, dtype=np.int64),
+    )
     if prediction is None:
         scores = np.full(n, np.nan)
     else:
         scores = np.asarray(prediction, dtype=np.float64)
         if scores.shape != (n,):
-            raise ValueError(
-                f"prediction must have one value per row ({n}), got shape {scores.shape}"
-            )
+            raise ValueError(f"prediction must have one value per row ({n}), got shape {scores.shape}")
     frame["prediction"] = scores
     frame["model_version"] = pd.Series([model_version] * n, index=frame.index, dtype=object)
     frame["churned"] = np.full(n, np.nan)

@@ -29,9 +29,7 @@ def parse_frame(data: bytes, name: str) -> pd.DataFrame:
         if fmt == "parquet":
             return pd.read_parquet(io.BytesIO(data))
         # engine="c" with strict quoting: a broken quote is an error, not a silently merged row.
-        df = pd.read_csv(
-            io.BytesIO(data), quoting=csv.QUOTE_MINIMAL, doublequote=True, on_bad_lines="error"
-        )
+        df = pd.read_csv(io.BytesIO(data), quoting=csv.QUOTE_MINIMAL, doublequote=True, on_bad_lines="error")
     except pd.errors.EmptyDataError:
         raise DataError(f"{name}: file is empty (no columns)") from None
     except Exception as exc:  # pyarrow / parser errors carry long messages: keep the first line

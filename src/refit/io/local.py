@@ -37,13 +37,9 @@ class LocalStore(Store):
         validate_key(key)
         # Names the store uses for itself would be invisible to list() (or break locking).
         if key.split("/", 1)[0] == _LOCK_DIR:
-            raise InvalidKeyError(
-                f"invalid key {key!r}: '{_LOCK_DIR}' is reserved by the local store"
-            )
+            raise InvalidKeyError(f"invalid key {key!r}: '{_LOCK_DIR}' is reserved by the local store")
         if _is_temp_name(key.rsplit("/", 1)[-1]):
-            raise InvalidKeyError(
-                f"invalid key {key!r}: names like '.name.tmp' are reserved for in-flight writes"
-            )
+            raise InvalidKeyError(f"invalid key {key!r}: names like '.name.tmp' are reserved for in-flight writes")
         return self.root / key
 
     def _write_error(self, key: str, exc: OSError) -> StoreError:
@@ -65,9 +61,7 @@ class LocalStore(Store):
         path = self._path(key)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(
-                dir=path.parent, prefix=f"{_TMP_PREFIX}{path.name}.", suffix=_TMP_SUFFIX
-            )
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_TMP_PREFIX}{path.name}.", suffix=_TMP_SUFFIX)
         except (FileExistsError, NotADirectoryError, PermissionError) as exc:
             # FileExistsError / NotADirectoryError: a parent "folder" is an object.
             raise self._write_error(key, exc) from None
@@ -131,9 +125,7 @@ class LocalStore(Store):
                         f"precondition failed: {self.uri_for(key)} no longer exists"
                     ) from None
                 if current != version:
-                    raise PreconditionFailedError(
-                        f"precondition failed: {self.uri_for(key)} changed since it was read"
-                    )
+                    raise PreconditionFailedError(f"precondition failed: {self.uri_for(key)} changed since it was read")
                 os.replace(tmp, path)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -170,9 +162,7 @@ class LocalStore(Store):
             return  # nothing to delete (and no lock folder created in an unused store)
         # Under the key's lock, so a delete cannot slip between put_if_unchanged's check and
         # its replace (which would resurrect the key after delete returned).
-        with self._locked(key), contextlib.suppress(
-            FileNotFoundError, NotADirectoryError, IsADirectoryError
-        ):
+        with self._locked(key), contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
             path.unlink()
 
     def local_path(self, key: str) -> Path:

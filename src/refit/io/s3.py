@@ -139,9 +139,7 @@ class S3Store(Store):
         except Exception as exc:
             bucket_err = self._error(exc, "", "head")
             if isinstance(bucket_err, NotFoundError):
-                raise NoSuchBucketError(
-                    f"no such bucket: s3://{self.bucket} (head {self._where(key)})"
-                ) from None
+                raise NoSuchBucketError(f"no such bucket: s3://{self.bucket} (head {self._where(key)})") from None
         return False
 
     def delete(self, key: str) -> None:
