@@ -1,0 +1,114 @@
+"""`refit train`, `refit models ...`, `refit retrain` and `refit drift` as a user types them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from refit import pipeline
+from refit.config import load_config
+from tests.flows.helpers import make_project
+
+REFIT = str(Path(sys.executable).parent / "refit")
+
+
+def run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REFIT_", "PREFECT_API"))}
+    env |= {
+        "REFIT_STORE": str(cwd / "store"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_HOME": str(cwd / "prefect-home"),
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+    }
+    return subprocess.run([REFIT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def project(tmp_path: Path):  # type: ignore[no-untyped-def]
+    config, store = make_project(tmp_path, rows=5000)
+    return tmp_path, config, store
+
+
+def _register(store, config_path: Path, promote: bool = True) -> int:  # type: ignore[no-untyped-def]
+    cfg = load_config(config_path)
+    run_id = pipeline.new_run_id()
+    data = pipeline.load_and_validate(store, cfg, run_id)
+    splits = pipeline.split_data(store, cfg, data, run_id)
+    candidate = pipeline.train_candidates(store, cfg, splits, run_id)
+    evaluation = pipeline.evaluate_candidate(store, cfg, splits, candidate, run_id)
+    version = pipeline.register_candidate(store, cfg, splits, candidate, evaluation, run_id)
+    if promote:
+        pipeline.promote_version(store, cfg, version.version, evaluation)
+    return int(version.version)
+
+
+def test_train_prints_the_artifact_and_json_has_trials(project) -> None:  # type: ignore[no-untyped-def]
+    folder, _, _ = project
+    out = run(["train"], folder)
+    assert out.returncode == 0, out.stderr
+    artifact = Path(out.stdout.strip())
+    assert (artifact / "manifest.json").is_file() and (artifact / "model.skops").is_file()
+    as_json = json.loads(run(["train", "--json"], folder).stdout)
+    assert as_json["family"] == "hist_gradient_boosting" and len(as_json["trials"]) == 1
+    assert 0.5 < as_json["validation"]["roc_auc"] < 1.0
+    assert sum(as_json["data"]["rows"].values()) == 5000
+
+
+def test_models_list_show_diff_promote_rollback(project) -> None:  # type: ignore[no-untyped-def]
+    folder, config, store = project
+    assert _register(store, config) == 1
+    assert _register(store, config, promote=False) == 2
+    listing = json.loads(run(["models", "list", "--json"], folder).stdout)
+    assert listing["models"] == [
+        {"name": "churn", "versions": [1, 2], "aliases": {"champion": 1}, "latest": listing["models"][0]["latest"]}
+    ]
+    shown = json.loads(run(["models", "show", "churn@champion", "--json"], folder).stdout)
+    assert shown["version"] == 1 and shown["datasets"]["validated"]["rows"] == 5000
+    diff = json.loads(run(["models", "diff", "churn", "1", "2", "--json"], folder).stdout)
+    assert any(d["metric"] == "roc_auc" for d in diff["overall"])
+    human = run(["models", "diff", "churn", "champion", "2"], folder)
+    assert human.returncode == 0 and "roc_auc" in human.stdout
+    promoted = json.loads(run(["models", "promote", "churn", "2", "--reason", "manual check", "--json"], folder).stdout)
+    assert (promoted["from_version"], promoted["to_version"], promoted["forced"]) == (1, 2, True)
+    rolled = json.loads(run(["models", "rollback", "churn", "--reason", "bad canary", "--json"], folder).stdout)
+    assert (rolled["from_version"], rolled["to_version"]) == (2, 1)
+    missing = run(["models", "show", "churn:9"], folder)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr and "9" in missing.stderr
+
+
+def test_retrain_and_drift_from_the_cli(project) -> None:  # type: ignore[no-untyped-def]
+    folder, _, _ = project
+    first = run(["retrain", "--json"], folder)
+    assert first.returncode == 0, first.stderr[-2000:]
+    result = json.loads(first.stdout.strip().splitlines()[-1])
+    assert result["outcome"] == "PROMOTE" and result["version"] == 1
+    no_reason = run(["retrain", "--force"], folder)
+    assert no_reason.returncode == 1 and "force=true needs a reason" in no_reason.stderr
+    gen = run(
+        [
+            "generate",
+            "production",
+            "--batches",
+            "3",
+            "--rows-per-batch",
+            "400",
+            "--drift",
+            "covariate",
+            "--strength",
+            "1.5",
+        ],
+        folder,
+    )
+    assert gen.returncode == 0, gen.stderr
+    drift = run(["drift", "--window-hours", "400", "--json"], folder)
+    assert drift.returncode == 0, drift.stderr[-2000:]
+    report = json.loads(drift.stdout.strip().splitlines()[-1])
+    assert report["drift_detected"] is True and report["drift_share"] >= 0.3
+    assert report["decision"] == "trigger" and "no listener started a retrain" in report["retrain"]
+    history = json.loads(run(["drift", "history", "--json"], folder).stdout)
+    assert [d["decision"]["action"] for d in history["decisions"]] == ["trigger"]
