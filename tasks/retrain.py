@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -29,7 +30,8 @@ def load_and_validate(
     config: PipelineConfig, run_id: str, window_days: float | None, store_uri: str | None = None
 ) -> ValidatedData:
     """Base data plus labelled captures; bad rows quarantined; the run stops when too many are bad."""
-    handle = pipeline.load_and_validate(open_run_store(store_uri), config, run_id, window_days)
+    store = open_run_store(store_uri)
+    handle = pipeline.load_and_validate(store, config, run_id, window_days)
     get_run_logger().info(
         "validated %s rows (%s quarantined), fingerprint %s",
         f"{handle.rows:,}",
@@ -37,11 +39,20 @@ def load_and_validate(
         handle.fingerprint.short,
     )
     if handle.quarantine_uri:
-        create_link_artifact(
-            link=handle.quarantine_uri,
-            link_text="quarantined rows",
+        summary = json.loads(pipeline.read_text(store, handle.summary_uri))
+        create_table_artifact(
             key=f"{config.dataset.name}-quarantine",
-            description="Rows rejected by validation",
+            table=[
+                {
+                    "column": f["column"],
+                    "rule": f["rule"],
+                    "rows": f["count"],
+                    "examples": ", ".join(f["examples"][:3]),
+                    "files": ", ".join(f["sources"]),
+                }
+                for f in summary["failures"]
+            ],
+            description=f"Rows quarantined by validation; kept at {handle.quarantine_uri}",
         )
     return handle
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -371,10 +371,6 @@ def promote_version(
         reason=why,
         forced=bool(decision.forced),
     )
-
-
-def as_dict(obj: Any) -> dict[str, Any]:
-    return asdict(obj)
 
 
 def read_text(store: Store, uri: str) -> str:

@@ -160,3 +160,32 @@ def test_better_overall_but_worse_in_one_segment_is_rejected(tmp_path: Path, mon
     others = [s for s in decision["segments"] if s["segment"] == "region" and s["value"] != "south"]
     assert all(s["passed"] for s in others)
     assert second.champion_after == 1 and Registry(store).aliases("churn") == {"champion": 1}
+
+
+def test_bad_rows_are_quarantined_reported_and_stop_the_run_when_too_many(project) -> None:  # type: ignore[no-untyped-def]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from refit.errors import ValidationFailedError
+    from refit.io.frames import write_frame
+
+    config, store = project
+    base = read_frame(store, "datasets/churn/base/part-00000.parquet")
+    bad = base.copy()
+    bad["region"] = bad["region"].astype(object)
+    bad.loc[:29, "region"] = "atlantis"  # 0.5%: quarantined, the run goes on
+    write_frame(store, "datasets/churn/base/part-00000.parquet", bad)
+    result = retrain(RetrainParameters(config_path=str(config)))
+    assert result.data["quarantined"] == 30 and result.version == 1
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["churn-quarantine"])), limit=1
+        )
+    assert "atlantis" in str(artifact.data) and "region" in str(artifact.data)
+    bad.loc[:199, "region"] = "atlantis"  # 3.3% > 1%: the run stops, the rows are kept
+    write_frame(store, "datasets/churn/base/part-00000.parquet", bad)
+    with pytest.raises(ValidationFailedError, match=r"200 of 6000 rows invalid .* region isin"):
+        retrain(RetrainParameters(config_path=str(config)))
+    assert Registry(store).list_versions("churn")[-1].version == 1
+    kept = [k for k in store.list("quarantine/churn/") if k.endswith("rows.parquet")]
+    assert len(read_frame(store, sorted(kept)[-1])) == 200
