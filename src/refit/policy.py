@@ -169,7 +169,10 @@ def decide(signal: DriftSignal, ledger: Sequence[LedgerEntry], now: datetime, cf
     if triggered_today >= cfg.daily_cap:
         return made("suppress", "daily-cap", f"{triggered_today} triggers today (UTC), the cap is {cfg.daily_cap}")
 
-    return made("trigger", "drift", f"{hits} of the last {n} windows drifted")
+    evidence = signal.detail or (
+        "performance decay" if signal.decay_detected and not signal.drift_detected else "feature drift"
+    )
+    return made("trigger", "drift", f"{hits} of the last {n} windows drifted or decayed; this one: {evidence}")
 
 
 class Ledger:
