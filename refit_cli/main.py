@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import typer
 
 from refit_cli import data_commands, demo_command, model_commands, ops_commands
@@ -20,4 +22,7 @@ app.command("demo")(demo_command.demo)
 
 
 def main() -> None:
+    # A process started in the background by a non-interactive shell inherits SIGINT as ignored;
+    # `refit up`, `serve` and `webhook` must still stop on Ctrl-C / SIGINT (and `up` on SIGTERM).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     app()

@@ -74,6 +74,10 @@ def run_up(config: Path, *, ui_port: int, webhook_port: int, webhook: bool, env:
     lock.write(str(os.getpid()))
     lock.flush()
 
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)  # `kill` stops everything as cleanly as Ctrl-C
     child_env = env | {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     bin_dir = Path(sys.executable).parent
@@ -143,10 +147,12 @@ refit is up. Ctrl-C stops everything.
         for _, proc in reversed(procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGINT)
+        deadline = time.monotonic() + 20
         for _, proc in reversed(procs):
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
         fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
         lock.close()
