@@ -156,3 +156,76 @@ def test_capture_schema_allows_missing_label_and_prediction() -> None:
     df.loc[1, "prediction"] = 1.5
     result = validate_frame(df, ChurnCaptureSchema, source="captures.parquet")
     assert result.summary.invalid_rows == 1 and "prediction" in result.quarantine.loc[0, ERRORS_COLUMN]
+
+
+# The fast path (every rule checked column-wise, pandera only when something fails) must give
+# exactly what pandera gives, and must never let a bad row through.
+
+
+def _pandera_valid(df: pd.DataFrame, schema_model: object) -> pd.DataFrame:
+    return schema_model.to_schema().validate(df, lazy=True).reset_index(drop=True)  # type: ignore[attr-defined]
+
+
+def test_clean_frame_skips_pandera_and_matches_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pandera.api.pandas.container import DataFrameSchema
+
+    df = churn_rows(300)
+    # values that need coercion: narrower ints and floats, a microsecond timestamp
+    df["tenure_months"] = df["tenure_months"].astype(np.int32)
+    df["age"] = df["age"].astype(np.float32)
+    df["event_time"] = df["event_time"].astype("datetime64[us, UTC]")
+    expected = _pandera_valid(df, ChurnTrainingSchema)
+
+    def no_pandera(*args: object, **kwargs: object) -> None:
+        raise AssertionError("pandera ran on a clean frame")
+
+    monkeypatch.setattr(DataFrameSchema, "validate", no_pandera)
+    result = _validate(df)
+    assert result.summary.invalid_rows == 0 and result.quarantine.empty
+    pd.testing.assert_frame_equal(result.valid, expected)
+    assert result.valid["tenure_months"].dtype == np.int64
+    assert str(result.valid["event_time"].dtype) == "datetime64[ns, UTC]"
+
+
+@pytest.mark.parametrize(
+    "spoil",
+    [
+        lambda df: df.loc.__setitem__((5, "region"), "mars"),  # isin
+        lambda df: df.loc.__setitem__((5, "monthly_charges"), -1.0),  # range
+        lambda df: df.loc.__setitem__((5, "monthly_charges"), np.nan),  # not nullable
+        lambda df: df.loc.__setitem__((5, "customer_id"), 3),  # unique
+        lambda df: df.loc.__setitem__((5, "event_time"), pd.Timestamp("2099-01-01", tz="UTC")),  # custom check
+    ],
+)
+def test_fast_path_sends_any_fault_to_pandera(spoil: object) -> None:
+    from refit.validation import _fast_valid
+
+    df = churn_rows(50)
+    spoil(df)  # type: ignore[operator]
+    assert _fast_valid(df, ChurnTrainingSchema.to_schema()) is None
+    assert _validate(df).summary.invalid_rows == 1
+
+
+def test_fast_path_rejects_non_strings_and_nulls_in_string_columns() -> None:
+    from refit.validation import _fast_valid
+
+    df = churn_rows(20)
+    df["region"] = df["region"].astype(object)
+    df.loc[4, "region"] = 7
+    assert _fast_valid(df, ChurnTrainingSchema.to_schema()) is None
+    df.loc[4, "region"] = None
+    assert _fast_valid(df, ChurnTrainingSchema.to_schema()) is None
+    assert _validate(df).summary.invalid_rows == 1
+
+
+def test_nullable_string_column_may_be_all_missing_on_the_fast_path() -> None:
+    from refit.validation import _fast_valid
+
+    df = churn_rows(10)
+    df["request_id"] = [f"r{i}" for i in range(10)]
+    df["prediction"] = np.nan
+    df["model_version"] = None
+    df["churned"] = np.nan
+    fast = _fast_valid(df, ChurnCaptureSchema.to_schema())
+    assert fast is not None
+    pd.testing.assert_frame_equal(fast, _pandera_valid(df, ChurnCaptureSchema))
