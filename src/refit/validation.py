@@ -343,7 +343,7 @@ def _storable(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _summarise(failures: pd.DataFrame, sources: pd.Series) -> list[RuleFailure]:
-    out = []
+    out: list[RuleFailure] = []
     if failures.empty:
         return out
     for (column, check), group in failures.groupby(["column", "check"], sort=False):
