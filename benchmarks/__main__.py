@@ -1,0 +1,225 @@
+"""``make bench``: the retrain at each size, stage by stage, and the ratios against baselines.
+
+    python -m benchmarks --sizes 100000 1000000 10000000 [--out benchmarks/results]
+    python -m benchmarks --sizes 1000000 --only sizes validation
+
+Every benchmark runs in a fresh subprocess. Results go to ``<out>/latest.json`` and
+``<out>/latest.md`` (rewritten after every benchmark, so an interrupted run keeps what it has).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import BENCH_CONFIG, BENCH_DIR, log, machine, ratio, run_in_subprocess
+from benchmarks.report import write_results
+
+BENCHMARKS = ("sizes", "validation", "bootstrap", "torch", "drift", "orchestration")
+RATIO_ROWS = 1_000_000
+
+
+def _config_summary(path: Path) -> dict[str, Any]:
+    import yaml
+
+    raw = yaml.safe_load(path.read_text())
+    return {
+        "file": str(path.relative_to(BENCH_DIR.parent)),
+        "training": raw["training"],
+        "gate": raw.get("gate", {}),
+        "drift": raw.get("drift", {}),
+        "split": raw.get("split", {}),
+    }
+
+
+def bench_sizes(sizes: list[int], config: str, results: dict[str, Any], save: Any) -> None:
+    for rows in sizes:
+        root = Path(tempfile.mkdtemp(prefix=f"refit-bench-{rows}-"))
+        try:
+            log(f"size {rows:,}: generating demo data into {root}")
+            generated = run_in_subprocess("retrain:generate", {"rows": rows, "store": str(root), "config_path": config})
+            log(f"size {rows:,}: retrain stages + drift")
+            out = run_in_subprocess("retrain:retrain", {"rows": rows, "store": str(root), "config_path": config})
+            results["sizes"][str(rows)] = {"data": generated, **out}
+            log(f"size {rows:,}: retrain {out['retrain_s']:.1f}s, peak RSS {out['retrain_max_rss_mb']:.0f} MB")
+        except Exception as exc:  # noqa: BLE001 - one failed size must not lose the others
+            results["errors"][f"size {rows}"] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+            save()
+
+
+def scaling(results: dict[str, Any]) -> dict[str, Any]:
+    small, big = results["sizes"].get("1000000"), results["sizes"].get("10000000")
+    if not small or not big:
+        missing = {"note": "needs sizes 1,000,000 and 10,000,000 in one run"}
+        return ratio(None, 10.0, "<=", memory=ratio(None, 4.0, "<="), **missing)
+    no_smoke = [
+        sum(s["s"] for n, s in r["stages"].items() if n not in ("smoke_test", "drift", "drift_prepare"))
+        for r in (small, big)
+    ]
+    peak = max(big["retrain_max_rss_mb"], big["retrain_peak_rss_mb"])
+    memory = ratio(
+        peak / big["data"]["data_mb"],
+        4.0,
+        "<=",
+        peak_rss_mb=peak,
+        data_mb=big["data"]["data_mb"],
+        data_mb_deep=big["data"]["data_mb_deep"],
+        over_deep_size=round(peak / big["data"]["data_mb_deep"], 3),
+    )
+    out = ratio(
+        big["retrain_s"] / small["retrain_s"],
+        10.0,
+        "<=",
+        retrain_1m_s=small["retrain_s"],
+        retrain_10m_s=big["retrain_s"],
+        without_smoke_test=round(no_smoke[1] / no_smoke[0], 3),
+        memory=memory,
+    )
+    out["met"] = bool(out["met"] and memory["met"])
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000, 10_000_000])
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument("--config", type=Path, default=BENCH_CONFIG)
+    parser.add_argument("--ratio-rows", type=int, default=RATIO_ROWS, help="rows of the ratio benchmarks")
+    parser.add_argument("--orchestration-reps", type=int, default=2)
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    config = str(args.config)
+    rows = args.ratio_rows
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": machine(),
+        "settings": {"sizes": args.sizes, "ratio_rows": rows, "config": _config_summary(args.config), "notes": []},
+        "sizes": {},
+        "ratios": {},
+        "benchmarks": {},
+        "errors": {},
+    }
+
+    def save() -> None:
+        results["total_s"] = round(time.perf_counter() - started, 1)
+        write_results(results, args.out)
+
+    def step(name: str, fn: Any) -> None:
+        if name not in args.only:
+            return
+        log(f"{name} ...")
+        t0 = time.perf_counter()
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - record it and go on with the next benchmark
+            results["errors"][name] = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc()
+        log(f"{name} done in {time.perf_counter() - t0:.0f}s")
+        save()
+
+    def validation() -> None:
+        r = run_in_subprocess("validation:run", {"rows": rows})
+        results["benchmarks"]["validation"] = r
+        results["ratios"]["validation_rows_per_s"] = ratio(
+            r["validate_frame_rows_per_s"], 3_000_000, ">=", seconds=r["validate_frame_s"], rows=r["rows"]
+        )
+        results["ratios"]["validation_vs_pandas"] = ratio(
+            r["pandas_checks_s"] / r["validate_frame_s"],
+            1.0,
+            ">=",
+            validate_frame_s=r["validate_frame_s"],
+            pandas_checks_s=r["pandas_checks_s"],
+            note="pandas s / refit s: > 1 is faster",
+        )
+
+    def bootstrap() -> None:
+        r = run_in_subprocess("bootstrap:run", {"rows": rows})
+        results["benchmarks"]["bootstrap"] = r
+        results["ratios"]["gate_bootstrap_s"] = ratio(
+            r["seconds"],
+            5.0,
+            "<=",
+            rows=r["rows"],
+            resamples=r["resamples"],
+            segments=r["segments"],
+            runs_s=r["runs_s"],
+        )
+
+    def torch_speed() -> None:
+        r = run_in_subprocess("torch_speed:run", {"rows": rows, "config_path": config})
+        results["benchmarks"]["torch"] = r
+        results["ratios"]["torch_speedup"] = ratio(
+            r["train_torch_cpu_samples_per_s"] / r["naive_dataloader_samples_per_s"],
+            3.0,
+            ">=",
+            train_torch_samples_per_s=r["train_torch_cpu_samples_per_s"],
+            naive_samples_per_s=r["naive_dataloader_samples_per_s"],
+            threads=r["torch_threads"],
+            cuda=r["cuda"],
+        )
+
+    def drift() -> None:
+        r = run_in_subprocess("drift:run", {"rows": rows, "config_path": config})
+        results["benchmarks"]["drift"] = r
+        results["ratios"]["drift_speedup"] = ratio(
+            r["evidently_s"] / r["refit_s"],
+            10.0,
+            ">=",
+            refit_s=r["refit_s"],
+            evidently_s=r["evidently_s"],
+            evidently_peak_rss_mb=r["evidently_peak_rss_mb"],
+            refit_peak_rss_mb=r["refit_peak_rss_mb"],
+        )
+        results["ratios"]["drift_verdict_agrees"] = {
+            "value": r["verdict_agrees"],
+            "target": True,
+            "op": "==",
+            "met": bool(r["verdict_agrees"]),
+            "refit": r["refit"],
+            "evidently": r["evidently"],
+            "columns_agree": r["columns_agree"],
+        }
+
+    def orchestration() -> None:
+        r = run_in_subprocess(
+            "orchestration:run", {"rows": rows, "config_path": config, "reps": args.orchestration_reps}
+        )
+        results["benchmarks"]["orchestration"] = r
+        results["ratios"]["orchestration_overhead"] = ratio(
+            r["ratio"],
+            1.10,
+            "<=",
+            flow_s=r["flow_s"],
+            plain_s=r["plain_s"],
+            reps=r["reps"],
+            server_startup_s_excluded=r["server_startup_s"],
+        )
+
+    log(f"sizes {args.sizes}, ratio benchmarks at {rows:,} rows, results in {args.out}")
+    step("sizes", lambda: bench_sizes(args.sizes, config, results, save))
+    results["ratios"]["scaling"] = scaling(results)
+    step("validation", validation)
+    step("bootstrap", bootstrap)
+    step("torch", torch_speed)
+    step("drift", drift)
+    step("orchestration", orchestration)
+    save()
+    log(f"all done in {results['total_s']:.0f}s: {args.out / 'latest.md'}")
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

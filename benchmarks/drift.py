@@ -1,0 +1,130 @@
+"""refit's drift check against Evidently's ``DataDriftPreset`` run on the full window.
+
+Same frames for both: the reference is what a registered version stores (a 50,000-row sample of
+the training rows) and the current window is a million production requests, shifted
+(covariate drift on every row). Same methods and thresholds per column (the config's:
+Wasserstein for numbers, Jensen-Shannon for categories, 0.1 each) and the same drift share.
+refit's ``compute_drift`` samples both frames to ``drift.sample_size`` rows and calls the stat
+tests directly; the baseline hands the full frames to ``DataDriftPreset``, as one would
+without refit, and reads the verdict from its snapshot.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import pandas as pd
+
+REFERENCE_ROWS = 50_000
+REPEATS = 3
+
+
+def _kind(values: pd.Series) -> str:
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    return "numerical" if numeric else "categorical"
+
+
+def evidently_full(reference: pd.DataFrame, current: pd.DataFrame, columns: list[str], cfg: Any) -> dict[str, Any]:
+    """DataDriftPreset on the whole frames; per column (score, drifted) and the dataset verdict."""
+    import numpy as np
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+    from evidently.legacy.core import ColumnType
+    from evidently.presets import DataDriftPreset
+
+    kinds = {c: _kind(reference[c]) for c in columns}
+    methods = {c: cfg.num_method if kinds[c] == "numerical" else cfg.cat_method for c in columns}
+    thresholds = {}
+    for c in columns:
+        given = cfg.num_threshold if kinds[c] == "numerical" else cfg.cat_threshold
+        ctype = ColumnType.Numerical if kinds[c] == "numerical" else ColumnType.Categorical
+        thresholds[c] = given if given is not None else get_registered_stattest(methods[c], ctype).default_threshold
+
+    def plain(df: pd.DataFrame) -> pd.DataFrame:  # float64 numbers, object categories (what Evidently takes)
+        return pd.DataFrame(
+            {
+                c: df[c].astype("float64").replace([np.inf, -np.inf], np.nan)
+                if kinds[c] == "numerical"
+                else df[c].astype(object)
+                for c in columns
+            }
+        )
+
+    definition = DataDefinition(
+        numerical_columns=[c for c in columns if kinds[c] == "numerical"],
+        categorical_columns=[c for c in columns if kinds[c] == "categorical"],
+    )
+    preset = DataDriftPreset(
+        columns=columns, drift_share=cfg.drift_share, per_column_method=methods, per_column_threshold=thresholds
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        snapshot = Report([preset], include_tests=True).run(
+            Dataset.from_pandas(plain(current), data_definition=definition),
+            Dataset.from_pandas(plain(reference), data_definition=definition),
+        )
+    data = snapshot.dict()
+    failed = {t["metric_config"]["metric_id"]: t["status"] == "FAIL" for t in data["tests"] if t.get("id") == "drift"}
+    per_column, share = {}, None
+    for metric in data["metrics"]:
+        kind = metric["config"]["type"]
+        if kind == "evidently:metric_v2:ValueDrift":
+            per_column[metric["config"]["column"]] = (float(metric["value"]), failed[metric["id"]])
+        elif kind == "evidently:metric_v2:DriftedColumnsCount":
+            share = float(metric["value"]["share"])
+    if share is None:
+        share = sum(d for _, d in per_column.values()) / len(per_column)
+    return {"per_column": per_column, "drift_share": share, "drift_detected": share >= cfg.drift_share}
+
+
+def run(rows: int = 1_000_000, config_path: str = "benchmarks/bench.yaml", repeats: int = REPEATS) -> dict[str, Any]:
+    from benchmarks.common import RssSampler
+    from benchmarks.retrain import production_window
+    from refit.config import load_config
+    from refit.datasets import generate_base
+    from refit.drift import compute_drift
+
+    config = load_config(config_path)
+    cfg, columns = config.drift, config.feature_columns
+    reference = generate_base(rows, seed=0).sample(n=REFERENCE_ROWS, random_state=config.training.seed)
+    current = production_window(rows)
+    compute_drift(reference.head(2000), current.head(2000), columns, None, cfg, seed=0)  # imports, warm-up
+
+    times = []
+    with RssSampler() as rss:
+        for i in range(repeats):
+            with rss.stage(f"refit_{i}") as rec:
+                result = compute_drift(reference, current, columns, None, cfg, seed=config.training.seed)
+            times.append(rec)
+        start = time.perf_counter()
+        with rss.stage("evidently_full") as ev_rec:
+            full = evidently_full(reference, current, columns, cfg)
+        evidently_s = time.perf_counter() - start
+    refit_s = min(t["s"] for t in times)
+    agree_cols = sum(full["per_column"][c.column][1] == c.drifted for c in result.columns)
+    return {
+        "reference_rows": len(reference),
+        "current_rows": len(current),
+        "sample_size": cfg.sample_size,
+        "methods": {"numerical": cfg.num_method, "categorical": cfg.cat_method},
+        "refit_s": refit_s,
+        "refit_runs_s": [t["s"] for t in times],
+        "refit_peak_rss_mb": max(t["peak_rss_mb"] for t in times),
+        "evidently_s": round(evidently_s, 2),
+        "evidently_peak_rss_mb": ev_rec["peak_rss_mb"],
+        "evidently_rss_start_mb": ev_rec["rss_start_mb"],
+        "refit": {
+            "drift_detected": result.drift_detected,
+            "drift_share": result.drift_share,
+            "drifted": result.drifted_columns,
+        },
+        "evidently": {
+            "drift_detected": full["drift_detected"],
+            "drift_share": full["drift_share"],
+            "drifted": [c for c, (_, d) in full["per_column"].items() if d],
+        },
+        "columns_agree": f"{agree_cols}/{len(result.columns)}",
+        "verdict_agrees": result.drift_detected == full["drift_detected"],
+    }

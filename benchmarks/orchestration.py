@@ -1,0 +1,141 @@
+"""What Prefect costs: the retrain flow against the same ``refit.pipeline`` steps called from a
+plain Python script, on the same data, in the same process.
+
+The flow runs against a local ephemeral API (``prefect_test_harness``: a fresh SQLite database
+and an API server in a subprocess), started before anything is timed: server start-up is
+reported apart and not counted. Every run, plain or flow, starts from its own copy of the same
+base data in a fresh store (no champion), so each does exactly the same work: validate, split,
+train, smoke test, gate, register, promote. One untimed run of each on 20,000 rows comes
+first (first-call costs are not per-run costs). Then runs alternate plain, flow, flow, plain, ... so a
+drift in machine load hits both sides alike. Every module either side imports lazily is
+imported first, so neither pays an import the other does not.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+WARM_UP_ROWS = 20_000
+
+
+def plain_retrain(store_uri: str, config_path: str) -> dict[str, Any]:
+    """The flow's steps without Prefect: what ``refit train`` does."""
+    from refit import pipeline
+    from refit.config import load_config
+    from refit.io import open_store
+
+    store = open_store(store_uri)
+    config = load_config(config_path)
+    run_id = pipeline.new_run_id()
+    data = pipeline.load_and_validate(store, config, run_id, window_days=30.0)
+    splits = pipeline.split_data(store, config, data, run_id)
+    candidate = pipeline.train_candidates(store, config, splits, run_id)
+    smoke = pipeline.smoke_test_candidate(store, config, splits, candidate)
+    if not smoke.passed:
+        return {"outcome": "SMOKE_FAILED"}
+    evaluation = pipeline.evaluate_candidate(store, config, splits, candidate, run_id)
+    version = pipeline.register_candidate(
+        store, config, splits, candidate, evaluation, run_id, tags={"trigger": "manual"}
+    )
+    if evaluation.promote:
+        pipeline.promote_version(store, config, version.version, evaluation)
+    return {"outcome": evaluation.outcome, "version": version.version, "candidate": candidate.family}
+
+
+def run(rows: int = 1_000_000, config_path: str = "benchmarks/bench.yaml", reps: int = 2) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="refit-bench-orch-"))
+    os.environ["PREFECT_HOME"] = str(root / "prefect-home")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    try:
+        return _run(root, rows, config_path, reps)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _run(root: Path, rows: int, config_path: str, reps: int) -> dict[str, Any]:
+    from benchmarks.retrain import generate
+
+    seed_store = root / "seed"
+    generated = generate(rows, str(seed_store), config_path)
+    from prefect.testing.utilities import prefect_test_harness
+
+    import refit.dossier  # noqa: F401
+    import refit.evaluation  # noqa: F401
+    import refit.model  # noqa: F401
+    import refit.registry  # noqa: F401
+    import refit.smoke  # noqa: F401
+    import refit.training.search  # noqa: F401
+    from flows.retrain import RetrainParameters, retrain
+
+    def fresh_store(name: str) -> str:
+        path = root / name
+        shutil.copytree(seed_store, path)
+        return str(path)
+
+    def timed_plain(i: int) -> dict[str, Any]:
+        store = fresh_store(f"plain-{i}")
+        start = time.perf_counter()
+        result = plain_retrain(store, config_path)
+        return {"s": round(time.perf_counter() - start, 2), **result}
+
+    def timed_flow(i: int) -> dict[str, Any]:
+        os.environ["REFIT_STORE"] = fresh_store(f"flow-{i}")
+        params = RetrainParameters(config_path=config_path, window_days=30.0, trigger="manual")
+        start = time.perf_counter()
+        result = retrain(params)
+        return {
+            "s": round(time.perf_counter() - start, 2),
+            "outcome": result.outcome,
+            "version": result.version,
+            "candidate": result.candidate.get("family"),
+        }
+
+    warm_store = root / "warm-up"
+    generate(WARM_UP_ROWS, str(warm_store), config_path)
+
+    start = time.perf_counter()
+    with prefect_test_harness(server_startup_timeout=120):
+        startup_s = time.perf_counter() - start
+        # One untimed run of each on a small data set: first-call costs (torch and scikit-learn
+        # kernels, Prefect's client and its flow and task records in the API) are paid here.
+        start = time.perf_counter()
+        plain_retrain(str(warm_store), config_path)
+        shutil.rmtree(warm_store / "runs", ignore_errors=True)
+        os.environ["REFIT_STORE"] = str(root / "warm-up-flow")
+        shutil.copytree(warm_store / "datasets", root / "warm-up-flow" / "datasets")
+        retrain(RetrainParameters(config_path=config_path, window_days=30.0, trigger="manual"))
+        warm_up_s = time.perf_counter() - start
+        plain: list[dict[str, Any]] = []
+        flow: list[dict[str, Any]] = []
+        for i in range(reps):  # ABBA: plain, flow, flow, plain, ...
+            if i % 2 == 0:
+                plain.append(timed_plain(i))
+                flow.append(timed_flow(i))
+            else:
+                flow.append(timed_flow(i))
+                plain.append(timed_plain(i))
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
+
+    plain_s = sum(r["s"] for r in plain)
+    flow_s = sum(r["s"] for r in flow)
+    return {
+        "rows": rows,
+        "reps": reps,
+        "data": generated,
+        "server_startup_s": round(startup_s, 1),
+        "warm_up_s": round(warm_up_s, 1),
+        "warm_up_rows": WARM_UP_ROWS,
+        "server": "prefect_test_harness (ephemeral SQLite API in a subprocess), started before timing",
+        "heartbeat_frequency_s": PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value(),
+        "plain_runs": plain,
+        "flow_runs": flow,
+        "plain_s": round(plain_s / reps, 2),
+        "flow_s": round(flow_s / reps, 2),
+        "overhead_s": round((flow_s - plain_s) / reps, 2),
+        "ratio": flow_s / plain_s,
+    }

@@ -1,0 +1,144 @@
+"""The retrain at one size, as the plain ``refit.pipeline`` steps, stage by stage; then drift.
+
+Each size runs in its own process (see ``benchmarks.common.run_in_subprocess``): first
+``generate`` writes the demo data into a fresh local store, then ``retrain`` times every stage
+and samples the process's RSS while it runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+#: The base data is written as files of at most this many rows (read back and concatenated).
+PART_ROWS = 1_000_000
+#: The production window for the drift check: every row shifted (covariate drift, strength 1).
+DRIFT_KIND = "covariate"
+
+
+def generate(rows: int, store: str, config_path: str, seed: int = 0) -> dict[str, Any]:
+    """Demo base data, ``rows`` rows, written where the config's sources point."""
+    from benchmarks.common import frame_bytes
+    from refit.config import load_config
+    from refit.datasets import generate_base
+    from refit.demo import base_data_key
+    from refit.io import open_store
+    from refit.io.frames import write_frame
+
+    config = load_config(config_path)
+    target = open_store(store)
+    start = time.perf_counter()
+    frame = generate_base(rows, seed=seed)
+    generate_s = time.perf_counter() - start
+    size = frame_bytes(frame)
+    parts = max(1, math.ceil(rows / PART_ROWS))
+    start = time.perf_counter()
+    for part in range(parts):
+        lo, hi = part * PART_ROWS, min(rows, (part + 1) * PART_ROWS)
+        write_frame(target, base_data_key(config, part), frame.iloc[lo:hi])
+    return {
+        "rows": rows,
+        "parts": parts,
+        "generate_s": round(generate_s, 2),
+        "write_s": round(time.perf_counter() - start, 2),
+        "data_mb": round(size["shared"] / 2**20, 1),
+        "data_mb_deep": round(size["deep"] / 2**20, 1),
+    }
+
+
+def production_window(rows: int, seed: int = 7) -> Any:
+    """``rows`` production requests (features only), shifted everywhere, in batches of <= 1M."""
+    import pandas as pd
+
+    from refit.datasets import generate_production
+
+    per_batch = min(rows, PART_ROWS)
+    batches = generate_production(math.ceil(rows / per_batch), per_batch, seed=seed, drift=DRIFT_KIND)
+    frames = [b.features for b in batches]
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return frame.iloc[:rows]
+
+
+def retrain(rows: int, store: str, config_path: str, drift: bool = True) -> dict[str, Any]:
+    """Every retrain stage on ``rows`` rows, timed, with the peak RSS seen during each."""
+    # Import what the stages import lazily, so that no stage is charged for an import.
+    import refit.dossier  # noqa: F401
+    import refit.evaluation  # noqa: F401
+    import refit.model  # noqa: F401
+    import refit.registry  # noqa: F401
+    import refit.smoke  # noqa: F401
+    import refit.training.search  # noqa: F401
+    from benchmarks.common import RssSampler, peak_rss_mb
+    from refit import pipeline
+    from refit.config import load_config
+    from refit.io import open_store
+
+    config = load_config(config_path)
+    st = open_store(store)
+    run_id = pipeline.new_run_id()
+    out: dict[str, Any] = {"rows": rows}
+    with RssSampler() as rss:
+        out["baseline_rss_mb"] = round(rss.rss_mb(), 1)
+        with rss.stage("load_validate"):
+            data = pipeline.load_and_validate(st, config, run_id, window_days=30.0)
+        with rss.stage("split"):
+            splits = pipeline.split_data(st, config, data, run_id)
+        with rss.stage("train"):
+            candidate = pipeline.train_candidates(st, config, splits, run_id)
+        with rss.stage("smoke_test"):
+            smoke = pipeline.smoke_test_candidate(st, config, splits, candidate)
+        with rss.stage("evaluate"):
+            evaluation = pipeline.evaluate_candidate(st, config, splits, candidate, run_id)
+        with rss.stage("register"):
+            version = pipeline.register_candidate(
+                st, config, splits, candidate, evaluation, run_id, tags={"trigger": "bench"}
+            )
+            if evaluation.promote:
+                pipeline.promote_version(st, config, version.version, evaluation)
+        retrain_stages = dict(rss.stages)
+        out["retrain_s"] = round(sum(s["s"] for s in retrain_stages.values()), 2)
+        out["retrain_peak_rss_mb"] = max(s["peak_rss_mb"] for s in retrain_stages.values())
+        out["retrain_max_rss_mb"] = round(peak_rss_mb(), 1)
+        out["result"] = {
+            "valid_rows": data.rows,
+            "quarantined": data.invalid_rows,
+            "split_rows": splits.rows,
+            "candidate": candidate.family,
+            "candidate_params": candidate.params,
+            "validation_roc_auc": candidate.validation_metrics.get("roc_auc"),
+            "trials": [
+                {
+                    "family": t["family"],
+                    "train_s": round(t["train_s"], 2),
+                    "primary": t.get("primary"),
+                    "samples_per_s": t.get("samples_per_s"),
+                }
+                for t in candidate.trials
+            ],
+            "smoke_passed": bool(smoke.passed),
+            "gate": evaluation.outcome,
+            "version": version.version,
+        }
+        if drift:
+            from refit.drift import compute_drift
+            from refit.registry import Registry
+
+            with rss.stage("drift_prepare"):  # not timed as drift: the window is generated data
+                reference, _ = Registry(st).reference(config.dataset.name, version.version)
+                window = production_window(rows)
+                # imports Evidently's stat tests (seconds) outside the timed stage
+                compute_drift(reference.head(1000), window.head(1000), config.feature_columns, None, config.drift, 0)
+            with rss.stage("drift"):
+                result = compute_drift(
+                    reference, window, config.feature_columns, None, config.drift, seed=config.training.seed
+                )
+            out["drift_result"] = {
+                "reference_rows": len(reference),
+                "current_rows": len(window),
+                "drift_detected": result.drift_detected,
+                "drift_share": result.drift_share,
+                "drifted_columns": result.drifted_columns,
+            }
+    out["stages"] = rss.stages
+    return out
