@@ -71,7 +71,9 @@ class ValidationSummary:
         """The run-stopping message: file(s), column(s), rule(s) and counts on one line."""
         files = ", ".join(sorted({s for f in self.failures for s in f.sources}) or self.sources)
         rules = "; ".join(
-            f"{f.column} {f.rule} x{f.count} (e.g. {f.examples[0]})" if f.examples else f"{f.column} {f.rule} x{f.count}"
+            f"{f.column} {f.rule} x{f.count} (e.g. {f.examples[0]})"
+            if f.examples
+            else f"{f.column} {f.rule} x{f.count}"
             for f in self.failures[:6]
         )
         more = f"; +{len(self.failures) - 6} more rules" if len(self.failures) > 6 else ""
@@ -114,13 +116,15 @@ def check_frame_shape(df: pd.DataFrame, schema_model: Any, source: str) -> None:
     missing = [c for c in schema.columns if c not in df.columns]
     if missing:
         raise ValidationFailedError(
-            f"{source}: missing required column(s) {', '.join(missing)} (rule: column_in_dataframe, schema {schema.name})"
+            f"{source}: missing required column(s) {', '.join(missing)} "
+            f"(rule: column_in_dataframe, schema {schema.name})"
         )
     if getattr(schema, "strict", False) is True:
         extra = [c for c in df.columns if c not in schema.columns and c != SOURCE_COLUMN]
         if extra:
             raise ValidationFailedError(
-                f"{source}: unexpected column(s) {', '.join(map(str, extra))} (rule: column_in_schema, schema {schema.name})"
+                f"{source}: unexpected column(s) {', '.join(map(str, extra))} "
+                f"(rule: column_in_schema, schema {schema.name})"
             )
 
 
@@ -137,12 +141,19 @@ def _row_failures(df: pd.DataFrame, fc: pd.DataFrame) -> pd.DataFrame:
             keep.append(sel & dup[rows["index"].to_numpy()])
         rows = rows[~uniq | np.logical_or.reduce(keep)]
     # A value that failed dtype coercion also "fails" dtype(...) on the same row: one reason is enough.
-    coerce_rows = set(zip(rows.loc[rows["check"].astype(str).str.startswith("coerce_dtype"), "column"],
-                          rows.loc[rows["check"].astype(str).str.startswith("coerce_dtype"), "index"], strict=True))
+    coerce_rows = set(
+        zip(
+            rows.loc[rows["check"].astype(str).str.startswith("coerce_dtype"), "column"],
+            rows.loc[rows["check"].astype(str).str.startswith("coerce_dtype"), "index"],
+            strict=True,
+        )
+    )
     if coerce_rows:
         is_dtype = rows["check"].astype(str).str.startswith("dtype(")
-        dup_dtype = [is_dtype.iloc[i] and (c, ix) in coerce_rows
-                     for i, (c, ix) in enumerate(zip(rows["column"], rows["index"], strict=True))]
+        dup_dtype = [
+            is_dtype.iloc[i] and (c, ix) in coerce_rows
+            for i, (c, ix) in enumerate(zip(rows["column"], rows["index"], strict=True))
+        ]
         rows = rows[~np.asarray(dup_dtype, dtype=bool)]
     return rows
 
@@ -298,7 +309,9 @@ def validate_frame(
     if valid is None:
         raise ValidationFailedError(f"{', '.join(source_names)}: validation did not converge")
 
-    failures_df = pd.concat(bad_parts) if bad_parts else pd.DataFrame(columns=["column", "check", "failure_case", "index"])
+    failures_df = (
+        pd.concat(bad_parts) if bad_parts else pd.DataFrame(columns=["column", "check", "failure_case", "index"])
+    )
     bad_index = np.sort(failures_df["index"].unique()).astype(np.int64)
     quarantine = _quarantine_frame(df, sources, failures_df, bad_index)
     summary = ValidationSummary(
@@ -315,15 +328,23 @@ def validate_frame(
     return ValidationResult(valid=valid, quarantine=quarantine, summary=summary)
 
 
-def _quarantine_frame(df: pd.DataFrame, sources: pd.Series, failures: pd.DataFrame, bad_index: np.ndarray) -> pd.DataFrame:
+def _quarantine_frame(
+    df: pd.DataFrame, sources: pd.Series, failures: pd.DataFrame, bad_index: np.ndarray
+) -> pd.DataFrame:
     if len(bad_index) == 0:
         out = df.iloc[0:0].copy()
         out[SOURCE_COLUMN] = pd.Series(dtype=object)
         out[ERRORS_COLUMN] = pd.Series(dtype=object)
         return _storable(out)
     reasons = (
-        failures.assign(reason=failures["column"].astype(str) + ": " + failures["check"].map(_short_rule)
-                        + " (got " + failures["failure_case"].astype(str) + ")")
+        failures.assign(
+            reason=failures["column"].astype(str)
+            + ": "
+            + failures["check"].map(_short_rule)
+            + " (got "
+            + failures["failure_case"].astype(str)
+            + ")"
+        )
         .groupby("index")["reason"]
         .agg(lambda r: "; ".join(sorted(set(r))))
     )
