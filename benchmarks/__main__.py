@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--config", type=Path, default=BENCH_CONFIG)
     parser.add_argument("--ratio-rows", type=int, default=RATIO_ROWS, help="rows of the ratio benchmarks")
-    parser.add_argument("--orchestration-reps", type=int, default=2)
+    parser.add_argument("--orchestration-reps", type=int, default=4, help="runs of each, plain and flow")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             plain_s=r["plain_s"],
             reps=r["reps"],
             server_startup_s_excluded=r["server_startup_s"],
+            flow_outside_steps_s=r["flow_outside_steps_s"],
+            flow_outside_steps_share=round(r["flow_outside_steps_share"], 4),
         )
 
     log(f"sizes {args.sizes}, ratio benchmarks at {rows:,} rows, results in {args.out}")

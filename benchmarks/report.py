@@ -44,7 +44,9 @@ def _ratio_detail(name: str, r: dict[str, Any]) -> str:
     if name == "orchestration_overhead":
         return (
             f"flow {r['flow_s']:.1f} s vs plain script {r['plain_s']:.1f} s (mean of {r['reps']}); "
-            f"API start-up {r['server_startup_s_excluded']:.0f} s not counted"
+            f"API start-up {r['server_startup_s_excluded']:.0f} s not counted; inside the flow runs, "
+            f"{r['flow_outside_steps_s']:.2f} s ({r['flow_outside_steps_share']:.1%}) went to anything but the "
+            "refit steps"
         )
     if name == "validation_rows_per_s":
         return f"`validate_frame` on {r['rows']:,} rows in {r['seconds']:.3f} s"

@@ -229,3 +229,29 @@ def test_nullable_string_column_may_be_all_missing_on_the_fast_path() -> None:
     fast = _fast_valid(df, ChurnCaptureSchema.to_schema())
     assert fast is not None
     pd.testing.assert_frame_equal(fast, _pandera_valid(df, ChurnCaptureSchema))
+
+
+def test_fault_hidden_behind_a_coercion_failure_is_found_on_the_next_pass() -> None:
+    df = churn_rows(50)
+    df["tenure_months"] = df["tenure_months"].astype(object)
+    df.loc[5, "tenure_months"] = "twelve"  # pass 1: the column cannot be coerced, its range is not checked
+    df.loc[9, "tenure_months"] = 500  # pass 2: out of range
+    result = _validate(df)
+    assert list(result.quarantine["_refit_row"]) == [5, 9]
+    assert "<=(240)" in result.quarantine.loc[1, ERRORS_COLUMN]
+    assert result.valid["tenure_months"].dtype == np.int64 and len(result.valid) == 48
+
+
+def test_fast_path_works_in_a_fresh_process() -> None:
+    """pandera registers its pandas checks lazily (on a first validate): the fast path must not
+    depend on some earlier call having done it."""
+    import subprocess
+    import sys
+
+    code = (
+        "from tests.factories import churn_rows\n"
+        "from refit.validation import _fast_valid\n"
+        "from schemas.churn import ChurnTrainingSchema\n"
+        "assert _fast_valid(churn_rows(20), ChurnTrainingSchema.to_schema()) is not None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
