@@ -21,8 +21,8 @@ from refit.data import ValidatedData, run_stamp, stage_validated
 from refit.errors import NotFoundError, RefitError
 from refit.fingerprint import DatasetFingerprint, fingerprint_frame
 from refit.io import Store
-from refit.io.frames import read_frame, write_frame
-from refit.splits import assign_splits, split_frame
+from refit.io.frames import read_frame, release_arrow_memory, write_frame
+from refit.splits import SPLIT_NAMES, assign_splits, split_part
 
 REFERENCE_SAMPLE_ROWS = 50_000
 
@@ -101,13 +101,20 @@ def split_data(store: Store, config: PipelineConfig, data: ValidatedData, run_id
         test_fraction=sc.test_fraction,
         salt=sc.salt,
     )
-    keys, fps = {}, {}
-    for name, part in split_frame(frame, codes).items():
-        if len(part) == 0:
+    counts = np.bincount(codes, minlength=len(SPLIT_NAMES))
+    for code, name in SPLIT_NAMES.items():
+        if counts[code] == 0:
             raise RefitError(f"the {name} split is empty ({len(frame)} rows in all): more data is needed")
+    keys, fps = {}, {}
+    # One split in memory at a time, beside the staged frame (not all three at once).
+    for code, name in SPLIT_NAMES.items():
+        part = split_part(frame, codes, code)
         key = f"{run_prefix(config, run_id)}/split/{name}.parquet"
         write_frame(store, key, part)
         keys[name], fps[name] = key, fingerprint_frame(part)
+        del part
+    del frame
+    release_arrow_memory()
     return SplitHandles(keys=keys, fingerprints=fps, data=data)
 
 
@@ -132,6 +139,17 @@ class CandidateHandle:
     peak_memory_mb: float | None
 
 
+def _prepared_splits(store: Store, config: PipelineConfig, splits: SplitHandles) -> Any:
+    from refit.training.search import prepare_data
+
+    try:
+        return prepare_data(
+            read_frame(store, splits.keys["train"]), read_frame(store, splits.keys["validation"]), config
+        )
+    finally:
+        release_arrow_memory()  # the frames' columns
+
+
 def train_candidates(
     store: Store,
     config: PipelineConfig,
@@ -143,15 +161,16 @@ def train_candidates(
     from refit.device import resolve_device
     from refit.model import save_model
     from refit.seeds import seed_everything
-    from refit.training.search import select_candidate
+    from refit.training.search import search_candidates
 
     seed_everything(config.training.seed)
     device = resolve_device(config.training.device)
-    train_df = read_frame(store, splits.keys["train"])
-    val_df = read_frame(store, splits.keys["validation"])
     prefix = run_prefix(config, run_id)
     start = time.perf_counter()
-    result = select_candidate(train_df, val_df, config, store, prefix, device, on_epoch=on_epoch)
+    # The frames are dropped once encoded (they would double the peak memory of training).
+    data = _prepared_splits(store, config, splits)
+    result = search_candidates(data, config, store, prefix, device, on_epoch=on_epoch)
+    del data
     wall = time.perf_counter() - start
     best = result.best_trial
     info = {"device": str(device), "search_wall_s": wall, "data": splits.lineage()}
@@ -287,6 +306,8 @@ def evaluate_candidate(
         force=force,
         force_reason=reason,
     )
+    del test_df
+    release_arrow_memory()
     context = {
         "model_name": ds.name,
         "candidate_version": f"candidate of run {run_id}",
@@ -337,6 +358,8 @@ def register_candidate(
     train_df = read_frame(store, splits.keys["train"])
     n = min(REFERENCE_SAMPLE_ROWS, len(train_df))
     reference = train_df.sample(n=n, random_state=config.training.seed) if n < len(train_df) else train_df
+    del train_df
+    release_arrow_memory()
     decision = evaluation.decision
     return Registry(store).register(
         config.dataset.name,

@@ -73,6 +73,13 @@ def assign_splits(
     return time_split(df[timestamp_column], validation_fraction, test_fraction)
 
 
+def split_part(df: pd.DataFrame, codes: np.ndarray, code: int) -> pd.DataFrame:
+    """The rows of one split, in their original order, with a fresh index."""
+    part = df.take(np.flatnonzero(codes == code))
+    part.index = pd.RangeIndex(len(part))  # (``reset_index`` would copy every column once more)
+    return part
+
+
 def split_frame(df: pd.DataFrame, codes: np.ndarray) -> dict[str, pd.DataFrame]:
     """``{"train": ..., "validation": ..., "test": ...}`` with fresh indexes."""
-    return {name: df[codes == code].reset_index(drop=True) for code, name in SPLIT_NAMES.items()}
+    return {name: split_part(df, codes, code) for code, name in SPLIT_NAMES.items()}

@@ -71,3 +71,18 @@ def test_fingerprint_sensitivity() -> None:
     assert fingerprint_frame(df.iloc[::-1]).sha256 != fp.sha256  # row order is part of the data read
     assert fingerprint_frame(df.astype({"tenure_months": "float64"})).sha256 != fp.sha256
     assert fingerprint_frame(df.iloc[:299]).rows == 299
+
+
+def test_row_hashes_equal_pandas_whole_frame_hash() -> None:
+    """The column-at-a-time hash (no copy of the frame) gives exactly pandas' frame hash."""
+    from refit.datasets import generate_base
+    from refit.fingerprint import row_hashes
+
+    df = generate_base(2000, seed=3)
+    df.loc[::7, "age"] = np.nan
+    df["segment"] = pd.Categorical(df["region"])
+    df["note"] = pd.array([None if i % 5 == 0 else f"n{i}" for i in range(len(df))], dtype="string")
+    cols = sorted(df.columns)
+    expected = pd.util.hash_pandas_object(df[cols], index=False).to_numpy(dtype=np.uint64)
+    np.testing.assert_array_equal(row_hashes(df, cols), expected)
+    np.testing.assert_array_equal(row_hashes(df, ["age"]), pd.util.hash_pandas_object(df[["age"]], index=False))

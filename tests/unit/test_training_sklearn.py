@@ -92,3 +92,18 @@ def test_params_are_checked() -> None:
 def test_design_matrix_appends_categorical_indices() -> None:
     x = design_matrix(np.array([[0.5]], dtype=np.float32), np.array([[3, 1]]))
     assert x.tolist() == [[0.5, 3.0, 1.0]] and x.dtype == np.float64
+
+
+def test_hgb_on_a_float32_matrix_is_the_float64_model(churn, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Half the input memory for HistGradientBoosting, and not a bit of difference in the model."""
+    from refit.training import sklearn_models
+
+    pre, data = churn
+    params = {"max_iter": 40, "early_stopping": True}
+    fit32 = train_sklearn("hist_gradient_boosting", *data, "binary", 2, params, CFG, cardinalities=pre.cardinalities)
+    monkeypatch.setattr(sklearn_models, "_matrix_dtype", lambda estimator: np.float64)
+    fit64 = train_sklearn("hist_gradient_boosting", *data, "binary", 2, params, CFG, cardinalities=pre.cardinalities)
+    assert fit32.estimator.n_iter_ == fit64.estimator.n_iter_
+    np.testing.assert_array_equal(fit32.predict_output(data[3], data[4]), fit64.predict_output(data[3], data[4]))
+    assert fit32.val_metrics == fit64.val_metrics
+    assert design_matrix(data[0], data[1], np.float32).astype(np.float64).tolist() == design_matrix(*data[:2]).tolist()

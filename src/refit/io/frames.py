@@ -27,7 +27,7 @@ def parse_frame(data: bytes, name: str) -> pd.DataFrame:
         raise DataError(f"{name}: file is empty")
     try:
         if fmt == "parquet":
-            return pd.read_parquet(io.BytesIO(data))
+            return _parquet_frame(data)
         # engine="c" with strict quoting: a broken quote is an error, not a silently merged row.
         df = pd.read_csv(io.BytesIO(data), quoting=csv.QUOTE_MINIMAL, doublequote=True, on_bad_lines="error")
     except pd.errors.EmptyDataError:
@@ -42,6 +42,33 @@ def parse_frame(data: bytes, name: str) -> pd.DataFrame:
     return df
 
 
+def _parquet_frame(data: bytes) -> pd.DataFrame:
+    """``pd.read_parquet``'s frame, built with at most one column in two copies at a time.
+
+    pandas' own path keeps the whole Arrow table alive until the frame is built, and Arrow's
+    allocator keeps the freed pages: 2x the frame's size for good. Here each Arrow column is
+    released as it is converted, and the pool returns what it no longer uses.
+    """
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(data), use_pandas_metadata=True)
+    try:
+        return table.to_pandas(self_destruct=True, split_blocks=True)
+    finally:
+        del table
+        release_arrow_memory()
+
+
+def release_arrow_memory() -> None:
+    """Give Arrow's freed pages back to the system. Its allocator keeps them otherwise: after
+    writing a 10M-row frame, a gigabyte that nothing uses stays in the process. Frames read
+    from parquet keep their numeric columns in Arrow's memory (no copy), so a step that drops
+    such frames calls this too."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+
+
 def read_frame(store: Store, key: str) -> pd.DataFrame:
     return parse_frame(store.get_bytes(key), store.uri_for(key))
 
@@ -50,7 +77,10 @@ def frame_bytes(df: pd.DataFrame, key: str) -> bytes:
     fmt = frame_format(key)
     buf = io.BytesIO()
     if fmt == "parquet":
-        df.to_parquet(buf, index=False)
+        try:
+            df.to_parquet(buf, index=False)
+        finally:
+            release_arrow_memory()
     else:
         df.to_csv(buf, index=False)
     return buf.getvalue()

@@ -230,10 +230,23 @@ def select_candidate(
     device: torch.device,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> SearchResult:
+    """:func:`search_candidates` on the training and validation splits (features + target)."""
+    return search_candidates(prepare_data(train_df, val_df, config), config, store, run_prefix, device, on_epoch)
+
+
+def search_candidates(
+    data: PreparedData,
+    config: PipelineConfig,
+    store: Store | None,
+    run_prefix: str,
+    device: torch.device,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> SearchResult:
     """Train every trial of every configured family; return all trials and the best model.
 
     Args:
-        train_df, val_df: The training and validation splits (features + target).
+        data: Both splits, encoded (:func:`prepare_data`). The frames need not be kept: on
+            big data, dropping them before the search halves the peak memory.
         config: The run's config (dataset, training.candidates, seed, epochs ...).
         store: Where MLP checkpoints go (``<run_prefix>/checkpoints/<run_key>/``); None: none.
         run_prefix: The run's folder in the store.
@@ -248,7 +261,6 @@ def select_candidate(
     from refit.training.torch_mlp import train_torch
 
     cfg = config.training
-    data = prepare_data(train_df, val_df, config)
     metric, higher = primary_metric(data.task)
     n_classes = len(data.classes) if data.classes else 0
     cards = data.preprocessor.cardinalities
