@@ -881,6 +881,32 @@ def test_frame_round_trip(store: Store, frame: pd.DataFrame, key: str) -> None:
     pd.testing.assert_frame_equal(back, frame)
 
 
+def test_parquet_read_is_pandas_read_for_every_dtype(store: Store) -> None:
+    """Frames are read column by column (to bound memory): the frame is pandas' own, dtypes and
+    nulls included."""
+    import io
+
+    n = 50
+    frame = pd.DataFrame(
+        {
+            "i": range(n),
+            "f": [None if k % 7 == 0 else k / 3 for k in range(n)],
+            "when": pd.date_range("2026-01-01", periods=n, freq="h", tz="UTC"),
+            "cat": pd.Categorical(["x", "y"] * (n // 2)),
+            "s": pd.array([None if k % 5 == 0 else f"v{k}" for k in range(n)], dtype="string"),
+            "o": [f"o{k % 3}" for k in range(n)],
+            "nullable_int": pd.array([None if k % 4 == 0 else k for k in range(n)], dtype="Int64"),
+            "b": [k % 2 == 0 for k in range(n)],
+        }
+    )
+    write_frame(store, "all.parquet", frame)
+    back = read_frame(store, "all.parquet")
+    pd.testing.assert_frame_equal(back, pd.read_parquet(io.BytesIO(store.get_bytes("all.parquet"))))
+    pd.testing.assert_frame_equal(back, frame)
+    back.loc[0, "f"] = 99.0  # the columns are writable (not views of read-only Arrow memory)
+    assert back.loc[0, "f"] == 99.0
+
+
 def test_frame_bytes_are_the_stored_bytes(store: Store, frame: pd.DataFrame) -> None:
     write_frame(store, "t.csv", frame)
     assert store.get_bytes("t.csv") == frame_bytes(frame, "t.csv")
