@@ -129,6 +129,23 @@ def markdown(results: dict[str, Any]) -> str:
             d = r["stages"].get("drift")
             cells.append(f"{d['s']:.2f} / {d['peak_rss_mb']:,.0f}" if d else "-")
             lines.append("| " + " | ".join(cells) + " |")
+        with_parts = [(rows, r) for rows, r in sorted(results["sizes"].items(), key=lambda kv: int(kv[0]))
+                      if "parts_s" in r["stages"].get("load_validate", {})]  # fmt: skip
+        if with_parts:
+            lines += [
+                "",
+                "load+validate in parts, seconds: reading the sources and captures, validating them "
+                "(pandera, quarantine written), staging the valid rows (parquet + fingerprint)",
+                "",
+                "| rows | load | validate | stage | validated rows/s |",
+                "|---:|---:|---:|---:|---:|",
+            ]
+            for rows, r in with_parts:
+                p = r["stages"]["load_validate"]["parts_s"]
+                rate = int(rows) / p["validate"] if p["validate"] > 0 else None
+                lines.append(
+                    f"| {int(rows):,} | {p['load']:.2f} | {p['validate']:.2f} | {p['stage']:.2f} | {_n(rate)} |"
+                )
         lines += [
             "",
             "Peak RSS is the process's (sampled every 10 ms during the stage; the total column is the "
