@@ -461,6 +461,7 @@ class Registry:
                 "author": author,
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
+                "nonce": uuid.uuid4().hex,  # two claims are never the same bytes
             }
         ).encode()
         for _ in range(_MAX_ATTEMPTS):

@@ -988,3 +988,54 @@ def test_unsupported_extension(store: Store, frame: pd.DataFrame, key: str) -> N
     assert "unsupported file type" in message and key in message
     with pytest.raises(DataError):
         write_frame(store, key, frame)
+
+
+# --- a conditional PUT whose response is lost -------------------------------------------------
+
+
+def _drop_first_put_response(store: S3Store, s3_endpoint: str, landed: bytes | None) -> list[int]:
+    """The first PutObject's request reaches S3 (``landed``: the bytes it writes; None: it never
+    arrives) and its response is lost on the way back; boto3 retries it for real over HTTP."""
+    from botocore.exceptions import ConnectionClosedError
+
+    from refit.io.s3 import make_s3_client
+
+    plain = make_s3_client(endpoint_url=s3_endpoint, region="us-east-1")
+    sent: list[int] = []
+
+    def before_send(request: Any, **_: Any) -> None:
+        sent.append(1)
+        if len(sent) == 1:
+            if landed is not None:
+                plain.put_object(Bucket=store.bucket, Key=store._key("k"), Body=landed)
+            raise ConnectionClosedError(endpoint_url=request.url)
+
+    store.client.meta.events.register("before-send.s3.PutObject", before_send)
+    return sent
+
+
+def test_s3_put_if_absent_whose_response_was_lost_is_a_success(s3_store: S3Store, s3_endpoint: str) -> None:
+    sent = _drop_first_put_response(s3_store, s3_endpoint, landed=b"claim-1")
+    version = s3_store.put_if_absent("k", b"claim-1")
+    assert len(sent) == 2  # the retry went out, and S3 answered it 412
+    assert version == s3_store.get("k").version and s3_store.get_bytes("k") == b"claim-1"
+
+
+def test_s3_retried_put_if_absent_still_fails_on_someone_elses_object(s3_store: S3Store, s3_endpoint: str) -> None:
+    sent = _drop_first_put_response(s3_store, s3_endpoint, landed=b"claim-of-another-writer")
+    with pytest.raises(PreconditionFailedError, match="put-if-absent"):
+        s3_store.put_if_absent("k", b"claim-1")
+    assert len(sent) == 2 and s3_store.get_bytes("k") == b"claim-of-another-writer"
+
+
+def test_s3_put_if_unchanged_whose_response_was_lost_is_a_success(s3_store: S3Store, s3_endpoint: str) -> None:
+    old = s3_store.put_bytes("k", b"v1")
+    sent = _drop_first_put_response(s3_store, s3_endpoint, landed=b"v2")
+    version = s3_store.put_if_unchanged("k", b"v2", old)
+    assert len(sent) == 2 and version == s3_store.get("k").version != old
+
+
+def test_s3_precondition_failure_without_a_retry_is_not_second_guessed(s3_store: S3Store) -> None:
+    s3_store.put_bytes("k", b"same")
+    with pytest.raises(PreconditionFailedError):
+        s3_store.put_if_absent("k", b"same")  # equal bytes, but this write did not happen

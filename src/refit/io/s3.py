@@ -92,7 +92,26 @@ class S3Store(Store):
             resp = self.client.put_object(Bucket=self.bucket, Key=full, Body=data, **conditions)
             return str(resp["ETag"])
         except Exception as exc:
-            raise self._error(exc, key, action) from None
+            error = self._error(exc, key, action)
+            if isinstance(error, PreconditionFailedError) and _retried(exc):
+                landed = self._landed(key, data)
+                if landed is not None:
+                    return landed
+            raise error from None
+
+    def _landed(self, key: str, data: bytes) -> str | None:
+        """After a retried conditional PUT failed its condition: the version of the object when it
+        holds exactly ``data`` (the first attempt landed, its response was lost), else None.
+
+        boto3 retries a PUT whose response never came (a dropped connection, a timeout); the
+        retry then fails its own ``IfNoneMatch`` / ``IfMatch`` against the first attempt's
+        object, and without this check a write that happened would be reported as lost.
+        """
+        try:
+            blob = self.get(key)
+        except NotFoundError:
+            return None
+        return blob.version if blob.data == data else None
 
     def put_bytes(self, key: str, data: bytes) -> str:
         return self._put(key, data, "put")
@@ -148,3 +167,9 @@ class S3Store(Store):
             self.client.delete_object(Bucket=self.bucket, Key=full)
         except Exception as exc:
             raise self._error(exc, key, "delete") from None
+
+
+def _retried(exc: Exception) -> bool:
+    """Whether boto3 sent the request more than once before this error response."""
+    response = getattr(exc, "response", None) or {}
+    return bool(response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
