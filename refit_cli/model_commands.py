@@ -216,3 +216,28 @@ def models_diff(name: str, a: str, b: str, as_json: Annotated[bool, JSON_OPT] = 
         data = diff.model_dump(mode="json")
         table = diff.to_frame().to_string(index=False)
     emit(data, as_json, lambda r: table)
+
+
+@models_app.command("gc")
+def models_gc(
+    name: str,
+    older_than_hours: Annotated[
+        float,
+        typer.Option(min=0, help="Only slots claimed at least this long ago (a run may still be registering)."),
+    ] = 1.0,
+    as_json: Annotated[bool, JSON_OPT] = False,
+) -> None:
+    """Clean up version slots that a crashed run claimed and never committed (their numbers stay taken)."""
+    from datetime import timedelta
+
+    with cli_errors(as_json):
+        cleaned = _registry().collect_garbage(name, older_than=timedelta(hours=older_than_hours))
+    emit(
+        {"model": name, "cleaned": cleaned},
+        as_json,
+        lambda r: (
+            f"{name}: cleaned {len(r['cleaned'])} abandoned slot(s) {r['cleaned']}"
+            if r["cleaned"]
+            else f"{name}: nothing to clean"
+        ),
+    )

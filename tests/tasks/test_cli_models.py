@@ -112,3 +112,32 @@ def test_retrain_and_drift_from_the_cli(project) -> None:  # type: ignore[no-unt
     assert report["decision"] == "trigger" and "no listener started a retrain" in report["retrain"]
     history = json.loads(run(["drift", "history", "--json"], folder).stdout)
     assert [d["decision"]["action"] for d in history["decisions"]] == ["trigger"]
+
+
+def test_models_gc_cleans_a_slot_a_crashed_run_left(project) -> None:  # type: ignore[no-untyped-def]
+    """A run that claimed version 2 and died while copying its artifact: `refit models gc`
+    fences the slot and deletes the payload; the committed version 1 is untouched."""
+    from datetime import UTC, datetime, timedelta
+
+    from refit.registry import Registry
+
+    folder, config_path, store = project
+    assert _register(store, config_path) == 1
+    prefix = "registry/churn/versions/2/"
+    claimed = datetime.now(UTC) - timedelta(hours=3)
+    store.put_if_absent(prefix + ".claim", json.dumps({"claimed_at": claimed.isoformat()}).encode())
+    store.put_bytes(prefix + "artifact/model.skops", b"half a model")
+
+    fresh = run(["models", "gc", "churn", "--older-than-hours", "4", "--json"], folder)
+    assert fresh.returncode == 0, fresh.stderr
+    assert json.loads(fresh.stdout) == {"model": "churn", "cleaned": []}  # too recent for this limit
+    out = run(["models", "gc", "churn"], folder)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "churn: cleaned 1 abandoned slot(s) [2]"
+    assert not store.exists(prefix + "artifact/model.skops")
+    reg = Registry(store)
+    assert [v.version for v in reg.list_versions("churn")] == [1] and reg.aliases("churn") == {"champion": 1}
+    assert run(["models", "gc", "churn"], folder).stdout.strip() == "churn: nothing to clean"
+    assert _register(store, config_path, promote=False) == 3  # number 2 stays taken
+    bad = run(["models", "gc", "churn", "--older-than-hours", "-1"], folder)
+    assert bad.returncode == 2 and "Invalid value for '--older-than-hours'" in bad.stderr
