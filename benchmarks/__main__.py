@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--config", type=Path, default=BENCH_CONFIG)
     parser.add_argument("--ratio-rows", type=int, default=RATIO_ROWS, help="rows of the ratio benchmarks")
-    parser.add_argument("--orchestration-reps", type=int, default=4, help="runs of each, plain and flow")
+    parser.add_argument("--orchestration-reps", type=int, default=6, help="runs of each, plain and flow")
+    parser.add_argument("--cold-reps", type=int, default=2, help="fresh-process runs of each, plain and flow")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -195,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def orchestration() -> None:
         r = run_in_subprocess(
-            "orchestration:run", {"rows": rows, "config_path": config, "reps": args.orchestration_reps}
+            "orchestration:run",
+            {"rows": rows, "config_path": config, "reps": args.orchestration_reps, "cold_reps": args.cold_reps},
         )
         results["benchmarks"]["orchestration"] = r
         results["ratios"]["orchestration_overhead"] = ratio(
@@ -205,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             flow_s=r["flow_s"],
             plain_s=r["plain_s"],
             reps=r["reps"],
+            pair_ratios=r["pair_ratios"],
+            ratio_of_means=round(r["ratio_of_means"], 4),
+            api_server_cpu_s=r["api_server_cpu_s"],
+            cold_process=r["cold_process"],
             server_startup_s_excluded=r["server_startup_s"],
             flow_outside_steps_s=r["flow_outside_steps_s"],
             flow_outside_steps_share=round(r["flow_outside_steps_share"], 4),

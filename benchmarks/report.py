@@ -40,13 +40,25 @@ def _met(r: dict[str, Any]) -> str:
     return {True: "yes", False: "**no**", None: "not measured"}[r.get("met")]
 
 
+def _cold(c: dict[str, Any] | None) -> str:
+    if not c or c.get("ratio") is None:
+        return ""
+    runs = "; ".join(f"flow {r['flow']:.1f} s / plain {r['plain']:.1f} s" for r in c["runs"])
+    return (
+        f". A fresh process per run (what a deployment run pays: imports, client, exit): "
+        f"{c['ratio']:.2f} (median of {len(c['runs'])} pairs: {runs})"
+    )
+
+
 def _ratio_detail(name: str, r: dict[str, Any]) -> str:
     if name == "orchestration_overhead":
         return (
-            f"flow {r['flow_s']:.1f} s vs plain script {r['plain_s']:.1f} s (mean of {r['reps']}); "
-            f"API start-up {r['server_startup_s_excluded']:.0f} s not counted; inside the flow runs, "
+            f"median of {r['reps']} paired runs (flow / plain script next to it: {r['pair_ratios']}); means "
+            f"flow {r['flow_s']:.1f} s vs plain {r['plain_s']:.1f} s ({r['ratio_of_means']:.2f}); API start-up "
+            f"{r['server_startup_s_excluded']:.0f} s not counted; inside the flow runs, "
             f"{r['flow_outside_steps_s']:.2f} s ({r['flow_outside_steps_share']:.1%}) went to anything but the "
-            "refit steps"
+            f"refit steps, and the API server used {r['api_server_cpu_s']['flow']:.1f} s of CPU per flow run "
+            f"({r['api_server_cpu_s']['plain']:.1f} s while idle beside a plain run)" + _cold(r.get("cold_process"))
         )
     if name == "validation_rows_per_s":
         return f"`validate_frame` on {r['rows']:,} rows in {r['seconds']:.3f} s"
