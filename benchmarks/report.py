@@ -147,7 +147,8 @@ def markdown(results: dict[str, Any]) -> str:
             lines += [
                 "",
                 "load+validate in parts, seconds: reading the sources and captures, validating them "
-                "(pandera, quarantine written), staging the valid rows (parquet + fingerprint)",
+                "(pandera, quarantine written), staging the valid rows (parquet + fingerprint). Each is one call "
+                "inside the retrain, the process's first (`validation_rows_per_s` below is warm, best of 5)",
                 "",
                 "| rows | load | validate | stage | validated rows/s |",
                 "|---:|---:|---:|---:|---:|",
