@@ -101,6 +101,11 @@ def test_hgb_on_a_float32_matrix_is_the_float64_model(churn, monkeypatch: pytest
     pre, data = churn
     params = {"max_iter": 40, "early_stopping": True}
     fit32 = train_sklearn("hist_gradient_boosting", *data, "binary", 2, params, CFG, cardinalities=pre.cardinalities)
+    assert sklearn_models._matrix_dtype(fit32.estimator) is np.float32  # the path under test
+    assert (
+        sklearn_models._matrix_dtype(sklearn_models._build("linear", "binary", resolve_params("linear", {}), 2, [3], 0))
+        is np.float64
+    )
     monkeypatch.setattr(sklearn_models, "_matrix_dtype", lambda estimator: np.float64)
     fit64 = train_sklearn("hist_gradient_boosting", *data, "binary", 2, params, CFG, cardinalities=pre.cardinalities)
     assert fit32.estimator.n_iter_ == fit64.estimator.n_iter_
