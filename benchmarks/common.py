@@ -189,3 +189,33 @@ def ratio(value: float | None, target: float, op: str, **raw: Any) -> dict[str, 
 
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+@contextmanager
+def timed_calls(parts: dict[str, tuple[tuple[str, str], ...]]) -> Iterator[dict[str, float]]:
+    """Seconds spent in each group of functions (``{name: ((module, function), ...)}``) while the
+    block runs. The functions are wrapped where callers look them up (module attributes), and
+    put back afterwards."""
+    import importlib
+
+    spent = dict.fromkeys(parts, 0.0)
+    saved = []
+    for name, targets in parts.items():
+        for module_name, attr in targets:
+            module = importlib.import_module(module_name)
+            fn = getattr(module, attr)
+            saved.append((module, attr, fn))
+
+            def timed(*args: Any, _fn: Any = fn, _name: str = name, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    return _fn(*args, **kwargs)
+                finally:
+                    spent[_name] += time.perf_counter() - start
+
+            setattr(module, attr, timed)
+    try:
+        yield spent
+    finally:
+        for module, attr, fn in saved:
+            setattr(module, attr, fn)

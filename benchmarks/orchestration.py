@@ -63,25 +63,8 @@ STEPS = (
 )
 
 
-def _time_steps(log: list[tuple[str, float]]) -> None:
-    """Wrap the ``refit.pipeline`` steps (which the plain script and the flow's tasks both call
-    through the module) to record how long the core work itself took."""
-    import functools
-
-    from refit import pipeline
-
-    for name in STEPS:
-        fn = getattr(pipeline, name)
-
-        @functools.wraps(fn)
-        def timed(*args: Any, _fn: Any = fn, _name: str = name, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return _fn(*args, **kwargs)
-            finally:
-                log.append((_name, time.perf_counter() - start))
-
-        setattr(pipeline, name, timed)
+def _rounded(spent: dict[str, float]) -> dict[str, float]:
+    return {name: round(seconds, 2) for name, seconds in spent.items()}
 
 
 def run(
@@ -97,6 +80,7 @@ def run(
 
 
 def _run(root: Path, rows: int, config_path: str, reps: int, cold_reps: int) -> dict[str, Any]:
+    from benchmarks.common import timed_calls
     from benchmarks.retrain import generate
 
     seed_store = root / "seed"
@@ -116,13 +100,8 @@ def _run(root: Path, rows: int, config_path: str, reps: int, cold_reps: int) -> 
         shutil.copytree(seed_store, path)
         return str(path)
 
-    steps: list[tuple[str, float]] = []
-    _time_steps(steps)
-
-    def core() -> dict[str, float]:
-        out = {name: round(s, 2) for name, s in steps}
-        steps.clear()
-        return out
+    #: The refit steps, timed inside either kind of run (the flow's tasks call them the same way).
+    step_targets = {name: (("refit.pipeline", name),) for name in STEPS}
 
     def cpu() -> dict[str, float]:
         """CPU seconds so far: this process, and the API server (the harness's subprocess)."""
@@ -141,24 +120,24 @@ def _run(root: Path, rows: int, config_path: str, reps: int, cold_reps: int) -> 
 
     def timed_plain(i: int) -> dict[str, Any]:
         store = fresh_store(f"plain-{i}")
-        core()
         before = cpu()
         start = time.perf_counter()
-        result = plain_retrain(store, config_path)
+        with timed_calls(step_targets) as steps:
+            result = plain_retrain(store, config_path)
         wall = round(time.perf_counter() - start, 2)
-        return {"s": wall, "steps_s": core(), "cpu_s": cpu_since(before), **result}
+        return {"s": wall, "steps_s": _rounded(steps), "cpu_s": cpu_since(before), **result}
 
     def timed_flow(i: int) -> dict[str, Any]:
         os.environ["REFIT_STORE"] = fresh_store(f"flow-{i}")
         params = RetrainParameters(config_path=config_path, window_days=30.0, trigger="manual")
-        core()
         before = cpu()
         start = time.perf_counter()
-        result = retrain(params)
+        with timed_calls(step_targets) as steps:
+            result = retrain(params)
         wall = round(time.perf_counter() - start, 2)
         return {
             "s": wall,
-            "steps_s": core(),
+            "steps_s": _rounded(steps),
             "cpu_s": cpu_since(before),
             "outcome": result.outcome,
             "version": result.version,

@@ -7,10 +7,8 @@ and samples the process's RSS while it runs.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from collections.abc import Iterator
 from typing import Any
 
 #: The base data is written as files of at most this many rows (read back and concatenated).
@@ -70,35 +68,6 @@ LOAD_VALIDATE_PARTS = {
 }
 
 
-@contextlib.contextmanager
-def _timed_parts(parts: dict[str, tuple[tuple[str, str], ...]]) -> Iterator[dict[str, float]]:
-    """Seconds spent in each group of functions while the block runs (the functions are
-    wrapped where the caller looks them up, and put back afterwards)."""
-    import importlib
-
-    spent = dict.fromkeys(parts, 0.0)
-    saved = []
-    for name, targets in parts.items():
-        for module_name, attr in targets:
-            module = importlib.import_module(module_name)
-            fn = getattr(module, attr)
-            saved.append((module, attr, fn))
-
-            def timed(*args: Any, _fn: Any = fn, _name: str = name, **kwargs: Any) -> Any:
-                start = time.perf_counter()
-                try:
-                    return _fn(*args, **kwargs)
-                finally:
-                    spent[_name] += time.perf_counter() - start
-
-            setattr(module, attr, timed)
-    try:
-        yield spent
-    finally:
-        for module, attr, fn in saved:
-            setattr(module, attr, fn)
-
-
 def retrain(rows: int, store: str, config_path: str, drift: bool = True) -> dict[str, Any]:
     """Every retrain stage on ``rows`` rows, timed, with the peak RSS seen during each."""
     # Import what the stages import lazily, so that no stage is charged for an import.
@@ -108,7 +77,7 @@ def retrain(rows: int, store: str, config_path: str, drift: bool = True) -> dict
     import refit.registry  # noqa: F401
     import refit.smoke  # noqa: F401
     import refit.training.search  # noqa: F401
-    from benchmarks.common import RssSampler, peak_rss_mb
+    from benchmarks.common import RssSampler, peak_rss_mb, timed_calls
     from refit import pipeline
     from refit.config import load_config
     from refit.io import open_store
@@ -119,7 +88,7 @@ def retrain(rows: int, store: str, config_path: str, drift: bool = True) -> dict
     out: dict[str, Any] = {"rows": rows}
     with RssSampler() as rss:
         out["baseline_rss_mb"] = round(rss.rss_mb(), 1)
-        with rss.stage("load_validate") as record, _timed_parts(LOAD_VALIDATE_PARTS) as parts:
+        with rss.stage("load_validate") as record, timed_calls(LOAD_VALIDATE_PARTS) as parts:
             data = pipeline.load_and_validate(st, config, run_id, window_days=30.0)
         record["parts_s"] = {name: round(parts[name], 3) for name in LOAD_VALIDATE_PARTS}
         record["parts_s"]["stage"] = round(record["s"] - sum(parts.values()), 3)
