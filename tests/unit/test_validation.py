@@ -145,12 +145,18 @@ def test_row_sources_follow_rows_after_concat() -> None:
     assert "b.parquet" in result.summary.one_line() and "a.parquet" not in result.summary.one_line()
 
 
-def test_capture_schema_allows_missing_label_and_prediction() -> None:
-    df = churn_rows(10)
-    df["request_id"] = [f"r{i}" for i in range(10)]
+def unlabelled_captures(n: int) -> pd.DataFrame:
+    """Captured requests before their labels and predictions arrive."""
+    df = churn_rows(n)
+    df["request_id"] = [f"r{i}" for i in range(n)]
     df["prediction"] = np.nan
     df["model_version"] = None
     df["churned"] = np.nan
+    return df
+
+
+def test_capture_schema_allows_missing_label_and_prediction() -> None:
+    df = unlabelled_captures(10)
     result = validate_frame(df, ChurnCaptureSchema, source="captures.parquet")
     assert result.summary.invalid_rows == 0
     df.loc[1, "prediction"] = 1.5
@@ -221,11 +227,7 @@ def test_fast_path_rejects_non_strings_and_nulls_in_string_columns() -> None:
 def test_nullable_string_column_may_be_all_missing_on_the_fast_path() -> None:
     from refit.validation import _fast_valid
 
-    df = churn_rows(10)
-    df["request_id"] = [f"r{i}" for i in range(10)]
-    df["prediction"] = np.nan
-    df["model_version"] = None
-    df["churned"] = np.nan
+    df = unlabelled_captures(10)
     fast = _fast_valid(df, ChurnCaptureSchema.to_schema())
     assert fast is not None
     pd.testing.assert_frame_equal(fast, _pandera_valid(df, ChurnCaptureSchema))
