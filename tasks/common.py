@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from refit.errors import NotFoundError, StoreError
+from refit.errors import StoreError
 from refit.io import Store, open_store, store_from_settings
 
 
@@ -14,13 +14,11 @@ def open_run_store(store_uri: str | None) -> Store:
 
 
 def transient_store_error(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry only I/O faults that may pass (a flaky endpoint), never bad data or missing keys."""
+    """Retry only I/O faults that may pass (a flaky endpoint), never bad data, missing keys or full disks."""
     try:
         state.result()
-    except NotFoundError:
-        return False
-    except StoreError:
-        return True
+    except StoreError as exc:
+        return exc.transient
     except Exception:
         return False
     return False

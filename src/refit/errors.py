@@ -12,11 +12,25 @@ class ConfigError(RefitError):
 
 
 class StoreError(RefitError):
-    """A store operation failed."""
+    """A store operation failed.
+
+    ``transient`` says whether the same call may succeed if simply retried (a flaky endpoint,
+    an I/O hiccup) or will fail the same way until someone acts (a read-only or full disk,
+    a missing key, denied credentials). Task retries read it; nothing else decides.
+    """
+
+    transient: bool = True
+
+    def __init__(self, message: str = "", *, transient: bool | None = None) -> None:
+        super().__init__(message)
+        if transient is not None:
+            self.transient = transient
 
 
 class NotFoundError(StoreError):
     """The key (or bucket) does not exist."""
+
+    transient = False
 
 
 class NoSuchBucketError(NotFoundError):
@@ -26,13 +40,19 @@ class NoSuchBucketError(NotFoundError):
 class AccessDeniedError(StoreError):
     """Credentials do not allow the operation."""
 
+    transient = False
+
 
 class PreconditionFailedError(StoreError):
     """A conditional write lost: the key exists, or changed since it was read."""
 
+    transient = False
+
 
 class InvalidKeyError(StoreError, ValueError):
     """A key is not a safe relative path."""
+
+    transient = False
 
 
 class DataError(RefitError):

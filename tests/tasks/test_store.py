@@ -726,10 +726,17 @@ def test_local_failed_replace_keeps_old_content(local_store: LocalStore, monkeyp
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
-        local_store.put_bytes("d/k.csv", b"new")
-    with pytest.raises(OSError):
-        local_store.put_if_unchanged("d/k.csv", b"new", local_store.get("d/k.csv").version)
+    for call in (
+        lambda: local_store.put_bytes("d/k.csv", b"new"),
+        lambda: local_store.put_if_unchanged("d/k.csv", b"new", local_store.get("d/k.csv").version),
+    ):
+        with pytest.raises(StoreError) as info:
+            call()
+        # a full disk is not worth a blind retry: someone has to free space
+        assert (
+            one_line(info.value) == f"cannot write {local_store.uri_for('d/k.csv')}: No space left on device (ENOSPC)"
+        )
+        assert info.value.transient is False
     monkeypatch.undo()
     assert local_store.get_bytes("d/k.csv") == b"old"
     assert temp_files(local_store.root) == []
@@ -748,8 +755,9 @@ def test_local_failed_temp_write_keeps_old_content(local_store: LocalStore, monk
         lambda: local_store.put_if_absent("fresh", b"new"),
         lambda: local_store.put_if_unchanged("k", b"new", local_store.get("k").version),
     ):
-        with pytest.raises(OSError, match="Input/output"):
+        with pytest.raises(StoreError, match=r"Input/output error \(EIO\)") as info:
             call()
+        assert info.value.transient is True  # an I/O hiccup may pass: tasks retry it
     monkeypatch.undo()
     assert local_store.get_bytes("k") == b"old"
     assert local_store.exists("fresh") is False
@@ -773,8 +781,9 @@ def test_local_failed_link_leaves_no_temp(local_store: LocalStore, monkeypatch) 
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(os, "link", boom)
-    with pytest.raises(PermissionError):
+    with pytest.raises(StoreError, match=r"Operation not permitted \(EPERM\)") as info:
         local_store.put_if_absent("k", b"x")
+    assert info.value.transient is False
     monkeypatch.undo()
     assert local_store.exists("k") is False
     assert temp_files(local_store.root) == []
@@ -810,6 +819,77 @@ def test_local_object_in_place_of_a_folder(local_store: LocalStore) -> None:
     assert local_store.get_bytes("a") == b"file"
     assert local_store.get_bytes("dir/x") == b"x"
     assert temp_files(local_store.root) == []
+
+
+def test_local_read_only_store_is_one_permanent_store_error(local_store: LocalStore, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """EROFS (a store mounted read-only) comes from mkstemp: one line, no retry."""
+    import errno
+    import tempfile
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(StoreError) as info:
+        local_store.put_bytes("k", b"x")
+    assert one_line(info.value).endswith("Read-only file system (EROFS)")
+    assert info.value.transient is False
+
+
+def test_local_real_os_errors_are_store_errors(local_store: LocalStore) -> None:
+    """Real OS faults (no injection): a name too long for the filesystem, a symlink loop."""
+    too_long = "x" * 300
+    for call in (
+        lambda: local_store.put_bytes(f"d/{too_long}", b"x"),
+        lambda: local_store.get(f"d/{too_long}"),
+        lambda: local_store.exists(f"d/{too_long}"),
+    ):
+        with pytest.raises(StoreError, match=r"File name too long \(ENAMETOOLONG\)") as info:
+            call()
+        assert info.value.transient is False
+        one_line(info.value)
+    local_store.delete(f"d/{too_long}")  # a key that cannot exist: nothing to delete
+    local_store.put_bytes("loop/seed", b"x")
+    os.symlink(local_store.root / "loop" / "a", local_store.root / "loop" / "b")
+    os.symlink(local_store.root / "loop" / "b", local_store.root / "loop" / "a")
+    with pytest.raises(StoreError, match=r"\(ELOOP\)") as info:
+        local_store.get("loop/a")
+    assert info.value.transient is False
+    with pytest.raises(StoreError) as info:  # mkdir answers EEXIST here: still one line, no retry
+        local_store.put_bytes("loop/a/k", b"x")
+    assert info.value.transient is False
+    one_line(info.value)
+    assert temp_files(local_store.root) == []
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (StoreError("S3 unreachable on get s3://b/k"), True),
+        (StoreError("cannot write /s/k: Input/output error (EIO)", transient=True), True),
+        (StoreError("cannot write /s/k: No space left on device (ENOSPC)", transient=False), False),
+        (NotFoundError("not found: /s/k"), False),
+        (AccessDeniedError("access denied"), False),
+        (PreconditionFailedError("precondition failed"), False),
+        (DataError("bad rows"), False),
+    ],
+)
+def test_tasks_retry_only_transient_store_errors(error: Exception, retried: bool) -> None:
+    from tasks.common import transient_store_error
+
+    class FailedState:
+        def result(self) -> None:
+            raise error
+
+    assert transient_store_error(None, None, FailedState()) is retried
+
+
+@pytest.mark.parametrize(("status", "transient"), [(500, True), (503, True), (429, True), (400, False), (409, False)])
+def test_s3_other_errors_are_transient_only_when_a_retry_may_pass(status: int, transient: bool) -> None:
+    store = S3Store("s3://bkt/p", client=None)
+    err = store._error(_client_error("SomeCode", status), "a/b", "put")
+    assert type(err) is StoreError
+    assert err.transient is transient
 
 
 def test_local_delete_of_a_missing_key_creates_nothing(tmp_path: Path) -> None:

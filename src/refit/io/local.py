@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -20,6 +21,21 @@ _TMP_SUFFIX = ".tmp"
 
 def _is_temp_name(name: str) -> bool:
     return name.startswith(_TMP_PREFIX) and name.endswith(_TMP_SUFFIX)
+
+
+#: OS errors that may pass when the same call is simply retried (a network filesystem hiccup,
+#: an interrupted call, a busy resource). Everything else (read-only or full disk, permissions,
+#: symlink loops, names too long, a file where a folder should be) needs someone to act.
+_TRANSIENT_ERRNOS = frozenset(
+    {errno.EIO, errno.EAGAIN, errno.EINTR, errno.EBUSY, errno.ETIMEDOUT, errno.ESTALE, errno.ENOLCK, errno.ECONNRESET}
+)
+
+
+def os_store_error(action: str, where: str, exc: OSError) -> StoreError:
+    """One line for any OS error on a store path: the action, the path, the errno name and its text."""
+    code = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return StoreError(f"cannot {action} {where}: {reason} ({code})", transient=exc.errno in _TRANSIENT_ERRNOS)
 
 
 def _version(data: bytes) -> str:
@@ -43,7 +59,7 @@ class LocalStore(Store):
         return self.root / key
 
     def _write_error(self, key: str, exc: OSError) -> StoreError:
-        return StoreError(f"cannot write {self.uri_for(key)}: {exc.strerror or type(exc).__name__}")
+        return os_store_error("write", self.uri_for(key), exc)
 
     def get(self, key: str) -> Blob:
         path = self._path(key)
@@ -53,8 +69,8 @@ class LocalStore(Store):
             raise NotFoundError(f"not found: {self.uri_for(key)}") from None
         except IsADirectoryError:
             raise NotFoundError(f"not found: {self.uri_for(key)} is a folder, not an object") from None
-        except PermissionError as exc:
-            raise StoreError(f"cannot read {self.uri_for(key)}: {exc.strerror}") from None
+        except OSError as exc:
+            raise os_store_error("read", self.uri_for(key), exc) from None
         return Blob(data=data, version=_version(data))
 
     def _write_temp(self, key: str, data: bytes) -> Path:
@@ -62,7 +78,7 @@ class LocalStore(Store):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{_TMP_PREFIX}{path.name}.", suffix=_TMP_SUFFIX)
-        except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+        except OSError as exc:
             # FileExistsError / NotADirectoryError: a parent "folder" is an object.
             raise self._write_error(key, exc) from None
         try:
@@ -70,22 +86,28 @@ class LocalStore(Store):
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise self._write_error(key, exc) from None
             raise
         return Path(tmp)
 
     @contextlib.contextmanager
     def _locked(self, key: str) -> Iterator[None]:
         lock_path = self.root / _LOCK_DIR / (hashlib.sha256(key.encode()).hexdigest() + ".lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_path, "a+b") as fh:
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(lock_path, "a+b")  # noqa: SIM115 (closed below, after the lock is released)
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        except OSError as exc:
+            raise os_store_error("lock", self.uri_for(key), exc) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fh.close()
 
     def put_bytes(self, key: str, data: bytes) -> str:
         path = self._path(key)
@@ -93,7 +115,7 @@ class LocalStore(Store):
         try:
             with self._locked(key):
                 os.replace(tmp, path)
-        except IsADirectoryError as exc:
+        except OSError as exc:
             raise self._write_error(key, exc) from None
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -108,6 +130,8 @@ class LocalStore(Store):
             os.link(tmp, path)
         except FileExistsError:
             raise PreconditionFailedError(f"precondition failed: {self.uri_for(key)} already exists") from None
+        except OSError as exc:
+            raise self._write_error(key, exc) from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -127,6 +151,8 @@ class LocalStore(Store):
                 if current != version:
                     raise PreconditionFailedError(f"precondition failed: {self.uri_for(key)} changed since it was read")
                 os.replace(tmp, path)
+        except OSError as exc:
+            raise self._write_error(key, exc) from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -140,7 +166,13 @@ class LocalStore(Store):
         if not base_dir.is_dir():
             return []
         keys = []
-        for dirpath, dirnames, filenames in os.walk(base_dir):
+
+        def walk_error(exc: OSError) -> None:
+            if isinstance(exc, FileNotFoundError | NotADirectoryError):
+                return  # removed while we walked: nothing to list there
+            raise os_store_error("list", self.uri_for(prefix) if prefix else self.uri, exc)
+
+        for dirpath, dirnames, filenames in os.walk(base_dir, onerror=walk_error):
             dirnames[:] = [d for d in dirnames if not (d == _LOCK_DIR and Path(dirpath) == self.root)]
             rel_dir = os.path.relpath(dirpath, self.root)
             for name in filenames:
@@ -154,7 +186,11 @@ class LocalStore(Store):
         return sorted(keys)
 
     def exists(self, key: str) -> bool:
-        return self._path(key).is_file()
+        path = self._path(key)
+        try:
+            return path.is_file()
+        except OSError as exc:  # is_file() already answers False for missing parents
+            raise os_store_error("check", self.uri_for(key), exc) from None
 
     def delete(self, key: str) -> None:
         path = self._path(key)
@@ -163,7 +199,12 @@ class LocalStore(Store):
         # Under the key's lock, so a delete cannot slip between put_if_unchanged's check and
         # its replace (which would resurrect the key after delete returned).
         with self._locked(key), contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            path.unlink()
+            try:
+                path.unlink()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                raise
+            except OSError as exc:
+                raise os_store_error("delete", self.uri_for(key), exc) from None
 
     def local_path(self, key: str) -> Path:
         """The file behind ``key`` (for libraries that want a path)."""

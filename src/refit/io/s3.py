@@ -73,7 +73,9 @@ class S3Store(Store):
             if code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412:
                 return PreconditionFailedError(f"precondition failed: {action} {where} ({code})")
             message = " ".join(str(err.get("Message", "")).split())
-            return StoreError(f"S3 error on {action} {where}: {code} {message}".strip())
+            # 5xx, throttling and timeouts may pass on a retry; other 4xx answers will not
+            transient = status is None or status >= 500 or status in (408, 429) or code in _TRANSIENT_CODES
+            return StoreError(f"S3 error on {action} {where}: {code} {message}".strip(), transient=transient)
         if isinstance(exc, BotoCoreError):
             return StoreError(f"S3 unreachable on {action} {where}: {' '.join(str(exc).split())}")
         return StoreError(f"S3 error on {action} {where}: {' '.join(str(exc).split())}")
@@ -167,6 +169,9 @@ class S3Store(Store):
             self.client.delete_object(Bucket=self.bucket, Key=full)
         except Exception as exc:
             raise self._error(exc, key, "delete") from None
+
+
+_TRANSIENT_CODES = frozenset({"SlowDown", "RequestTimeout", "Throttling", "ThrottlingException", "InternalError"})
 
 
 def _retried(exc: Exception) -> bool:
