@@ -13,6 +13,8 @@ import typer
 from refit_cli.output import cli_errors
 
 SEGMENT = {"region": "south"}
+#: The file that marks a folder as the demo's own, so a later demo run may clear it.
+DEMO_MARKER = ".refit-demo"
 
 
 def _say(text: str, as_json: bool) -> None:
@@ -21,7 +23,9 @@ def _say(text: str, as_json: bool) -> None:
 
 
 def demo(
-    store: Annotated[Path, typer.Option(help="Demo store (wiped first).")] = Path(".refit/demo"),
+    store: Annotated[
+        Path, typer.Option(help="Demo store: new, empty, or made by an earlier demo (cleared first).")
+    ] = Path(".refit/demo"),
     config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline config.")] = Path("refit.yaml"),
     rows: Annotated[int, typer.Option(min=5000, help="Base customers.")] = 40_000,
     batches: Annotated[int, typer.Option(min=4, help="Hourly production batches.")] = 48,
@@ -31,13 +35,15 @@ def demo(
     """Generate data, train a champion, let production drift in one segment, detect it, retrain, gate per segment."""
     started = time.perf_counter()
     store = store.resolve()
-    if store.exists():
-        shutil.rmtree(store)
-    os.environ["REFIT_STORE"] = str(store)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    # the story is told below; Prefect's per-task INFO lines would drown it (runs stay in the API)
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     with cli_errors(as_json):
+        from refit.config import load_config
+
+        load_config(config)  # everything is checked before anything is deleted
+        prepare_demo_store(store)
+        os.environ["REFIT_STORE"] = str(store)
+        os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+        # the story is told below; Prefect's per-task INFO lines would drown it (runs stay in the API)
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         summary = _story(store, config, rows, batches, rows_per_batch, as_json)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     if as_json:
@@ -46,6 +52,27 @@ def demo(
         typer.echo(json.dumps(summary, default=str))
     else:
         _say(f"\n(demo took {summary['seconds']:.0f} s)", as_json)
+
+
+def prepare_demo_store(store: Path) -> None:
+    """Make ``store`` an empty demo store, clearing it only when an earlier demo made it.
+
+    A folder is cleared only when it carries :data:`DEMO_MARKER` (written when the demo
+    creates it); an empty folder is used as it is; anything else is refused, untouched.
+    """
+    from refit.errors import ConfigError
+
+    if store.exists() and not store.is_dir():
+        raise ConfigError(f"demo store {store} is a file, not a folder: pick another --store")
+    if store.is_dir() and any(store.iterdir()):
+        if not (store / DEMO_MARKER).is_file():
+            raise ConfigError(
+                f"refusing to clear {store}: it holds files and was not created by 'refit demo' "
+                f"(no {DEMO_MARKER} marker); pick a new or empty folder with --store"
+            )
+        shutil.rmtree(store)
+    store.mkdir(parents=True, exist_ok=True)
+    (store / DEMO_MARKER).write_text("created by 'refit demo': the next 'refit demo --store' here clears it\n")
 
 
 def _story(

@@ -1,0 +1,97 @@
+"""`refit demo` never deletes a folder it did not make, and checks everything before it deletes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from refit.errors import ConfigError
+from refit_cli.demo_command import DEMO_MARKER, prepare_demo_store
+
+ROOT = Path(__file__).resolve().parents[2]
+REFIT = str(Path(sys.executable).parent / "refit")
+
+
+def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("REFIT_")} | env
+    return subprocess.run([REFIT, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600)
+
+
+def precious(folder: Path) -> Path:
+    """A folder of someone's own files."""
+    (folder / "notes").mkdir(parents=True)
+    (folder / "notes" / "thesis.txt").write_text("four years of work")
+    return folder / "notes" / "thesis.txt"
+
+
+def test_a_bad_config_is_reported_before_anything_is_deleted(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    kept = precious(store)
+    (store / DEMO_MARKER).write_text("")  # even a demo's own folder is kept when the run cannot start
+    result = run(["demo", "--store", str(store), "--config", "nope.yaml"], tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "nope.yaml" in result.stderr
+    assert kept.read_text() == "four years of work"
+
+
+def test_a_folder_the_demo_did_not_make_is_refused_untouched(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "refit.yaml", tmp_path / "refit.yaml")
+    store = tmp_path / "mine"
+    kept = precious(store)
+    result = run(["demo", "--store", str(store), "--json"], tmp_path)
+    assert result.returncode == 1
+    error = json.loads(result.stdout)
+    assert error["ok"] is False and error["error_type"] == "ConfigError"
+    assert error["error"] == (
+        f"refusing to clear {store}: it holds files and was not created by 'refit demo' "
+        f"(no {DEMO_MARKER} marker); pick a new or empty folder with --store"
+    )
+    assert kept.read_text() == "four years of work"
+    assert sorted(p.name for p in store.iterdir()) == ["notes"]
+
+
+def test_prepare_clears_only_the_demos_own_folder(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    prepare_demo_store(fresh)
+    assert sorted(p.name for p in fresh.iterdir()) == [DEMO_MARKER]
+
+    (fresh / "models").mkdir()
+    (fresh / "models" / "old.json").write_text("{}")
+    prepare_demo_store(fresh)  # made by the demo: cleared
+    assert sorted(p.name for p in fresh.iterdir()) == [DEMO_MARKER]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    prepare_demo_store(empty)
+    assert (empty / DEMO_MARKER).is_file()
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        prepare_demo_store(a_file)
+    assert a_file.read_text() == "x"
+
+
+@pytest.mark.slow
+def test_the_demo_runs_end_to_end_on_a_new_folder(tmp_path: Path) -> None:
+    """The smallest demo the CLI allows, through the real flows, on a folder that does not exist yet."""
+    shutil.copy(ROOT / "refit.yaml", tmp_path / "refit.yaml")
+    store = tmp_path / "demo-store"
+    result = run(
+        ["demo", "--store", str(store), "--rows", "5000", "--batches", "4", "--rows-per-batch", "100", "--json"],
+        tmp_path,
+        PREFECT_HOME=str(tmp_path / "prefect-home"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["first"]["version"] == 1
+    assert summary["drift"]["champion_version"] == 1 and summary["drift"]["current_rows"] == 400
+    assert (store / DEMO_MARKER).is_file()
+    assert (store / "registry" / "churn").is_dir()
