@@ -5,13 +5,19 @@ Files: the weights (``model.safetensors`` for the MLP, ``model.skops`` for sciki
 ``preprocessing.json``, ``input_schema.json``, ``config.json``, ``metrics.json``,
 ``trials.json``, ``environment.json`` and, written last, ``manifest.json`` with the sha256 of
 every other file. :func:`load` checks every hash before it parses anything, and never
-unpickles: safetensors holds only tensors, and skops loads only allow-listed types.
+unpickles: safetensors holds only tensors, and skops loads only the exact types refit's own
+scikit-learn families produce (:data:`SKOPS_ALLOWED_TYPES`), with the estimator's class checked
+against the family ``model.json`` names.
+
+The manifest certifies the other files, but nothing in the folder certifies the manifest: the
+registry records its sha256 when a version is registered, and :func:`load` checks it when given
+(``manifest_sha256=``), so an edited file with a recomputed manifest does not load as that version.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
+import io
 import json
 import math
 import platform
@@ -21,12 +27,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pandas as pd
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
-from refit.errors import DataError, NotFoundError, RefitError
+from refit.errors import DataError, InvalidKeyError, NotFoundError, RefitError
 from refit.io.base import Store
 from refit.preprocessing import Preprocessor
 from refit.training.common import Task
@@ -35,6 +51,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TORCH_WEIGHTS = "model.safetensors"
 SKOPS_WEIGHTS = "model.skops"
+_J = TypeVar("_J", bound="_ArtifactJson")
 JSON_FILES = (
     "model.json",
     "preprocessing.json",
@@ -45,10 +62,73 @@ JSON_FILES = (
     "environment.json",
 )
 
-#: Functions (not classes) a scikit-learn artifact may reference. Classes are allowed when
-#: they live in sklearn, numpy or scipy; anything else stops the load.
-_TRUSTED_CALLABLES = frozenset({"functools.partial", "sklearn.utils.validation.check_array"})
-_TRUSTED_ROOTS = ("sklearn", "numpy", "scipy")
+#: Every type (``module.name``) a ``model.skops`` may reference: exactly what the families in
+#: :mod:`refit.training.sklearn_models` produce once fitted (derived by dumping each family for
+#: each task, with and without categorical columns; ``tests/unit/test_skops_allow_list.py`` does
+#: that again, so the list cannot go stale). Nothing is admitted by package: numpy, scipy and
+#: sklearn hold classes whose ``__init__``/``__del__`` touch files (``numpy.lib.npyio.DataSource``
+#: deletes a folder when collected).
+SKOPS_ALLOWED_TYPES = frozenset(
+    {
+        # containers and plain values (skops' own nodes)
+        "builtins.dict",
+        "builtins.list",
+        "builtins.slice",
+        "builtins.str",
+        "builtins.tuple",
+        # numpy arrays, their scalar types and the generator HistGradientBoosting keeps
+        "numpy.ndarray",
+        *(f"numpy.{t.__name__}" for t in (np.bool_, np.int8, np.int16, np.int32, np.int64)),
+        *(f"numpy.{t.__name__}" for t in (np.uint8, np.uint16, np.uint32, np.uint64)),
+        *(f"numpy.{t.__name__}" for t in (np.float16, np.float32, np.float64)),
+        "numpy.random._generator.Generator",
+        # hist_gradient_boosting: the estimators and their fitted parts
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn._loss._loss.CyHalfBinomialLoss",
+        "sklearn._loss._loss.CyHalfMultinomialLoss",
+        "sklearn._loss._loss.CyHalfSquaredError",
+        "sklearn._loss.link.IdentityLink",
+        "sklearn._loss.link.Interval",
+        "sklearn._loss.link.LogitLink",
+        "sklearn._loss.link.MultinomialLogit",
+        "sklearn._loss.loss.HalfBinomialLoss",
+        "sklearn._loss.loss.HalfMultinomialLoss",
+        "sklearn._loss.loss.HalfSquaredError",
+        "sklearn.preprocessing._label.LabelEncoder",
+        # ... its native-categorical preprocessor, and the two functions that references
+        "sklearn.compose._column_transformer.ColumnTransformer",
+        "sklearn.preprocessing._encoders.OrdinalEncoder",
+        "sklearn.preprocessing._function_transformer.FunctionTransformer",
+        "functools.partial",
+        "sklearn.utils.validation.check_array",
+        # linear: a Pipeline of (one-hot ColumnTransformer,) LogisticRegression or Ridge
+        "sklearn.pipeline.Pipeline",
+        "sklearn.preprocessing._encoders.OneHotEncoder",
+        "sklearn.linear_model._logistic.LogisticRegression",
+        "sklearn.linear_model._ridge.Ridge",
+    }
+)
+#: The skops node kinds those types are stored as; any other kind (methods, operator
+#: functions, sets, bytes, reduce-constructed objects, sparse matrices) is refused.
+_SKOPS_NODES = frozenset(
+    {
+        "DictNode",
+        "FunctionNode",
+        "JsonNode",
+        "ListNode",
+        "LossNode",
+        "NdArrayNode",
+        "ObjectNode",
+        "PartialNode",
+        "RandomGeneratorNode",
+        "SliceNode",
+        "TupleNode",
+        "TypeNode",
+    }
+)
 
 
 class ModelArtifactError(RefitError):
@@ -248,31 +328,191 @@ def save_model(
     return store.uri_for(prefix.strip("/")) if prefix.strip("/") else store.uri
 
 
-def _is_trusted_type(name: str) -> bool:
-    if name in _TRUSTED_CALLABLES:
-        return True
-    module_name, _, attr = name.rpartition(".")
-    if module_name.split(".")[0] not in _TRUSTED_ROOTS:
-        return False
+def _skops_types(data: bytes) -> tuple[set[str], set[str]]:
+    """Every ``module.name`` and every node kind named anywhere in a skops file's schema."""
+    import zipfile
+
     try:
-        obj = getattr(importlib.import_module(module_name), attr, None)
-    except ImportError:
-        return False
-    return isinstance(obj, type)
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            schema = json.loads(archive.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise ModelArtifactError(f"model.skops is not a readable skops file: {_one_line(exc)}") from None
+    types: set[str] = set()
+    nodes: set[str] = set()
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__loader__" in node or "__module__" in node or "__class__" in node:
+                loader = node.get("__loader__")
+                nodes.add(str(loader))
+                if loader != "JsonNode":  # a JSON literal: json.loads, whatever its label
+                    types.add(f"{node.get('__module__')}.{node.get('__class__')}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return types, nodes
 
 
-def load_skops(data: bytes) -> Any:
-    """Load a skops estimator, refusing any type outside the allow-list."""
+def _expected_estimator(family: str, task: str) -> str:
+    """What :func:`refit.training.sklearn_models._build` makes for ``family`` and ``task``."""
+    regression = task == "regression"
+    if family == "hist_gradient_boosting":
+        return "HistGradientBoostingRegressor" if regression else "HistGradientBoostingClassifier"
+    if family == "linear":
+        return f"Pipeline ending in {'Ridge' if regression else 'LogisticRegression'}"
+    raise ModelArtifactError(f"model.json names family {family!r}, which is not a scikit-learn family")
+
+
+def _check_estimator(estimator: Any, family: str, task: str) -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import Pipeline
+
+    regression = task == "regression"
+    expected = _expected_estimator(family, task)
+    if family == "hist_gradient_boosting":
+        ok = type(estimator) is (HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier)
+    else:
+        steps = getattr(estimator, "steps", None) if type(estimator) is Pipeline else None
+        ok = (
+            isinstance(steps, list)
+            and len(steps) in (1, 2)
+            and all(isinstance(step, tuple) and len(step) == 2 for step in steps)
+            and type(steps[-1][1]) is (Ridge if regression else LogisticRegression)
+            and (len(steps) == 1 or type(steps[0][1]) is ColumnTransformer)
+        )
+    if not ok:
+        raise ModelArtifactError(
+            f"model.skops holds a {type(estimator).__name__}, not the {expected} that model.json's "
+            f"family {family!r} ({task}) makes"
+        )
+
+
+def load_skops(data: bytes, family: str | None = None, task: str | None = None) -> Any:
+    """Load a skops estimator that references only :data:`SKOPS_ALLOWED_TYPES`.
+
+    Every type in the file is checked before anything is built (skops' own default trust
+    admits many more classes than refit makes). With ``family`` and ``task`` the loaded
+    estimator must also be exactly what that family builds.
+    """
     import skops.io as sio
 
+    types, nodes = _skops_types(data)
+    if family is not None and task is not None:
+        _expected_estimator(family, task)  # an unknown family is refused before loading
+    odd_nodes = sorted(nodes - _SKOPS_NODES)
+    if odd_nodes:
+        raise ModelArtifactError(f"model.skops holds objects refit does not load: {', '.join(odd_nodes)}")
     try:
-        untrusted = sio.get_untrusted_types(data=data)
+        untrusted = set(sio.get_untrusted_types(data=data))
     except Exception as exc:
-        raise ModelArtifactError(f"model.skops is not a readable skops file: {exc}") from None
-    refused = sorted(t for t in untrusted if not _is_trusted_type(t))
+        raise ModelArtifactError(f"model.skops is not a readable skops file: {_one_line(exc)}") from None
+    refused = sorted((types | untrusted) - SKOPS_ALLOWED_TYPES)
     if refused:
         raise ModelArtifactError(f"model.skops references types refit does not trust: {', '.join(refused)}")
-    return sio.loads(data, trusted=list(untrusted))
+    try:
+        estimator = sio.loads(data, trusted=sorted(untrusted))
+    except Exception as exc:
+        raise ModelArtifactError(f"model.skops could not be loaded: {_one_line(exc)}") from None
+    if family is not None and task is not None:
+        _check_estimator(estimator, family, task)
+    return estimator
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _ArtifactJson(BaseModel):
+    # Extra keys are tolerated (a newer refit may add some); the ones refit reads must be right.
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+_Label = StrictBool | StrictInt | StrictFloat | StrictStr
+
+
+class _ModelJson(_ArtifactJson):
+    family: StrictStr
+    task: Literal["binary", "multiclass", "regression"]
+    weights: StrictStr
+    classes: list[_Label] | None = None
+    target: StrictStr | None = None
+    target_mean: float | None = None
+    target_std: float | None = None
+    architecture: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _classes_fit_the_task(self) -> _ModelJson:
+        if self.task != "regression" and (not self.classes or len(self.classes) < 2):
+            raise ValueError(f"a {self.task} model needs at least two classes")
+        if self.task == "binary" and self.classes and len(self.classes) != 2:
+            raise ValueError(f"a binary model has two classes, not {len(self.classes)}")
+        return self
+
+
+class _Column(_ArtifactJson):
+    name: StrictStr
+    dtype: StrictStr
+
+
+class _InputSchemaJson(_ArtifactJson):
+    columns: list[_Column]
+    numeric: list[StrictStr]
+    categorical: list[StrictStr]
+
+
+class _PreprocessingJson(_ArtifactJson):
+    format_version: StrictInt
+    numeric: list[StrictStr]
+    categorical: list[StrictStr]
+    medians: list[float]
+    centers: list[float]
+    scales: list[float]
+    missing_indicators: list[StrictStr]
+    vocab: dict[str, list[StrictStr]]
+    clip: float
+
+    @model_validator(mode="after")
+    def _consistent(self) -> _PreprocessingJson:
+        n = len(self.numeric)
+        if not len(self.medians) == len(self.centers) == len(self.scales) == n:
+            raise ValueError(f"medians, centers and scales must each have {n} values (one per numeric column)")
+        values = [*self.medians, *self.centers, *self.scales, self.clip]
+        if not all(math.isfinite(v) for v in values) or any(v == 0 for v in self.scales):
+            raise ValueError("medians, centers, scales and clip must be finite numbers, scales non-zero")
+        if not set(self.missing_indicators) <= set(self.numeric):
+            raise ValueError("missing_indicators must be numeric columns")
+        if set(self.vocab) != set(self.categorical):
+            raise ValueError("vocab must have exactly one entry per categorical column")
+        return self
+
+
+def _parse_json(name: str, data: bytes, model: type[_J] | None = None) -> Any:
+    """A JSON file of the artifact, checked against ``model``; any fault is one ModelArtifactError line."""
+    try:
+        value = json.loads(data)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise ModelArtifactError(f"{name} is not valid JSON: {_one_line(exc)}") from None
+    if model is None:
+        return value
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "top level"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ModelArtifactError(f"{name} is malformed at {where}: {err['msg']}{more}") from None
+
+
+def _parse_object(name: str, data: bytes) -> dict[str, Any]:
+    value = _parse_json(name, data)
+    if not isinstance(value, dict):
+        raise ModelArtifactError(f"{name} is malformed: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 @dataclass
@@ -287,6 +527,10 @@ class LoadedModel:
     config: dict[str, Any]
     trials: list[dict[str, Any]]
     environment: dict[str, Any]
+    manifest_sha256: str = ""
+    #: True when the manifest matched a sha256 recorded outside the artifact (the registry's
+    #: version record); False when only the artifact's own manifest vouched for its files.
+    pinned: bool = False
 
     @property
     def family(self) -> str:
@@ -343,18 +587,39 @@ def _resolve(source: str | Store, prefix: str | None, client: Any) -> tuple[Stor
     return LocalStore(path), ""
 
 
-def read_artifact(store: Store, prefix: str) -> dict[str, bytes]:
-    """Every file of the artifact, each checked against the manifest's sha256."""
+def manifest_digest(files: dict[str, bytes]) -> str | None:
+    """The sha256 of an artifact's ``manifest.json`` (what the registry records), if it has one."""
+    data = files.get(MANIFEST)
+    return None if data is None else _sha256(data)
+
+
+def read_artifact(store: Store, prefix: str, manifest_sha256: str | None = None) -> dict[str, bytes]:
+    """Every file of the artifact, each checked against the manifest's sha256.
+
+    With ``manifest_sha256`` (recorded by the registry), the manifest itself must match it
+    first: the manifest alone only catches accidents, since whoever edits a file can
+    recompute it.
+    """
     where = store.uri_for(_join(prefix, MANIFEST))
     try:
         manifest_bytes = store.get_bytes(_join(prefix, MANIFEST))
     except NotFoundError:
         raise ModelArtifactError(f"no model at {where.rsplit('/', 1)[0]}: {MANIFEST} not found") from None
+    if manifest_sha256 is not None and _sha256(manifest_bytes) != manifest_sha256:
+        raise ModelArtifactError(
+            f"{where} does not match the sha256 the registry recorded for this version "
+            "(the artifact was altered after registration)"
+        )
     try:
         manifest = json.loads(manifest_bytes)
         entries = manifest["files"]
+        ok = isinstance(entries, dict) and all(
+            isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in entries.values()
+        )
     except (ValueError, KeyError, TypeError):
-        raise ModelArtifactError(f"{where} is not a valid manifest") from None
+        ok = False
+    if not ok:
+        raise ModelArtifactError(f"{where} is not a valid manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ModelArtifactError(f"{where}: unsupported artifact format {manifest.get('format_version')!r}")
     needed = set(JSON_FILES)
@@ -363,79 +628,115 @@ def read_artifact(store: Store, prefix: str) -> dict[str, bytes]:
         raise ModelArtifactError(f"{where} does not list {', '.join(missing) or 'the weights'}")
     files = {MANIFEST: manifest_bytes}
     for name, entry in entries.items():
+        key = _join(prefix, name)  # validates the name: a manifest cannot point outside its folder
         try:
-            data = store.get_bytes(_join(prefix, name))
+            data = store.get_bytes(key)
         except NotFoundError:
-            raise ModelArtifactError(
-                f"model file {name} is missing from {store.uri_for(_join(prefix, name))}"
-            ) from None
-        if _sha256(data) != entry.get("sha256"):
+            raise ModelArtifactError(f"model file {name} is missing from {store.uri_for(key)}") from None
+        if _sha256(data) != entry["sha256"]:
             raise ModelArtifactError(
                 f"model file {name} does not match its sha256 in the manifest (damaged or altered): "
-                f"{store.uri_for(_join(prefix, name))}"
+                f"{store.uri_for(key)}"
             )
         files[name] = data
     return files
 
 
-def load(source: str | Store, prefix: str | None = None, *, client: Any = None, device: str = "cpu") -> LoadedModel:
+def load(
+    source: str | Store,
+    prefix: str | None = None,
+    *,
+    client: Any = None,
+    device: str = "cpu",
+    manifest_sha256: str | None = None,
+) -> LoadedModel:
     """Load an artifact from a local path, a ``file://`` or ``s3://`` URI, or ``(store, prefix)``.
 
     Every file's hash is checked before anything is parsed; a mismatch is a
-    :class:`ModelArtifactError` and nothing is deserialised.
+    :class:`ModelArtifactError` and nothing is deserialised. ``manifest_sha256`` (the
+    registry's record of this version) pins the manifest itself; the result says whether it
+    was pinned (:attr:`LoadedModel.pinned`). Malformed JSON files are a
+    :class:`ModelArtifactError` too, never a ``KeyError`` or ``TypeError``.
     """
     store, prefix = _resolve(source, prefix, client)
-    files = read_artifact(store, prefix)  # all hashes verified here, before any parsing
-    parsed = {name: json.loads(files[name]) for name in (MANIFEST, *JSON_FILES)}
-    info = parsed["model.json"]
-    preprocessor = Preprocessor.from_dict(parsed["preprocessing.json"])
-    schema = parsed["input_schema.json"]
-    columns = [c["name"] for c in schema["columns"]]
+    try:
+        files = read_artifact(store, prefix, manifest_sha256)  # all hashes verified here, before any parsing
+    except InvalidKeyError as exc:
+        raise ModelArtifactError(f"the manifest lists a file outside the artifact: {exc}") from None
+    manifest = _parse_object(MANIFEST, files[MANIFEST])
+    info = _parse_json("model.json", files["model.json"], _ModelJson)
+    prep = _parse_json("preprocessing.json", files["preprocessing.json"], _PreprocessingJson)
+    schema = _parse_json("input_schema.json", files["input_schema.json"], _InputSchemaJson)
+    metrics = _parse_object("metrics.json", files["metrics.json"])
+    config = _parse_object("config.json", files["config.json"])
+    environment = _parse_object("environment.json", files["environment.json"])
+    trials = _parse_json("trials.json", files["trials.json"])
+    if not isinstance(trials, list):
+        raise ModelArtifactError(f"trials.json is malformed: expected a JSON list, got {type(trials).__name__}")
+    columns = [c.name for c in schema.columns]
+    if (schema.numeric, schema.categorical) != (prep.numeric, prep.categorical):
+        raise ModelArtifactError("input_schema.json and preprocessing.json disagree on the numeric/categorical columns")
+    unknown = sorted(set(prep.numeric + prep.categorical) - set(columns))
+    if unknown:
+        raise ModelArtifactError(f"preprocessing.json uses columns the input schema lacks: {', '.join(unknown)}")
+    history, validation = metrics.get("history", []), metrics.get("validation", {})
+    if not isinstance(history, list) or not isinstance(validation, dict):
+        raise ModelArtifactError("metrics.json is malformed: history must be a list and validation an object")
+    try:
+        preprocessor = Preprocessor.from_dict(prep.model_dump())
+    except DataError as exc:
+        raise ModelArtifactError(f"preprocessing.json: {exc}") from None
     fitted = FittedModel(
-        family=info["family"],
-        task=info["task"],
+        family=info.family,
+        task=info.task,
         preprocessor=preprocessor,
         feature_columns=columns,
-        feature_dtypes={c["name"]: c["dtype"] for c in schema["columns"]},
-        classes=info.get("classes"),
-        target=info.get("target"),
-        target_mean=float(info.get("target_mean") or 0.0),
-        target_std=float(info.get("target_std") or 1.0),
-        arch=info.get("architecture"),
-        params=info.get("params") or {},
-        history=parsed["metrics.json"].get("history", []),
-        val_metrics=parsed["metrics.json"].get("validation", {}),
+        feature_dtypes={c.name: c.dtype for c in schema.columns},
+        classes=info.classes,
+        target=info.target,
+        target_mean=float(info.target_mean or 0.0),
+        target_std=float(info.target_std or 1.0),
+        arch=info.architecture,
+        params=info.params or {},
+        history=history,
+        val_metrics=validation,
     )
-    if info.get("weights") == TORCH_WEIGHTS:
-        import torch
-        from safetensors.torch import load as load_safetensors
-
-        from refit.training.torch_mlp import TabularMLP
-
-        if TORCH_WEIGHTS not in files or not fitted.arch:
-            raise ModelArtifactError("torch model without weights or architecture")
-        model = TabularMLP.from_arch(fitted.arch)
-        try:
-            model.load_state_dict(load_safetensors(files[TORCH_WEIGHTS]), strict=True)
-        except (RuntimeError, ValueError) as exc:
-            raise ModelArtifactError(
-                f"weights do not fit the stored architecture: {str(exc).splitlines()[0]}"
-            ) from None
-        fitted.torch_model = model.to(torch.device(device)).eval()
-    elif info.get("weights") == SKOPS_WEIGHTS and SKOPS_WEIGHTS in files:
-        fitted.estimator = load_skops(files[SKOPS_WEIGHTS])
+    if info.weights == TORCH_WEIGHTS and TORCH_WEIGHTS in files:
+        fitted.torch_model = _load_torch(files[TORCH_WEIGHTS], fitted, device)
+    elif info.weights == SKOPS_WEIGHTS and SKOPS_WEIGHTS in files:
+        fitted.estimator = load_skops(files[SKOPS_WEIGHTS], info.family, info.task)
     else:
-        raise ModelArtifactError(f"unknown weights format {info.get('weights')!r}")
+        raise ModelArtifactError(f"unknown weights format {info.weights!r}")
     return LoadedModel(
         uri=store.uri_for(prefix) if prefix else store.uri,
         fitted=fitted,
-        manifest=parsed[MANIFEST],
-        input_schema=schema,
-        metrics=parsed["metrics.json"],
-        config=parsed["config.json"],
-        trials=parsed["trials.json"],
-        environment=parsed["environment.json"],
+        manifest=manifest,
+        input_schema=schema.model_dump(),
+        metrics=metrics,
+        config=config,
+        trials=trials,
+        environment=environment,
+        manifest_sha256=_sha256(files[MANIFEST]),
+        pinned=manifest_sha256 is not None,
     )
+
+
+def _load_torch(weights: bytes, fitted: FittedModel, device: str) -> Any:
+    import torch
+    from safetensors.torch import load as load_safetensors
+
+    from refit.training.torch_mlp import TabularMLP
+
+    if fitted.family != "torch_mlp":
+        raise ModelArtifactError(f"model.json names family {fitted.family!r} but holds torch weights")
+    if not fitted.arch:
+        raise ModelArtifactError("torch model without an architecture in model.json")
+    try:
+        model = TabularMLP.from_arch(fitted.arch)
+        model.load_state_dict(load_safetensors(weights), strict=True)
+    except (RuntimeError, ValueError, TypeError, KeyError) as exc:
+        raise ModelArtifactError(f"weights do not fit the stored architecture: {_one_line(exc)}") from None
+    return model.to(torch.device(device)).eval()
 
 
 def frame_dtypes(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, str]:
@@ -451,6 +752,8 @@ __all__ = [
     "frame_dtypes",
     "git_commit",
     "load",
+    "load_skops",
+    "manifest_digest",
     "read_artifact",
     "save_model",
 ]
