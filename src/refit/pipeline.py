@@ -250,14 +250,11 @@ def scores(model: Any, df: pd.DataFrame, task: str) -> np.ndarray:
 
 
 def load_version(store: Store, version: Any) -> Any:
-    """Load a registered version's model: from its copy inside the registry when it has one
-    (so a store can be moved or copied), else from the artifact URI it references."""
-    from refit.model import load
+    """Load a registered version's model through the registry, which checks the artifact's
+    manifest against the sha256 it recorded at registration (:meth:`Registry.load_model`)."""
     from refit.registry import Registry
 
-    if version.artifact_files:
-        return load(store, Registry(store).version_key(version.name, version.version, "artifact"))
-    return load(version.artifact_uri)
+    return Registry(store).load_model(version.name, version)
 
 
 def champion_version(store: Store, model_name: str) -> Any | None:

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import enum
 import getpass
+import hashlib
 import json
 import logging
 import math
@@ -64,7 +65,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -74,6 +75,9 @@ from refit.errors import ConflictError, NotFoundError, PreconditionFailedError, 
 from refit.fingerprint import DatasetFingerprint
 from refit.io.base import Store, validate_key
 from refit.io.frames import frame_bytes, parse_frame
+
+if TYPE_CHECKING:
+    from refit.model import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +94,9 @@ _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _REF = re.compile(r"(?P<name>[^@:]+)(?:@(?P<alias>[^@:]+)|:(?P<version>[^@:]+))?")
 _SEQ_DIGITS = 12
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+#: The artifact file whose sha256 a version records (refit.model.MANIFEST).
+MANIFEST_FILE = "manifest.json"
 _MAX_ATTEMPTS = 100
 
 
@@ -146,6 +153,12 @@ class ModelVersion(_Record):
     tags: dict[str, str] = Field(default_factory=dict)
     description: str = ""
     reference_uri: str | None = Field(None, description="The drift reference sample (parquet).")
+    manifest_sha256: str | None = Field(
+        None,
+        description="sha256 of the artifact's manifest.json at registration: every load through the "
+        "registry checks it. None: registered before refit recorded it (files checked against their "
+        "own manifest only).",
+    )
 
     @field_validator("metrics", mode="before")
     @classmethod
@@ -372,11 +385,15 @@ class Registry:
         author: str | None = None,
         git_commit: str | None = None,
         run_id: str | None = None,
+        manifest_sha256: str | None = None,
     ) -> ModelVersion:
         """Register a new version and return its metadata; numbers are 1, 2, 3, ...
 
         The model is either copied in (``artifact_files``: file name -> bytes, kept under
         ``versions/<n>/artifact/``) or referenced (``artifact_uri``); give exactly one.
+        The sha256 of the artifact's ``manifest.json`` is recorded (computed from
+        ``artifact_files``, or given as ``manifest_sha256`` for a referenced artifact), and
+        :meth:`load_model` refuses an artifact whose manifest no longer matches it.
         ``reference_sample`` (a sample the caller drew from the training rows) is kept as the
         version's drift reference. With ``run_id``, registering again (a retried task)
         returns the version that run already committed instead of a duplicate.
@@ -389,6 +406,13 @@ class Registry:
             raise RegistryError(f"register {name}: artifact_files is empty")
         for file in files:
             validate_key(f"{self._slot(name, 0)}artifact/{file}")
+        if MANIFEST_FILE in files:
+            recorded = hashlib.sha256(files[MANIFEST_FILE]).hexdigest()
+            if manifest_sha256 is not None and manifest_sha256 != recorded:
+                raise RegistryError(f"register {name}: manifest_sha256 does not match the {MANIFEST_FILE} given")
+            manifest_sha256 = recorded
+        if manifest_sha256 is not None and not _SHA256.fullmatch(manifest_sha256):
+            raise RegistryError(f"register {name}: manifest_sha256 must be 64 lowercase hex digits")
         if run_id is not None:
             for existing in self.list_versions(name):
                 if existing.run_id == run_id:
@@ -413,6 +437,7 @@ class Registry:
             tags=dict(tags or {}),
             description=description,
             reference_uri=None,
+            manifest_sha256=manifest_sha256,
         )
         try:
             _json(draft)
@@ -567,12 +592,57 @@ class Registry:
         raise RegistryError(f"{name} has no version {version} (committed versions: {listed})")
 
     def read_artifact(self, name: str, version: int, file: str) -> bytes:
-        """A model file the registry keeps for ``version``."""
+        """A model file the registry keeps for ``version``.
+
+        When the version recorded its manifest's sha256, the file is checked against the
+        manifest, and the manifest against that record (:class:`RegistryError` on a mismatch).
+        """
         mv = self.get_version(name, version)
         if file not in mv.artifact_files:
             where = f"files: {', '.join(mv.artifact_files)}" if mv.artifact_files else f"it is at {mv.artifact_uri}"
             raise RegistryError(f"{mv.ref} has no artifact file {file!r} in the registry ({where})")
-        return self.store.get_bytes(f"{self._slot(name, version)}artifact/{file}")
+        slot = f"{self._slot(name, version)}artifact/"
+        data = self.store.get_bytes(slot + file)
+        if mv.manifest_sha256 is None or MANIFEST_FILE not in mv.artifact_files:
+            return data
+        manifest = data if file == MANIFEST_FILE else self.store.get_bytes(slot + MANIFEST_FILE)
+        if hashlib.sha256(manifest).hexdigest() != mv.manifest_sha256:
+            raise RegistryError(f"{mv.ref}: {MANIFEST_FILE} does not match the sha256 recorded at registration")
+        if file != MANIFEST_FILE:
+            try:
+                expected = json.loads(manifest)["files"][file]["sha256"]
+            except (ValueError, KeyError, TypeError):
+                expected = None
+            if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+                raise RegistryError(f"{mv.ref}: {file} does not match its sha256 in the registered manifest")
+        return data
+
+    def load_model(
+        self, name: str, version: int | ModelVersion, *, client: Any = None, device: str = "cpu"
+    ) -> LoadedModel:
+        """Load a registered version's model, its manifest pinned to the sha256 recorded at registration.
+
+        From the copy inside the registry when it has one (so a store can be moved or
+        copied), else from the artifact URI it references (``client``: for an ``s3://`` URI).
+        A version registered before refit recorded manifest hashes still loads, with a
+        warning and ``pinned=False`` on the result: its files are checked against their own
+        manifest only, which an editor of the folder can recompute.
+        """
+        from refit.model import load
+
+        mv = version if isinstance(version, ModelVersion) else self.get_version(name, version)
+        if mv.artifact_files:
+            key = self.version_key(mv.name, mv.version, "artifact")
+            loaded = load(self.store, key, device=device, manifest_sha256=mv.manifest_sha256)
+        else:
+            loaded = load(mv.artifact_uri, client=client, device=device, manifest_sha256=mv.manifest_sha256)
+        if mv.manifest_sha256 is None:
+            log.warning(
+                "%s was registered without a manifest sha256: its files are checked against their own "
+                "manifest only, not against the registry (re-register it to pin it)",
+                mv.ref,
+            )
+        return loaded
 
     def reference(self, name: str, version: int) -> tuple[pd.DataFrame, dict[str, ColumnSummary]]:
         """The drift reference of a version: its sample of the training rows and column summaries."""
