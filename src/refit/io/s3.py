@@ -1,11 +1,14 @@
 """S3 store through boto3: conditional writes with ``IfNoneMatch`` / ``IfMatch``.
 
 The client is injected; :func:`make_s3_client` builds one from the standard AWS environment
-(credentials, region, ``AWS_ENDPOINT_URL``) with boto3's ``standard`` retry mode.
+(credentials, region, ``AWS_ENDPOINT_URL``) with boto3's ``standard`` retry mode and the
+timeouts of :data:`BATCH_TIMEOUTS` (patient: a pipeline step would rather wait than fail) or
+:data:`SERVING_TIMEOUTS` (quick: the capture writer spills and backs off instead of waiting).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from refit.errors import (
@@ -18,12 +21,43 @@ from refit.errors import (
 from refit.io.base import Blob, Store, validate_key, validate_prefix
 
 
-def make_s3_client(endpoint_url: str | None = None, region: str | None = None) -> Any:
-    """A boto3 S3 client from the standard environment, with standard retries."""
+@dataclass(frozen=True)
+class S3Timeouts:
+    """How long one S3 call may take.
+
+    Attributes:
+        connect_s: Seconds to open a connection.
+        read_s: Seconds to wait for each read of the answer.
+        max_attempts: Attempts per call, the first included (boto3's ``standard`` mode backs
+            off between them). A call to an endpoint that accepts connections and never answers
+            takes about ``max_attempts * (read_s + 1)`` (a PUT first waits 1 s for ``100
+            Continue``), one that cannot be reached ``max_attempts * connect_s``.
+    """
+
+    connect_s: float
+    read_s: float
+    max_attempts: int
+
+
+BATCH_TIMEOUTS = S3Timeouts(connect_s=5, read_s=60, max_attempts=6)
+"""Pipeline steps: a slow store is waited for."""
+
+SERVING_TIMEOUTS = S3Timeouts(connect_s=2, read_s=3, max_attempts=2)
+"""The serving path (the capture writer's store): a hung endpoint costs ~8 s per call, not 6 minutes."""
+
+
+def make_s3_client(
+    endpoint_url: str | None = None, region: str | None = None, timeouts: S3Timeouts = BATCH_TIMEOUTS
+) -> Any:
+    """A boto3 S3 client from the standard environment, with standard retries and ``timeouts``."""
     import boto3
     from botocore.config import Config
 
-    config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=60)
+    config = Config(
+        retries={"mode": "standard", "total_max_attempts": timeouts.max_attempts},
+        connect_timeout=timeouts.connect_s,
+        read_timeout=timeouts.read_s,
+    )
     session = boto3.session.Session(region_name=region)
     return session.client("s3", endpoint_url=endpoint_url or None, config=config)
 
