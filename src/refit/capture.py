@@ -133,6 +133,25 @@ _LABELS = "labels"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SPILL_NAME = re.compile(r"(\d{12})-(requests|labels)-([A-Za-z0-9._-]+)\.parquet")
 
+_PREFIX = {_REQUESTS: "rows", _LABELS: "labels"}  # counter names
+_MIN_SLEEP_S = 0.01
+_MAX_SLEEP_S = 3600.0
+
+DEFAULT_FLUSH_ROWS = 10_000
+"""Rows (requests plus labels) that make a batch."""
+DEFAULT_FLUSH_INTERVAL_S = 60.0
+"""Longest a row waits in the queue before its batch is written."""
+DEFAULT_FLUSH_TIMEOUT_S = 5.0
+"""Longest one flush waits on the store before it spills instead (also bounds ``flush()``)."""
+DEFAULT_MAX_QUEUE_ROWS = 100_000
+"""Rows waiting for the flusher beyond which ``log`` drops (and counts) instead of queueing."""
+DEFAULT_RETRY_BACKOFF_S = 1.0
+"""Wait before the first retry once the store fails; doubled on each further failure ..."""
+DEFAULT_MAX_RETRY_BACKOFF_S = 60.0
+"""... up to this."""
+DEFAULT_MAX_SPILL_BYTES = 64 * 1024 * 1024
+"""Bound on the local spill's size on disk."""
+
 log = logging.getLogger(__name__)
 
 
@@ -140,32 +159,42 @@ log = logging.getLogger(__name__)
 class CaptureStats:
     """A snapshot of a :class:`CaptureWriter`'s counters since it was made.
 
-    ``rows_*`` count requests, ``labels_*`` count labels. Every logged row that was sampled in
-    ends up in exactly one of: written, still in the spill, dropped, or still buffered.
+    ``rows_*`` count requests, ``labels_*`` count labels. Every logged row is, at any moment,
+    in exactly one place, so (for a writer that adopted no earlier spill)
+    ``rows_logged == rows_sampled_out + rows_queued + rows_written + rows_in_spill + rows_dropped``,
+    and the same for labels. After ``close()`` nothing is queued.
 
     Attributes:
         rows_logged: Requests passed to ``log`` (before sampling).
         rows_sampled_out: Requests left out by sampling.
+        rows_queued: Requests waiting for the flusher, or being written by it, now.
         rows_written: Requests written to the store (including spilled ones, once retried).
-        rows_spilled: Requests that went to the local spill because the store failed.
-        rows_dropped: Requests lost: the spill was full (oldest first) or could not be written.
-        labels_logged, labels_sampled_out, labels_written, labels_spilled, labels_dropped:
-            The same for labels.
+        rows_spilled: Requests that went to the local spill because the store failed, was
+            too slow, or was backing off (cumulative: a row retried later counts here too).
+        rows_in_spill: Requests in the spill now.
+        rows_dropped: Requests lost, each logged as an error: the queue was full, the spill
+            was full (oldest first), or the spill could not be written or read.
+        labels_logged, labels_sampled_out, labels_queued, labels_written, labels_spilled,
+            labels_in_spill, labels_dropped: The same for labels.
         retries: Attempts to write a spilled batch to the store.
         spilled_batches: Batches in the spill now.
         spill_bytes: Bytes in the spill now.
-        last_error: The last store (or spill) error, one line; None if there was none.
+        last_error: The last store (or spill, or queue) error, one line; None if there was none.
     """
 
     rows_logged: int = 0
     rows_sampled_out: int = 0
+    rows_queued: int = 0
     rows_written: int = 0
     rows_spilled: int = 0
+    rows_in_spill: int = 0
     rows_dropped: int = 0
     labels_logged: int = 0
     labels_sampled_out: int = 0
+    labels_queued: int = 0
     labels_written: int = 0
     labels_spilled: int = 0
+    labels_in_spill: int = 0
     labels_dropped: int = 0
     retries: int = 0
     spilled_batches: int = 0
@@ -239,31 +268,38 @@ def _one_line(exc: BaseException) -> str:
 class CaptureWriter:
     """Capture what a model served (and, later, the truth) into the store, from the serving path.
 
-    ``log`` buffers rows and writes them with :func:`write_requests` (one parquet file per
-    UTC date and hour; each put is atomic in the store) when the buffer holds ``flush_rows``
-    rows or ``flush_interval_s`` has passed since the last flush; ``log_labels`` does the same
-    for labels with :func:`write_labels`.
+    ``log`` never waits on the store. It checks its arguments, copies the rows into a bounded
+    in-memory queue and returns (microseconds); a background thread, the flusher, writes them
+    with :func:`write_requests` (one parquet file per UTC date and hour; each put is atomic in
+    the store) when ``flush_rows`` rows are queued or a row has waited ``flush_interval_s``;
+    ``log_labels`` does the same for labels with :func:`write_labels`.
 
-    Serving must not fail because the capture store does. A batch the store refuses (any
-    exception from the store) goes to a local spill folder of parquet files, bounded by
-    ``max_spill_bytes``, and is retried, oldest first, at the start of every later flush.
-    One warning is logged per outage, and an info line when the store is back. When the spill
-    would outgrow its bound the oldest spilled batches are dropped, counted in
-    ``stats.rows_dropped`` / ``stats.labels_dropped`` and logged as errors. A batch keeps its
-    part name from its first attempt, so a retry overwrites whatever of it reached the store
-    before a failure: every row lands exactly once. Bad input (wrong lengths, missing ids) is
-    the caller's bug and raises ValueError.
+    Serving must not fail, nor slow down, because the capture store does. A flush gives the
+    store at most ``flush_timeout_s`` (a store call still running then is left to finish on
+    its own thread, and no other call is made while it runs). A batch the store refuses or does
+    not take in time goes to a local spill folder of parquet files, bounded by
+    ``max_spill_bytes``. While the store fails, the flusher waits ``retry_backoff_s``, doubling
+    up to ``max_retry_backoff_s``, before it tries the store again (oldest spilled batch first);
+    batches that fall due meanwhile are spilled without waiting on the store. One warning is
+    logged per outage, and an info line when the store is back. Rows are dropped, counted in
+    ``stats`` and logged as errors only when the queue already holds ``max_queue_rows`` rows
+    (the call's rows are dropped), or when the spill would outgrow its bound (the oldest
+    spilled batches go). A batch keeps its part name from its first attempt, so a retry
+    overwrites whatever of it reached the store before a failure: every row lands exactly once.
+    Bad input (wrong lengths, missing ids) is the caller's bug and raises ValueError.
+
+    On S3, give the store a client made with ``make_s3_client(timeouts=SERVING_TIMEOUTS)``
+    (:mod:`refit.io.s3`): with short timeouts a hung endpoint also frees the flusher's store
+    thread in seconds, not minutes.
 
     Sampling is a keyed hash of the request id against ``sample_rate``: a request is always in
     or always out, in every process with the same ``seed``, and its label follows it (labels
     of sampled-out requests are not written either).
 
-    There is no background thread: flushes happen inside ``log``/``log_labels`` calls, in
-    ``flush()`` and in ``close()``. A server that goes quiet keeps its last rows buffered until
-    the next call, so call ``close()`` (or use the writer as a context manager) at shutdown.
-    A flush writes to the store on the calling thread, outside the buffer lock, so other
-    threads keep logging meanwhile; a ``log`` that finds another flush under way leaves the
-    rows for the next one.
+    ``flush()`` asks the flusher to write what is queued and waits for it (at most about
+    twice ``flush_timeout_s``); ``close()`` (or leaving the ``with`` block) refuses further
+    rows and drains the queue: what the store does not take in time is spilled, never lost
+    silently. The flusher starts with the first row, ``flush()`` or ``close()``.
 
     Thread-safe: one writer can be shared by all of a server's threads.
 
@@ -272,13 +308,18 @@ class CaptureWriter:
         model_name: The model; captures go under ``captures/<model_name>/``.
         sample_rate: Fraction of requests kept, 0 to 1.
         seed: Keys the sampling hash; None is a fixed key (so every writer agrees).
-        flush_rows: Flush when this many rows (requests plus labels) are buffered.
-        flush_interval_s: Flush on the first call this long after the last flush.
+        flush_rows: Write a batch when this many rows (requests plus labels) are queued.
+        flush_interval_s: Write a batch when its oldest row has waited this long.
+        flush_timeout_s: Longest one flush waits on the store before it spills instead.
+        max_queue_rows: Rows waiting for the flusher beyond which ``log`` drops instead.
+        retry_backoff_s: Wait before the first retry once the store fails (then doubled).
+        max_retry_backoff_s: Longest wait between retries while the store fails.
         spill_dir: Folder for the spill (a ``<model_name>`` subfolder is used). Batches left
             there by an earlier writer (say, before a restart) are retried by this one. Give
             each process its own. None: a temporary folder, removed by ``close()`` when empty.
         max_spill_bytes: Bound on the spill's size on disk.
-        clock: Seconds since the epoch; stamps rows and times flushes (inject one in tests).
+        clock: Seconds since the epoch; stamps rows and times ``flush_interval_s`` (inject one
+            in tests). Timeouts and backoff use the monotonic clock.
         timestamp_column: Name of the request time column (partitions the requests).
         request_id_column: Name of the request id column (joins requests with labels).
         label_column: Name of the label column (the model's target).
@@ -295,10 +336,14 @@ class CaptureWriter:
         *,
         sample_rate: float = 1.0,
         seed: int | None = None,
-        flush_rows: int = 10_000,
-        flush_interval_s: float = 60.0,
+        flush_rows: int = DEFAULT_FLUSH_ROWS,
+        flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
+        flush_timeout_s: float = DEFAULT_FLUSH_TIMEOUT_S,
+        max_queue_rows: int = DEFAULT_MAX_QUEUE_ROWS,
+        retry_backoff_s: float = DEFAULT_RETRY_BACKOFF_S,
+        max_retry_backoff_s: float = DEFAULT_MAX_RETRY_BACKOFF_S,
         spill_dir: str | os.PathLike[str] | None = None,
-        max_spill_bytes: int = 64 * 1024 * 1024,
+        max_spill_bytes: int = DEFAULT_MAX_SPILL_BYTES,
         clock: Callable[[], float] = time.time,
         timestamp_column: str = "event_time",
         request_id_column: str = "request_id",
@@ -313,6 +358,14 @@ class CaptureWriter:
             raise ValueError(f"flush_rows must be >= 1, got {flush_rows}")
         if not flush_interval_s > 0:
             raise ValueError(f"flush_interval_s must be > 0, got {flush_interval_s}")
+        if not 0 < flush_timeout_s < math.inf:
+            raise ValueError(f"flush_timeout_s must be > 0 and finite, got {flush_timeout_s}")
+        if max_queue_rows < 1:
+            raise ValueError(f"max_queue_rows must be >= 1, got {max_queue_rows}")
+        if not 0 < retry_backoff_s <= max_retry_backoff_s < math.inf:
+            raise ValueError(
+                f"need 0 < retry_backoff_s <= max_retry_backoff_s < inf, got {retry_backoff_s}, {max_retry_backoff_s}"
+            )
         if max_spill_bytes < 0:
             raise ValueError(f"max_spill_bytes must be >= 0, got {max_spill_bytes}")
         if part_prefix is not None and not _SAFE_NAME.fullmatch(part_prefix):
@@ -325,6 +378,10 @@ class CaptureWriter:
         self.sample_rate = float(sample_rate)
         self.flush_rows = flush_rows
         self.flush_interval_s = float(flush_interval_s)
+        self.flush_timeout_s = float(flush_timeout_s)
+        self.max_queue_rows = max_queue_rows
+        self.retry_backoff_s = float(retry_backoff_s)
+        self.max_retry_backoff_s = float(max_retry_backoff_s)
         self.max_spill_bytes = max_spill_bytes
         self.timestamp_column = timestamp_column
         self.request_id_column = request_id_column
@@ -333,24 +390,35 @@ class CaptureWriter:
         self._clock = clock
         self._hash_key = hashlib.sha256(f"refit-capture-sample:{seed or 0}".encode()).digest()
         self._reserved = reserved
+        self._due_rows = min(flush_rows, max_queue_rows)
 
-        # _lock guards the buffers, counters and the closed flag; _flush_lock serialises
-        # flushes (store and spill I/O), so a flush never holds _lock while it waits on I/O.
+        # _lock guards the queue (two buffers), the counters and the flusher's orders; it is
+        # never held during I/O. _work wakes the flusher, _idle wakes flush()/close() callers.
         self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._idle = threading.Condition(self._lock)
         self._requests = _Buffer()
         self._labels = _Buffer()
         self._last_flush = clock()
         self._closed = False
+        self._stopped = False  # the flusher has drained the queue after close() and exited
+        self._flusher: threading.Thread | None = None
+        self._asked = 0  # flush() calls so far; the flusher serves them in order
+        self._served = 0
+        self._cutoff = math.inf  # monotonic time by which a waiting flush()/close() wants the store done
+        self._overflowing = False
         self._counts = {f.name: 0 for f in dataclasses.fields(CaptureStats) if f.name != "last_error"}
         self._last_error: str | None = None
-        # spill state: touched only under _flush_lock
+        # flusher state: touched only by the flusher thread (or before it starts / after it stops)
         self._owns_spill_dir = spill_dir is None
         self._spill_root: Path | None = None if spill_dir is None else Path(spill_dir) / model_name
         self._spill: collections.deque[_Spilled] = collections.deque()
         self._flushes = 0
         self._next_seq = 0
         self._outage = False
+        self._failures = 0  # store failures in a row
+        self._next_attempt = 0.0  # monotonic time before which background flushes spill without trying the store
+        self._store_call: threading.Thread | None = None  # a store call that outlived its flush
         if self._spill_root is not None:
             self._adopt_spill(self._spill_root)
 
@@ -365,7 +433,10 @@ class CaptureWriter:
         request_ids: Sequence[Any] | None = None,
         timestamps: Any = None,
     ) -> None:
-        """Capture requests and what the model answered.
+        """Capture requests and what the model answered: queue them for the flusher and return.
+
+        Never waits on the store (nor on the spill's disk): when the queue is full the rows
+        are dropped and counted instead.
 
         Args:
             features: The model's inputs, one row per request (any index).
@@ -406,10 +477,10 @@ class CaptureWriter:
             chunk[MODEL_VERSION_COLUMN] = np.full(n, model_version, dtype=object)
             if keep is not None:
                 chunk = {k: v[keep] for k, v in chunk.items()}
-        self._add(self._requests, chunk, kept, logged=("rows_logged", n), sampled_out=("rows_sampled_out", n - kept))
+        self._add(_REQUESTS, chunk, logged=n, kept=kept)
 
     def log_labels(self, request_ids: Sequence[Any], labels: Any, *, label_time: Any = None) -> None:
-        """Capture ground truth that arrived for earlier requests.
+        """Capture ground truth that arrived for earlier requests (queued, like ``log``).
 
         Args:
             request_ids: The requests the labels belong to.
@@ -432,35 +503,71 @@ class CaptureWriter:
             chunk = {self.request_id_column: ids, self.label_column: _column_values(values), LABEL_TIME_COLUMN: stamps}
             if keep is not None:
                 chunk = {k: v[keep] for k, v in chunk.items()}
-        self._add(self._labels, chunk, kept, logged=("labels_logged", n), sampled_out=("labels_sampled_out", n - kept))
+        self._add(_LABELS, chunk, logged=n, kept=kept)
 
     def flush(self) -> CaptureStats:
-        """Retry the spill, then write what is buffered; returns the counters. Never raises for the store."""
-        self._flush(blocking=True)
-        return self.stats
+        """Have the flusher retry the spill and write what is queued; returns the counters.
+
+        Waits for the flusher at most about twice ``flush_timeout_s`` (the store gets at most
+        ``flush_timeout_s``; what it did not take by then is spilled). Never raises for the store.
+        """
+        with self._lock:
+            if self._stopped:
+                return self._snapshot_locked()
+            self._asked += 1
+            ticket = self._asked
+            now = time.monotonic()
+            self._cutoff = min(self._cutoff, now + self.flush_timeout_s)
+            self._start_flusher_locked()
+            self._work.notify()
+            end = now + 2 * self.flush_timeout_s
+            while self._served < ticket and (left := end - time.monotonic()) > 0:
+                self._idle.wait(left)
+            return self._snapshot_locked()
 
     def close(self) -> CaptureStats:
-        """Flush, and refuse further ``log`` calls. Spilled rows the store still refuses stay on disk."""
+        """Refuse further rows and drain the queue; returns the counters.
+
+        The store gets at most ``flush_timeout_s`` for what is queued (and the spill); the
+        rest is spilled, where a writer with the same ``spill_dir`` retries it. Waits at most
+        about twice ``flush_timeout_s``.
+        """
         with self._lock:
-            already = self._closed
+            if self._closed:
+                return self._snapshot_locked()
             self._closed = True
-        if not already:
-            self._flush(blocking=True)
-            with self._flush_lock:
-                if self._spill:
-                    rows = sum(s.rows for s in self._spill)
-                    log.error(
-                        "capture writer for %s closed with %d rows still spilled in %s (the store "
-                        "still fails: %s); a writer with spill_dir=%s retries them",
-                        self.model_name,
-                        rows,
-                        self._spill_root,
-                        self._last_error,
-                        self._spill_root.parent if self._spill_root else None,
-                    )
-                elif self._owns_spill_dir and self._spill_root is not None:
-                    shutil.rmtree(self._spill_root.parent, ignore_errors=True)
-                    self._spill_root = None
+            if self._flusher is None and not (self._requests.rows or self._labels.rows or self._spill):
+                self._stopped = True  # nothing was ever queued: no flusher to start
+            else:
+                self._cutoff = min(self._cutoff, time.monotonic() + self.flush_timeout_s)
+                self._start_flusher_locked()
+                self._work.notify()
+            flusher = self._flusher
+        if flusher is not None:
+            flusher.join(2 * self.flush_timeout_s)
+            if flusher.is_alive():
+                stats = self.stats
+                log.error(
+                    "capture writer for %s closed before its flusher finished (%d requests and %d labels "
+                    "not yet written or spilled; it keeps at it while the process lives)",
+                    self.model_name,
+                    stats.rows_queued,
+                    stats.labels_queued,
+                )
+                return stats
+        if self._spill:
+            log.error(
+                "capture writer for %s closed with %d rows still spilled in %s (the store still fails: "
+                "%s); a writer with spill_dir=%s retries them",
+                self.model_name,
+                sum(s.rows for s in self._spill),
+                self._spill_root,
+                self._last_error,
+                self._spill_root.parent if self._spill_root else None,
+            )
+        elif self._owns_spill_dir and self._spill_root is not None:
+            shutil.rmtree(self._spill_root.parent, ignore_errors=True)
+            self._spill_root = None
         return self.stats
 
     def __enter__(self) -> CaptureWriter:
@@ -473,12 +580,15 @@ class CaptureWriter:
     def stats(self) -> CaptureStats:
         """The counters now (a frozen snapshot)."""
         with self._lock:
-            return CaptureStats(**self._counts, last_error=self._last_error)
+            return self._snapshot_locked()
 
     @property
     def spill_path(self) -> Path | None:
         """The spill folder (None until something was spilled, for a temporary one)."""
         return self._spill_root
+
+    def _snapshot_locked(self) -> CaptureStats:
+        return CaptureStats(**self._counts, last_error=self._last_error)
 
     # -- input ------------------------------------------------------------------------------
 
@@ -539,86 +649,203 @@ class CaptureWriter:
             count=len(ids),
         )
 
-    def _add(
-        self,
-        buffer: _Buffer,
-        chunk: dict[str, Any],
-        rows: int,
-        *,
-        logged: tuple[str, int],
-        sampled_out: tuple[str, int],
-    ) -> None:
+    # -- the queue -------------------------------------------------------------------------
+
+    def _add(self, kind: str, chunk: dict[str, Any], *, logged: int, kept: int) -> None:
+        """Queue one call's rows (never waits on I/O: a lock held for microseconds)."""
+        prefix = _PREFIX[kind]
+        overflow = 0
         with self._lock:
             if self._closed:
                 raise ValueError(f"capture writer for {self.model_name} is closed")
-            self._counts[logged[0]] += logged[1]
-            self._counts[sampled_out[0]] += sampled_out[1]
-            if rows:
-                buffer.append(chunk, rows)
-            due = self._requests.rows + self._labels.rows >= self.flush_rows or (
-                self._clock() - self._last_flush >= self.flush_interval_s
-                and (self._requests.rows or self._labels.rows or self._counts["spilled_batches"])
+            self._counts[f"{prefix}_logged"] += logged
+            self._counts[f"{prefix}_sampled_out"] += logged - kept
+            queued = self._requests.rows + self._labels.rows
+            if kept and queued >= self.max_queue_rows:
+                self._counts[f"{prefix}_dropped"] += kept
+                self._last_error = f"the capture queue is full ({queued} rows waiting for the flusher)"
+                if not self._overflowing:
+                    self._overflowing = True
+                    overflow = queued
+            elif kept:
+                (self._requests if kind == _REQUESTS else self._labels).append(chunk, kept)
+                self._counts[f"{prefix}_queued"] += kept
+                now_queued = queued + kept
+                # wake the flusher only when it has something new to do: start the interval
+                # timer, or write a batch that is due
+                if (
+                    queued == 0
+                    or now_queued >= self._due_rows
+                    or self._clock() - self._last_flush >= self.flush_interval_s
+                ):
+                    self._start_flusher_locked()
+                    self._work.notify()
+        if overflow:  # once per overflow, outside the lock
+            log.error(
+                "capture queue for %s is full (%d rows waiting for the flusher): dropping new rows, "
+                "counted in stats, until it takes them",
+                self.model_name,
+                overflow,
             )
-        if due:
-            self._flush(blocking=False)  # another thread flushing: it or the next call takes these
 
-    # -- flushing ---------------------------------------------------------------------------
+    # -- the flusher ------------------------------------------------------------------------
 
-    def _flush(self, *, blocking: bool) -> None:
-        if not self._flush_lock.acquire(blocking=blocking):
-            return
-        try:
+    def _start_flusher_locked(self) -> None:
+        if self._flusher is None:
+            self._flusher = threading.Thread(target=self._run, name=f"refit-capture-{self.model_name}", daemon=True)
+            self._flusher.start()
+
+    def _due_locked(self) -> bool:
+        """Whether the flusher has work now (called by the flusher, under ``_lock``)."""
+        if self._closed or self._asked > self._served:
+            return True
+        queued = self._requests.rows + self._labels.rows
+        if queued >= self._due_rows or (queued and self._clock() - self._last_flush >= self.flush_interval_s):
+            return True
+        return bool(self._spill) and time.monotonic() >= self._next_attempt
+
+    def _sleep_locked(self) -> float:
+        """How long the flusher may sleep before something falls due without a wake-up call."""
+        waits = [_MAX_SLEEP_S]
+        if self._requests.rows or self._labels.rows:
+            waits.append(self.flush_interval_s - (self._clock() - self._last_flush))
+        if self._spill:
+            waits.append(self._next_attempt - time.monotonic())
+        return max(min(waits), _MIN_SLEEP_S)
+
+    def _run(self) -> None:
+        """The flusher: take the queue when a batch is due, write it (or spill it), repeat."""
+        while True:
             with self._lock:
+                while not self._due_locked():
+                    self._work.wait(self._sleep_locked())
+                closing = self._closed
+                ticket = self._asked
+                forced = closing or ticket > self._served  # flush()/close(): try the store even in backoff
+                deadline = min(time.monotonic() + self.flush_timeout_s, self._cutoff)
                 requests, labels = self._requests, self._labels
                 self._requests, self._labels = _Buffer(), _Buffer()
                 self._last_flush = self._clock()
-            batches = []
-            if requests.rows or labels.rows:
-                self._flushes += 1
-                part = f"{self.part_prefix}-{self._flushes - 1:05d}" if self.part_prefix else uuid.uuid4().hex[:16]
-                if requests.rows:
-                    batches.append((_REQUESTS, part, requests.frame((self.timestamp_column,))))
-                if labels.rows:
-                    batches.append((_LABELS, part, labels.frame((LABEL_TIME_COLUMN,))))
-            store_ok = self._retry_spill()
-            for kind, part, frame in batches:
-                # once the store failed in this flush, spill the rest without waiting on it again
-                store_ok = store_ok and self._write(kind, part, frame)
-                if not store_ok:
-                    self._spill_batch(kind, part, frame)
-        finally:
-            self._flush_lock.release()
+                self._overflowing = False
+            try:
+                self._flush(
+                    requests, labels, try_store=forced or time.monotonic() >= self._next_attempt, deadline=deadline
+                )
+            except Exception:  # a bug here must not kill the flusher (what it held stays counted as queued)
+                log.exception("capture flusher for %s: unexpected error", self.model_name)
+            with self._lock:
+                self._served = self._asked if closing else max(self._served, ticket)
+                if self._served >= self._asked:
+                    self._cutoff = math.inf
+                self._stopped = closing
+                self._idle.notify_all()
+            if closing:
+                return
 
-    def _write(self, kind: str, part: str, frame: pd.DataFrame) -> bool:
-        try:
+    def _flush(self, requests: _Buffer, labels: _Buffer, *, try_store: bool, deadline: float) -> None:
+        batches = []
+        if requests.rows or labels.rows:
+            self._flushes += 1
+            part = f"{self.part_prefix}-{self._flushes - 1:05d}" if self.part_prefix else uuid.uuid4().hex[:16]
+            for kind, buffer, time_column in (
+                (_REQUESTS, requests, self.timestamp_column),
+                (_LABELS, labels, LABEL_TIME_COLUMN),
+            ):
+                if not buffer.rows:
+                    continue
+                try:
+                    batches.append((kind, part, buffer.frame((time_column,))))
+                except Exception as exc:
+                    self._count_dropped(kind, buffer.rows, "queued", f"cannot build the batch ({_one_line(exc)})")
+        store_ok = try_store and self._retry_spill(deadline)
+        for kind, part, frame in batches:
+            # once the store failed (or this flush's time is up), spill the rest without waiting on it
+            store_ok = store_ok and time.monotonic() < deadline and self._write(kind, part, frame, deadline)
+            if store_ok:
+                with self._lock:
+                    self._counts[f"{_PREFIX[kind]}_queued"] -= len(frame)
+                    self._counts[f"{_PREFIX[kind]}_written"] += len(frame)
+            else:
+                self._spill_batch(kind, part, frame)
+
+    def _write(self, kind: str, part: str, frame: pd.DataFrame, deadline: float) -> bool:
+        """One batch to the store, within ``deadline``; False (and backoff) when the store fails."""
+
+        def put() -> None:
             if kind == _REQUESTS:
                 write_requests(self.store, self.model_name, frame, self.timestamp_column, part=part)
             else:
                 write_labels(self.store, self.model_name, frame, LABEL_TIME_COLUMN, part=part)
+
+        try:
+            self._call_store(put, deadline)
         except Exception as exc:  # any store failure: spill, never raise into serving
-            error = _one_line(exc)
-            with self._lock:
-                self._last_error = error
-            if not self._outage:
-                self._outage = True
-                log.warning(
-                    "capture store %s is failing (%s): spilling %s captures to %s and retrying on every flush",
-                    self.store.uri,
-                    error,
-                    self.model_name,
-                    self._spill_root or "a temporary folder",
-                )
+            self._store_failed(exc)
             return False
-        with self._lock:
-            self._counts["rows_written" if kind == _REQUESTS else "labels_written"] += len(frame)
+        self._failures = 0
+        self._next_attempt = 0.0
         if self._outage:
             self._outage = False
             log.info("capture store %s is back: writing %s captures again", self.store.uri, self.model_name)
         return True
 
-    def _retry_spill(self) -> bool:
-        """Write spilled batches, oldest first; False as soon as the store fails."""
+    def _call_store(self, call: Callable[[], None], deadline: float) -> None:
+        """Run ``call`` on its own thread and wait for it until ``deadline`` at most.
+
+        A call still running at the deadline is left to finish (it may yet land: the batch,
+        spilled meanwhile, keeps its part name, so its retry overwrites the same files), and
+        no other call is made until it has returned, so a hung store holds one thread, not one
+        per flush.
+        """
+        if self._store_call is not None:
+            if self._store_call.is_alive():
+                raise TimeoutError("an earlier call to the store has not returned yet")
+            self._store_call = None
+        outcome: list[BaseException | None] = []
+
+        def run() -> None:
+            try:
+                call()
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=run, name=f"refit-capture-store-{self.model_name}", daemon=True)
+        thread.start()
+        thread.join(max(deadline - time.monotonic(), 0.0))
+        if thread.is_alive():
+            self._store_call = thread
+            raise TimeoutError(f"the store did not answer within {self.flush_timeout_s:g} s")
+        if not outcome:
+            raise RuntimeError("the store call ended without an answer")
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    def _store_failed(self, exc: BaseException) -> None:
+        error = _one_line(exc)
+        self._failures += 1
+        backoff = min(self.max_retry_backoff_s, self.retry_backoff_s * 2.0 ** min(self._failures - 1, 60))
+        self._next_attempt = time.monotonic() + backoff
+        with self._lock:
+            self._last_error = error
+        if not self._outage:
+            self._outage = True
+            log.warning(
+                "capture store %s is failing (%s): spilling %s captures to %s and retrying in %g s "
+                "(backing off up to %g s)",
+                self.store.uri,
+                error,
+                self.model_name,
+                self._spill_root or "a temporary folder",
+                backoff,
+                self.max_retry_backoff_s,
+            )
+
+    def _retry_spill(self, deadline: float) -> bool:
+        """Write spilled batches, oldest first; False as soon as the store fails or time is up."""
         while self._spill:
+            if time.monotonic() >= deadline:
+                return False  # the rest waits for the next flush
             item = self._spill[0]
             try:
                 frame = pd.read_parquet(item.path)
@@ -634,20 +861,23 @@ class CaptureWriter:
                 continue
             with self._lock:
                 self._counts["retries"] += 1
-            if not self._write(item.kind, item.part, frame):
+            if not self._write(item.kind, item.part, frame, deadline):
                 return False
             self._spill.popleft()
             item.path.unlink(missing_ok=True)
-            self._update_spill_counts()
+            with self._lock:
+                self._counts[f"{_PREFIX[item.kind]}_in_spill"] -= item.rows
+                self._counts[f"{_PREFIX[item.kind]}_written"] += item.rows
+                self._spill_gauges_locked()
         return True
 
     def _spill_batch(self, kind: str, part: str, frame: pd.DataFrame) -> None:
-        rows_key = "rows" if kind == _REQUESTS else "labels"
+        """Put a queued batch the store did not take into the spill (or count it dropped)."""
         buf = io.BytesIO()
         try:
             frame.to_parquet(buf, index=False)
         except Exception as exc:
-            self._count_dropped(kind, len(frame), f"cannot serialise the batch ({_one_line(exc)})")
+            self._count_dropped(kind, len(frame), "queued", f"cannot serialise the batch ({_one_line(exc)})")
             return
         data = buf.getvalue()
         evicted = []
@@ -661,6 +891,7 @@ class CaptureWriter:
             self._count_dropped(
                 kind,
                 len(frame),
+                "queued",
                 f"one batch ({len(data)} bytes) is over the spill bound of {self.max_spill_bytes} bytes",
             )
             return
@@ -673,29 +904,34 @@ class CaptureWriter:
             tmp.write_bytes(data)
             os.replace(tmp, path)
         except OSError as exc:
-            self._count_dropped(kind, len(frame), f"cannot write the spill ({_one_line(exc)})")
+            self._count_dropped(kind, len(frame), "queued", f"cannot write the spill ({_one_line(exc)})")
             return
         self._spill.append(_Spilled(seq, kind, part, path, len(frame), len(data)))
+        prefix = _PREFIX[kind]
         with self._lock:
-            self._counts[f"{rows_key}_spilled"] += len(frame)
-        self._update_spill_counts()
+            self._counts[f"{prefix}_queued"] -= len(frame)
+            self._counts[f"{prefix}_spilled"] += len(frame)
+            self._counts[f"{prefix}_in_spill"] += len(frame)
+            self._spill_gauges_locked()
 
     def _spill_bytes(self) -> int:
         return sum(s.size for s in self._spill)
 
-    def _update_spill_counts(self) -> None:
-        with self._lock:
-            self._counts["spilled_batches"] = len(self._spill)
-            self._counts["spill_bytes"] = self._spill_bytes()
+    def _spill_gauges_locked(self) -> None:
+        self._counts["spilled_batches"] = len(self._spill)
+        self._counts["spill_bytes"] = self._spill_bytes()
 
     def _drop(self, items: list[_Spilled], why: str) -> None:
+        """Count spilled batches that are gone (already out of the spill) as dropped, loudly."""
         rows = sum(s.rows for s in items if s.kind == _REQUESTS)
         labels = sum(s.rows for s in items if s.kind == _LABELS)
         with self._lock:
+            self._counts["rows_in_spill"] -= rows
+            self._counts["labels_in_spill"] -= labels
             self._counts["rows_dropped"] += rows
             self._counts["labels_dropped"] += labels
+            self._spill_gauges_locked()
             total = self._counts["rows_dropped"], self._counts["labels_dropped"]
-        self._update_spill_counts()
         log.error(
             "capture spill for %s: dropped the oldest %d requests and %d labels: %s (%d requests and "
             "%d labels dropped so far)",
@@ -706,10 +942,12 @@ class CaptureWriter:
             *total,
         )
 
-    def _count_dropped(self, kind: str, rows: int, why: str) -> None:
-        key = "rows_dropped" if kind == _REQUESTS else "labels_dropped"
+    def _count_dropped(self, kind: str, rows: int, source: str, why: str) -> None:
+        """Count ``rows`` that leave ``source`` (a counter, say ``queued``) as dropped, loudly."""
+        prefix = _PREFIX[kind]
         with self._lock:
-            self._counts[key] += rows
+            self._counts[f"{prefix}_{source}"] -= rows
+            self._counts[f"{prefix}_dropped"] += rows
             self._last_error = why
             total = self._counts["rows_dropped"], self._counts["labels_dropped"]
         log.error(
@@ -747,7 +985,10 @@ class CaptureWriter:
         if found:
             self._spill.extend(found)
             self._next_seq = found[-1].seq + 1
-            self._update_spill_counts()
+            with self._lock:
+                for item in found:
+                    self._counts[f"{_PREFIX[item.kind]}_in_spill"] += item.rows
+                self._spill_gauges_locked()
             log.info(
                 "capture spill for %s: %d batches (%d rows) left in %s are retried on the next flush",
                 self.model_name,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from refit.capture import CaptureWriter, labels_prefix, requests_prefix
+from refit.capture import CaptureStats, CaptureWriter, labels_prefix, requests_prefix
 from refit.datasets import FEATURE_COLUMNS, generate_production
 from refit.errors import StoreError
 from refit.io.base import Blob, Store
@@ -87,6 +89,14 @@ def partitions(keys: list[str]) -> set[str]:
 
 def ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{i:05d}" for i in range(n)]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait until the writer's background flusher has made ``condition`` true."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "the flusher did not get there in time"
+        time.sleep(0.005)
 
 
 def capture_records(caplog: pytest.LogCaptureFixture, level: int) -> list[logging.LogRecord]:
@@ -188,26 +198,30 @@ def test_flushes_when_the_buffer_reaches_flush_rows(local_store: Store) -> None:
         writer.log(feats.iloc[[i]], [0.5], model_version="1", request_ids=[f"r{i}"])
     assert read_all(local_store, requests_prefix(MODEL))[1] == []
     writer.log(feats.iloc[[4]], [0.5], model_version="1", request_ids=["r4"])
+    wait_for(lambda: writer.stats.rows_written == 5)  # by the flusher, not by this call
     got, keys = read_all(local_store, requests_prefix(MODEL))
     assert len(keys) == 1 and sorted(got["request_id"]) == [f"r{i}" for i in range(5)]
     writer.log(feats.iloc[5:12], np.full(7, 0.5), model_version="1", request_ids=[f"r{i}" for i in range(5, 12)])
-    assert len(read_all(local_store, requests_prefix(MODEL))[0]) == 12  # one call over the threshold
-    assert writer.stats.rows_written == 12
+    wait_for(lambda: writer.stats.rows_written == 12)  # one call over the threshold
+    got, keys = read_all(local_store, requests_prefix(MODEL))
+    assert len(keys) == 2 and len(got) == 12 and writer.stats.rows_queued == 0
 
 
-def test_flushes_on_the_first_call_after_the_interval(local_store: Store) -> None:
+def test_flushes_once_the_oldest_row_has_waited_the_interval_without_another_call(local_store: Store) -> None:
     clock = Clock()
     writer = CaptureWriter(local_store, MODEL, flush_interval_s=60, clock=clock)
     feats = features(3)
     writer.log(feats.iloc[[0]], [0.1], model_version="1", request_ids=["r0"])
     clock.now += 59.9
     writer.log(feats.iloc[[1]], [0.2], model_version="1", request_ids=["r1"])
-    assert read_all(local_store, requests_prefix(MODEL))[1] == []
-    clock.now += 0.1
+    time.sleep(0.3)  # the flusher looks at the clock meanwhile: not due yet
+    assert read_all(local_store, requests_prefix(MODEL))[1] == [] and writer.stats.rows_queued == 2
+    clock.now += 0.1  # a quiet server: no call comes, the flusher writes on its own
+    wait_for(lambda: writer.stats.rows_written == 2)
+    assert sorted(read_all(local_store, requests_prefix(MODEL))[0]["request_id"]) == ["r0", "r1"]
     writer.log(feats.iloc[[2]], [0.3], model_version="1", request_ids=["r2"])
-    got = read_all(local_store, requests_prefix(MODEL))[0]
-    assert sorted(got["request_id"]) == ["r0", "r1", "r2"]
-    assert writer.stats.rows_written == 3
+    time.sleep(0.1)
+    assert (writer.stats.rows_written, writer.stats.rows_queued) == (2, 1)  # a fresh interval
 
 
 # -- outages ------------------------------------------------------------------------------------
@@ -219,7 +233,8 @@ def test_outage_spills_warns_once_and_recovery_writes_every_row_once(
     caplog.set_level(logging.INFO, logger="refit.capture")
     flaky = FlakyStore(local_store)
     clock = Clock()
-    writer = CaptureWriter(flaky, MODEL, flush_rows=4, spill_dir=tmp_path / "spill", clock=clock)
+    # no background retries during the test (backoff), flushes asked for: batches are deterministic
+    writer = CaptureWriter(flaky, MODEL, retry_backoff_s=60, spill_dir=tmp_path / "spill", clock=clock)
     feats = features(12)
     flaky.down = True
     for i in range(12):  # three flushes, all refused
@@ -230,6 +245,8 @@ def test_outage_spills_warns_once_and_recovery_writes_every_row_once(
             request_ids=[f"r{i:02d}"],
             timestamps=T0 + pd.Timedelta(minutes=10 * i),
         )
+        if i % 4 == 3:
+            writer.flush()
     stats = writer.stats
     assert (stats.rows_written, stats.rows_spilled, stats.spilled_batches, stats.rows_dropped) == (0, 12, 3, 0)
     assert "connection refused" in (stats.last_error or "")
@@ -342,11 +359,15 @@ def test_an_unreadable_spill_file_is_dropped_loudly_and_the_rest_still_written(
 def test_labels_ride_out_an_outage_too(local_store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="refit.capture")
     flaky = FlakyStore(local_store)
-    writer = CaptureWriter(flaky, MODEL, flush_rows=3, label_column="churned", spill_dir=tmp_path, clock=Clock())
+    writer = CaptureWriter(
+        flaky, MODEL, flush_rows=3, retry_backoff_s=60, label_column="churned", spill_dir=tmp_path, clock=Clock()
+    )
     flaky.down = True
     writer.log_labels(["r1", "r2", "r3"], [1, 0, 1], label_time=T0)
+    wait_for(lambda: writer.stats.labels_spilled == 3)
     writer.log_labels(["r4", "r5", "r6"], [0, 0, 1], label_time=T0 + pd.Timedelta(days=1))
-    assert (writer.stats.labels_spilled, writer.stats.labels_written) == (6, 0)
+    wait_for(lambda: writer.stats.labels_spilled == 6)  # backing off: spilled without trying the store
+    assert (writer.stats.labels_written, writer.stats.labels_in_spill, writer.stats.retries) == (0, 6, 0)
     assert len(capture_records(caplog, logging.WARNING)) == 1
     flaky.down = False
     stats = writer.close()
@@ -361,8 +382,8 @@ def test_labels_ride_out_an_outage_too(local_store: Store, tmp_path: Path, caplo
         "r6": 1,
     }
     assert got["churned"].dtype == np.int64
-    # one refused retry during the outage, then both batches
-    assert (stats.labels_written, stats.labels_dropped, stats.retries) == (6, 0, 3)
+    # no retry during the outage (backing off), then both batches at close
+    assert (stats.labels_written, stats.labels_dropped, stats.retries) == (6, 0, 2)
 
 
 def test_a_new_writer_retries_what_a_closed_one_left_spilled(
@@ -380,6 +401,114 @@ def test_a_new_writer_retries_what_a_closed_one_left_spilled(
     stats = after_restart.close()
     assert sorted(read_all(local_store, requests_prefix(MODEL))[0]["request_id"]) == ids("r", 4)
     assert (stats.rows_written, stats.spilled_batches) == (4, 0)
+
+
+# -- a store that hangs --------------------------------------------------------------------------
+
+
+class StuckStore(FlakyStore):
+    """``put_bytes`` blocks until ``answer`` is set (a store that hangs), then writes."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.answer = threading.Event()
+        self.entered = threading.Event()
+        self.calls = 0
+        self.returned = 0
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        with self.lock:
+            self.calls += 1
+        self.entered.set()
+        self.answer.wait(60)
+        try:
+            return self.inner.put_bytes(key, data)
+        finally:
+            with self.lock:
+                self.returned += 1
+
+
+def accounted(stats: CaptureStats) -> int:
+    return stats.rows_sampled_out + stats.rows_queued + stats.rows_written + stats.rows_in_spill + stats.rows_dropped
+
+
+def test_a_full_queue_drops_and_counts_new_rows_instead_of_waiting(
+    local_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="refit.capture")
+    stuck = StuckStore(local_store)
+    writer = CaptureWriter(stuck, MODEL, flush_rows=5, max_queue_rows=10, flush_timeout_s=60, clock=Clock())
+    feats = features(20)
+    writer.log(feats.iloc[:5], np.zeros(5), model_version="1", request_ids=ids("a", 5))
+    assert stuck.entered.wait(10)  # the flusher holds those 5 rows, waiting on the store
+    latencies = []
+    for i in range(15):  # 10 fill the queue, 5 find it full
+        started = time.perf_counter()
+        writer.log(feats.iloc[[5 + i]], [0.5], model_version="1", request_ids=[f"b{i:02d}"])
+        latencies.append(time.perf_counter() - started)
+    stats = writer.stats
+    assert max(latencies) < 0.05
+    assert (stats.rows_logged, stats.rows_queued, stats.rows_dropped, stats.rows_written) == (20, 15, 5, 0)
+    assert accounted(stats) == stats.rows_logged and "queue is full" in (stats.last_error or "")
+    errors = capture_records(caplog, logging.ERROR)
+    assert len(errors) == 1 and "dropping new rows" in errors[0].getMessage()  # once per overflow
+
+    stuck.answer.set()
+    stats = writer.close()
+    assert (stats.rows_written, stats.rows_dropped, stats.rows_queued, stats.rows_spilled) == (15, 5, 0, 0)
+    got = sorted(read_all(local_store, requests_prefix(MODEL))[0]["request_id"])
+    assert got == ids("a", 5) + [f"b{i:02d}" for i in range(10)]
+
+
+def test_flush_is_bounded_while_the_store_hangs_and_the_hung_write_is_not_duplicated(
+    local_store: Store, tmp_path: Path
+) -> None:
+    stuck = StuckStore(local_store)
+    writer = CaptureWriter(stuck, MODEL, flush_timeout_s=0.5, spill_dir=tmp_path, clock=Clock())
+    writer.log(features(3), np.zeros(3), model_version="1", request_ids=ids("a", 3), timestamps=T0)
+    started = time.monotonic()
+    stats = writer.flush()
+    assert time.monotonic() - started < 2 * writer.flush_timeout_s
+    assert (stats.rows_spilled, stats.rows_in_spill, stats.rows_queued) == (3, 3, 0)
+    assert stats.last_error == "TimeoutError: the store did not answer within 0.5 s"
+
+    # while that call hangs no other is made: the next flush spills at once
+    writer.log(features(2), np.zeros(2), model_version="1", request_ids=ids("b", 2), timestamps=T0)
+    started = time.monotonic()
+    stats = writer.flush()
+    assert time.monotonic() - started < writer.flush_timeout_s
+    assert (stats.rows_in_spill, stats.spilled_batches, stuck.calls) == (5, 2, 1)
+    assert "has not returned yet" in (stats.last_error or "")
+
+    stuck.answer.set()  # the hung call lands its batch after all ...
+    wait_for(lambda: stuck.returned == 1)
+    stats = writer.close()  # ... and the retry of its spilled copy overwrites it: each row once
+    got, keys = read_all(local_store, requests_prefix(MODEL))
+    assert sorted(got["request_id"]) == ids("a", 3) + ids("b", 2) and len(keys) == 2
+    assert (stats.rows_written, stats.rows_in_spill, stats.rows_dropped) == (5, 0, 0)
+    assert accounted(stats) == stats.rows_logged == 5
+
+
+def test_backoff_doubles_up_to_its_bound_while_the_store_fails(local_store: Store) -> None:
+    flaky = FlakyStore(local_store)
+    flaky.down = True
+    writer = CaptureWriter(flaky, MODEL, retry_backoff_s=0.05, max_retry_backoff_s=0.2, clock=Clock())
+    writer.log(features(1), [0.5], model_version="1", request_ids=["a"])
+    writer.flush()  # the first failure; the flusher then retries the spill on its own, backing off
+    attempts: list[float] = []
+    seen = writer.stats.retries
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:
+        if writer.stats.retries != seen:
+            seen = writer.stats.retries
+            attempts.append(time.monotonic())
+        time.sleep(0.002)
+    gaps = np.diff(attempts)
+    # 0.1, 0.2, then 0.2 (the bound) each time: about 9 retries in 2 s, not hundreds
+    assert 5 <= len(attempts) <= 12, attempts
+    assert gaps.min() > 0.08 and gaps[-3:].max() < 0.4 and gaps[-3:].min() > 0.15
+    flaky.down = False
+    assert writer.close().rows_written == 1
 
 
 # -- concurrency, S3, misuse --------------------------------------------------------------------
@@ -404,6 +533,7 @@ def test_eight_threads_through_an_outage_write_every_row_exactly_once(local_stor
     start.wait()
     for thread in threads[:4]:
         thread.join()
+    wait_for(lambda: writer.stats.rows_spilled > 0)  # the flusher met the outage
     flaky.down = False
     for thread in threads[4:]:
         thread.join()
