@@ -4,10 +4,23 @@ pandera does the checking (lazy, so every fault is collected in one pass); this 
 its failure cases into a per-row quarantine and a per-(column, rule) summary, and decides
 when a run must stop. Nothing is dropped silently: every rejected row is returned with the
 rule(s) it broke and the file it came from.
+
+Coercion is lossless or the row is invalid. pandera's own coercion is ``astype``: every
+non-empty string becomes ``True`` and ``0.6`` becomes ``0``. Before pandera (and the fast
+path) see a frame, :func:`_lossless_coercion` turns boolean columns' accepted spellings into
+booleans and quarantines every value of a boolean or integer column that would change:
+
+* a boolean column accepts real booleans, the numbers 0 and 1, and the strings in
+  :data:`TRUE_SPELLINGS` / :data:`FALSE_SPELLINGS` (case-insensitive); a missing value stays
+  missing and the column's ``nullable`` decides;
+* an integer column refuses a number with a fractional part and one outside the integer
+  type's range.
 """
 
 from __future__ import annotations
 
+import decimal
+import fractions
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +34,25 @@ SOURCE_COLUMN = "_refit_source"
 ERRORS_COLUMN = "_refit_errors"
 _MAX_EXAMPLES = 5
 _MAX_PASSES = 3
+#: Longest value (as shown) echoed in an error, a summary or a quarantine reason.
+MAX_SHOWN_CHARS = 80
+#: Strings a boolean column reads as True / False (compared case-insensitively, no other spelling).
+TRUE_SPELLINGS = frozenset({"true", "yes", "1"})
+FALSE_SPELLINGS = frozenset({"false", "no", "0"})
+
+
+def shorten(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``text`` cut to about ``limit`` characters, saying how long it was: a value quoted in a
+    message must not be the message (a 1M-character cell). The quarantine keeps the full value."""
+    if len(text) <= limit:
+        return text
+    suffix = f"... ({len(text):,} chars)"
+    return text[: max(limit - len(suffix), 16)] + suffix
+
+
+def _shown(value: Any) -> str:
+    """A failing value as examples show it: strings quoted, everything cut by :func:`shorten`."""
+    return shorten(repr(value) if isinstance(value, str) else str(value))
 
 
 @dataclass(frozen=True)
@@ -116,30 +148,29 @@ def check_frame_shape(df: pd.DataFrame, schema_model: Any, source: str) -> None:
     missing = [c for c in schema.columns if c not in df.columns]
     if missing:
         raise ValidationFailedError(
-            f"{source}: missing required column(s) {', '.join(missing)} "
+            f"{source}: missing required column(s) {', '.join(shorten(str(c)) for c in missing)} "
             f"(rule: column_in_dataframe, schema {schema.name})"
         )
     if getattr(schema, "strict", False) is True:
         extra = [c for c in df.columns if c not in schema.columns and c != SOURCE_COLUMN]
         if extra:
             raise ValidationFailedError(
-                f"{source}: unexpected column(s) {', '.join(map(str, extra))} "
+                f"{source}: unexpected column(s) {', '.join(shorten(str(c)) for c in extra)} "
                 f"(rule: column_in_schema, schema {schema.name})"
             )
 
 
-def _row_failures(df: pd.DataFrame, fc: pd.DataFrame) -> pd.DataFrame:
+def _row_failures(fc: pd.DataFrame) -> pd.DataFrame:
     """Row-level failure cases (column, rule, value, row); uniqueness keeps each first occurrence."""
     rows = fc[fc["index"].notna()].copy()
     rows["index"] = rows["index"].astype(np.int64)
     uniq = rows["check"].astype(str) == "field_uniqueness"
     if uniq.any():
-        keep = []
-        for column in rows.loc[uniq, "column"].unique():
-            dup = df[column].duplicated(keep="first").to_numpy()
-            sel = uniq & (rows["column"] == column)
-            keep.append(sel & dup[rows["index"].to_numpy()])
-        rows = rows[~uniq | np.logical_or.reduce(keep)]
+        # pandera lists every occurrence of a repeated value, as coerced ("3" and 3 are one
+        # value, which the raw column cannot tell): all but the first occurrence are faults.
+        dups = rows[uniq]
+        first = dups.groupby([dups["column"], dups["failure_case"]], dropna=False, sort=False)["index"].transform("min")
+        rows = rows[~uniq | (rows["index"] != first.reindex(rows.index))]
     # A value that failed dtype coercion also "fails" dtype(...) on the same row: one reason is enough.
     coerce_rows = set(
         zip(
@@ -156,6 +187,165 @@ def _row_failures(df: pd.DataFrame, fc: pd.DataFrame) -> pd.DataFrame:
         ]
         rows = rows[~np.asarray(dup_dtype, dtype=bool)]
     return rows
+
+
+_BOOL_WORDS = {word: True for word in TRUE_SPELLINGS} | {word: False for word in FALSE_SPELLINGS}
+_NOT_BOOL = object()
+_LossyValues = list[tuple[np.ndarray, str]]  # (mask of the values a coercion would change, the rule)
+
+
+def _coerce_kind(column: Any) -> tuple[str, Any] | None:
+    """("bool" | "int", the target dtype) when ``column`` coerces to a boolean or integer dtype."""
+    target = getattr(column.dtype, "type", None)
+    if target is None:
+        return None
+    try:
+        if pd.api.types.is_bool_dtype(target):
+            return "bool", target
+        if pd.api.types.is_integer_dtype(target):
+            return "int", target
+    except TypeError:  # a dtype pandas does not know: pandera alone decides
+        return None
+    return None
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    if isinstance(value, decimal.Decimal):
+        return value.is_nan()
+    return isinstance(value, float | np.floating) and value != value
+
+
+def _bool_of(value: Any) -> Any:
+    """True, False, None (missing) or _NOT_BOOL, for one value of a boolean column."""
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, str):
+        return _BOOL_WORDS.get(value.lower(), _NOT_BOOL)
+    if _is_missing(value):
+        return None
+    if isinstance(value, int | np.integer | float | np.floating | decimal.Decimal | fractions.Fraction):
+        if value == 1:
+            return True
+        if value == 0:
+            return False
+    return _NOT_BOOL
+
+
+def _lossless_bool(series: pd.Series, name: str) -> tuple[pd.Series, _LossyValues]:
+    """``series`` as booleans (pandas' nullable ``boolean`` when a value is missing), and the
+    values that are no accepted spelling. Bad values become False here: their rows are dropped."""
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return series, []
+    if series.dtype.kind in "iuf":
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        missing = np.isnan(values)
+        truth = values == 1
+        bad = ~missing & ~truth & (values != 0)
+    else:
+        raw = series.to_numpy(dtype=object)
+        try:  # a column holds few distinct spellings: judge each once (equal values judge alike)
+            codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+        except TypeError:  # unhashable cells
+            codes, uniques = np.arange(len(raw)), raw
+        judged = [_bool_of(v) for v in uniques] + [None]  # code -1: missing
+        truth = np.array([v is True for v in judged])[codes]
+        missing = np.array([v is None for v in judged])[codes]
+        bad = np.array([v is _NOT_BOOL for v in judged])[codes]
+    keep_missing = missing & ~bad
+    array: Any = pd.arrays.BooleanArray(truth, keep_missing) if keep_missing.any() else truth
+    out = pd.Series(array, index=series.index, name=series.name)
+    return out, [(bad, f"coerce_dtype('{name}'): not true/false, yes/no or 1/0")]
+
+
+def _lossless_int(series: pd.Series, target: Any, name: str) -> _LossyValues:
+    """The values of ``series`` that an integer cast would change: a fractional part, or
+    outside the target's range (numpy wraps them, or gives the minimum for a float)."""
+    info = np.iinfo(getattr(target, "numpy_dtype", target))
+    kind = series.dtype.kind
+    fractional = out_of_range = None
+    if kind in "iu":
+        src = np.iinfo(getattr(series.dtype, "numpy_dtype", series.dtype))
+        if src.min >= info.min and src.max <= info.max:
+            return []
+        values = series.to_numpy(dtype=src.dtype, na_value=0)
+        out_of_range = (values < info.min) | (values > info.max)
+    elif kind == "f":
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        present = ~np.isnan(values)
+        # float(info.max) + 1 is exact (a power of two) where float(info.max) may round up
+        out_of_range = present & ~((values >= float(info.min)) & (values < float(info.max) + 1))
+        fractional = present & ~out_of_range & (np.floor(values) != values)
+    elif kind == "O":
+        raw = series.to_numpy(dtype=object)
+        fractional = np.zeros(len(raw), dtype=bool)
+        out_of_range = np.zeros(len(raw), dtype=bool)
+        for i, value in enumerate(raw):
+            if isinstance(value, bool | np.bool_ | str) or _is_missing(value):
+                continue  # strings: pandera's int() refuses "35.9"; bools are 0 and 1
+            if not isinstance(value, int | np.integer | float | np.floating | decimal.Decimal | fractions.Fraction):
+                continue
+            try:
+                whole = int(value)
+            except (OverflowError, ValueError, ArithmeticError):  # infinities
+                out_of_range[i] = True
+                continue
+            if whole != value:
+                fractional[i] = True
+            elif not info.min <= whole <= info.max:
+                out_of_range[i] = True
+    else:
+        return []
+    out: _LossyValues = []
+    if fractional is not None:
+        out.append((fractional, f"coerce_dtype('{name}'): fractional part"))
+    out.append((out_of_range, f"coerce_dtype('{name}'): outside the {name} range"))
+    return out
+
+
+def _lossless_column(series: pd.Series, column: Any) -> tuple[pd.Series, _LossyValues]:
+    """``series`` ready for pandera's coercion (booleans read from their spellings) and the
+    values that coercion would change, each with its rule."""
+    kind = _coerce_kind(column)
+    if kind is None:
+        return series, []
+    if kind[0] == "bool":
+        return _lossless_bool(series, str(column.dtype))
+    return series, _lossless_int(series, kind[1], str(column.dtype))
+
+
+def _lossless_coercion(df: pd.DataFrame, schema: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``df`` with the boolean columns of ``schema`` read from their accepted spellings, and the
+    failure cases (column, check, failure_case, index) of every value that coercing to a
+    boolean or integer column would change: those rows are quarantined, never coerced."""
+    parts: list[pd.DataFrame] = []
+    changed: dict[str, pd.Series] = {}
+    for name, column in schema.columns.items():
+        if name not in df.columns or not (schema.coerce or column.coerce):
+            continue
+        series, lossy = _lossless_column(df[name], column)
+        if series is not df[name]:
+            changed[name] = series
+        for mask, rule in lossy:
+            where = np.flatnonzero(mask)
+            if len(where):
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "column": name,
+                            "check": rule,
+                            "failure_case": pd.Series(df[name].to_numpy(dtype=object)[where], dtype=object),
+                            "index": df.index.to_numpy()[where].astype(np.int64),
+                        }
+                    )
+                )
+    failures = (
+        pd.concat(parts, ignore_index=True)
+        if parts
+        else pd.DataFrame({"column": [], "check": [], "failure_case": [], "index": np.array([], dtype=np.int64)})
+    )
+    return (df.assign(**changed) if changed else df), failures
 
 
 def _coerced_column(series: pd.Series, column: Any, coerce: bool) -> pd.Series | None:
@@ -175,6 +365,10 @@ def _coerced_column(series: pd.Series, column: Any, coerce: bool) -> pd.Series |
             return series
         nullable_strings = column.nullable and pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty")
         return series if nullable_strings else None
+    if coerce:  # the lossless rule first: pandera's astype would turn "no" into True, 0.6 into 0
+        series, lossy = _lossless_column(series, column)
+        if any(mask.any() for mask, _ in lossy):
+            return None
     if not want.check(Engine.dtype(series.dtype)):
         if not coerce:
             return None
@@ -215,8 +409,9 @@ def _fast_valid(df: pd.DataFrame, schema: Any) -> pd.DataFrame | None:
     pandera's lazy validation is built to collect failure cases, and pays for it on clean data
     too (a Python-level ``isinstance`` per string value, copies of the frame): most of a second
     per million rows. Most batches are clean, so this path checks the same rules first, each
-    vectorised over whole columns: pandera's own dtype coercion and dtype check, ``nullable``,
-    ``unique``, and every column ``Check`` object of the schema, called as pandera calls it.
+    vectorised over whole columns: the lossless rule (:func:`_lossless_column`), pandera's own
+    dtype coercion and dtype check, ``nullable``, ``unique``, and every column ``Check`` object
+    of the schema, called as pandera calls it.
     Any failure, and any schema feature this path does not cover (index, frame-level checks or
     uniqueness, parsers, regex columns, optional columns ...), returns None and pandera
     validates the frame and reports the failure cases as before.
@@ -272,6 +467,10 @@ def validate_frame(
 ) -> ValidationResult:
     """Validate ``df``; return valid rows (coerced), quarantined rows (raw, with reasons) and a summary.
 
+    Coercion is lossless: a value that coercing would change (a boolean spelled otherwise than
+    :data:`TRUE_SPELLINGS` / :data:`FALSE_SPELLINGS`, a fractional or out-of-range number in an
+    integer column) quarantines its row instead.
+
     Args:
         df: the rows as read (any index; it is reset). Not modified; when every row is valid
             and needs no coercion, ``valid`` may share its columns' memory.
@@ -290,9 +489,12 @@ def validate_frame(
     source_names = [source] if isinstance(source, str) else _sources_list(sources)
     check_frame_shape(df, schema, ", ".join(source_names))
 
-    bad_parts: list[pd.DataFrame] = []
-    remaining = df
-    valid: pd.DataFrame | None = _fast_valid(df, schema)
+    # values that coercion would change are quarantined here, before either path below coerces
+    remaining, lossy = _lossless_coercion(df, schema)
+    bad_parts: list[pd.DataFrame] = [lossy] if len(lossy) else []
+    if len(lossy):
+        remaining = remaining.drop(index=lossy["index"].unique())
+    valid: pd.DataFrame | None = _fast_valid(remaining, schema)
     for attempt in range(0 if valid is not None else _MAX_PASSES):
         try:
             valid = schema.validate(remaining, lazy=True)
@@ -300,13 +502,13 @@ def validate_frame(
         except SchemaErrors as exc:
             fc = exc.failure_cases
         except SchemaError as exc:  # non-lazy error path (should not happen with lazy=True)
-            raise ValidationFailedError(f"{', '.join(source_names)}: {str(exc).splitlines()[0]}") from None
-        rows = _row_failures(remaining, fc)
+            raise ValidationFailedError(f"{', '.join(source_names)}: {shorten(str(exc).splitlines()[0])}") from None
+        rows = _row_failures(fc)
         if rows.empty:
             frame = fc[fc["index"].isna()].iloc[0]
             raise ValidationFailedError(
                 f"{', '.join(source_names)}: column {frame['column']} fails {frame['check']}: "
-                f"{str(frame['failure_case']).splitlines()[0][:200]}"
+                f"{shorten((str(frame['failure_case']).splitlines() or [''])[0])}"
             )
         # failure-case indices are positions in ``remaining``'s index (labels of df)
         bad_parts.append(rows)
@@ -351,7 +553,7 @@ def _quarantine_frame(
             + ": "
             + failures["check"].map(_short_rule)
             + " (got "
-            + failures["failure_case"].astype(str)
+            + failures["failure_case"].map(lambda v: shorten(str(v)))
             + ")"
         )
         .groupby("index")["reason"]
@@ -383,7 +585,7 @@ def _summarise(failures: pd.DataFrame, sources: pd.Series) -> list[RuleFailure]:
                 column=str(column),
                 rule=_short_rule(str(check)),
                 count=int(len(np.unique(rows))),
-                examples=[repr(v) if isinstance(v, str) else str(v) for v in group["failure_case"].head(_MAX_EXAMPLES)],
+                examples=[_shown(v) for v in group["failure_case"].head(_MAX_EXAMPLES)],
                 sources=sorted({str(s) for s in sources.iloc[rows]}),
             )
         )

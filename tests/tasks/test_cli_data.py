@@ -130,3 +130,74 @@ def test_generate_and_validate_against_s3(workdir: Path, s3_endpoint: str, s3_cl
 def test_generate_rejects_bad_segment(workdir: Path) -> None:
     out = run(["generate", "production", "--segment", "region"], workdir)
     assert out.returncode == 2 and "COL=VALUE" in out.stderr
+
+
+TRUE_WORDS = ["true", "yes", "1", "True", "YES"]
+FALSE_WORDS = ["no", "false", "0", "False", "NO"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_lossy_values_are_quarantined_and_clean_rows_keep_their_values(workdir: Path, fmt: str) -> None:
+    """A "no" is False, 0.6 is no label, 35.9 no tenure: the bad rows land in the quarantine with
+    their rule, and the clean rows pass with exactly the values meant (same fingerprint)."""
+    from refit.fingerprint import fingerprint_frame
+    from schemas.churn import ChurnTrainingSchema
+    from tests.factories import churn_rows
+
+    meant = churn_rows(1000)
+    df = meant.copy()
+    df["autopay"] = [(TRUE_WORDS if v else FALSE_WORDS)[i % 5] for i, v in enumerate(meant["autopay"])]
+    df.loc[11, "autopay"] = "maybe"
+    for column, row, value in [("churned", 4, 0.6), ("customer_id", 7, 0.7), ("tenure_months", 9, 35.9)]:
+        df[column] = df[column].astype("float64")
+        df.loc[row, column] = value
+    path = workdir / f"lossy.{fmt}"
+    if fmt == "csv":
+        df.to_csv(path, index=False)
+    else:
+        df.to_parquet(path, index=False)
+
+    out = run(["validate", path.name, "--json"], workdir)
+    assert out.returncode == 0, out.stderr  # 4 of 1,000 rows: under the demo's 1% limit
+    result = json.loads(out.stdout)
+    assert (result["rows"], result["valid_rows"], result["invalid_rows"]) == (1000, 996, 4)
+    rules = {(f["column"], f["rule"], f["count"]) for f in result["failures"]}
+    assert rules == {
+        ("autopay", "coerce_dtype('bool'): not true/false, yes/no or 1/0", 1),
+        ("churned", "coerce_dtype('int64'): fractional part", 1),
+        ("customer_id", "coerce_dtype('int64'): fractional part", 1),
+        ("tenure_months", "coerce_dtype('int64'): fractional part", 1),
+    }
+    assert all(f["sources"] == [str(path)] for f in result["failures"])
+    rows = pd.read_parquet(result["quarantine_uri"])
+    assert list(rows["_refit_row"]) == [4, 7, 9, 11]
+    assert list(rows["_refit_errors"]) == [
+        "churned: coerce_dtype('int64'): fractional part (got 0.6)",
+        "customer_id: coerce_dtype('int64'): fractional part (got 0.7)",
+        "tenure_months: coerce_dtype('int64'): fractional part (got 35.9)",
+        "autopay: coerce_dtype('bool'): not true/false, yes/no or 1/0 (got maybe)",
+    ]
+    assert set(rows["_refit_source"]) == {str(path)}
+    expected = ChurnTrainingSchema.validate(meant.drop(index=[4, 7, 9, 11]).reset_index(drop=True))
+    assert result["fingerprint"] == fingerprint_frame(expected).to_dict()
+
+    human = run(["validate", path.name], workdir)
+    assert human.returncode == 0 and human.stdout.startswith("PASS")
+    assert "autopay: coerce_dtype('bool'): not true/false, yes/no or 1/0 x1 e.g. 'maybe'" in human.stdout
+
+
+def test_a_huge_value_is_not_echoed_whole(workdir: Path) -> None:
+    from tests.factories import churn_rows
+
+    df = churn_rows(50)
+    df["region"] = df["region"].astype(object)
+    df.loc[[3, 8], "region"] = "z" * 1_000_000
+    df.to_csv(workdir / "huge.csv", index=False)
+    for args in (["validate", "huge.csv"], ["validate", "huge.csv", "--json"]):
+        out = run(args, workdir)
+        assert out.returncode == 1
+        assert len(out.stdout) + len(out.stderr) < 5_000
+        assert "region isin" in out.stdout + out.stderr and "1,000,002 chars" in out.stdout + out.stderr
+    quarantined = list((workdir / ".refit/quarantine/churn").rglob("rows.parquet"))
+    assert len(quarantined) == 2  # one per run
+    assert all(set(pd.read_parquet(q)["region"]) == {"z" * 1_000_000} for q in quarantined)  # kept whole

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
+import pandera.pandas as pa
 import pytest
+from pandera.typing.pandas import Series
 
 from refit.errors import ValidationFailedError
 from refit.validation import ERRORS_COLUMN, SOURCE_COLUMN, enforce, validate_frame
+from schemas.base import BaseSchema
 from schemas.churn import ChurnCaptureSchema, ChurnTrainingSchema
 from tests.factories import churn_rows
 
@@ -257,3 +262,211 @@ def test_fast_path_works_in_a_fresh_process() -> None:
         "assert _fast_valid(churn_rows(20), ChurnTrainingSchema.to_schema()) is not None\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# Coercion is lossless or the row is invalid: pandera's astype would read "no" as True and 0.6 as 0.
+
+
+class Flags(BaseSchema):
+    flag: Series[bool] = pa.Field(nullable=True)
+
+
+class Counts(BaseSchema):
+    wide: Series[np.int64]
+    small: Series[np.int8] = pa.Field(nullable=True)
+
+
+BOOL_SPELLINGS = [
+    ("true", True),
+    ("True", True),
+    ("TRUE", True),
+    ("yes", True),
+    ("Yes", True),
+    ("1", True),
+    ("false", False),
+    ("False", False),
+    ("no", False),
+    ("NO", False),
+    ("0", False),
+    (True, True),
+    (False, False),
+    (np.True_, True),
+    (1, True),
+    (0, False),
+    (1.0, True),
+    (0.0, False),
+]
+
+
+def test_boolean_spellings_are_read_as_what_they_say() -> None:
+    df = churn_rows(len(BOOL_SPELLINGS))
+    df["autopay"] = pd.Series([raw for raw, _ in BOOL_SPELLINGS], dtype=object)
+    result = _validate(df)
+    assert result.summary.invalid_rows == 0 and result.quarantine.empty
+    assert result.valid["autopay"].dtype == np.bool_
+    assert list(result.valid["autopay"]) == [want for _, want in BOOL_SPELLINGS]
+
+
+@pytest.mark.parametrize("values", [[1, 0, 1, 1], [1.0, 0.0, 0.0, 1.0], ["no", "yes", "no", "no"]])
+def test_boolean_columns_of_one_dtype_are_read_whole(values: list[object]) -> None:
+    df = churn_rows(4)
+    df["autopay"] = values
+    result = _validate(df)
+    assert result.summary.invalid_rows == 0
+    assert list(result.valid["autopay"]) == [v in (1, "yes") for v in values]
+
+
+@pytest.mark.parametrize("bad", ["maybe", "t", "y", "on", "nope", " yes", "", "1.0", 2, -1, 0.5, 1.5])
+def test_other_boolean_spellings_are_quarantined_with_the_rule(bad: object) -> None:
+    df = churn_rows(20)
+    df["autopay"] = pd.Series(["no", "yes"] * 10, dtype=object)
+    df.loc[7, "autopay"] = bad
+    result = _validate(df)
+    assert list(result.quarantine["_refit_row"]) == [7]
+    reason = result.quarantine.loc[0, ERRORS_COLUMN]
+    assert reason == f"autopay: coerce_dtype('bool'): not true/false, yes/no or 1/0 (got {bad})"
+    assert result.quarantine.loc[0, SOURCE_COLUMN] == "data/base.csv"
+    [failure] = result.summary.failures
+    assert (failure.column, failure.count) == ("autopay", 1)
+    assert failure.rule == "coerce_dtype('bool'): not true/false, yes/no or 1/0"
+    expected = [i % 2 == 1 for i in range(20) if i != 7]
+    assert list(result.valid["autopay"]) == expected  # "no" stays False: nothing became True
+
+
+def test_missing_boolean_is_judged_by_nullability() -> None:
+    df = churn_rows(10)
+    df["autopay"] = pd.Series(["no"] * 10, dtype=object)
+    df.loc[4, "autopay"] = np.nan
+    df.loc[6, "autopay"] = None
+    result = _validate(df)  # autopay is not nullable: missing is a fault, never True
+    assert list(result.quarantine["_refit_row"]) == [4, 6]
+    assert result.quarantine[ERRORS_COLUMN].str.contains("autopay: not_nullable").all()
+    assert not result.valid["autopay"].any()
+
+    flags = pd.DataFrame({"flag": pd.Series(["yes", None, "no", np.nan, 1], dtype=object)})
+    result = validate_frame(flags, Flags, source="flags.csv")
+    assert result.summary.invalid_rows == 0
+    assert result.valid["flag"].tolist() == [True, pd.NA, False, pd.NA, True]
+
+
+@pytest.mark.parametrize(
+    ("column", "bad_value"),
+    [("churned", 0.6), ("customer_id", 0.7), ("tenure_months", 35.9), ("support_tickets", -0.5)],
+)
+def test_fractional_value_in_an_int_column_is_quarantined(column: str, bad_value: float) -> None:
+    df = churn_rows(30)
+    df[column] = df[column].astype(np.float64)  # integral floats: lossless, they pass
+    df.loc[5, column] = bad_value
+    result = _validate(df)
+    assert list(result.quarantine["_refit_row"]) == [5]
+    reason = f"{column}: coerce_dtype('int64'): fractional part (got {bad_value})"
+    assert result.quarantine.loc[0, ERRORS_COLUMN] == reason
+    assert result.quarantine.loc[0, column] == bad_value  # the raw value is kept
+    assert result.valid[column].dtype == np.int64
+    pd.testing.assert_series_equal(
+        result.valid[column], churn_rows(30)[column].drop(index=5).reset_index(drop=True), check_dtype=False
+    )
+
+
+def test_fractional_value_in_an_object_int_column_is_quarantined() -> None:
+    df = churn_rows(10)
+    df["tenure_months"] = pd.Series([1, 2.0, 35.9, 4, "5", 6, 7, 8, 9, 10], dtype=object)
+    result = _validate(df)
+    assert list(result.quarantine["_refit_row"]) == [2]
+    assert "tenure_months: coerce_dtype('int64'): fractional part (got 35.9)" in result.quarantine[ERRORS_COLUMN][0]
+    assert list(result.valid["tenure_months"]) == [1, 2, 4, 5, 6, 7, 8, 9, 10]
+
+
+def test_int_value_outside_the_type_range_is_quarantined() -> None:
+    df = pd.DataFrame(
+        {
+            # numpy casts 2**63 and 1e19 to -2**63 and inf to -2**63 as well: values nobody wrote
+            "wide": [1.0, 2.0**63, 1e19, np.inf, -(2.0**63), 5.0],
+            "small": [1.0, 2.0, 3.0, 4.0, 5.0, 128.0],
+        }
+    )
+    result = validate_frame(df, Counts, source="counts.parquet", max_invalid_fraction=1.0)
+    assert list(result.quarantine["_refit_row"]) == [1, 2, 3, 5]
+    reasons = list(result.quarantine[ERRORS_COLUMN])
+    assert all("coerce_dtype('int64'): outside the int64 range" in r for r in reasons[:3])
+    assert reasons[3] == "small: coerce_dtype('Int8'): outside the Int8 range (got 128.0)"
+    assert list(result.valid["wide"]) == [1, -(2**63)]
+    unsigned = pd.DataFrame({"wide": np.array([1, 2**63 + 1], dtype=np.uint64), "small": [1, 2]})
+    result = validate_frame(unsigned, Counts, source="counts.parquet", max_invalid_fraction=1.0)
+    assert list(result.quarantine["_refit_row"]) == [1]
+    assert "wide: coerce_dtype('int64'): outside the int64 range" in result.quarantine[ERRORS_COLUMN][0]
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("autopay", "no"), ("autopay", "maybe"), ("autopay", np.nan), ("churned", 0.6), ("tenure_months", 35.9)],
+)
+def test_fast_path_refuses_what_the_lossless_rule_refuses(column: str, value: object) -> None:
+    """The fast path is pandera's twin: where pandera's astype would coerce away a value, the
+    fast path must not accept the frame either (and a lossless spelling gives the same frame)."""
+    from refit.validation import _fast_valid
+
+    df = churn_rows(20)
+    df[column] = df[column].astype(object)
+    df.loc[3, column] = value
+    fast = _fast_valid(df, ChurnTrainingSchema.to_schema())
+    if value == "no":  # accepted: read as False, like the slow path
+        assert fast is not None and bool(fast.loc[3, "autopay"]) is False
+        pd.testing.assert_frame_equal(fast, _validate(df).valid)
+    else:
+        assert fast is None
+        assert list(_validate(df).quarantine["_refit_row"]) == [3]
+
+
+def test_duplicate_after_a_quarantined_row_is_found_by_label() -> None:
+    df = churn_rows(50)
+    df["churned"] = df["churned"].astype(np.float64)
+    df.loc[3, "churned"] = 0.6  # quarantined first: the frame pandera sees has a gap
+    df.loc[40, "customer_id"] = df.loc[20, "customer_id"]
+    result = _validate(df)
+    assert list(result.quarantine["_refit_row"]) == [3, 40]
+    assert "customer_id: field_uniqueness" in result.quarantine.loc[1, ERRORS_COLUMN]
+    assert (result.valid["customer_id"] == 20).sum() == 1 and len(result.valid) == 48
+
+
+# Values are echoed cut to about 80 characters; the quarantine keeps them whole.
+
+
+def test_a_huge_value_is_cut_in_examples_reasons_and_messages() -> None:
+    huge = "x" * 1_000_000
+    df = churn_rows(100)
+    df["region"] = df["region"].astype(object)
+    df.loc[[2, 9], "region"] = huge
+    result = validate_frame(df, ChurnTrainingSchema, source="data/base.csv", max_invalid_fraction=0.01)
+    [failure] = result.summary.failures
+    assert failure.examples and all(len(e) <= 80 for e in failure.examples)
+    assert failure.examples[0].startswith("'xxxx") and "1,000,002 chars" in failure.examples[0]
+    assert all(len(r) < 200 for r in result.quarantine[ERRORS_COLUMN])
+    assert set(result.quarantine["region"]) == {huge}  # the raw value is kept whole
+    with pytest.raises(ValidationFailedError) as err:
+        enforce(result.summary)
+    assert len(str(err.value)) < 500
+    assert len(json.dumps(result.summary.to_dict())) < 2000
+    wide = churn_rows(5).assign(**{huge: 1})
+    with pytest.raises(ValidationFailedError, match="unexpected column") as err:
+        _validate(wide)
+    assert len(str(err.value)) < 300
+
+
+def test_shorten_keeps_short_text_and_says_how_long_the_rest_was() -> None:
+    from refit.validation import shorten
+
+    assert shorten("mars") == "mars"
+    assert shorten("y" * 80) == "y" * 80
+    cut = shorten("y" * 81)
+    assert len(cut) <= 80 and cut.endswith("... (81 chars)") and cut.startswith("y" * 20)
+
+
+def test_duplicates_are_judged_on_coerced_values() -> None:
+    """A "3" and a 3 are one id once coerced: the later one is the duplicate (this used to crash)."""
+    df = churn_rows(10)
+    df["customer_id"] = pd.Series([0, 1, 2, "3", 4, 5, 3, 7, 3.0, 9], dtype=object)
+    result = _validate(df)
+    assert list(result.quarantine["_refit_row"]) == [6, 8]
+    assert result.quarantine[ERRORS_COLUMN].str.startswith("customer_id: field_uniqueness").all()
+    assert list(result.valid["customer_id"]) == [0, 1, 2, 3, 4, 5, 7, 9]
