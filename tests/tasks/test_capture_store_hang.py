@@ -22,7 +22,7 @@ from refit.capture import CaptureWriter, requests_prefix
 from refit.datasets import FEATURE_COLUMNS, generate_production
 from refit.errors import StoreError
 from refit.io.frames import read_frame
-from refit.io.s3 import SERVING_TIMEOUTS, S3Store, make_s3_client
+from refit.io.s3 import BATCH_TIMEOUTS, SERVING_TIMEOUTS, S3Store, make_s3_client
 
 MODEL = "churn"
 LOG_BUDGET_S = 0.050  # the most one log() call may take while the store hangs
@@ -209,3 +209,9 @@ def test_the_serving_s3_client_gives_up_on_a_hanging_endpoint_in_seconds(endpoin
     t = SERVING_TIMEOUTS  # each attempt: 1 s waiting for "100 Continue", then read_s for the answer
     assert t.max_attempts * (t.read_s + 1) <= took < t.max_attempts * (t.read_s + 1) + 2.0
     assert endpoint.accepted == t.max_attempts
+
+
+def test_pipeline_steps_keep_the_patient_s3_timeouts() -> None:
+    config = make_s3_client(endpoint_url="http://127.0.0.1:9", region="us-east-1").meta.config
+    assert (config.connect_timeout, config.read_timeout) == (BATCH_TIMEOUTS.connect_s, BATCH_TIMEOUTS.read_s) == (5, 60)
+    assert config.retries == {"mode": "standard", "total_max_attempts": 6}  # boto3's max_attempts=5 retries, as before
