@@ -173,18 +173,39 @@ def models_show(
     emit(data, as_json, lambda r: json.dumps(r, indent=2, default=str))
 
 
+EXPECT_OPT = typer.Option(
+    "--expect-version",
+    min=1,
+    help="The champion you mean to replace; the move fails if it is no longer champion "
+    "(default: the champion when the command started).",
+)
+
+
+def promote_champion(reg: Any, name: str, version: int, reason: str, expect: int | None) -> Any:
+    """Point champion at ``version`` if it is still ``expect`` (compared inside the registry's
+    compare-and-swap): of two operators who saw the same champion, exactly one moves it."""
+    return reg.promote(name, version, expected_current=expect, reason=reason, forced=True, exclusive=True)
+
+
+def rollback_champion(reg: Any, name: str, reason: str, expect: int | None) -> Any:
+    """Roll champion back one step if it is still ``expect``: two operators undoing the same
+    promotion move it back once, not twice."""
+    return reg.rollback(name, reason=reason, expected_current=expect)
+
+
 @models_app.command("promote")
 def models_promote(
     name: str,
     version: int,
     reason: Annotated[str, typer.Option(help="Why (recorded in the history).")],
+    expect_version: Annotated[int | None, EXPECT_OPT] = None,
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
     """Point champion at VERSION by hand (recorded as forced, with the reason)."""
     with cli_errors(as_json):
         reg = _registry()
-        current = reg.aliases(name).get("champion")
-        event = reg.promote(name, version, expected_current=current, reason=reason, forced=True)
+        expect = reg.aliases(name).get("champion") if expect_version is None else expect_version
+        event = promote_champion(reg, name, version, reason, expect)
     emit(
         event.model_dump(mode="json"),
         as_json,
@@ -196,11 +217,14 @@ def models_promote(
 def models_rollback(
     name: str,
     reason: Annotated[str, typer.Option(help="Why (recorded in the history).")],
+    expect_version: Annotated[int | None, EXPECT_OPT] = None,
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
     """Move champion back to the previous champion in one step."""
     with cli_errors(as_json):
-        event = _registry().rollback(name, reason=reason)
+        reg = _registry()
+        expect = reg.aliases(name).get("champion") if expect_version is None else expect_version
+        event = rollback_champion(reg, name, reason, expect)
     emit(
         event.model_dump(mode="json"),
         as_json,

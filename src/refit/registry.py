@@ -713,28 +713,31 @@ class Registry:
         reason: str,
         author: str | None,
         forced: bool = False,
+        exclusive: bool = False,
     ) -> AliasEvent:
         """Append the event moving ``alias`` to ``target(state)`` (see the module docstring).
 
         The event at ``state.seq + 1`` is created only if absent, so the move is a
-        compare-and-swap against the whole state it was computed from.
+        compare-and-swap against the whole state it was computed from. ``exclusive``: when
+        another writer already made this very move from ``expected_current``, that is a
+        conflict, not a no-op (two operators, not one task retried).
         """
         who = author or default_author()
         event_id = uuid.uuid4().hex
         for _ in range(_MAX_ATTEMPTS):
             state = self._read_state(name)
             current = state.aliases.get(alias)
+            raced = expected_current is not UNSET and current != expected_current
+            if raced and exclusive:
+                raise self._conflict(name, alias, expected_current, current)
             to = target(state)
             if to == current:
                 previous = next((e for e in reversed(self.history(name, alias)) if e.seq <= state.seq), None)
                 if previous is not None:
                     return previous  # already there (e.g. a retried move): a no-op
                 raise RegistryError(f"{name} has no alias {alias!r}")
-            if expected_current is not UNSET and current != expected_current:
-                raise ConflictError(
-                    f"{alias} of {name} moved from {_show(expected_current)} to {_show(current)} "
-                    "by another writer; re-read and retry"
-                )
+            if raced:
+                raise self._conflict(name, alias, expected_current, current)
             event = AliasEvent(
                 seq=state.seq + 1,
                 event_id=event_id,
@@ -759,6 +762,13 @@ class Registry:
             return event
         raise ConflictError(f"{alias} of {name}: too many concurrent moves; re-read and retry")
 
+    @staticmethod
+    def _conflict(name: str, alias: str, expected: int | None | _Unset, current: int | None) -> ConflictError:
+        return ConflictError(
+            f"{alias} of {name} moved from {_show(expected if isinstance(expected, int) else None)} to "
+            f"{_show(current)} by another writer; re-read and retry"
+        )
+
     def set_alias(
         self,
         name: str,
@@ -768,6 +778,7 @@ class Registry:
         reason: str = "",
         author: str | None = None,
         forced: bool = False,
+        exclusive: bool = False,
     ) -> AliasEvent:
         """Point ``alias`` at a committed ``version`` by compare-and-swap.
 
@@ -775,12 +786,13 @@ class Registry:
         set); if it points elsewhere the move raises :class:`ConflictError`. Left out, the
         alias moves wherever it points and the event is marked ``forced``. Moving an alias to
         where it already points (a retried task, or a twin writer that won) writes nothing
-        and returns the event that put it there.
+        and returns the event that put it there; with ``exclusive`` (an operator's command,
+        which no one retries) a twin writer that won is a conflict like any other move.
         """
         _check_alias(alias)
         self.get_version(name, version)  # committed, or RegistryError
         v = int(version)
-        return self._move(name, alias, "set", lambda s: v, expected_current, reason, author, forced)
+        return self._move(name, alias, "set", lambda s: v, expected_current, reason, author, forced, exclusive)
 
     def promote(
         self,
@@ -790,9 +802,10 @@ class Registry:
         reason: str = "",
         author: str | None = None,
         forced: bool = False,
+        exclusive: bool = False,
     ) -> AliasEvent:
         """``set_alias(name, "champion", ...)``; ``forced`` records a promotion the gate did not approve."""
-        return self.set_alias(name, CHAMPION, version, expected_current, reason, author, forced)
+        return self.set_alias(name, CHAMPION, version, expected_current, reason, author, forced, exclusive)
 
     def remove_alias(
         self,
@@ -806,10 +819,21 @@ class Registry:
         _check_alias(alias)
         return self._move(name, alias, "remove", lambda s: None, expected_current, reason, author)
 
-    def rollback(self, name: str, reason: str, author: str | None = None, alias: str = CHAMPION) -> AliasEvent:
+    def rollback(
+        self,
+        name: str,
+        reason: str,
+        author: str | None = None,
+        alias: str = CHAMPION,
+        expected_current: int | None | _Unset = UNSET,
+    ) -> AliasEvent:
         """Move ``alias`` back to the version it pointed at before its current one.
 
         Rollbacks stack: after 1 -> 2 -> 3, two rollbacks give 2 and then 1; a third fails.
+        So two operators undoing the same promotion must say which one they undo:
+        ``expected_current`` (the version they saw) is compared inside the compare-and-swap,
+        and of two such rollbacks exactly one moves the alias; the other gets a
+        :class:`ConflictError`. Left out, the rollback undoes whatever is current.
         """
         _check_alias(alias)
 
@@ -819,7 +843,7 @@ class Registry:
                 raise RegistryError(f"{alias} of {name} has no previous version to roll back to")
             return lineage[-2]
 
-        return self._move(name, alias, "rollback", target, UNSET, reason, author)
+        return self._move(name, alias, "rollback", target, expected_current, reason, author, exclusive=True)
 
     def history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
         """Every alias move of ``name`` (or of one alias), oldest first."""
