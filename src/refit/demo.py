@@ -83,6 +83,7 @@ def write_production_data(
             name,
             flush_rows=sys.maxsize,
             flush_interval_s=math.inf,
+            max_queue_rows=sys.maxsize,  # one flush per batch, whatever its size: reruns overwrite
             spill_dir=spill,
             timestamp_column=dataset.timestamp_column,
             request_id_column=dataset.request_id_column,
