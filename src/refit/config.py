@@ -256,24 +256,55 @@ class PipelineConfig(_Section):
         return self.model_dump(mode="json", by_alias=True)
 
 
-def import_object(path: str) -> Any:
-    """Import ``module:attr``; a clear ConfigError when it is not there."""
+def import_schema(path: str) -> Any:
+    """The pandera DataFrameModel class named by ``module:Class`` (``dataset.schema``,
+    ``dataset.capture_schema``); anything else is a one-line ConfigError.
+
+    Importing a module runs its top-level code, and only then can the object be checked: a
+    schema path is trusted like code. Standard-library modules are refused before they are
+    imported (``this`` prints the Zen of Python, ``antigravity`` opens a browser, ``os:system``
+    is no schema); any other module is imported, then its object must be a subclass of
+    pandera's ``DataFrameModel`` (refit's own schemas derive from ``schemas.base.BaseSchema``).
+    """
+    import sys
+
+    from pandera.api.pandas.model import DataFrameModel
+
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"invalid import path {path!r}: expected 'module:Class'")
+    if module_name.partition(".")[0] in sys.stdlib_module_names:
+        raise ConfigError(
+            f"{path!r} is not a schema: {module_name!r} is a standard-library module "
+            "(expected a pandera DataFrameModel, e.g. 'schemas.churn:ChurnTrainingSchema')"
+        )
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {module_name!r} (from {path!r}): {exc}") from None
+    except Exception as exc:  # ImportError, or whatever the module's own code raised
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"cannot import {module_name!r} (from {path!r}): {first}") from None
     try:
-        return getattr(module, attr)
+        obj = getattr(module, attr)
     except AttributeError:
         raise ConfigError(f"{module_name!r} has no {attr!r} (from {path!r})") from None
+    if not (isinstance(obj, type) and issubclass(obj, DataFrameModel) and obj is not DataFrameModel):
+        what = f"class {obj.__name__}" if isinstance(obj, type) else type(obj).__name__
+        raise ConfigError(
+            f"{path!r} is not a schema: it is a {what}, not a pandera DataFrameModel subclass "
+            "(e.g. 'schemas.churn:ChurnTrainingSchema')"
+        )
+    return obj
+
+
+def import_object(path: str) -> Any:
+    """Import ``module:Class``: every import path in a refit config names a schema, so this is
+    :func:`import_schema` (kept under its old name for its callers)."""
+    return import_schema(path)
 
 
 def schema_columns(schema_path: str) -> list[str]:
     """Column names of a pandera DataFrameModel given as ``module:Class``."""
-    model = import_object(schema_path)
+    model = import_schema(schema_path)
     return list(model.to_schema().columns)
 
 
@@ -308,6 +339,55 @@ def parse_config(raw: Any, source: str = "<config>") -> PipelineConfig:
         raise ConfigError("; ".join(messages)) from None
 
 
+#: Most values a YAML config may hold, every use of an alias counted in full. A real config has
+#: a few hundred; an alias bomb ("billion laughs": nine aliases of nine aliases ...) has 10**9,
+#: which loads in milliseconds as shared lists and then burns minutes wherever it is walked.
+MAX_YAML_NODES = 10_000
+
+
+class _YamlTooLarge(Exception):
+    """The document expands to more than MAX_YAML_NODES values, or an alias contains itself."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, counting each node as if every alias were expanded in place."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._expanded = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> its size expanded, once composed
+
+    def _grow(self, count: int) -> None:
+        self._expanded += count
+        if self._expanded > MAX_YAML_NODES:
+            raise _YamlTooLarge(f"expands to more than {MAX_YAML_NODES:,} values (aliases counted in full)")
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            if id(node) not in self._sizes:  # still being composed: the alias is inside its anchor
+                raise _YamlTooLarge("has an alias inside its own anchor (a recursive structure)")
+            self._grow(self._sizes[id(node)])
+            return node
+        start = self._expanded
+        self._grow(1)
+        node = super().compose_node(parent, index)
+        self._sizes[id(node)] = self._expanded - start
+        return node
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load``, refusing a document that expands past MAX_YAML_NODES values (an
+    alias bomb) or that contains itself: both stop here, in milliseconds, as a ValueError."""
+    loader = _BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    except _YamlTooLarge as exc:
+        raise ValueError(str(exc)) from None
+    finally:
+        loader.dispose()
+
+
 def load_config(path: str | Path | None = None) -> PipelineConfig:
     """Load a YAML config (default ``./refit.yaml``)."""
     path = Path(path or DEFAULT_CONFIG_FILE)
@@ -315,8 +395,13 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    loader = _BoundedLoader(text)
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        raw = loader.get_single_data()
+    except _YamlTooLarge as exc:
+        raise ConfigError(f"{path}: refusing this YAML: it {exc}") from None
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: e.g. a date like 2026-13-45
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    finally:
+        loader.dispose()
     return parse_config(raw, str(path))

@@ -201,3 +201,24 @@ def test_a_huge_value_is_not_echoed_whole(workdir: Path) -> None:
     quarantined = list((workdir / ".refit/quarantine/churn").rglob("rows.parquet"))
     assert len(quarantined) == 2  # one per run
     assert all(set(pd.read_parquet(q)["region"]) == {"z" * 1_000_000} for q in quarantined)  # kept whole
+
+
+@pytest.mark.parametrize(
+    ("schema", "says"),
+    [
+        ("pandas:DataFrame", "it is a class DataFrame, not a pandera DataFrameModel subclass"),
+        ("os:system", "'os' is a standard-library module"),
+        ("this:s", "'this' is a standard-library module"),
+    ],
+)
+def test_a_config_schema_that_is_no_schema_is_one_line(workdir: Path, schema: str, says: str) -> None:
+    from tests.factories import churn_rows
+
+    config = workdir / "refit.yaml"
+    config.write_text(config.read_text().replace("schemas.churn:ChurnTrainingSchema", schema))
+    churn_rows(20).to_parquet(workdir / "rows.parquet")
+    out = run(["validate", "rows.parquet"], workdir)
+    assert out.returncode == 1
+    [line] = out.stderr.strip().splitlines()
+    assert line.startswith(f"error: '{schema}' is not a schema: ") and says in line
+    assert out.stdout == ""  # nothing printed by an imported module (the Zen of Python)

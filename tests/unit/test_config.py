@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from refit.config import PipelineConfig, Settings, load_config, parse_config
 from refit.errors import ConfigError
@@ -109,3 +111,109 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.store == "s3://bucket/prefix"
     assert "s3cret" not in repr(s) and s.webhook_secret is not None
     assert s.webhook_secret.get_secret_value() == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("schema", "says"),
+    [
+        ("pandas:DataFrame", "it is a class DataFrame, not a pandera DataFrameModel subclass"),
+        ("schemas.churn:REGIONS", "it is a list, not a pandera DataFrameModel subclass"),
+        ("schemas.base:not_in_future", "it is a function, not a pandera DataFrameModel subclass"),
+        ("pandera.pandas:DataFrameModel", "it is a class DataFrameModel, not a pandera DataFrameModel subclass"),
+        ("os:system", "'os' is a standard-library module"),
+        ("this:s", "'this' is a standard-library module"),
+        ("os.path:join", "'os.path' is a standard-library module"),
+    ],
+)
+def test_schema_must_be_a_dataframe_model(schema: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from refit.config import import_object, import_schema
+
+    raw = demo_raw()
+    raw["dataset"]["schema"] = schema
+    cfg = parse_config(raw)
+    for load in (lambda: cfg.feature_columns, lambda: import_schema(schema), lambda: import_object(schema)):
+        with pytest.raises(ConfigError) as err:
+            load()
+        msg = str(err.value)
+        assert msg.startswith(f"{schema!r} is not a schema: ") and says in msg and "\n" not in msg
+    assert capsys.readouterr().out == ""  # "this" was refused before it could print the Zen of Python
+
+
+def test_schema_subclasses_are_accepted() -> None:
+    from refit.config import import_schema
+    from schemas.base import BaseSchema
+    from schemas.churn import ChurnCaptureSchema
+    from tests.fixtures.housing import HousingSchema
+
+    assert import_schema("schemas.churn:ChurnCaptureSchema") is ChurnCaptureSchema
+    assert issubclass(import_schema("tests.fixtures.housing:HousingSchema"), BaseSchema)
+    assert HousingSchema is import_schema("tests.fixtures.housing:HousingSchema")
+
+
+def test_schema_module_that_fails_on_import_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "broken_schema_mod.py").write_text("raise RuntimeError('boom\\nsecond line')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from refit.config import import_schema
+
+    with pytest.raises(ConfigError, match=r"^cannot import 'broken_schema_mod' \(from 'broken_schema_mod:X'\): boom$"):
+        import_schema("broken_schema_mod:X")
+
+
+def demo_raw() -> dict[str, Any]:
+    """The demo config as a mapping, to vary one key (it tracks the config's current vocabulary)."""
+    raw: dict[str, Any] = yaml.safe_load((ROOT / "refit.yaml").read_text())
+    return raw
+
+
+ALIAS_BOMB = """
+training:
+  candidates:
+    - family: linear
+      params:
+        a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]
+        b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+        c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+        d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+        e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+        f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+        g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+        h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+        i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def test_yaml_alias_bomb_is_refused_fast(tmp_path: Path) -> None:
+    """A billion laughs (10**9 values through nine levels of aliases) loads in milliseconds as
+    shared lists and then burns minutes in whatever walks it (the config is dumped beside every
+    model): it must stop at load, on one line, at once."""
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(yaml.safe_dump({"dataset": demo_raw()["dataset"]}) + ALIAS_BOMB)  # valid but for the bomb
+    start = time.perf_counter()
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert time.perf_counter() - start < 0.5
+    msg = str(err.value)
+    assert msg == f"{path}: refusing this YAML: it expands to more than 10,000 values (aliases counted in full)"
+
+
+def test_yaml_recursive_alias_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump({"dataset": demo_raw()["dataset"]}) + "training:\n  candidates: &loop [*loop]\n")
+    with pytest.raises(ConfigError, match="refusing this YAML: it has an alias inside its own anchor"):
+        load_config(path)
+
+
+def test_yaml_anchors_of_a_real_config_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "anchors.yaml"
+    path.write_text(
+        yaml.safe_dump({"dataset": demo_raw()["dataset"]})
+        + "training:\n  candidates:\n"
+        + "    - {family: linear, params: &shared {C: [0.1, 1.0, 10.0]}, budget: 3}\n"
+        + "    - {family: hist_gradient_boosting, params: *shared}\n"
+        + "  seed: &seed 7\ngate:\n  seed: *seed\n"
+    )
+    cfg = load_config(path)
+    assert [c.params for c in cfg.training.candidates] == [{"C": [0.1, 1.0, 10.0]}] * 2
+    assert cfg.training.seed == 7 and cfg.gate.seed == 7
