@@ -215,3 +215,14 @@ def test_pipeline_steps_keep_the_patient_s3_timeouts() -> None:
     config = make_s3_client(endpoint_url="http://127.0.0.1:9", region="us-east-1").meta.config
     assert (config.connect_timeout, config.read_timeout) == (BATCH_TIMEOUTS.connect_s, BATCH_TIMEOUTS.read_s) == (5, 60)
     assert config.retries == {"mode": "standard", "total_max_attempts": 6}  # boto3's max_attempts=5 retries, as before
+
+
+def test_open_store_builds_the_quick_serving_client_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from refit.io import open_store
+
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    serving = open_store("s3://captures-bucket/p", endpoint_url="http://127.0.0.1:9", timeouts=SERVING_TIMEOUTS)
+    batch = open_store("s3://captures-bucket/p", endpoint_url="http://127.0.0.1:9")
+    assert isinstance(serving, S3Store) and isinstance(batch, S3Store)
+    assert serving.client.meta.config.read_timeout == SERVING_TIMEOUTS.read_s == 3
+    assert batch.client.meta.config.read_timeout == BATCH_TIMEOUTS.read_s == 60

@@ -6,15 +6,32 @@ from typing import Any
 
 from refit.io.base import Blob, Store, validate_key
 from refit.io.local import LocalStore
-from refit.io.s3 import S3Store, make_s3_client
+from refit.io.s3 import BATCH_TIMEOUTS, SERVING_TIMEOUTS, S3Store, S3Timeouts, make_s3_client
 
-__all__ = ["Blob", "LocalStore", "S3Store", "Store", "open_location", "open_store", "validate_key"]
+__all__ = [
+    "BATCH_TIMEOUTS",
+    "SERVING_TIMEOUTS",
+    "Blob",
+    "LocalStore",
+    "S3Store",
+    "S3Timeouts",
+    "Store",
+    "open_location",
+    "open_store",
+    "validate_key",
+]
 
 
-def open_store(uri: str, client: Any = None, endpoint_url: str | None = None) -> Store:
-    """A store for ``uri``: ``s3://bucket/prefix`` or a local folder (``file://`` allowed)."""
+def open_store(
+    uri: str, client: Any = None, endpoint_url: str | None = None, timeouts: S3Timeouts = BATCH_TIMEOUTS
+) -> Store:
+    """A store for ``uri``: ``s3://bucket/prefix`` or a local folder (``file://`` allowed).
+
+    ``timeouts`` applies to a client built here (S3 only): :data:`SERVING_TIMEOUTS` for a
+    serving process's capture store, the patient default for pipeline steps.
+    """
     if uri.startswith("s3://"):
-        return S3Store(uri, client or make_s3_client(endpoint_url=endpoint_url))
+        return S3Store(uri, client or make_s3_client(endpoint_url=endpoint_url, timeouts=timeouts))
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
     return LocalStore(uri)
