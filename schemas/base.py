@@ -10,7 +10,13 @@ FUTURE_TOLERANCE = pd.Timedelta(minutes=5)
 
 
 class BaseSchema(pa.DataFrameModel):
-    """Coerce to the declared dtypes; reject columns the contract does not name."""
+    """Coerce to the declared dtypes; reject columns the contract does not name.
+
+    Coercion is lossless (``refit.validation`` checks it before pandera's ``astype``): a
+    ``bool`` column reads true/false, yes/no and 1/0 in any case, real booleans and the numbers
+    0 and 1; an ``int`` column refuses a fractional or out-of-range number. Any other value
+    sends its row to the quarantine, with the rule it broke.
+    """
 
     class Config:
         coerce = True
