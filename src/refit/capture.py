@@ -7,6 +7,7 @@ later under ``captures/<model>/labels/date=YYYY-MM-DD/<part>.parquet``.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import dataclasses
 import hashlib
@@ -20,6 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,6 +155,29 @@ DEFAULT_MAX_SPILL_BYTES = 64 * 1024 * 1024
 """Bound on the local spill's size on disk."""
 
 log = logging.getLogger(__name__)
+
+#: Writers whose flusher runs: closed (drained or spilled, bounded) when the interpreter exits,
+#: so rows still queued when a server stops without calling ``close()`` are not lost.
+_RUNNING: weakref.WeakSet[CaptureWriter] = weakref.WeakSet()
+_exit_hook = threading.Lock()
+_exit_hook_registered = False
+
+
+def _close_running_writers() -> None:
+    for writer in list(_RUNNING):
+        try:
+            writer.close()
+        except Exception:  # one writer's failure must not stop the others
+            log.exception("closing capture writer for %s at exit failed", writer.model_name)
+
+
+def _watch_at_exit(writer: CaptureWriter) -> None:
+    global _exit_hook_registered
+    _RUNNING.add(writer)
+    with _exit_hook:
+        if not _exit_hook_registered:
+            atexit.register(_close_running_writers)
+            _exit_hook_registered = True
 
 
 @dataclass(frozen=True)
@@ -694,6 +719,7 @@ class CaptureWriter:
         if self._flusher is None:
             self._flusher = threading.Thread(target=self._run, name=f"refit-capture-{self.model_name}", daemon=True)
             self._flusher.start()
+            _watch_at_exit(self)
 
     def _due_locked(self) -> bool:
         """Whether the flusher has work now (called by the flusher, under ``_lock``)."""

@@ -15,6 +15,7 @@ import pytest
 from refit.capture import CaptureStats, CaptureWriter, labels_prefix, requests_prefix
 from refit.datasets import FEATURE_COLUMNS, generate_production
 from refit.errors import StoreError
+from refit.io import LocalStore
 from refit.io.base import Blob, Store
 from refit.io.frames import read_frame
 
@@ -592,3 +593,31 @@ def test_a_closed_writer_refuses_rows_and_removes_its_empty_temp_spill(local_sto
     assert not spill.parent.exists()
     with pytest.raises(ValueError, match="closed"):
         writer.log(features(1), [0.5], model_version="1")
+
+
+def test_rows_still_queued_when_the_process_exits_without_close_are_written(tmp_path: Path) -> None:
+    """A server that stops without ``close()``: the exit hook drains the queue into the store."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import math
+        import pandas as pd
+        from refit.capture import CaptureWriter
+        from refit.io import LocalStore
+
+        writer = CaptureWriter(LocalStore({str(tmp_path / "store")!r}), "churn", flush_rows=10**9,
+                               flush_interval_s=math.inf, spill_dir={str(tmp_path / "spill")!r})
+        writer.log(pd.DataFrame({{"x": range(50)}}), [0.5] * 50, model_version="1", request_ids=[f"r{{i}}" for i in range(50)])
+        writer.flush()
+        writer.log(pd.DataFrame({{"x": range(7)}}), [0.5] * 7, model_version="1", request_ids=[f"late{{i}}" for i in range(7)])
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    store = LocalStore(tmp_path / "store")
+    keys = store.list(requests_prefix(MODEL))
+    ids = sorted(i for k in keys for i in read_frame(store, k)["request_id"])
+    assert ids == sorted([f"r{i}" for i in range(50)] + [f"late{i}" for i in range(7)])
