@@ -168,8 +168,12 @@ def models_show(
 ) -> None:
     """One version's metadata: lineage, metrics, decision."""
     with cli_errors(as_json):
-        version = _registry().resolve(ref)
+        reg = _registry()
+        version = reg.resolve(ref)
         data = version.model_dump(mode="json")
+        data["note"] = reg.promotion_note(version)
+        if version.manifest_sha256 is None:
+            data["integrity"] = "no manifest sha256 recorded: its artifact cannot be verified against the registry"
     emit(data, as_json, lambda r: json.dumps(r, indent=2, default=str))
 
 
@@ -249,19 +253,63 @@ def models_gc(
         float,
         typer.Option(min=0, help="Only slots claimed at least this long ago (a run may still be registering)."),
     ] = 1.0,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="Pipeline config whose 'retention' section applies (default: refit.yaml if present)."
+        ),
+    ] = None,
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
-    """Clean up version slots that a crashed run claimed and never committed (their numbers stay taken)."""
+    """Clean up after crashed and finished runs: version slots a crashed run claimed and never
+    committed (their numbers stay taken), run folders no version refers to (older than
+    retention.runs_days), and temp files of killed writes (older than retention.tmp_files_hours).
+    Lists the versions registered for promotion that were never promoted; it removes no version."""
     from datetime import timedelta
 
     with cli_errors(as_json):
-        cleaned = _registry().collect_garbage(name, older_than=timedelta(hours=older_than_hours))
+        from refit.config import RetentionConfig, load_config
+        from refit.housekeeping import collect_runs, collect_temp_files
+
+        path = config or Path("refit.yaml")
+        retention = load_config(path).retention if config or path.is_file() else RetentionConfig()
+        reg = _registry()
+        cleaned = reg.collect_garbage(name, older_than=timedelta(hours=older_than_hours))
+        runs = collect_runs(reg.store, reg, timedelta(days=retention.runs_days), model=name)
+        tmp = collect_temp_files(reg.store, timedelta(hours=retention.tmp_files_hours))
+        never = reg.never_promoted(name)
     emit(
-        {"model": name, "cleaned": cleaned},
+        {
+            "model": name,
+            "cleaned": cleaned,
+            "runs_removed": runs.removed,
+            "runs_kept": {"registered": len(runs.kept_registered), "recent": len(runs.kept_recent)},
+            "tmp_removed": tmp,
+            "never_promoted": never,
+            "retention": retention.model_dump(),
+        },
         as_json,
-        lambda r: (
-            f"{name}: cleaned {len(r['cleaned'])} abandoned slot(s) {r['cleaned']}"
-            if r["cleaned"]
-            else f"{name}: nothing to clean"
-        ),
+        _human_gc,
     )
+
+
+def _human_gc(r: dict[str, Any]) -> str:
+    name = r["model"]
+    lines = []
+    if r["cleaned"]:
+        lines.append(f"{name}: cleaned {len(r['cleaned'])} abandoned slot(s) {r['cleaned']}")
+    if r["runs_removed"]:
+        lines.append(
+            f"{name}: removed {len(r['runs_removed'])} run folder(s) older than "
+            f"{r['retention']['runs_days']:g} days that no version refers to"
+        )
+    if r["tmp_removed"]:
+        lines.append(f"removed {len(r['tmp_removed'])} temp file(s) of killed writes")
+    if not lines:
+        lines.append(f"{name}: nothing to clean")
+    for v in r["never_promoted"]:
+        lines.append(
+            f"{name}: version {v} was registered for promotion but never promoted (its run died before "
+            f"promoting, or lost the race): promote it by hand or leave it"
+        )
+    return "\n".join(lines)

@@ -234,6 +234,27 @@ class DriftConfig(_Section):
         return self
 
 
+class RetentionConfig(_Section):
+    """What ``refit models gc`` removes besides the version slots of crashed registrations.
+
+    Committed versions are never removed, nor a run folder a committed version refers to
+    (its run id, dossier or artifact): that is the version's lineage.
+    """
+
+    runs_days: float = Field(
+        7.0,
+        gt=0,
+        description="A run folder (runs/<model>/<run_id>/) no committed version refers to is removed "
+        "this many days after the run started (the time in its run id).",
+    )
+    tmp_files_hours: float = Field(
+        1.0,
+        ge=0.25,
+        description="Temp files of the local store's atomic writes (.name.tmp) that a killed process left "
+        "are removed once this many hours old; younger ones may be writes in flight.",
+    )
+
+
 class PipelineConfig(_Section):
     """What one run does. Frozen: stored beside every model it produces."""
 
@@ -243,6 +264,7 @@ class PipelineConfig(_Section):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     gate: GateConfig = Field(default_factory=GateConfig)
     drift: DriftConfig = Field(default_factory=DriftConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @property
     def feature_columns(self) -> list[str]:

@@ -856,6 +856,25 @@ class Registry:
                 continue
         return [e for e in sorted(events, key=lambda e: e.seq) if alias is None or e.alias == alias]
 
+    # --- promotion bookkeeping -----------------------------------------------------------
+
+    def never_promoted(self, name: str) -> list[int]:
+        """Versions registered for promotion (their gate decision, or a forced run, said
+        PROMOTE) that never held the champion alias: the run was killed between registering
+        and promoting, or lost the promotion race. Nothing moves them on its own."""
+        held = {e.to_version for e in self.history(name, CHAMPION)}
+        return [mv.version for mv in self.list_versions(name) if _promote_bound(mv) and mv.version not in held]
+
+    def promotion_note(self, mv: ModelVersion) -> str | None:
+        """One line for ``models show`` when ``mv`` was meant to be promoted and never was."""
+        if not _promote_bound(mv) or any(e.to_version == mv.version for e in self.history(mv.name, CHAMPION)):
+            return None
+        run = f" by run {mv.run_id}" if mv.run_id else ""
+        return (
+            f"registered{run} for promotion but never promoted (the run died before promoting, or lost "
+            f"the race): promote it by hand (refit models promote {mv.name} {mv.version}) or leave it"
+        )
+
     # --- reads ---------------------------------------------------------------------------
 
     def resolve(self, ref: str) -> ModelVersion:
@@ -893,6 +912,12 @@ class Registry:
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
             return self.get_version(name, int(ref))
         return self.resolve(f"{name}@{ref}")
+
+
+def _promote_bound(mv: ModelVersion) -> bool:
+    """Whether the run that registered ``mv`` meant to promote it (its decision said PROMOTE)."""
+    outcome = mv.decision.get("outcome") if isinstance(mv.decision, Mapping) else None
+    return str(outcome or mv.tags.get("outcome", "")).upper() == "PROMOTE"
 
 
 def _lineage(events: Iterable[AliasEvent]) -> list[int | None]:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -130,7 +131,7 @@ def test_models_gc_cleans_a_slot_a_crashed_run_left(project) -> None:  # type: i
 
     fresh = run(["models", "gc", "churn", "--older-than-hours", "4", "--json"], folder)
     assert fresh.returncode == 0, fresh.stderr
-    assert json.loads(fresh.stdout) == {"model": "churn", "cleaned": []}  # too recent for this limit
+    assert json.loads(fresh.stdout)["cleaned"] == []  # too recent for this limit
     out = run(["models", "gc", "churn"], folder)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "churn: cleaned 1 abandoned slot(s) [2]"
@@ -141,3 +142,59 @@ def test_models_gc_cleans_a_slot_a_crashed_run_left(project) -> None:  # type: i
     assert _register(store, config_path, promote=False) == 3  # number 2 stays taken
     bad = run(["models", "gc", "churn", "--older-than-hours", "-1"], folder)
     assert bad.returncode == 2 and "Invalid value for '--older-than-hours'" in bad.stderr
+
+
+def test_models_gc_removes_old_runs_and_killed_writes_and_names_unpromoted_versions(tmp_path: Path) -> None:
+    """No training needed: a registry with a version whose run died between register and
+    promote, run folders of several ages, and temp files of a killed and an in-flight write."""
+    from datetime import UTC, datetime, timedelta
+
+    from refit.io.local import LocalStore
+    from refit.registry import Registry
+    from tests.flows.helpers import write_config
+
+    store = LocalStore(tmp_path / "store")
+    reg = Registry(store)
+    now = datetime.now(UTC)
+
+    def run_id(days_ago: float, tag: str) -> str:
+        return f"{(now - timedelta(days=days_ago)).strftime('%Y%m%dT%H%M%S%fZ')}-{tag * 8}"
+
+    runs = {age: run_id(age, tag) for age, tag in ((10, "a"), (3, "b"), (1, "c"), (30, "d"))}
+    for rid in runs.values():
+        store.put_bytes(f"runs/churn/{rid}/split/train.parquet", b"rows")
+    reg.register("churn", artifact_uri="s3://m/1", decision={"outcome": "PROMOTE"}, run_id=runs[30])
+    reg.promote("churn", 1, expected_current=None)
+    reg.register("churn", artifact_uri="s3://m/2", decision={"outcome": "PROMOTE"}, run_id="killed-run")
+    killed = store._write_temp("registry/churn/versions/3/artifact/model.skops", b"half")
+    in_flight = store._write_temp("runs/churn/x/split/test.parquet", b"being written")
+    old = time.time() - 2 * 3600
+    os.utime(killed, (old, old))
+
+    shown = json.loads(run(["models", "show", "churn:2", "--json"], tmp_path).stdout)
+    assert shown["note"].startswith("registered by run killed-run for promotion but never promoted")
+    assert shown["manifest_sha256"] is None  # a referenced artifact registered without its sha
+    assert shown["integrity"] == "no manifest sha256 recorded: its artifact cannot be verified against the registry"
+    assert json.loads(run(["models", "show", "churn:1", "--json"], tmp_path).stdout)["note"] is None
+
+    out = run(["models", "gc", "churn", "--json"], tmp_path)  # no refit.yaml here: default retention
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["retention"] == {"runs_days": 7.0, "tmp_files_hours": 1.0}
+    assert report["runs_removed"] == [f"runs/churn/{runs[10]}"]
+    assert report["runs_kept"] == {"registered": 1, "recent": 2}
+    assert report["tmp_removed"] == [killed.relative_to(store.root).as_posix()]
+    assert report["never_promoted"] == [2] and report["cleaned"] == []
+    assert not killed.exists() and in_flight.exists()
+    assert store.exists(f"runs/churn/{runs[30]}/split/train.parquet")  # version 1's lineage
+
+    (tmp_path / "cfg").mkdir()  # not ./refit.yaml: the first gc ran with the defaults
+    config = write_config(tmp_path / "cfg", retention={"runs_days": 2})
+    human = run(["models", "gc", "churn", "--config", str(config)], tmp_path)
+    assert human.returncode == 0, human.stderr
+    assert human.stdout.splitlines() == [
+        "churn: removed 1 run folder(s) older than 2 days that no version refers to",
+        "churn: version 2 was registered for promotion but never promoted (its run died before promoting, "
+        "or lost the race): promote it by hand or leave it",
+    ]
+    assert not store.list(f"runs/churn/{runs[3]}/") and store.list(f"runs/churn/{runs[1]}/")
