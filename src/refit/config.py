@@ -14,10 +14,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from refit.errors import ConfigError
+from refit.metrics import METRICS, Task, check_task_metric
 
 DEFAULT_CONFIG_FILE = "refit.yaml"
 
@@ -68,7 +78,9 @@ class DatasetConfig(_Section):
     capture_schema: str | None = Field(None, description="Production-capture schema, as module:Class.")
     request_id_column: str = Field("request_id", description="Joins captured requests with late labels.")
     target: str
-    task: Literal["classification", "regression"]
+    task: Task = Field(
+        description="binary (0/1 labels) or regression; multiclass is not judged by any gate metric yet."
+    )
     id_column: str
     timestamp_column: str
     segments: list[SegmentSpec] = Field(default_factory=list)
@@ -124,22 +136,6 @@ class TrainingConfig(_Section):
     checkpoint: bool = Field(True, description="Write a resumable checkpoint after every epoch.")
 
 
-#: The gate's metrics and whether higher is better (refit.evaluation computes exactly these).
-GATE_METRICS: dict[str, bool] = {
-    "roc_auc": True,
-    "pr_auc": True,
-    "log_loss": False,
-    "accuracy": True,
-    "f1": True,
-    "brier": False,
-    "ece": False,
-    "rmse": False,
-    "mae": False,
-    "r2": True,
-    "mape": False,
-}
-
-
 class GateConfig(_Section):
     """When a candidate replaces the champion. Gains are measured in the metric's "better" direction.
 
@@ -149,8 +145,10 @@ class GateConfig(_Section):
     ``refit.evaluation.decide_gate`` for the exact rules.
     """
 
-    primary_metric: str = Field("roc_auc", description="One of GATE_METRICS.")
-    higher_is_better: bool | None = Field(None, description="Default: inferred from the metric name.")
+    primary_metric: str = Field(
+        "roc_auc", description="Selects the candidate, gates it, and judges decay; one of refit.metrics.METRICS."
+    )
+    higher_is_better: bool | None = Field(None, description="Optional; must agree with the metric's direction.")
     floor: float | None = Field(None, description="The candidate's primary metric must be at least this.")
     ceiling: float | None = Field(None, description="... and at most this (for error metrics).")
     min_improvement: float = Field(0.0, ge=0.0, description="Overall gain required (absolute, CI lower bound).")
@@ -177,20 +175,15 @@ class GateConfig(_Section):
 
     @model_validator(mode="after")
     def _check_metric(self) -> GateConfig:
-        known = GATE_METRICS.get(self.primary_metric)
-        if known is None:
-            raise ValueError(f"unknown primary_metric {self.primary_metric!r}; known: {', '.join(GATE_METRICS)}")
+        if self.primary_metric not in METRICS:
+            raise ValueError(f"unknown primary_metric {self.primary_metric!r}; known: {', '.join(METRICS)}")
+        known = METRICS[self.primary_metric].higher_is_better
         if self.higher_is_better is not None and self.higher_is_better != known:
             word = "higher" if known else "lower"
             raise ValueError(f"{self.primary_metric} is {word}-is-better; drop higher_is_better or fix it")
         if self.floor is not None and self.ceiling is not None and self.floor > self.ceiling:
             raise ValueError("floor must not exceed ceiling")
         return self
-
-    @property
-    def better_is_higher(self) -> bool:
-        """The primary metric's direction (given, or inferred from its name)."""
-        return GATE_METRICS[self.primary_metric]
 
 
 class DriftConfig(_Section):
@@ -262,9 +255,18 @@ class PipelineConfig(_Section):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
-    gate: GateConfig = Field(default_factory=GateConfig)
+    gate: GateConfig = Field(default_factory=GateConfig, validate_default=True)
     drift: DriftConfig = Field(default_factory=DriftConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+
+    @field_validator("gate")
+    @classmethod
+    def _gate_judges_the_task(cls, gate: GateConfig, info: ValidationInfo) -> GateConfig:
+        """Refuse, at load time, a run whose gate could not judge its models."""
+        dataset = info.data.get("dataset")
+        if dataset is not None:
+            check_task_metric(dataset.task, gate.primary_metric)
+        return gate
 
     @property
     def feature_columns(self) -> list[str]:

@@ -20,8 +20,9 @@ from typing import Any, TypedDict
 
 from pydantic import BaseModel
 
-from refit.evaluation import METRIC_LABELS, OVERALL, GateDecision, Outcome
+from refit.evaluation import OVERALL, GateDecision, Outcome
 from refit.io.base import Store
+from refit.metrics import get_metric
 
 SCHEMA_VERSION = 1
 FILES = {"json": "dossier.json", "markdown": "dossier.md", "png": "dossier.png"}
@@ -109,7 +110,7 @@ def _version(v: Any) -> str:
 def _markdown(d: GateDecision, context: Mapping[str, Any], data: dict[str, dict[str, Any]], png_name: str) -> str:
     model = context.get("model_name") or context.get("model") or "model"
     cand_v, champ_v = _version(context.get("candidate_version")), _version(context.get("champion_version"))
-    label = METRIC_LABELS.get(d.metric, d.metric)
+    label = get_metric(d.metric).label
     pct = f"{d.confidence:.0%}"
     lines = [f"# Promotion dossier: {model}, candidate {cand_v} vs champion {champ_v}", "", f"**{d.headline}**", ""]
     if d.forced:
@@ -228,7 +229,7 @@ def _forest_png(d: GateDecision, model: str) -> bytes:
     from matplotlib.figure import Figure
 
     rows, left_out = _plot_rows(d)
-    label = METRIC_LABELS.get(d.metric, d.metric)
+    label = get_metric(d.metric).label
     fig = Figure(figsize=(8.0, 1.4 + 0.34 * len(rows)), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)

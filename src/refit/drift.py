@@ -43,7 +43,9 @@ from pydantic import BaseModel, ConfigDict
 
 from refit.config import DriftConfig
 from refit.errors import ConfigError, DataError
+from refit.evaluation import segment_key
 from refit.io.base import Store
+from refit.metrics import get_metric, metric_value
 
 ColumnKind = Literal["numerical", "categorical"]
 
@@ -579,103 +581,71 @@ class DecayResult(_Record):
         return [s.segment for s in [self.overall, *self.segments] if s.decayed]
 
 
-def _score(task: str, y_true: np.ndarray, y_score: np.ndarray) -> float | None:
-    if task == "classification":
-        if len(np.unique(y_true)) < 2:
-            return None
-        from sklearn.metrics import roc_auc_score
-
-        return float(roc_auc_score(y_true, y_score))
-    return float(np.sqrt(np.mean((y_true - y_score) ** 2)))
-
-
 def compute_decay(
     y_true: Sequence[float] | np.ndarray | pd.Series,
     y_score: Sequence[float] | np.ndarray | pd.Series,
     registered: Mapping[str, float],
     cfg: DriftConfig,
-    task: Literal["classification", "regression"] = "classification",
-    segments: pd.DataFrame | None = None,
+    metric: str,
+    segments: Mapping[str, Any] | pd.DataFrame | None = None,
 ) -> DecayResult:
     """Has the champion got worse on recent labelled data than it was at registration?
 
-    The metric is ROC AUC for classification (higher is better) and RMSE for regression
-    (lower is better). A segment decays when its drop exceeds ``cfg.decay_tolerance`` (in the
-    metric's units); segments with fewer than ``cfg.decay_min_rows`` labelled rows, one class
-    only, or no registered value are reported but never decay.
+    The metric and its direction come from ``refit.metrics`` (the gate's ``primary_metric``,
+    the one registration stores). A segment decays when its drop exceeds
+    ``cfg.decay_tolerance`` (in the metric's units); segments with fewer than
+    ``cfg.decay_min_rows`` labelled rows, an undefined metric (one class only), or no
+    registered value are reported but never decay.
 
     Args:
         y_true: Labels; rows whose label is missing (not arrived yet) are dropped.
         y_score: The champion's scores (probability of the positive class) or predictions.
-        registered: Metric values at registration: ``"overall"`` and ``"column=value"`` keys.
+        registered: Metric values at registration: ``"overall"`` and segment keys
+            (``refit.evaluation.segment_key``: ``"region=north"``, ``"region×plan=north×pro"``).
         cfg: Tolerance and minimum rows.
-        task: Picks the metric.
-        segments: Segment columns aligned with ``y_true`` (one row per label).
+        metric: A name from ``refit.metrics.METRICS``.
+        segments: Each segmentation's label of every row, aligned with ``y_true``
+            (``refit.evaluation.segment_labels``: bins, labels and crossings included).
     """
+    m = get_metric(metric)
     truth = np.asarray(pd.Series(y_true, dtype="float64"))
     score = np.asarray(pd.Series(y_score, dtype="float64"))
     if truth.shape != score.shape:
         raise DataError(f"y_true has {truth.shape[0]} rows but y_score has {score.shape[0]}")
-    if segments is not None and len(segments) != len(truth):
-        raise DataError(f"segments has {len(segments)} rows but y_true has {len(truth)}")
     labelled = ~np.isnan(truth) & ~np.isnan(score)
-    higher = task == "classification"
-    metric = "roc_auc" if higher else "rmse"
+    undefined = "one class only" if "binary" in m.tasks else f"{m.name} undefined"
 
     def judge(name: str, mask: np.ndarray) -> SegmentDecay:
         n = int(mask.sum())
         base = registered.get(name)
+        value, drop, note = None, None, None
         if n < cfg.decay_min_rows:
-            return SegmentDecay(
-                segment=name,
-                n_rows=n,
-                current=None,
-                registered=base,
-                drop=None,
-                decayed=False,
-                note=f"fewer than {cfg.decay_min_rows} labelled rows",
-            )
-        value = _score(task, truth[mask], score[mask])
-        if value is None:
-            return SegmentDecay(
-                segment=name,
-                n_rows=n,
-                current=None,
-                registered=base,
-                drop=None,
-                decayed=False,
-                note="one class only",
-            )
-        if base is None:
-            return SegmentDecay(
-                segment=name,
-                n_rows=n,
-                current=value,
-                registered=None,
-                drop=None,
-                decayed=False,
-                note="no registered value",
-            )
-        drop = base - value if higher else value - base
+            note = f"fewer than {cfg.decay_min_rows} labelled rows"
+        elif (value := metric_value(m.name, truth[mask], score[mask])) is None:
+            note = undefined
+        elif base is None:
+            note = "no registered value"
+        else:
+            drop = base - value if m.higher_is_better else value - base
+        decayed = drop is not None and drop > cfg.decay_tolerance
         return SegmentDecay(
-            segment=name,
-            n_rows=n,
-            current=value,
-            registered=base,
-            drop=drop,
-            decayed=drop > cfg.decay_tolerance,
+            segment=name, n_rows=n, current=value, registered=base, drop=drop, decayed=decayed, note=note
         )
 
     overall = judge("overall", labelled)
     per_segment: list[SegmentDecay] = []
-    if segments is not None:
-        for column in segments.columns:
-            values = segments[column].to_numpy()
-            for value in pd.unique(segments[column].dropna()):
-                per_segment.append(judge(f"{column}={value}", labelled & (values == value)))
+    for name, values in ({} if segments is None else segments).items():
+        cat = values.array if isinstance(values, pd.Series) else values
+        if not isinstance(cat, pd.Categorical):
+            cat = pd.Categorical(np.asarray(cat, dtype=object))
+        if len(cat) != len(truth):
+            raise DataError(f"segment {name!r} has {len(cat)} rows but y_true has {len(truth)}")
+        codes = np.asarray(cat.codes)
+        for i, value in enumerate(cat.categories):
+            per_segment.append(judge(segment_key(str(name), value), labelled & (codes == i)))
     return DecayResult(
-        metric=metric,
-        higher_is_better=higher,
+        metric=m.name,
+        higher_is_better=m.higher_is_better,
         tolerance=cfg.decay_tolerance,
         overall=overall,
         segments=per_segment,

@@ -1,7 +1,8 @@
-"""Evaluation: metrics, a paired bootstrap per segment, and the promotion gate.
+"""Evaluation: segments, a paired bootstrap per segment, and the promotion gate.
 
-Everything is computed on a *weights matrix*: a resample is a column of per-row weights, so
-one call evaluates a metric on many resamples at once (``metric_values``). The gate compares
+The metrics themselves live in ``refit.metrics`` (name, task kinds, direction, function).
+They are computed on a *weights matrix*: a resample is a column of per-row weights, so one
+call evaluates a metric on many resamples at once (``metric_values``). The gate compares
 candidate and champion on the same resampled rows (paired), per segment, and returns our own
 typed ``GateDecision``. Pure numpy / pandas; nothing here touches a store or Prefect.
 
@@ -21,264 +22,30 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
-from threadpoolctl import threadpool_limits
 
-from refit.config import GATE_METRICS, DatasetConfig, GateConfig
+from refit.config import DatasetConfig, GateConfig
 from refit.errors import DataError
+from refit.metrics import (
+    ECE_BINS,
+    Task,
+    _as_labels,
+    _as_scores,
+    _cumsum_rows,
+    _finalize,
+    _sum_features,
+    _tie_starts,
+    check_task_metric,
+    get_metric,
+    metric_value,
+    one_blas_thread,
+)
 
-Task = Literal["classification", "regression"]
-
-#: Metrics per task; ``compute_metrics`` returns all of them.
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("roc_auc", "pr_auc", "log_loss", "accuracy", "f1", "brier", "ece"),
-    "regression": ("rmse", "mae", "r2", "mape"),
-}
-#: Human names, for reports.
-METRIC_LABELS: dict[str, str] = {
-    "roc_auc": "ROC AUC",
-    "pr_auc": "PR AUC",
-    "log_loss": "log loss",
-    "accuracy": "accuracy",
-    "f1": "F1",
-    "brier": "Brier score",
-    "ece": "ECE",
-    "rmse": "RMSE",
-    "mae": "MAE",
-    "r2": "R²",
-    "mape": "MAPE",
-}
 OVERALL = "overall"
-ECE_BINS = 10
-#: Rows with |y| at or below this are left out of MAPE.
-MAPE_EPS = float(np.finfo(np.float64).eps)
-_LOG_EPS = float(np.finfo(np.float64).eps)  # sklearn's log_loss clipping
-_THRESHOLD = 0.5  # accuracy and F1 predict the positive class at score >= 0.5
-
-
-def higher_is_better(metric: str) -> bool:
-    """Direction of a gate metric, inferred from its name."""
-    try:
-        return GATE_METRICS[metric]
-    except KeyError:
-        raise ValueError(f"unknown metric {metric!r}; known: {', '.join(GATE_METRICS)}") from None
-
-
-def _task_of(metric: str) -> str:
-    for task, names in TASK_METRICS.items():
-        if metric in names:
-            return task
-    raise ValueError(f"unknown metric {metric!r}; known: {', '.join(GATE_METRICS)}")
-
-
-# --------------------------------------------------------------------------------------------
-# Inputs
-
-
-def _as_labels(task: str, y: Any) -> np.ndarray:
-    arr = np.asarray(y)
-    if arr.ndim != 1:
-        raise ValueError(f"y must be one-dimensional, got shape {arr.shape}")
-    if task == "regression":
-        out = arr.astype(np.float64)
-        if not np.isfinite(out).all():
-            raise ValueError("y has NaN or infinite values")
-        return out
-    if task != "classification":
-        raise ValueError(f"unknown task {task!r}")
-    if arr.dtype == bool:
-        return arr.astype(np.uint8)
-    values = pd.unique(arr)
-    if not set(values.tolist()) <= {0, 1}:
-        raise ValueError(f"classification needs binary 0/1 labels, got values {sorted(map(str, values))[:5]}")
-    return arr.astype(np.uint8)
-
-
-def _as_scores(task: str, score: Any, n: int, name: str) -> np.ndarray:
-    arr = np.asarray(score, dtype=np.float64)
-    if task == "classification" and arr.ndim == 2 and arr.shape[1] == 2:
-        arr = arr[:, 1]  # predict_proba output: the positive class
-    if arr.ndim != 1 or len(arr) != n:
-        raise ValueError(f"{name} must have one value per row ({n}), got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} has NaN or infinite values")
-    return arr
-
-
-def _as_weights(weights: Any, n: int) -> np.ndarray:
-    if weights is None:
-        return np.ones((n, 1))
-    w = np.asarray(weights, dtype=np.float64)
-    if w.ndim == 1:
-        w = w[:, None]
-    if w.ndim != 2 or w.shape[0] != n:
-        raise ValueError(f"weights must be (n,) or (n, k) with n={n}, got shape {w.shape}")
-    if (w < 0).any() or not np.isfinite(w).all():
-        raise ValueError("weights must be finite and non-negative")
-    return w
-
-
-# --------------------------------------------------------------------------------------------
-# Metrics on a weights matrix: W is (rows, resamples); every function returns (resamples,).
-# Ratio metrics are NaN where undefined (e.g. a resample with no positives).
-
-
-def _tie_starts(sorted_scores: np.ndarray) -> np.ndarray:
-    if len(sorted_scores) == 0:
-        return np.zeros(0, dtype=np.intp)
-    return np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
-
-
-def _auc_sorted(y_s: np.ndarray, starts: np.ndarray, W_s: np.ndarray) -> np.ndarray:
-    """Weighted ROC AUC, rows sorted by ascending score; tied pairs count one half."""
-    Wp = W_s * y_s[:, None]
-    Wn = W_s - Wp
-    Pg = np.add.reduceat(Wp, starts, axis=0)
-    Ng = np.add.reduceat(Wn, starts, axis=0)
-    below = _cumsum_rows(Ng, np.float64) - Ng
-    num = (Pg * (below + 0.5 * Ng)).sum(axis=0)
-    den = Pg.sum(axis=0) * Ng.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-
-
-def _ap_sorted(y_s: np.ndarray, starts: np.ndarray, W_s: np.ndarray) -> np.ndarray:
-    """Average precision (sklearn's step-wise definition), rows sorted by descending score."""
-    Wp = W_s * y_s[:, None]
-    TPg = np.add.reduceat(Wp, starts, axis=0)
-    Ag = np.add.reduceat(W_s, starts, axis=0)
-    TP = _cumsum_rows(TPg, np.float64)
-    A = _cumsum_rows(Ag, np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        precision = np.where(A > 0, TP / np.where(A > 0, A, 1.0), 0.0)
-        total = TP[-1]
-        return np.where(total > 0, (TPg * precision).sum(axis=0) / np.where(total > 0, total, 1.0), np.nan)
-
-
-def _sum_features(metric: str, y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-row columns whose weighted sums determine the metric, and ECE's bin of each row."""
-    one = np.ones_like(s)
-    if metric == "log_loss":
-        p = np.clip(s, _LOG_EPS, 1 - _LOG_EPS)
-        return np.column_stack([one, -(y * np.log(p) + (1 - y) * np.log1p(-p))]), None
-    if metric == "brier":
-        return np.column_stack([one, (s - y) ** 2]), None
-    if metric in ("accuracy", "f1"):
-        pred = (s >= _THRESHOLD).astype(np.float64)
-        yf = y.astype(np.float64)
-        if metric == "accuracy":
-            return np.column_stack([one, (pred == yf).astype(np.float64)]), None
-        return np.column_stack([pred * yf, pred * (1 - yf), (1 - pred) * yf]), None
-    if metric == "ece":
-        bins = np.minimum((np.clip(s, 0.0, 1.0) * ECE_BINS).astype(np.intp), ECE_BINS - 1)
-        return np.column_stack([one, s, y.astype(np.float64)]), bins
-    err = s - y
-    if metric == "rmse":
-        return np.column_stack([one, err**2]), None
-    if metric == "mae":
-        return np.column_stack([one, np.abs(err)]), None
-    if metric == "r2":
-        return np.column_stack([one, y, y**2, err**2]), None
-    if metric == "mape":
-        ok = np.abs(y) > MAPE_EPS
-        ape = np.where(ok, np.abs(err) / np.where(ok, np.abs(y), 1.0), 0.0)
-        return np.column_stack([ok.astype(np.float64), ape]), None
-    raise ValueError(f"{metric!r} is not a sum-based metric")
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-
-
-def _finalize(metric: str, S: np.ndarray) -> np.ndarray:
-    """Metric from weighted sums S of shape (bins, features, resamples)."""
-    if metric == "ece":
-        total = S[:, 0].sum(axis=0)
-        return _ratio(np.abs(S[:, 2] - S[:, 1]).sum(axis=0), total)
-    S = S.sum(axis=0)
-    if metric in ("log_loss", "brier", "accuracy", "mae", "mape"):
-        return _ratio(S[1], S[0])
-    if metric == "rmse":
-        return np.sqrt(_ratio(S[1], S[0]))
-    if metric == "f1":
-        tp, fp, fn = S
-        return _ratio(2 * tp, 2 * tp + fp + fn)
-    if metric == "r2":
-        w, sy, syy, sse = S
-        sst = syy - _ratio(sy**2, w)
-        tol = 1e-12 * np.maximum(syy, 1e-300)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where((w > 0) & (sst > tol), 1 - sse / np.where(sst > tol, sst, 1.0), np.nan)
-    raise ValueError(f"{metric!r} is not a sum-based metric")
-
-
-def _sums(F: np.ndarray, bins: np.ndarray | None, W: np.ndarray) -> np.ndarray:
-    if bins is None:
-        return (F.T @ W)[None]
-    S = np.zeros((ECE_BINS, F.shape[1], W.shape[1]))
-    for b in np.unique(bins):
-        rows = bins == b
-        S[b] = F[rows].T @ W[rows]
-    return S
-
-
-def metric_values(metric: str, y_true: Any, y_score: Any, weights: Any = None) -> np.ndarray:
-    """One metric under many weightings at once.
-
-    Args:
-        metric: A name from ``TASK_METRICS``.
-        y_true: Labels (0/1) or values.
-        y_score: Positive-class probabilities (classification) or predictions.
-        weights: ``(n,)`` or ``(n, k)``: each column is one weighting (a bootstrap resample is
-            a column of counts). None means unweighted.
-
-    Returns:
-        ``(k,)`` metric values; NaN where a column leaves the metric undefined.
-    """
-    task = _task_of(metric)
-    y = _as_labels(task, y_true)
-    s = _as_scores(task, y_score, len(y), "y_score")
-    W = _as_weights(weights, len(y))
-    if len(y) == 0:
-        return np.full(W.shape[1], np.nan)
-    if metric == "roc_auc":
-        order = np.argsort(s, kind="stable")
-        return _auc_sorted(y[order], _tie_starts(s[order]), W[order])
-    if metric == "pr_auc":
-        order = np.argsort(-s, kind="stable")
-        return _ap_sorted(y[order], _tie_starts(-s[order]), W[order])
-    F, bins = _sum_features(metric, y.astype(np.float64), s)
-    return _finalize(metric, _sums(F, bins, W))
-
-
-def compute_metrics(task: Task, y_true: Any, y_score: Any, weights: Any = None) -> dict[str, float | None]:
-    """All metrics of a task (see ``TASK_METRICS``), optionally weighted per row.
-
-    Classification is binary: ``y_score`` is the positive-class probability; accuracy and F1
-    predict positive at ``score >= 0.5``; ECE is the 10-bin calibration error of that
-    probability. MAPE uses only rows with ``|y| > MAPE_EPS``. A metric that is undefined on the
-    data (one class only, no usable MAPE row, constant ``y`` for R²) is None.
-    """
-    if task not in TASK_METRICS:
-        raise ValueError(f"unknown task {task!r}")
-    w = None if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
-    out: dict[str, float | None] = {}
-    with _one_blas_thread():
-        for metric in TASK_METRICS[task]:
-            value = float(metric_values(metric, y_true, y_score, w)[0])
-            out[metric] = value if math.isfinite(value) else None
-    return out
-
-
-def _one_blas_thread() -> Any:
-    """Our matmuls are small and many: BLAS's own threads only fight over the cores (we measured
-    100x slowdowns on a busy 2-core machine). The bootstrap parallelises over resamples instead."""
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,6 +97,12 @@ def segment_labels(df: pd.DataFrame, dataset: DatasetConfig) -> dict[str, pd.Cat
         present = set(joined)
         out["×".join(crossing)] = pd.Categorical(joined, categories=[v for v in order if v in present])
     return out
+
+
+def segment_key(segment: str, value: object) -> str:
+    """How one segment value is named wherever it is stored or judged: ``region=north``,
+    ``region×plan=north×pro``, ``tenure_months=[0, 12)``."""
+    return f"{segment}={value}"
 
 
 def segment_masks(df: pd.DataFrame, dataset: DatasetConfig) -> dict[str, dict[str, np.ndarray]]:
@@ -675,25 +448,6 @@ class _OrderPlan:
                 out[self.model, self.group_ids[g]] = np.where(carry_pos > 0, num / np.maximum(carry_pos, 1), np.nan)
 
 
-def _cumsum_rows(X: np.ndarray, dtype: Any, block: int = 32) -> np.ndarray:
-    """Inclusive cumulative sum down the rows, vectorised across columns.
-
-    numpy's own ``cumsum(axis=0)`` walks each column separately and is several times slower.
-    """
-    n_rows = X.shape[0]
-    if n_rows < 2 * block:
-        return np.cumsum(X, axis=0, dtype=dtype)
-    nb = -(-n_rows // block)
-    Y = np.zeros((nb * block,) + X.shape[1:], dtype=dtype)
-    Y[:n_rows] = X
-    Z = Y.reshape(nb, block, *X.shape[1:])
-    for i in range(1, block):
-        np.add(Z[:, i], Z[:, i - 1], out=Z[:, i])
-    totals = Z[:, -1].copy()
-    Z += (np.cumsum(totals, axis=0) - totals)[:, None]
-    return Y[:n_rows]
-
-
 @dataclass(frozen=True)
 class SegmentComparison:
     """One row of a paired comparison: a segment value (or the whole data set).
@@ -718,7 +472,7 @@ class SegmentComparison:
 
     @property
     def scope(self) -> str:
-        return OVERALL if self.segment == OVERALL else f"{self.segment}={self.value}"
+        return OVERALL if self.segment == OVERALL else segment_key(self.segment, self.value)
 
 
 @dataclass(frozen=True)
@@ -772,7 +526,8 @@ def _build_plans(
     model m's score order (see ``paired_bootstrap``).
     """
     pairs = [(m, gr, ids) for m in range(len(scores)) for gr, ids in zip(groupings, group_ids, strict=True)]
-    if metric == "roc_auc":
+    kernel = get_metric(metric).kernel
+    if kernel == "auc":
         assert spaces is not None
 
         def auc_plan(a: tuple[int, _Grouping, np.ndarray]) -> _AucPlan:
@@ -782,7 +537,7 @@ def _build_plans(
             return _AucPlan(m, m, y[rows], scores[m][rows], moved, ids)
 
         return pmap(auc_plan, pairs)
-    if metric == "pr_auc":
+    if kernel == "ap":
         return pmap(lambda a: _OrderPlan(a[0], y, scores[a[0]], a[1], a[2]), pairs)
     yf = y.astype(np.float64)
     feats = [_sum_features(metric, yf, sc) for sc in scores]
@@ -816,8 +571,8 @@ def paired_bootstrap(
     data only, not on ``n_jobs`` or thread timing.
 
     Args:
-        task: ``classification`` or ``regression``.
-        metric: The metric to compare (see ``TASK_METRICS``).
+        task: ``binary`` or ``regression``.
+        metric: The metric to compare (see ``refit.metrics.METRICS``).
         y: Labels or values.
         cand_score: Candidate scores (positive-class probabilities, or predictions).
         champ_score: Champion scores.
@@ -831,8 +586,8 @@ def paired_bootstrap(
     Returns:
         ``PairedBootstrap`` with the overall comparison and one per segment value.
     """
-    if metric not in TASK_METRICS.get(task, ()):
-        raise ValueError(f"metric {metric!r} is not a {task} metric; choose from {TASK_METRICS.get(task)}")
+    check_task_metric(task, metric)
+    auc = get_metric(metric).kernel == "auc"
     if n_resamples < 1:
         raise ValueError("n_resamples must be at least 1")
     if not 0 < confidence < 1:
@@ -859,9 +614,9 @@ def paired_bootstrap(
         return list(pool.map(fn, items)) if pool is not None else [fn(x) for x in items]
 
     try:
-        with _one_blas_thread():
+        with one_blas_thread():
             spaces = None
-            if metric == "roc_auc":
+            if auc:
                 # Rows get iid weights, so which weight goes to which row is ours to choose: the
                 # weights are drawn in the champion's score order (its rows read in place), and
                 # copied once per chunk into the candidate's order (one gather, not one per segment).
@@ -887,9 +642,7 @@ def paired_bootstrap(
 
             def run(i: int) -> None:
                 c0, width = chunks[i]
-                W = _draw_weights(
-                    seeds[i], n, -(-width // 8) * 8, yv if metric == "roc_auc" else None, getattr(local, "buffer", None)
-                )
+                W = _draw_weights(seeds[i], n, -(-width // 8) * 8, yv if auc else None, getattr(local, "buffer", None))
                 local.buffer = W
                 views = weight_spaces(W)
                 out = np.empty((2, n_groups, W.shape[1]))
@@ -995,7 +748,7 @@ class SegmentResult(_Record):
 
     @property
     def scope(self) -> str:
-        return f"{self.segment}={self.value}"
+        return segment_key(self.segment, self.value)
 
 
 class GateDecision(_Record):
@@ -1182,7 +935,7 @@ def decide_gate(
     metric = gate.primary_metric
     if boot.metric != metric:
         raise ValueError(f"bootstrap metric {boot.metric!r} is not the gate's {metric!r}")
-    hib = gate.better_is_higher
+    hib = get_metric(metric).higher_is_better
     sign = 1.0 if hib else -1.0
     alpha = (1 - boot.confidence) / 2
     ov = boot.overall
@@ -1334,7 +1087,7 @@ def _reasons(checks: list[GateCheck], metric: str, confidence: float) -> list[st
         if c.passed is not False:
             continue
         where = "overall" if c.scope == OVERALL else f"for {c.scope}"
-        label = METRIC_LABELS.get(metric, metric)
+        label = get_metric(metric).label
         if c.name == "floor":
             out.append(f"{label} {c.value:.4g} is below the floor {c.threshold:g}")
         elif c.name == "ceiling":
@@ -1358,7 +1111,7 @@ def describe_decision(d: GateDecision) -> str:
     """One sentence a person can act on, e.g. ``REJECTED: better overall (+0.012 ROC AUC, 95% CI
     [...]) but worse for region=south (-0.041, 95% CI [...], tolerance 0.02)``."""
     verdict = {Outcome.PROMOTE: "PROMOTED", Outcome.REJECT: "REJECTED", Outcome.INCONCLUSIVE: "INCONCLUSIVE"}
-    label = METRIC_LABELS.get(d.metric, d.metric)
+    label = get_metric(d.metric).label
     if d.first_run:
         value = "undefined" if d.candidate_value is None else f"{d.candidate_value:.4g}"
         body = "first model (no champion): " + ("; ".join(d.reasons) if d.reasons else f"{label} {value}")
@@ -1426,7 +1179,7 @@ def evaluate_gate(
     else REJECT; per-segment values are reported, not gated.
 
     Args:
-        task: ``classification`` or ``regression``.
+        task: ``binary`` or ``regression``.
         y: Labels or values of the evaluation rows.
         cand_score: Candidate scores (positive-class probabilities, or predictions).
         champ_score: Champion scores on the same rows, or None when there is no champion.
@@ -1439,8 +1192,7 @@ def evaluate_gate(
     """
     _check_force(force, force_reason)
     metric = gate.primary_metric
-    if metric not in TASK_METRICS.get(task, ()):
-        raise ValueError(f"gate metric {metric!r} is not a {task} metric; choose from {TASK_METRICS.get(task)}")
+    check_task_metric(task, metric)
     labels: dict[str, Any] = {}
     if segments_df is not None and dataset_cfg is not None:
         if len(segments_df) != len(np.asarray(y)):
@@ -1463,11 +1215,11 @@ def evaluate_gate(
 
     yv = _as_labels(task, y)
     s = _as_scores(task, cand_score, len(yv), "cand_score")
-    cand = _point(float(metric_values(metric, yv, s)[0]))
+    cand = metric_value(metric, yv, s)
     if cand is None:
         raise DataError(f"{metric} is undefined on the evaluation data (a single class?)")
     segments = []
-    with _one_blas_thread():
+    with one_blas_thread():
         for gr in _groupings(labels, len(yv))[1:]:
             for j, value in enumerate(gr.labels):
                 rows = gr.codes == j
@@ -1477,7 +1229,7 @@ def evaluate_gate(
                         value=value,
                         n=int(rows.sum()),
                         gated=False,
-                        candidate=_point(float(metric_values(metric, yv[rows], s[rows])[0])),
+                        candidate=metric_value(metric, yv[rows], s[rows]),
                         note="first run: reported, not gated",
                     )
                 )
@@ -1488,7 +1240,7 @@ def evaluate_gate(
         force=force,
         force_reason=force_reason,
         metric=metric,
-        higher_is_better=gate.better_is_higher,
+        higher_is_better=get_metric(metric).higher_is_better,
         confidence=gate.confidence,
         n_resamples=0,
         seed=gate.seed,
@@ -1506,21 +1258,17 @@ def evaluate_gate(
 __all__ = [
     "GateCheck",
     "GateDecision",
-    "METRIC_LABELS",
     "OVERALL",
     "Outcome",
     "PairedBootstrap",
     "SegmentComparison",
     "SegmentResult",
-    "TASK_METRICS",
-    "compute_metrics",
     "decide_gate",
     "describe_decision",
     "evaluate_gate",
-    "higher_is_better",
     "holm_adjust",
-    "metric_values",
     "paired_bootstrap",
+    "segment_key",
     "segment_labels",
     "segment_masks",
 ]

@@ -44,7 +44,7 @@ def load_reference(store: Store, config: PipelineConfig) -> Reference:
     except RefitError as exc:
         raise RefitError(f"no champion for {name} yet ({exc}): run a retrain first") from None
     frame, _ = reg.reference(name, version.version)
-    metric = "roc_auc" if config.dataset.task == "classification" else "rmse"
+    metric = config.gate.primary_metric  # what registration stored, overall and per segment
     registered: dict[str, float] = {}
     if version.metrics.get(metric) is not None:
         registered["overall"] = float(version.metrics[metric])  # type: ignore[arg-type]
@@ -151,7 +151,7 @@ def compute_drift_and_decay(
     store: Store, config: PipelineConfig, reference: Reference, current: pd.DataFrame, window: CaptureWindow
 ) -> DriftReport:
     """Evidently drift on a seeded sample (report stored), and decay on the labelled part of the window."""
-    from refit.drift import append_drift_history, check_drift, compute_decay
+    from refit.drift import append_drift_history, check_drift
 
     columns = config.feature_columns
     ref = reference.frame.copy()
@@ -169,15 +169,7 @@ def compute_drift_and_decay(
     labelled = _labelled(config, current, window.labels)
     if len(labelled):
         scores = _champion_scores(store, config, reference, labelled)
-        segment_cols = sorted({s.column for s in config.dataset.segments})
-        decay = compute_decay(
-            labelled[config.dataset.target].to_numpy(),
-            scores,
-            reference.registered_metrics,
-            config.drift,
-            task=config.dataset.task,
-            segments=labelled[segment_cols] if segment_cols else None,
-        )
+        decay = judge_decay(config, reference.registered_metrics, labelled, scores)
     return DriftReport(
         result=check.result,
         decay=decay,
@@ -187,6 +179,26 @@ def compute_drift_and_decay(
         window_end=window.end,
         current_rows=len(current),
         labelled_rows=len(labelled),
+    )
+
+
+def judge_decay(
+    config: PipelineConfig, registered: dict[str, float], labelled: pd.DataFrame, scores: np.ndarray
+) -> Any:
+    """The champion's decay on labelled rows, judged as the gate judged it at registration:
+    in ``gate.primary_metric`` and on the gate's own segments (bins, labels, crossings), so
+    every segment key matches a registered one. Returns a ``refit.drift.DecayResult``."""
+    from refit.drift import compute_decay
+    from refit.evaluation import segment_labels
+
+    ds = config.dataset
+    return compute_decay(
+        labelled[ds.target].to_numpy(),
+        scores,
+        registered,
+        config.drift,
+        metric=config.gate.primary_metric,
+        segments=segment_labels(labelled.reset_index(drop=True), ds),
     )
 
 

@@ -278,7 +278,8 @@ def evaluate_candidate(
 ) -> EvaluationHandle:
     """Score candidate and champion on the same test rows; run the gate; write the dossier."""
     from refit.dossier import write_dossier
-    from refit.evaluation import compute_metrics, evaluate_gate
+    from refit.evaluation import evaluate_gate
+    from refit.metrics import compute_metrics
     from refit.model import load
 
     ds = config.dataset
@@ -320,10 +321,8 @@ def evaluate_candidate(
         name: store.uri_for(f"{prefix}dossier.{ext}")
         for name, ext in (("json", "json"), ("markdown", "md"), ("png", "png"))
     }
-    metrics = compute_metrics(ds.task if ds.task == "regression" else "classification", y, cand_scores)
-    seg_metrics = {
-        f"{s.segment}={s.value}": {"n": s.n, config.gate.primary_metric: s.candidate} for s in decision.segments
-    }
+    metrics = compute_metrics(ds.task, y, cand_scores)
+    seg_metrics = {s.scope: {"n": s.n, config.gate.primary_metric: s.candidate} for s in decision.segments}
     return EvaluationHandle(
         decision=decision,
         champion_version=champion.version if champion else None,

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from refit.errors import DataError, RefitError
+from refit.metrics import Task
 
 TIMING_REPEATS = 3
 
@@ -47,7 +48,7 @@ def smoke_test(
     uri: str,
     sample_df: pd.DataFrame,
     max_ms_per_1k_rows: float,
-    task: str,
+    task: Task,
     *,
     timeout_s: float = 300.0,
     env: dict[str, str] | None = None,
@@ -58,8 +59,7 @@ def smoke_test(
         uri: The artifact (local path or ``s3://`` URI; S3 endpoint from the environment).
         sample_df: Rows to predict (feature columns; extra columns are ignored).
         max_ms_per_1k_rows: Latency bound (median of a few full-sample predictions).
-        task: What the model must be: ``classification`` (or ``binary`` / ``multiclass``) or
-            ``regression``.
+        task: What the model must be (``refit.metrics.Task``: the config's ``dataset.task``).
         timeout_s: The child process is killed after this long.
         env: Environment of the child (default: this process's).
     """
@@ -92,7 +92,7 @@ def smoke_test(
     return report
 
 
-def check_result(result: dict[str, Any], rows: int, max_ms_per_1k_rows: float, task: str) -> SmokeReport:
+def check_result(result: dict[str, Any], rows: int, max_ms_per_1k_rows: float, task: Task) -> SmokeReport:
     """Judge the child's summary (see :func:`summarise`)."""
     if not result.get("ok"):
         return SmokeReport(
@@ -100,8 +100,7 @@ def check_result(result: dict[str, Any], rows: int, max_ms_per_1k_rows: float, t
         )
     reasons: list[str] = []
     model_task = result["task"]
-    wanted = {"classification": ("binary", "multiclass"), "regression": ("regression",)}.get(task, (task,))
-    if model_task not in wanted:
+    if model_task != task:
         reasons.append(f"model task is {model_task}, expected {task}")
     shape = result["output_shape"]
     if model_task == "regression":

@@ -54,7 +54,7 @@ def traffic(config_path: Path, store, *, start: datetime, **kwargs) -> dict:  # 
         start=start.isoformat(),
         seed=21,
         model_version="1",
-        predict=lambda df: pipeline.scores(model, df, "classification"),
+        predict=lambda df: pipeline.scores(model, df, "binary"),
         **kwargs,
     )
 

@@ -19,7 +19,7 @@ MINIMAL = {
         "sources": ["datasets/churn/base/*.parquet"],
         "schema": "schemas.churn:ChurnTrainingSchema",
         "target": "churned",
-        "task": "classification",
+        "task": "binary",
         "id_column": "customer_id",
         "timestamp_column": "event_time",
     }
@@ -29,7 +29,7 @@ MINIMAL = {
 def test_demo_config_loads_and_derives_features() -> None:
     cfg = load_config(ROOT / "refit.yaml")
     assert cfg.dataset.name == "churn"
-    assert cfg.dataset.task == "classification"
+    assert cfg.dataset.task == "binary"
     assert [s.column for s in cfg.dataset.segments] == ["region", "plan", "tenure_months"]
     assert cfg.dataset.segments[2].bins == [0, 6, 24, 240]
     features = cfg.feature_columns
@@ -111,6 +111,29 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.store == "s3://bucket/prefix"
     assert "s3cret" not in repr(s) and s.webhook_secret is not None
     assert s.webhook_secret.get_secret_value() == "s3cret"
+
+
+@pytest.mark.parametrize(
+    ("task", "gate", "message"),
+    [
+        ("regression", {}, "roc_auc does not judge a regression task; choose from rmse, mae, r2, mape"),
+        ("regression", {"primary_metric": "pr_auc"}, "pr_auc does not judge a regression task"),
+        ("binary", {"primary_metric": "rmse"}, "rmse does not judge a binary task; choose from roc_auc"),
+        ("multiclass", {"primary_metric": "log_loss"}, "no metric judges a multiclass task yet"),
+    ],
+)
+def test_a_task_the_gate_cannot_judge_is_refused_at_load(task: str, gate: dict[str, str], message: str) -> None:
+    raw = dict(MINIMAL, dataset=dict(MINIMAL["dataset"], task=task), gate=gate)
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw, "x.yaml")
+    text = str(info.value)
+    assert "\n" not in text and text.startswith("x.yaml: invalid value for 'gate'") and message in text
+
+
+def test_a_metric_of_the_task_loads() -> None:
+    regression = dict(MINIMAL, dataset=dict(MINIMAL["dataset"], task="regression"), gate={"primary_metric": "mae"})
+    assert parse_config(regression, "x.yaml").gate.primary_metric == "mae"
+    assert parse_config(dict(MINIMAL, gate={"primary_metric": "pr_auc"}), "x.yaml").gate.primary_metric == "pr_auc"
 
 
 @pytest.mark.parametrize(

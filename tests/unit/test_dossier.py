@@ -22,7 +22,7 @@ DATASET = DatasetConfig.model_validate(
         "sources": ["x.parquet"],
         "schema": "m:C",
         "target": "y",
-        "task": "classification",
+        "task": "binary",
         "id_column": "id",
         "timestamp_column": "ts",
         "segments": [{"column": "region"}],
@@ -40,7 +40,7 @@ def rejected() -> GateDecision:
     shared = rng.normal(size=n)
     champ = 1 / (1 + np.exp(-(shared + y + 0.6 * rng.normal(size=n))))
     cand = 1 / (1 + np.exp(-(shared + np.where(region == "south", 0.2, 1.8) * y + 0.3 * rng.normal(size=n))))
-    return evaluate_gate("classification", y, cand, champ, pd.DataFrame({"region": region}), GATE, DATASET)
+    return evaluate_gate("binary", y, cand, champ, pd.DataFrame({"region": region}), GATE, DATASET)
 
 
 CONTEXT = {
@@ -87,12 +87,12 @@ def test_first_run_and_forced_dossiers_render() -> None:
     y = np.tile([0, 1], 300)
     score = np.linspace(0, 1, 600)
     region = pd.DataFrame({"region": np.array(["a", "b", "c"])[np.arange(600) % 3]})
-    first = evaluate_gate("classification", y, score, None, region, GateConfig(floor=0.4), DATASET)
+    first = evaluate_gate("binary", y, score, None, region, GateConfig(floor=0.4), DATASET)
     out = write_dossier(first, {"model_name": "churn", "candidate_version": 1})
     assert out["png"].startswith(PNG_MAGIC)
     assert "first model (no champion)" in out["markdown"] and "| region=a | 200 |" in out["markdown"]
     forced = evaluate_gate(
-        "classification", y, score, score[::-1].copy(), region, GATE, DATASET, force=True, force_reason="rollback of v6"
+        "binary", y, score, score[::-1].copy(), region, GATE, DATASET, force=True, force_reason="rollback of v6"
     )
     md = write_dossier(forced, {"model_name": "churn"})["markdown"]
     assert forced.outcome == Outcome.PROMOTE and "> Forced promotion by request: rollback of v6." in md

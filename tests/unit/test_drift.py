@@ -6,12 +6,13 @@ import json
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from refit.config import DriftConfig
+from refit.config import DatasetConfig, DriftConfig, GateConfig, PipelineConfig, SegmentSpec
 from refit.datasets import FEATURE_COLUMNS, churn_probability, generate_base, generate_production
 from refit.drift import (
     ColumnDrift,
@@ -26,6 +27,8 @@ from refit.drift import (
     stratified_sample_positions,
 )
 from refit.errors import ConfigError, DataError
+from refit.evaluation import evaluate_gate
+from refit.monitoring import judge_decay
 
 
 def synthetic(n: int, seed: int, shift: float = 0.0, cat_shift: float = 0.0) -> pd.DataFrame:
@@ -263,7 +266,7 @@ def test_decay_overall_and_per_segment() -> None:
     y[:100] = np.nan  # labels not arrived yet
     registered = {"overall": 0.9, "region=north": 0.93, "region=south": 0.9}
     cfg = DriftConfig(decay_tolerance=0.05, decay_min_rows=100)
-    result = compute_decay(y, score, registered, cfg, segments=pd.DataFrame({"region": region}))
+    result = compute_decay(y, score, registered, cfg, "roc_auc", segments=pd.DataFrame({"region": region}))
     by = {s.segment: s for s in result.segments}
     assert result.metric == "roc_auc" and result.higher_is_better
     assert result.n_labelled == n - 100
@@ -276,23 +279,110 @@ def test_decay_overall_and_per_segment() -> None:
 
 def test_decay_needs_enough_labels_and_both_classes() -> None:
     cfg = DriftConfig(decay_min_rows=50)
-    few = compute_decay([1, 0, 1], [0.9, 0.1, 0.8], {"overall": 0.99}, cfg)
+    few = compute_decay([1, 0, 1], [0.9, 0.1, 0.8], {"overall": 0.99}, cfg, "roc_auc")
     assert not few.decayed and few.overall.note == "fewer than 50 labelled rows"
-    one_class = compute_decay([1.0] * 60, [0.5] * 60, {"overall": 0.99}, cfg)
+    one_class = compute_decay([1.0] * 60, [0.5] * 60, {"overall": 0.99}, cfg, "roc_auc")
     assert not one_class.decayed and one_class.overall.note == "one class only"
-    unregistered = compute_decay([1, 0] * 30, [0.9, 0.1] * 30, {}, cfg)
+    unregistered = compute_decay([1, 0] * 30, [0.9, 0.1] * 30, {}, cfg, "roc_auc")
     assert unregistered.overall.current == 1.0 and unregistered.overall.note == "no registered value"
 
 
 def test_decay_regression_uses_rmse_lower_is_better() -> None:
     cfg = DriftConfig(decay_tolerance=0.5, decay_min_rows=10)
     y = np.arange(100, dtype=float)
-    result = compute_decay(y, y + 2.0, {"overall": 1.0}, cfg, task="regression")
+    result = compute_decay(y, y + 2.0, {"overall": 1.0}, cfg, metric="rmse")
     assert result.metric == "rmse" and not result.higher_is_better
     assert result.overall.current == pytest.approx(2.0)
     assert result.overall.drop == pytest.approx(1.0) and result.decayed
-    ok = compute_decay(y, y + 1.2, {"overall": 1.0}, cfg, task="regression")
+    ok = compute_decay(y, y + 1.2, {"overall": 1.0}, cfg, metric="rmse")
     assert not ok.decayed
+
+
+def _gate_frame(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows with a region, a plan and a tenure, labels, and a champion's good scores."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "region": rng.choice(["north", "south"], n),
+            "plan": rng.choice(["basic", "pro"], n),
+            "tenure_months": rng.integers(0, 48, n),
+        }
+    )
+    frame["churned"] = (rng.random(n) < 0.3).astype(int)
+    good = frame["churned"].to_numpy() * 0.5 + rng.random(n) * 0.6
+    return frame, good
+
+
+def _decay_config(**gate: Any) -> PipelineConfig:
+    return PipelineConfig(
+        dataset=DatasetConfig(
+            name="churn",
+            sources=["x.parquet"],
+            schema="schemas.churn:ChurnTrainingSchema",
+            target="churned",
+            task="binary",
+            id_column="customer_id",
+            timestamp_column="event_time",
+            segments=[
+                SegmentSpec(column="region"),
+                SegmentSpec(column="tenure_months", bins=[0, 12, 240], labels=["new", "settled"]),
+            ],
+            segment_crossings=[["region", "plan"]],
+        ),
+        gate=GateConfig(**gate),
+        drift=DriftConfig(decay_tolerance=0.05, decay_min_rows=100),
+    )
+
+
+def _registered(config: PipelineConfig) -> dict[str, float]:
+    """What registration stores for the champion: the gate's metric, overall and on the gate's
+    segments (``refit.pipeline.evaluate_candidate`` and ``refit.monitoring.load_reference``)."""
+    frame, good = _gate_frame(6000, seed=1)
+    ds = config.dataset
+    decision = evaluate_gate(ds.task, frame[ds.target], good, None, frame, config.gate, ds)
+    registered = {s.scope: s.candidate for s in decision.segments if s.candidate is not None}
+    return {"overall": decision.candidate_value, **registered}
+
+
+@pytest.mark.parametrize(
+    ("broken", "key", "intact"),
+    [
+        # a binned, labelled segment
+        (lambda f: f["tenure_months"] < 12, "tenure_months=new", "tenure_months=settled"),
+        # a crossing
+        (
+            lambda f: (f["region"] == "north") & (f["plan"] == "basic"),
+            "region×plan=north×basic",
+            "region×plan=south×pro",
+        ),
+    ],
+)
+def test_decay_fires_on_the_gates_own_segments(broken: Any, key: str, intact: str) -> None:
+    config = _decay_config()
+    registered = _registered(config)
+    assert key in registered
+    frame, scores = _gate_frame(6000, seed=2)
+    noise = np.random.default_rng(3).random(len(frame))
+    scores = np.where(broken(frame), noise, scores)  # the champion's scores became noise there
+    result = judge_decay(config, registered, frame, scores)
+    by = {s.segment: s for s in result.segments}
+    assert set(by) <= set(registered)  # every judged segment is a registered one
+    assert by[key].decayed and by[key].registered == registered[key] and key in result.decayed_segments
+    assert not by[intact].decayed and by[intact].drop is not None
+
+
+def test_decay_is_judged_in_the_gates_metric() -> None:
+    config = _decay_config(primary_metric="pr_auc")
+    registered = _registered(config)
+    frame, scores = _gate_frame(6000, seed=2)
+    south = (frame["region"] == "south").to_numpy()
+    scores = np.where(south, np.random.default_rng(3).random(len(frame)), scores)
+    result = judge_decay(config, registered, frame, scores)
+    assert result.metric == "pr_auc" and result.higher_is_better
+    by = {s.segment: s for s in result.segments}
+    assert by["region=south"].decayed and not by["region=north"].decayed
+    assert by["region=south"].registered == pytest.approx(registered["region=south"])
+    assert "region=south" in result.decayed_segments
 
 
 # ------------------------------------------------------------------------------ history

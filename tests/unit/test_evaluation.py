@@ -11,7 +11,8 @@ import pytest
 from sklearn import metrics as skm
 
 from refit import evaluation as ev
-from refit.config import GATE_METRICS, DatasetConfig
+from refit import metrics as rm
+from refit.config import DatasetConfig
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +61,8 @@ def _ece(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> float:
 def test_classification_metrics_equal_sklearn(binary, weighted: bool) -> None:
     y, s, w = binary
     weights = w if weighted else None
-    got = ev.compute_metrics("classification", y, s, weights)
-    assert set(got) == set(ev.TASK_METRICS["classification"])
+    got = rm.compute_metrics("binary", y, s, weights)
+    assert set(got) == set(rm.metrics_for("binary"))
     for name, expected in _sk_classification(y, s, weights).items():
         assert got[name] == pytest.approx(expected, rel=1e-12, abs=1e-12), name
     assert got["ece"] == pytest.approx(_ece(y, s, w if weighted else np.ones(len(y))), rel=1e-12)
@@ -71,7 +72,7 @@ def test_classification_metrics_equal_sklearn(binary, weighted: bool) -> None:
 def test_regression_metrics_equal_sklearn(continuous, weighted: bool) -> None:
     y, p, w = continuous
     weights = w if weighted else None
-    got = ev.compute_metrics("regression", y, p, weights)
+    got = rm.compute_metrics("regression", y, p, weights)
     assert got["rmse"] == pytest.approx(skm.root_mean_squared_error(y, p, sample_weight=weights), rel=1e-12)
     assert got["mae"] == pytest.approx(skm.mean_absolute_error(y, p, sample_weight=weights), rel=1e-12)
     assert got["r2"] == pytest.approx(skm.r2_score(y, p, sample_weight=weights), rel=1e-12)
@@ -81,11 +82,11 @@ def test_regression_metrics_equal_sklearn(continuous, weighted: bool) -> None:
 def test_mape_skips_zero_targets_and_undefined_metrics_are_none() -> None:
     y = np.array([0.0, 2.0, 4.0, 0.0])
     p = np.array([5.0, 1.0, 5.0, -3.0])
-    got = ev.compute_metrics("regression", y, p)
+    got = rm.compute_metrics("regression", y, p)
     assert got["mape"] == pytest.approx((0.5 + 0.25) / 2)
-    assert ev.compute_metrics("regression", [0.0, 0.0], [1.0, 2.0])["mape"] is None
-    assert ev.compute_metrics("regression", [1.0, 1.0], [1.0, 2.0])["r2"] is None  # constant target
-    one_class = ev.compute_metrics("classification", [1, 1, 1], [0.2, 0.6, 0.9])
+    assert rm.compute_metrics("regression", [0.0, 0.0], [1.0, 2.0])["mape"] is None
+    assert rm.compute_metrics("regression", [1.0, 1.0], [1.0, 2.0])["r2"] is None  # constant target
+    one_class = rm.compute_metrics("binary", [1, 1, 1], [0.2, 0.6, 0.9])
     assert one_class["roc_auc"] is None and one_class["accuracy"] == pytest.approx(2 / 3)
 
 
@@ -93,24 +94,28 @@ def test_metric_values_evaluates_many_weightings_at_once(binary) -> None:
     y, s, _ = binary
     W = np.random.default_rng(2).integers(0, 4, (len(y), 5)).astype(float)
     for name in ("roc_auc", "pr_auc", "log_loss", "f1"):
-        got = ev.metric_values(name, y, s, W)
+        got = rm.metric_values(name, y, s, W)
         for j in range(W.shape[1]):
-            assert got[j] == pytest.approx(ev.compute_metrics("classification", y, s, W[:, j])[name], rel=1e-12)
+            assert got[j] == pytest.approx(rm.compute_metrics("binary", y, s, W[:, j])[name], rel=1e-12)
 
 
 def test_inputs_are_checked() -> None:
-    with pytest.raises(ValueError, match="binary 0/1"):
-        ev.compute_metrics("classification", [0, 1, 2], [0.1, 0.5, 0.9])
+    with pytest.raises(ValueError, match="binary task needs 0/1 labels"):
+        rm.compute_metrics("binary", [0, 1, 2], [0.1, 0.5, 0.9])
     with pytest.raises(ValueError, match="one value per row"):
-        ev.compute_metrics("classification", [0, 1], [0.1])
+        rm.compute_metrics("binary", [0, 1], [0.1])
     with pytest.raises(ValueError, match="NaN"):
-        ev.compute_metrics("regression", [1.0, 2.0], [np.nan, 1.0])
-    assert ev.compute_metrics("classification", [0, 1], [[0.9, 0.1], [0.2, 0.8]])["roc_auc"] == 1.0
+        rm.compute_metrics("regression", [1.0, 2.0], [np.nan, 1.0])
+    assert rm.compute_metrics("binary", [0, 1], [[0.9, 0.1], [0.2, 0.8]])["roc_auc"] == 1.0
 
 
-def test_gate_metric_table_matches_the_metrics() -> None:
-    assert set(GATE_METRICS) == {m for names in ev.TASK_METRICS.values() for m in names}
-    assert ev.higher_is_better("roc_auc") and not ev.higher_is_better("rmse")
+def test_every_metric_has_one_task_and_direction() -> None:
+    assert {m for t in rm.TASKS for m in rm.metrics_for(t)} == set(rm.METRICS)
+    assert rm.metrics_for("multiclass") == ()
+    assert rm.get_metric("roc_auc").higher_is_better and not rm.get_metric("rmse").higher_is_better
+    assert rm.get_metric("pr_auc").is_better(0.8, 0.7) and rm.get_metric("rmse").is_better(0.6, 0.7)
+    with pytest.raises(ValueError, match="unknown metric 'aucc'"):
+        rm.get_metric("aucc")
 
 
 def test_weights_have_mean_one_and_variance_one() -> None:
@@ -142,15 +147,15 @@ def test_bootstrap_replicates_equal_the_weighted_metric(binary, metric: str) -> 
     y, cand, _ = binary
     champ = np.round(np.clip(cand + np.random.default_rng(3).normal(0, 0.15, len(y)), 0, 1), 3)
     segments = {"half": np.where(np.arange(len(y)) % 2 == 0, "even", "odd")}
-    boot = ev.paired_bootstrap("classification", metric, y, cand, champ, segments, n_resamples=150, seed=4)
-    W = _replayed("classification", metric, y, champ, 150, 4)
+    boot = ev.paired_bootstrap("binary", metric, y, cand, champ, segments, n_resamples=150, seed=4)
+    W = _replayed("binary", metric, y, champ, 150, 4)
     for row in [boot.overall, *boot.segments]:
         rows = np.ones(len(y), bool) if row.segment == ev.OVERALL else segments["half"] == row.value
-        expected = ev.metric_values(metric, y[rows], cand[rows], W[rows]) - ev.metric_values(
+        expected = rm.metric_values(metric, y[rows], cand[rows], W[rows]) - rm.metric_values(
             metric, y[rows], champ[rows], W[rows]
         )
         np.testing.assert_allclose(row.replicates, expected, rtol=0, atol=1e-12)
-        assert row.candidate == pytest.approx(ev.compute_metrics("classification", y[rows], cand[rows])[metric])
+        assert row.candidate == pytest.approx(rm.compute_metrics("binary", y[rows], cand[rows])[metric])
         assert row.n == rows.sum()
 
 
@@ -163,11 +168,11 @@ def test_auc_kernel_is_exact_across_tiles_batches_and_ties(monkeypatch: pytest.M
     cand = np.round(rng.random(n) * 0.6 + 0.3 * y, 2)
     champ = np.round(rng.random(n) * 0.6 + 0.2 * y, 2)
     segments = {"r": rng.integers(0, 5, n)}
-    boot = ev.paired_bootstrap("classification", "roc_auc", y, cand, champ, segments, n_resamples=40, seed=3)
-    W = _replayed("classification", "roc_auc", y, champ, 40, 3)
+    boot = ev.paired_bootstrap("binary", "roc_auc", y, cand, champ, segments, n_resamples=40, seed=3)
+    W = _replayed("binary", "roc_auc", y, champ, 40, 3)
     for row in [boot.overall, *boot.segments]:
         rows = np.ones(n, bool) if row.segment == ev.OVERALL else segments["r"] == int(row.value)
-        expected = ev.metric_values("roc_auc", y[rows], cand[rows], W[rows]) - ev.metric_values(
+        expected = rm.metric_values("roc_auc", y[rows], cand[rows], W[rows]) - rm.metric_values(
             "roc_auc", y[rows], champ[rows], W[rows]
         )
         np.testing.assert_array_equal(row.replicates, expected)
@@ -178,14 +183,14 @@ def test_bootstrap_regression_replicates_equal_the_weighted_metric(continuous) -
     other = pred + np.random.default_rng(6).normal(0, 0.5, len(y))
     boot = ev.paired_bootstrap("regression", "rmse", y, pred, other, None, n_resamples=100, seed=1)
     W = _replayed("regression", "rmse", y, other, 100, 1)
-    expected = ev.metric_values("rmse", y, pred, W) - ev.metric_values("rmse", y, other, W)
+    expected = rm.metric_values("rmse", y, pred, W) - rm.metric_values("rmse", y, other, W)
     np.testing.assert_allclose(boot.overall.replicates, expected, atol=1e-12)
 
 
 def test_identical_models_differ_by_exactly_zero(binary) -> None:
     y, s, _ = binary
     thirds = {"g": np.arange(len(y)) % 3}
-    boot = ev.paired_bootstrap("classification", "roc_auc", y, s, s.copy(), thirds, n_resamples=120)
+    boot = ev.paired_bootstrap("binary", "roc_auc", y, s, s.copy(), thirds, n_resamples=120)
     for row in [boot.overall, *boot.segments]:
         assert row.difference == 0.0 and row.ci_low == 0.0 and row.ci_high == 0.0 and row.p_value == 1.0
         assert not np.any(row.replicates[np.isfinite(row.replicates)])
@@ -194,10 +199,10 @@ def test_identical_models_differ_by_exactly_zero(binary) -> None:
 def test_results_depend_on_the_seed_not_on_threads(binary) -> None:
     y, s, _ = binary
     other = s[::-1].copy()
-    one = ev.paired_bootstrap("classification", "roc_auc", y, s, other, n_resamples=300, seed=9, n_jobs=1)
-    two = ev.paired_bootstrap("classification", "roc_auc", y, s, other, n_resamples=300, seed=9, n_jobs=2)
+    one = ev.paired_bootstrap("binary", "roc_auc", y, s, other, n_resamples=300, seed=9, n_jobs=1)
+    two = ev.paired_bootstrap("binary", "roc_auc", y, s, other, n_resamples=300, seed=9, n_jobs=2)
     np.testing.assert_array_equal(one.overall.replicates, two.overall.replicates)
-    three = ev.paired_bootstrap("classification", "roc_auc", y, s, other, n_resamples=300, seed=10)
+    three = ev.paired_bootstrap("binary", "roc_auc", y, s, other, n_resamples=300, seed=10)
     assert not np.array_equal(one.overall.replicates, three.overall.replicates)
 
 
@@ -220,7 +225,7 @@ def test_intervals_cover_the_true_difference() -> None:
     trials = 40
     for t in range(trials):
         y, cand, champ = _binormal(rng, 400)
-        boot = ev.paired_bootstrap("classification", "roc_auc", y, cand, champ, n_resamples=200, seed=t)
+        boot = ev.paired_bootstrap("binary", "roc_auc", y, cand, champ, n_resamples=200, seed=t)
         covered += boot.overall.ci_low <= truth <= boot.overall.ci_high
     assert covered >= 34  # nominal 95%: 38 expected; below 34 of 40 would be a broken interval
 
@@ -229,12 +234,12 @@ def test_pairing_narrows_the_interval() -> None:
     y, cand, champ = _binormal(np.random.default_rng(12), 1000)
     flat = np.full(len(y), 0.5)  # AUC exactly 0.5 in every resample: isolates one model's spread
     sd_cand = np.std(
-        ev.paired_bootstrap("classification", "roc_auc", y, cand, flat, n_resamples=300, seed=1).overall.replicates
+        ev.paired_bootstrap("binary", "roc_auc", y, cand, flat, n_resamples=300, seed=1).overall.replicates
     )
     sd_champ = np.std(
-        ev.paired_bootstrap("classification", "roc_auc", y, champ, flat, n_resamples=300, seed=2).overall.replicates
+        ev.paired_bootstrap("binary", "roc_auc", y, champ, flat, n_resamples=300, seed=2).overall.replicates
     )
-    paired = ev.paired_bootstrap("classification", "roc_auc", y, cand, champ, n_resamples=300, seed=3)
+    paired = ev.paired_bootstrap("binary", "roc_auc", y, cand, champ, n_resamples=300, seed=3)
     unpaired_sd = math.hypot(sd_cand, sd_champ)
     assert np.std(paired.overall.replicates) < 0.6 * unpaired_sd
 
@@ -245,7 +250,7 @@ DATASET = DatasetConfig.model_validate(
         "sources": ["x.parquet"],
         "schema": "m:C",
         "target": "y",
-        "task": "classification",
+        "task": "binary",
         "id_column": "id",
         "timestamp_column": "ts",
         "segments": [
@@ -290,9 +295,9 @@ def test_bootstrap_segments_keep_category_order() -> None:
     y = np.tile([0, 1], 200)
     s = rng.random(400)
     cat = pd.Categorical(np.where(np.arange(400) < 100, "new", "loyal"), categories=["new", "loyal"])
-    boot = ev.paired_bootstrap("classification", "brier", y, s, s[::-1].copy(), {"tenure": cat}, n_resamples=50)
+    boot = ev.paired_bootstrap("binary", "brier", y, s, s[::-1].copy(), {"tenure": cat}, n_resamples=50)
     assert [(r.value, r.n) for r in boot.segments] == [("new", 100), ("loyal", 300)]
-    ids = ev.paired_bootstrap("classification", "brier", y, s, s, {"id": np.arange(400) % 12}, n_resamples=20)
+    ids = ev.paired_bootstrap("binary", "brier", y, s, s, {"id": np.arange(400) % 12}, n_resamples=20)
     assert [r.value for r in ids.segments] == [str(i) for i in range(12)]  # numeric ids sort as numbers
 
 

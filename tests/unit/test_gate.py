@@ -23,7 +23,7 @@ DATASET = DatasetConfig.model_validate(
         "sources": ["x.parquet"],
         "schema": "m:C",
         "target": "y",
-        "task": "classification",
+        "task": "binary",
         "id_column": "id",
         "timestamp_column": "ts",
         "segments": [{"column": "region"}],
@@ -48,7 +48,7 @@ def _data(n: int = 4000, seed: int = 0) -> tuple[np.ndarray, pd.DataFrame, np.nd
 
 def test_identical_models_are_inconclusive() -> None:
     y, frame, _, champ = _data()
-    d = evaluate_gate("classification", y, champ, champ.copy(), frame, GATE, DATASET)
+    d = evaluate_gate("binary", y, champ, champ.copy(), frame, GATE, DATASET)
     assert d.outcome == d.gate_outcome == Outcome.INCONCLUSIVE and not d.promote
     assert d.gain == 0.0 and d.ci_low == 0.0 and d.ci_high == 0.0
     assert all(s.gain == 0.0 and s.passed for s in d.segments)
@@ -58,7 +58,7 @@ def test_identical_models_are_inconclusive() -> None:
 def test_clearly_better_candidate_is_promoted() -> None:
     y, frame, shared, champ = _data()
     cand = _sigmoid(shared + 1.6 * y + 0.3 * np.random.default_rng(1).normal(size=len(y)))
-    d = evaluate_gate("classification", y, cand, champ, frame, GATE, DATASET)
+    d = evaluate_gate("binary", y, cand, champ, frame, GATE, DATASET)
     assert d.outcome == Outcome.PROMOTE and d.promote
     assert d.ci_low > 0 and d.candidate_value > d.champion_value
     assert [s.value for s in d.segments] == REGIONS and all(s.gated and s.passed for s in d.segments)
@@ -70,7 +70,7 @@ def test_better_overall_but_much_worse_in_one_segment_is_rejected() -> None:
     south = (frame["region"] == "south").to_numpy()
     noise = np.random.default_rng(2).normal(size=len(y))
     cand = _sigmoid(shared + np.where(south, 0.2, 1.8) * y + 0.3 * noise)
-    d = evaluate_gate("classification", y, cand, champ, frame, GATE, DATASET)
+    d = evaluate_gate("binary", y, cand, champ, frame, GATE, DATASET)
     assert d.outcome == Outcome.REJECT
     assert d.ci_low > 0  # better overall ...
     failed = [c.scope for c in d.failed_checks]
@@ -84,7 +84,7 @@ def test_better_overall_but_much_worse_in_one_segment_is_rejected() -> None:
 def test_tiny_data_is_inconclusive_and_small_segments_are_not_gated() -> None:
     y, frame, shared, champ = _data(n=40, seed=3)
     cand = _sigmoid(shared + 1.2 * y + 0.6 * np.random.default_rng(4).normal(size=len(y)))
-    d = evaluate_gate("classification", y, cand, champ, frame, GATE, DATASET)
+    d = evaluate_gate("binary", y, cand, champ, frame, GATE, DATASET)
     assert d.outcome == Outcome.INCONCLUSIVE
     assert d.ci_low < 0 < d.ci_high
     assert all(not s.gated and s.passed is None and "min_segment_size" in s.note for s in d.segments)
@@ -96,7 +96,7 @@ def test_a_small_segment_is_reported_not_gated() -> None:
     frame.loc[:99, "region"] = "island"  # 100 rows < min_segment_size 200
     island = (frame["region"] == "island").to_numpy()
     cand = _sigmoid(shared + np.where(island, -1.0, 1.6) * y + 0.3 * np.random.default_rng(5).normal(size=len(y)))
-    d = evaluate_gate("classification", y, cand, champ, frame, GATE, DATASET)
+    d = evaluate_gate("binary", y, cand, champ, frame, GATE, DATASET)
     row = next(s for s in d.segments if s.value == "island")
     assert row.n == 100 and not row.gated and row.passed is None and row.gain < -0.2
     assert d.outcome == Outcome.PROMOTE  # a disaster in an ungated segment does not block
@@ -144,13 +144,13 @@ def test_holm_turns_a_borderline_rejection_into_a_promotion() -> None:
 def test_leakage_guard_blocks_a_gain_too_good_to_be_true() -> None:
     y, frame, _, champ = _data()
     cand = np.where(y == 1, 0.9, 0.1) + np.random.default_rng(6).uniform(-0.05, 0.05, len(y))  # ~perfect
-    d = evaluate_gate("classification", y, cand, champ, frame, GATE, DATASET)
+    d = evaluate_gate("binary", y, cand, champ, frame, GATE, DATASET)
     assert d.outcome == Outcome.REJECT
     assert [c.name for c in d.failed_checks] == ["leakage_guard"]
     assert "leakage" in d.headline and "max_improvement 0.2" in d.reasons[0]
     assert (
         evaluate_gate(
-            "classification", y, cand, champ, frame, GATE.model_copy(update={"max_improvement": None}), DATASET
+            "binary", y, cand, champ, frame, GATE.model_copy(update={"max_improvement": None}), DATASET
         ).outcome
         == Outcome.PROMOTE
     )
@@ -159,7 +159,7 @@ def test_leakage_guard_blocks_a_gain_too_good_to_be_true() -> None:
 def test_a_significantly_worse_candidate_is_rejected_overall() -> None:
     y, frame, shared, champ = _data()
     cand = _sigmoid(shared + 0.6 * y + 0.6 * np.random.default_rng(7).normal(size=len(y)))
-    d = evaluate_gate("classification", y, cand, champ, None, GATE, None)
+    d = evaluate_gate("binary", y, cand, champ, None, GATE, None)
     assert d.outcome == Outcome.REJECT and d.segments == []
     assert "overall_regression" in [c.name for c in d.failed_checks]
     assert d.headline.startswith("REJECTED: worse overall")
@@ -168,26 +168,26 @@ def test_a_significantly_worse_candidate_is_rejected_overall() -> None:
 def test_first_run_only_value_thresholds_apply() -> None:
     y, frame, shared, _ = _data()
     cand = _sigmoid(shared + 1.2 * y)
-    passed = evaluate_gate("classification", y, cand, None, frame, GateConfig(floor=0.6), DATASET)
+    passed = evaluate_gate("binary", y, cand, None, frame, GateConfig(floor=0.6), DATASET)
     assert passed.outcome == Outcome.PROMOTE and passed.first_run
     assert [(c.name, c.passed) for c in passed.checks] == [("floor", True)]
     assert [s.value for s in passed.segments] == REGIONS and not any(s.gated for s in passed.segments)
-    failed = evaluate_gate("classification", y, cand, None, frame, GateConfig(floor=0.95), DATASET)
+    failed = evaluate_gate("binary", y, cand, None, frame, GateConfig(floor=0.95), DATASET)
     assert failed.outcome == Outcome.REJECT
     assert failed.checks[0].margin == pytest.approx(failed.candidate_value - 0.95)
     assert "below the floor 0.95" in failed.headline
-    assert evaluate_gate("classification", y, cand, None, None, GateConfig(), None).outcome == Outcome.PROMOTE
+    assert evaluate_gate("binary", y, cand, None, None, GateConfig(), None).outcome == Outcome.PROMOTE
 
 
 def test_force_needs_a_reason_and_is_recorded() -> None:
     y, frame, shared, champ = _data()
     cand = _sigmoid(shared + 0.6 * y + 0.6 * np.random.default_rng(7).normal(size=len(y)))
     with pytest.raises(ValueError, match="force_reason"):
-        evaluate_gate("classification", y, cand, champ, frame, GATE, DATASET, force=True)
+        evaluate_gate("binary", y, cand, champ, frame, GATE, DATASET, force=True)
     with pytest.raises(ValueError, match="force_reason"):
-        evaluate_gate("classification", y, cand, champ, frame, GATE, DATASET, force=True, force_reason="  ")
+        evaluate_gate("binary", y, cand, champ, frame, GATE, DATASET, force=True, force_reason="  ")
     d = evaluate_gate(
-        "classification",
+        "binary",
         y,
         cand,
         champ,
@@ -218,20 +218,19 @@ def test_lower_is_better_metric_direction_is_inferred() -> None:
 
 def test_decision_is_json_serialisable() -> None:
     y, frame, _, champ = _data(n=800)
-    d = evaluate_gate("classification", y, champ, champ[::-1].copy(), frame, GATE, DATASET)
+    d = evaluate_gate("binary", y, champ, champ[::-1].copy(), frame, GATE, DATASET)
     again = GateDecision.model_validate_json(d.model_dump_json())
     assert again == d and again.outcome == d.outcome
 
 
 def test_gate_config_checks_metric_and_direction() -> None:
-    assert GateConfig().better_is_higher and not GateConfig(primary_metric="log_loss").better_is_higher
     with pytest.raises(ValidationError, match="unknown primary_metric"):
         GateConfig(primary_metric="aucc")
     with pytest.raises(ValidationError, match="lower-is-better"):
         GateConfig(primary_metric="rmse", higher_is_better=True)
-    assert GateConfig(primary_metric="rmse", higher_is_better=False).better_is_higher is False
-    with pytest.raises(ValueError, match="not a classification metric"):
-        evaluate_gate("classification", [0, 1], [0.2, 0.8], None, None, GateConfig(primary_metric="rmse"), None)
+    assert GateConfig(primary_metric="rmse", higher_is_better=False).primary_metric == "rmse"
+    with pytest.raises(ValueError, match="rmse does not judge a binary task"):
+        evaluate_gate("binary", [0, 1], [0.2, 0.8], None, None, GateConfig(primary_metric="rmse"), None)
 
 
 def test_holm_within_each_segmentation_rejects_a_clearly_worse_segment() -> None:

@@ -108,6 +108,36 @@ def test_select_candidate_records_every_trial_and_picks_the_best(tmp_path) -> No
     assert [t.primary for t in again.trials] == [t.primary for t in result.trials]
 
 
+@pytest.mark.parametrize("metric", ["log_loss", "pr_auc"])
+def test_selection_ranks_trials_by_the_gate_metric(metric: str) -> None:
+    """On this data ROC AUC prefers C=0.1 and both log loss and PR AUC prefer C=1: the trial
+    chosen is the one the gate's ``primary_metric`` prefers."""
+    train, val = split(churn_frame(600))
+    candidates = [{"family": "linear", "params": {"C": [0.1, 1.0]}}]
+    by_auc = select_candidate(train, val, make_config(candidates=candidates), None, "", CPU)
+    assert by_auc.primary_metric == "roc_auc" and by_auc.best_trial.index == 0
+    config = make_config(candidates=candidates, gate={"primary_metric": metric})
+    result = select_candidate(train, val, config, None, "", CPU)
+    assert result.primary_metric == metric and result.higher_is_better == (metric == "pr_auc")
+    assert result.best_trial.index == 1 and result.best.params["C"] == 1.0
+    assert [t.primary for t in result.trials] == [t.metrics[metric] for t in result.trials]
+
+
+def test_a_binary_task_refuses_labels_the_gate_cannot_judge_before_training(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import refit.training.sklearn_models as sklearn_models
+
+    monkeypatch.setattr(sklearn_models, "train_sklearn", lambda *a, **k: pytest.fail("trained before checking"))
+    train, val = split(churn_frame(300))
+    config = make_config(candidates=[{"family": "linear"}])
+    strings = train.assign(churned=np.where(train["churned"] == 1, "yes", "no"))
+    with pytest.raises(DataError, match="binary task needs 0/1 \\(or boolean\\) labels in 'churned', got: no, yes"):
+        select_candidate(strings, val, config, None, "", CPU)
+    with pytest.raises(DataError, match="got: 0, 1, 2"):
+        select_candidate(train, val.assign(churned=val.index % 3), config, None, "", CPU)
+    data = prepare_data(train.assign(churned=train["churned"] == 1), val.assign(churned=val["churned"] == 1), config)
+    assert data.task == "binary" and data.classes == [False, True]
+
+
 def test_ties_go_to_the_earlier_trial() -> None:
     train, val = split(regression_frame(300))
     config = make_config("regression", candidates=[

@@ -32,7 +32,7 @@ def save(tmp_path: Path, fitted, config) -> str:  # type: ignore[no-untyped-def]
 @pytest.mark.slow
 def test_good_artifact_passes(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     result, val, config = trained
-    report = smoke_test(save(tmp_path, result.best, config), val, BOUND, "classification")
+    report = smoke_test(save(tmp_path, result.best, config), val, BOUND, "binary")
     assert report.passed, report.reasons
     assert report.reasons == [] and report.rows == len(val)
     assert report.details["output_shape"] == [len(val), 2] and 0 < report.ms_per_1k_rows < BOUND
@@ -46,7 +46,7 @@ def test_corrupted_artifact_fails_on_its_hash(trained, tmp_path: Path) -> None: 
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0x01
     weights.write_bytes(bytes(data))
-    report = smoke_test(uri, val, BOUND, "classification")
+    report = smoke_test(uri, val, BOUND, "binary")
     assert not report.passed
     assert len(report.reasons) == 1 and report.reasons[0].startswith("load failed: model file model.safetensors")
     assert "sha256" in report.reasons[0]
@@ -58,7 +58,7 @@ def test_model_producing_nan_fails(trained, tmp_path: Path) -> None:  # type: ig
     broken = copy.deepcopy(result.best)
     with torch.no_grad():
         broken.torch_model.mlp[-1].bias.fill_(float("nan"))
-    report = smoke_test(save(tmp_path, broken, config), val, BOUND, "classification")
+    report = smoke_test(save(tmp_path, broken, config), val, BOUND, "binary")
     assert not report.passed
     assert any("NaN value(s) in the output" in r for r in report.reasons)
 
@@ -75,15 +75,15 @@ def _summary(**overrides):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("overrides", "task", "reason"),
     [
-        ({"ms_per_1k_rows": 50.0}, "classification", "latency 50.0 ms per 1k rows exceeds 20"),
-        ({"output_shape": [10, 3]}, "classification", "output shape [10, 3], expected [10, 2]"),
-        ({"proba_max": 1.5}, "classification", "probabilities outside [0, 1]"),
-        ({"max_row_sum_error": 0.2}, "classification", "do not sum to 1"),
-        ({"n_inf": 2}, "classification", "2 infinite value(s)"),
-        ({"output_dtype": "int64"}, "classification", "not floating point"),
+        ({"ms_per_1k_rows": 50.0}, "binary", "latency 50.0 ms per 1k rows exceeds 20"),
+        ({"output_shape": [10, 3]}, "binary", "output shape [10, 3], expected [10, 2]"),
+        ({"proba_max": 1.5}, "binary", "probabilities outside [0, 1]"),
+        ({"max_row_sum_error": 0.2}, "binary", "do not sum to 1"),
+        ({"n_inf": 2}, "binary", "2 infinite value(s)"),
+        ({"output_dtype": "int64"}, "binary", "not floating point"),
         ({"labels_in_classes": False}, "binary", "not among the model's classes"),
         ({}, "regression", "model task is binary, expected regression"),
-        ({"ok": False, "stage": "predict", "error": "boom"}, "classification", "predict failed: boom"),
+        ({"ok": False, "stage": "predict", "error": "boom"}, "binary", "predict failed: boom"),
     ],
 )
 def test_check_result_reasons(overrides, task: str, reason: str) -> None:  # type: ignore[no-untyped-def]
@@ -93,6 +93,6 @@ def test_check_result_reasons(overrides, task: str, reason: str) -> None:  # typ
 
 
 def test_check_result_passes_a_clean_summary() -> None:
-    assert check_result(_summary(), 10, 20.0, "classification").passed
+    assert check_result(_summary(), 10, 20.0, "binary").passed
     regression = _summary(task="regression", output_shape=[10], n_classes=0)
     assert check_result(regression, 10, 20.0, "regression").passed

@@ -22,17 +22,11 @@ import torch
 from refit.config import CandidateSpec, PipelineConfig
 from refit.errors import ConfigError, DataError
 from refit.io.base import Store
+from refit.metrics import Task, get_metric
 from refit.model import FittedModel, frame_dtypes
 from refit.preprocessing import Preprocessor, infer_columns
 from refit.training.checkpoint import CheckpointSink
-from refit.training.common import (
-    Task,
-    TrainingError,
-    fingerprint_arrays,
-    is_better,
-    primary_metric,
-    run_key,
-)
+from refit.training.common import TrainingError, fingerprint_arrays, run_key
 
 _RANGE_KEYS = {"low", "high", "log", "int"}
 _RUN_SETTINGS = ("seed", "max_epochs", "batch_size", "patience", "mixed_precision", "max_grad_norm")
@@ -179,8 +173,8 @@ def prepare_data(train_df: pd.DataFrame, val_df: pd.DataFrame, config: PipelineC
     x_num, x_cat = pre.transform(train_df)
     x_num_val, x_cat_val = pre.transform(val_df)
     classes: list[Any] | None = None
-    if config.dataset.task == "regression":
-        task: Task = "regression"
+    task = config.dataset.task
+    if task == "regression":
         try:
             y = train_df[target].to_numpy(dtype=np.float64)
             y_val = val_df[target].to_numpy(dtype=np.float64)
@@ -189,11 +183,12 @@ def prepare_data(train_df: pd.DataFrame, val_df: pd.DataFrame, config: PipelineC
         if not (np.isfinite(y).all() and np.isfinite(y_val).all()):
             raise DataError(f"regression target {target!r} has infinite values")
     else:
+        if task == "binary":
+            _check_binary_labels(target, train_df[target], val_df[target])
         labels = sorted(pd.unique(train_df[target]), key=lambda v: (str(type(v)), v))
         classes = [_plain(v) for v in labels]
         if len(classes) < 2:
             raise DataError(f"target {target!r} has a single class in the training split: {classes}")
-        task = "binary" if len(classes) == 2 else "multiclass"
         index = pd.Index(labels)
         y = index.get_indexer(train_df[target]).astype(np.int64)
         y_val = index.get_indexer(val_df[target]).astype(np.int64)
@@ -215,6 +210,17 @@ def prepare_data(train_df: pd.DataFrame, val_df: pd.DataFrame, config: PipelineC
         feature_dtypes=frame_dtypes(train_df, features),
         fingerprint=fingerprint,
     )
+
+
+def _check_binary_labels(target: str, *columns: pd.Series) -> None:
+    """The gate judges 0/1 (or boolean) labels only: refuse others before any training."""
+    for column in columns:
+        if column.dtype == bool:
+            continue
+        values = pd.unique(column)
+        if not set(values.tolist()) <= {0, 1}:
+            shown = ", ".join(sorted(map(str, values))[:5])
+            raise DataError(f"a binary task needs 0/1 (or boolean) labels in {target!r}, got: {shown}")
 
 
 def _join(*parts: str) -> str:
@@ -253,7 +259,9 @@ def search_candidates(
         device: The torch device for the MLP (scikit-learn families run on the CPU).
         on_epoch: Per-epoch MLP progress, with ``family`` and ``trial`` added.
 
-    Ties on the primary metric go to the earlier trial (config order, then trial order).
+    The best trial is the best on the gate's ``primary_metric`` (the metric that will judge
+    the candidate against the champion); ties go to the earlier trial (config order, then
+    trial order).
     """
     from refit.training.sklearn_models import resolve_params as resolve_sklearn_params
     from refit.training.sklearn_models import train_sklearn
@@ -261,7 +269,7 @@ def search_candidates(
     from refit.training.torch_mlp import train_torch
 
     cfg = config.training
-    metric, higher = primary_metric(data.task)
+    metric = get_metric(config.gate.primary_metric)
     n_classes = len(data.classes) if data.classes else 0
     cards = data.preprocessor.cardinalities
     # What makes two trials of the same family and params the same run (so a rerun resumes).
@@ -306,16 +314,16 @@ def search_candidates(
             trials.append(trial)
             continue
         trial.metrics = dict(result.val_metrics)
-        trial.primary = result.val_metrics.get(metric)
+        trial.primary = result.val_metrics.get(metric.name)
         trial.train_s, trial.wall_s = result.train_s, time.perf_counter() - start
         trial.resolved_params = dict(result.params)
         trial.samples_per_s = result.samples_per_s
         trials.append(trial)
-        if is_better(trial.primary, best_trial.primary if best_trial else None, higher):
+        if metric.is_better(trial.primary, best_trial.primary if best_trial else None):
             best_trial, best_result = trial, result
     if best_trial is None:
         problems = "; ".join(
-            f"{t.family}#{t.index}: {t.error or f'validation {metric} is {t.primary}'}" for t in trials
+            f"{t.family}#{t.index}: {t.error or f'validation {metric.name} is {t.primary}'}" for t in trials
         )
         hint = " (does the validation split hold every class?)" if data.task != "regression" else ""
         raise TrainingError(f"no trial produced a usable model: {problems}{hint}")
@@ -324,8 +332,8 @@ def search_candidates(
         best_trial=best_trial,
         trials=trials,
         task=data.task,
-        primary_metric=metric,
-        higher_is_better=higher,
+        primary_metric=metric.name,
+        higher_is_better=metric.higher_is_better,
         data_fingerprint=data.fingerprint,
     )
 

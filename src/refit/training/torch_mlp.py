@@ -30,7 +30,7 @@ from refit.device import AutocastSettings, autocast_settings, device_name
 from refit.errors import ConfigError, DataError
 from refit.seeds import rng_state, seed_everything, set_rng_state
 from refit.training.checkpoint import CheckpointSink
-from refit.training.common import Task, TrainingError, primary_metric, run_key, score
+from refit.training.common import Task, TrainingError, run_key, score
 
 CHECKPOINT_FORMAT = 1
 
@@ -393,7 +393,6 @@ def train_torch(
     scheduler = _make_scheduler(optimizer, p, steps_per_epoch * max_epochs)
     amp = amp or autocast_settings(device, mixed_precision=cfg.mixed_precision)
     scaler = torch.amp.GradScaler(device.type, enabled=amp.use_grad_scaler)
-    metric_name, _ = primary_metric(task)
     # A checkpoint is only resumed by the same run: same model, params, seed, data size, precision.
     signature = run_key(model.arch, p, seed, data.n, int(x_num_val.shape[0]), task, str(amp.dtype), amp[0], amp[2])
 
@@ -454,12 +453,11 @@ def train_torch(
             "epoch": epoch + 1,
             "train_loss": train_loss,
             "val_loss": val_loss,
-            f"val_{metric_name}": metrics[metric_name],
             "lr": float(optimizer.param_groups[0]["lr"]),
             "epoch_s": time.perf_counter() - epoch_start,
             "samples_per_s": data.n / epoch_train_s if epoch_train_s > 0 else float("nan"),
         }
-        row.update({f"val_{k}": v for k, v in metrics.items() if f"val_{k}" not in row})
+        row.update({f"val_{k}": v for k, v in metrics.items()})
         history.append(row)
         if val_loss < best_loss:
             best_loss, best_epoch, bad_epochs = val_loss, epoch + 1, 0

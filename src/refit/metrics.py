@@ -1,0 +1,353 @@
+"""The metrics: one home for each metric's name, the task kinds it judges, its direction and
+its function.
+
+Model selection, the promotion gate, registration and decay all name their metric from
+``METRICS`` and read its direction there, so a config's ``gate.primary_metric`` means the
+same thing at every step. Every metric is computed on a *weights matrix*: ``W`` is
+``(rows, k)`` and a metric returns ``(k,)`` values, one per weighting (the bootstrap's
+resamples are columns of counts; ``None`` means unweighted). The ``kernel`` says how: from the
+rows sorted by score (``auc``, ``ap``) or from weighted per-row sums (``sums``); the
+bootstrap's specialised kernels in ``refit.evaluation`` dispatch on it. Pure numpy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+
+#: What a model learns. The gate judges ``binary`` (0/1 labels) and ``regression``; training
+#: also fits ``multiclass`` models, which no gate metric judges yet.
+Task = Literal["binary", "multiclass", "regression"]
+TASKS: tuple[Task, ...] = get_args(Task)
+
+Kernel = Literal["auc", "ap", "sums"]
+
+ECE_BINS = 10
+#: Rows with |y| at or below this are left out of MAPE.
+MAPE_EPS = float(np.finfo(np.float64).eps)
+_LOG_EPS = float(np.finfo(np.float64).eps)  # sklearn's log_loss clipping
+_THRESHOLD = 0.5  # accuracy and F1 predict the positive class at score >= 0.5
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: what it is called, what it judges, which way is better, how it is computed."""
+
+    name: str
+    label: str  # for reports
+    tasks: tuple[Task, ...]
+    higher_is_better: bool
+    kernel: Kernel
+
+    def values(self, y: np.ndarray, s: np.ndarray, W: np.ndarray) -> np.ndarray:
+        """``(k,)`` values on checked arrays (labels, scores, ``(n, k)`` weights)."""
+        if len(y) == 0:
+            return np.full(W.shape[1], np.nan)
+        return _KERNELS[self.kernel](self.name, y, s, W)
+
+    def is_better(self, candidate: float | None, incumbent: float | None) -> bool:
+        """Strictly better (NaN is never better; anything beats no incumbent or a NaN one)."""
+        if candidate is None or math.isnan(candidate):
+            return False
+        if incumbent is None or math.isnan(incumbent):
+            return True
+        return candidate > incumbent if self.higher_is_better else candidate < incumbent
+
+
+_BINARY: tuple[Task, ...] = ("binary",)
+_REGRESSION: tuple[Task, ...] = ("regression",)
+
+#: Every metric refit computes, by name.
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("roc_auc", "ROC AUC", _BINARY, True, "auc"),
+        Metric("pr_auc", "PR AUC", _BINARY, True, "ap"),
+        Metric("log_loss", "log loss", _BINARY, False, "sums"),
+        Metric("accuracy", "accuracy", _BINARY, True, "sums"),
+        Metric("f1", "F1", _BINARY, True, "sums"),
+        Metric("brier", "Brier score", _BINARY, False, "sums"),
+        Metric("ece", "ECE", _BINARY, False, "sums"),
+        Metric("rmse", "RMSE", _REGRESSION, False, "sums"),
+        Metric("mae", "MAE", _REGRESSION, False, "sums"),
+        Metric("r2", "R²", _REGRESSION, True, "sums"),
+        Metric("mape", "MAPE", _REGRESSION, False, "sums"),
+    )
+}
+
+
+def get_metric(name: str) -> Metric:
+    """The metric called ``name``; a one-line ValueError naming the known ones otherwise."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}") from None
+
+
+def metrics_for(task: str) -> tuple[str, ...]:
+    """The metrics that judge ``task`` (empty for a task no metric judges yet)."""
+    return tuple(m.name for m in METRICS.values() if task in m.tasks)
+
+
+def check_task_metric(task: str, metric: str) -> None:
+    """A one-line ValueError unless ``metric`` judges ``task``."""
+    m = get_metric(metric)
+    if task in m.tasks:
+        return
+    usable = metrics_for(task)
+    if not usable:
+        raise ValueError(f"no metric judges a {task} task yet")
+    raise ValueError(f"{metric} does not judge a {task} task; choose from {', '.join(usable)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+
+
+def _as_labels(task: str, y: Any) -> np.ndarray:
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        raise ValueError(f"y must be one-dimensional, got shape {arr.shape}")
+    if task == "regression":
+        out = arr.astype(np.float64)
+        if not np.isfinite(out).all():
+            raise ValueError("y has NaN or infinite values")
+        return out
+    if task != "binary":
+        raise ValueError(f"no metric judges a {task!r} task")
+    if arr.dtype == bool:
+        return arr.astype(np.uint8)
+    values = pd.unique(arr)
+    if not set(values.tolist()) <= {0, 1}:
+        raise ValueError(f"a binary task needs 0/1 labels, got values {sorted(map(str, values))[:5]}")
+    return arr.astype(np.uint8)
+
+
+def _as_scores(task: str, score: Any, n: int, name: str) -> np.ndarray:
+    arr = np.asarray(score, dtype=np.float64)
+    if task == "binary" and arr.ndim == 2 and arr.shape[1] == 2:
+        arr = arr[:, 1]  # predict_proba output: the positive class
+    if arr.ndim != 1 or len(arr) != n:
+        raise ValueError(f"{name} must have one value per row ({n}), got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} has NaN or infinite values")
+    return arr
+
+
+def _as_weights(weights: Any, n: int) -> np.ndarray:
+    if weights is None:
+        return np.ones((n, 1))
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim == 1:
+        w = w[:, None]
+    if w.ndim != 2 or w.shape[0] != n:
+        raise ValueError(f"weights must be (n,) or (n, k) with n={n}, got shape {w.shape}")
+    if (w < 0).any() or not np.isfinite(w).all():
+        raise ValueError("weights must be finite and non-negative")
+    return w
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics on a weights matrix: W is (rows, resamples); every function returns (resamples,).
+# Ratio metrics are NaN where undefined (e.g. a resample with no positives).
+
+
+def _tie_starts(sorted_scores: np.ndarray) -> np.ndarray:
+    if len(sorted_scores) == 0:
+        return np.zeros(0, dtype=np.intp)
+    return np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+
+
+def _auc_sorted(y_s: np.ndarray, starts: np.ndarray, W_s: np.ndarray) -> np.ndarray:
+    """Weighted ROC AUC, rows sorted by ascending score; tied pairs count one half."""
+    Wp = W_s * y_s[:, None]
+    Wn = W_s - Wp
+    Pg = np.add.reduceat(Wp, starts, axis=0)
+    Ng = np.add.reduceat(Wn, starts, axis=0)
+    below = _cumsum_rows(Ng, np.float64) - Ng
+    num = (Pg * (below + 0.5 * Ng)).sum(axis=0)
+    den = Pg.sum(axis=0) * Ng.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _ap_sorted(y_s: np.ndarray, starts: np.ndarray, W_s: np.ndarray) -> np.ndarray:
+    """Average precision (sklearn's step-wise definition), rows sorted by descending score."""
+    Wp = W_s * y_s[:, None]
+    TPg = np.add.reduceat(Wp, starts, axis=0)
+    Ag = np.add.reduceat(W_s, starts, axis=0)
+    TP = _cumsum_rows(TPg, np.float64)
+    A = _cumsum_rows(Ag, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(A > 0, TP / np.where(A > 0, A, 1.0), 0.0)
+        total = TP[-1]
+        return np.where(total > 0, (TPg * precision).sum(axis=0) / np.where(total > 0, total, 1.0), np.nan)
+
+
+def _sum_features(metric: str, y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-row columns whose weighted sums determine the metric, and ECE's bin of each row."""
+    one = np.ones_like(s)
+    if metric == "log_loss":
+        p = np.clip(s, _LOG_EPS, 1 - _LOG_EPS)
+        return np.column_stack([one, -(y * np.log(p) + (1 - y) * np.log1p(-p))]), None
+    if metric == "brier":
+        return np.column_stack([one, (s - y) ** 2]), None
+    if metric in ("accuracy", "f1"):
+        pred = (s >= _THRESHOLD).astype(np.float64)
+        yf = y.astype(np.float64)
+        if metric == "accuracy":
+            return np.column_stack([one, (pred == yf).astype(np.float64)]), None
+        return np.column_stack([pred * yf, pred * (1 - yf), (1 - pred) * yf]), None
+    if metric == "ece":
+        bins = np.minimum((np.clip(s, 0.0, 1.0) * ECE_BINS).astype(np.intp), ECE_BINS - 1)
+        return np.column_stack([one, s, y.astype(np.float64)]), bins
+    err = s - y
+    if metric == "rmse":
+        return np.column_stack([one, err**2]), None
+    if metric == "mae":
+        return np.column_stack([one, np.abs(err)]), None
+    if metric == "r2":
+        return np.column_stack([one, y, y**2, err**2]), None
+    if metric == "mape":
+        ok = np.abs(y) > MAPE_EPS
+        ape = np.where(ok, np.abs(err) / np.where(ok, np.abs(y), 1.0), 0.0)
+        return np.column_stack([ok.astype(np.float64), ape]), None
+    raise ValueError(f"{metric!r} is not a sum-based metric")
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def _finalize(metric: str, S: np.ndarray) -> np.ndarray:
+    """Metric from weighted sums S of shape (bins, features, resamples)."""
+    if metric == "ece":
+        total = S[:, 0].sum(axis=0)
+        return _ratio(np.abs(S[:, 2] - S[:, 1]).sum(axis=0), total)
+    S = S.sum(axis=0)
+    if metric in ("log_loss", "brier", "accuracy", "mae", "mape"):
+        return _ratio(S[1], S[0])
+    if metric == "rmse":
+        return np.sqrt(_ratio(S[1], S[0]))
+    if metric == "f1":
+        tp, fp, fn = S
+        return _ratio(2 * tp, 2 * tp + fp + fn)
+    if metric == "r2":
+        w, sy, syy, sse = S
+        sst = syy - _ratio(sy**2, w)
+        tol = 1e-12 * np.maximum(syy, 1e-300)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where((w > 0) & (sst > tol), 1 - sse / np.where(sst > tol, sst, 1.0), np.nan)
+    raise ValueError(f"{metric!r} is not a sum-based metric")
+
+
+def _sums(F: np.ndarray, bins: np.ndarray | None, W: np.ndarray) -> np.ndarray:
+    if bins is None:
+        return (F.T @ W)[None]
+    S = np.zeros((ECE_BINS, F.shape[1], W.shape[1]))
+    for b in np.unique(bins):
+        rows = bins == b
+        S[b] = F[rows].T @ W[rows]
+    return S
+
+
+def _auc(name: str, y: np.ndarray, s: np.ndarray, W: np.ndarray) -> np.ndarray:
+    order = np.argsort(s, kind="stable")
+    return _auc_sorted(y[order], _tie_starts(s[order]), W[order])
+
+
+def _ap(name: str, y: np.ndarray, s: np.ndarray, W: np.ndarray) -> np.ndarray:
+    order = np.argsort(-s, kind="stable")
+    return _ap_sorted(y[order], _tie_starts(-s[order]), W[order])
+
+
+def _sum_metric(name: str, y: np.ndarray, s: np.ndarray, W: np.ndarray) -> np.ndarray:
+    F, bins = _sum_features(name, y.astype(np.float64), s)
+    return _finalize(name, _sums(F, bins, W))
+
+
+_KERNELS: dict[Kernel, Callable[[str, np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
+    "auc": _auc,
+    "ap": _ap,
+    "sums": _sum_metric,
+}
+
+
+def metric_values(metric: str, y_true: Any, y_score: Any, weights: Any = None) -> np.ndarray:
+    """One metric under many weightings at once.
+
+    Args:
+        metric: A name from ``METRICS``.
+        y_true: Labels (0/1) or values.
+        y_score: Positive-class probabilities (binary) or predictions.
+        weights: ``(n,)`` or ``(n, k)``: each column is one weighting (a bootstrap resample is
+            a column of counts). None means unweighted.
+
+    Returns:
+        ``(k,)`` metric values; NaN where a column leaves the metric undefined.
+    """
+    m = get_metric(metric)
+    task = m.tasks[0]
+    y = _as_labels(task, y_true)
+    s = _as_scores(task, y_score, len(y), "y_score")
+    return m.values(y, s, _as_weights(weights, len(y)))
+
+
+def metric_value(metric: str, y_true: Any, y_score: Any) -> float | None:
+    """One unweighted metric value; None where the data leave it undefined."""
+    value = float(metric_values(metric, y_true, y_score)[0])
+    return value if math.isfinite(value) else None
+
+
+def compute_metrics(task: Task, y_true: Any, y_score: Any, weights: Any = None) -> dict[str, float | None]:
+    """All metrics of a task (see ``metrics_for``), optionally weighted per row.
+
+    Binary: ``y_score`` is the positive-class probability; accuracy and F1 predict positive at
+    ``score >= 0.5``; ECE is the 10-bin calibration error of that probability. MAPE uses only
+    rows with ``|y| > MAPE_EPS``. A metric that is undefined on the data (one class only, no
+    usable MAPE row, constant ``y`` for R²) is None.
+    """
+    names = metrics_for(task)
+    if not names:
+        raise ValueError(f"no metric judges a {task!r} task")
+    y = _as_labels(task, y_true)
+    s = _as_scores(task, y_score, len(y), "y_score")
+    w = _as_weights(None if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1), len(y))
+    out: dict[str, float | None] = {}
+    with one_blas_thread():
+        for name in names:
+            value = float(METRICS[name].values(y, s, w)[0])
+            out[name] = value if math.isfinite(value) else None
+    return out
+
+
+def one_blas_thread() -> Any:
+    """Our matmuls are small and many: BLAS's own threads only fight over the cores (we measured
+    100x slowdowns on a busy 2-core machine). The bootstrap parallelises over resamples instead."""
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _cumsum_rows(X: np.ndarray, dtype: Any, block: int = 32) -> np.ndarray:
+    """Inclusive cumulative sum down the rows, vectorised across columns.
+
+    numpy's own ``cumsum(axis=0)`` walks each column separately and is several times slower.
+    """
+    n_rows = X.shape[0]
+    if n_rows < 2 * block:
+        return np.cumsum(X, axis=0, dtype=dtype)
+    nb = -(-n_rows // block)
+    Y = np.zeros((nb * block,) + X.shape[1:], dtype=dtype)
+    Y[:n_rows] = X
+    Z = Y.reshape(nb, block, *X.shape[1:])
+    for i in range(1, block):
+        np.add(Z[:, i], Z[:, i - 1], out=Z[:, i])
+    totals = Z[:, -1].copy()
+    Z += (np.cumsum(totals, axis=0) - totals)[:, None]
+    return Y[:n_rows]
