@@ -28,7 +28,9 @@ from refit.drift import (
 )
 from refit.errors import ConfigError, DataError
 from refit.evaluation import evaluate_gate
-from refit.monitoring import judge_decay
+from refit.io.local import LocalStore
+from refit.monitoring import judge_decay, load_reference
+from refit.registry import Registry
 
 
 def synthetic(n: int, seed: int, shift: float = 0.0, cat_shift: float = 0.0) -> pd.DataFrame:
@@ -383,6 +385,24 @@ def test_decay_is_judged_in_the_gates_metric() -> None:
     assert by["region=south"].decayed and not by["region=north"].decayed
     assert by["region=south"].registered == pytest.approx(registered["region=south"])
     assert "region=south" in result.decayed_segments
+
+
+def test_the_reference_carries_the_champions_metrics_in_the_gates_metric(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Registration stores segment metrics under ``gate.primary_metric``; the reference that
+    decay compares with reads that same metric (not ROC AUC whatever the gate said)."""
+    store = LocalStore(tmp_path)
+    registry = Registry(store)
+    version = registry.register(
+        "churn",
+        artifact_uri="/models/churn/1",
+        metrics={"roc_auc": 0.8, "pr_auc": 0.6},
+        segment_metrics={"region=north": {"n": 300, "pr_auc": 0.61}, "tenure_months=new": {"n": 300, "pr_auc": 0.5}},
+        reference_sample=pd.DataFrame({"region": ["north"], "tenure_months": [3]}),
+    )
+    registry.promote("churn", version.version)
+    reference = load_reference(store, _decay_config(primary_metric="pr_auc"))
+    assert reference.registered_metrics == {"overall": 0.6, "region=north": 0.61, "tenure_months=new": 0.5}
+    assert load_reference(store, _decay_config()).registered_metrics == {"overall": 0.8}
 
 
 # ------------------------------------------------------------------------------ history
