@@ -17,25 +17,30 @@ rules, in the order they are applied:
 
 Every decision, with its signal, is appended to an append-only ledger in the store: one object
 per entry under ``governor/<model>/ledger/<seq:012d>.json``, claimed with ``put_if_absent``.
-:class:`Governor` reads the ledger, decides, and claims the next sequence number; when another
-writer claimed it first it reads again and decides again, so two concurrent signals are decided
-one after the other and cannot both trigger inside a cooldown.
+:class:`Governor` decides on what it knows of the ledger (a :class:`LedgerIndex` kept in
+memory) and claims the next sequence number; when another writer claimed it first it reads the
+new entries and decides again, so two concurrent signals are decided one after the other and
+cannot both trigger inside a cooldown. A decision reads nothing from the store when nobody else
+wrote, so its cost does not grow with the ledger; every ``CHECKPOINT_EVERY`` entries the index
+is written beside the ledger (``governor/<model>/index.json``), so a new process starts from it
+instead of reading every entry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from refit.config import DriftConfig
-from refit.errors import PreconditionFailedError, StoreError
+from refit.errors import NotFoundError, PreconditionFailedError, RefitError, StoreError
 from refit.io.base import Store
 
 SignalSource = Literal["drift-check", "alert"]
@@ -109,30 +114,83 @@ class LedgerEntry(_Record):
     decision: Decision
 
 
-def _recent_windows(
-    signal: DriftSignal, ledger: Sequence[LedgerEntry], n: int
-) -> list[tuple[tuple[datetime, datetime], bool]]:
-    """The last ``n`` distinct windows up to this signal's, each with whether it drifted."""
-    present: dict[tuple[datetime, datetime], bool] = {}
-    for entry in ledger:
-        present[entry.signal.window] = present.get(entry.signal.window, False) or entry.signal.present
-    present[signal.window] = present.get(signal.window, False) or signal.present
-    end = signal.window[1]
-    windows = sorted((w for w in present if w[1] <= end), key=lambda w: (w[1], w[0]))
-    return [(w, present[w]) for w in windows[-n:]]
+class LedgerIndex:
+    """What :func:`decide` needs from a ledger, kept in memory and updated entry by entry.
+
+    The triggers (few: the cooldown and the daily cap bound them) and, per data window, whether
+    it drifted (one per window, however many signals named it). Its size grows with time, not
+    with the number of signals, so deciding costs the same on a ledger of ten entries or ten
+    million.
+    """
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.last_seq = -1
+        self.triggers: list[LedgerEntry] = []
+        self.trigger_by_fingerprint: dict[str, LedgerEntry] = {}
+        self.windows: dict[tuple[datetime, datetime], bool] = {}
+
+    @classmethod
+    def of(cls, model: str, entries: Iterable[LedgerEntry]) -> LedgerIndex:
+        index = cls(model)
+        for entry in sorted(entries, key=lambda e: e.seq):
+            index.add(entry)
+        return index
+
+    def add(self, entry: LedgerEntry) -> None:
+        """Take one more entry into account (entries of other models only move ``last_seq``)."""
+        self.last_seq = max(self.last_seq, entry.seq)
+        if entry.signal.model != self.model:
+            return
+        window = entry.signal.window
+        self.windows[window] = self.windows.get(window, False) or entry.signal.present
+        if entry.decision.trigger:
+            self.triggers.append(entry)
+            self.triggers.sort(key=lambda e: e.decision.at)
+            self.trigger_by_fingerprint.setdefault(entry.decision.fingerprint, entry)
+
+    def recent_windows(self, signal: DriftSignal, n: int) -> list[tuple[tuple[datetime, datetime], bool]]:
+        """The last ``n`` distinct windows up to this signal's, each with whether it drifted."""
+        present = dict(self.windows)
+        present[signal.window] = present.get(signal.window, False) or signal.present
+        end = signal.window[1]
+        windows = sorted((w for w in present if w[1] <= end), key=lambda w: (w[1], w[0]))
+        return [(w, present[w]) for w in windows[-n:]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "last_seq": self.last_seq,
+            "triggers": [e.model_dump(mode="json") for e in self.triggers],
+            "windows": [[s.isoformat(), e.isoformat(), p] for (s, e), p in sorted(self.windows.items())],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LedgerIndex:
+        index = cls(str(data["model"]))
+        for raw in data["triggers"]:
+            index.add(LedgerEntry.model_validate(raw))
+        index.windows = {(datetime.fromisoformat(s), datetime.fromisoformat(e)): bool(p) for s, e, p in data["windows"]}
+        index.last_seq = int(data["last_seq"])
+        return index
 
 
-def decide(signal: DriftSignal, ledger: Sequence[LedgerEntry], now: datetime, cfg: DriftConfig) -> Decision:
+def decide(
+    signal: DriftSignal, ledger: Sequence[LedgerEntry] | LedgerIndex, now: datetime, cfg: DriftConfig
+) -> Decision:
     """Trigger, suppress or do nothing about ``signal`` (see the module docstring for the rules).
 
     Args:
         signal: The new evidence.
-        ledger: Past entries of this model's ledger (any order; other models' are ignored).
+        ledger: Past entries of this model's ledger (any order; other models' are ignored), or
+            their :class:`LedgerIndex`.
         now: The decision time (timezone-aware).
         cfg: ``k_of_n``, ``cooldown_hours`` and ``daily_cap``.
     """
     now = _utc(now)
-    past = [e for e in ledger if e.signal.model == signal.model]
+    index = ledger if isinstance(ledger, LedgerIndex) else LedgerIndex.of(signal.model, ledger)
+    if index.model != signal.model:
+        raise ValueError(f"signal is for model {signal.model!r}, the ledger is {index.model!r}'s")
     fingerprint = signal.fingerprint
 
     def made(action: Action, reason: Reason, detail: str) -> Decision:
@@ -141,21 +199,17 @@ def decide(signal: DriftSignal, ledger: Sequence[LedgerEntry], now: datetime, cf
     if not signal.present:
         return made("none", "no-drift", "no drift or decay in this window")
 
-    triggers = sorted((e for e in past if e.decision.trigger), key=lambda e: e.decision.at)
-    for entry in triggers:
-        if entry.decision.fingerprint == fingerprint:
-            return made(
-                "suppress",
-                "duplicate",
-                f"this window and champion already triggered (entry {entry.seq})",
-            )
+    same = index.trigger_by_fingerprint.get(fingerprint)
+    if same is not None:
+        return made("suppress", "duplicate", f"this window and champion already triggered (entry {same.seq})")
 
     k, n = cfg.k_of_n
-    windows = _recent_windows(signal, past, n)
+    windows = index.recent_windows(signal, n)
     hits = sum(drifted for _, drifted in windows)
     if hits < k:
         return made("suppress", "k-of-n", f"k of n not reached: {hits} of the last {n} windows drifted, need {k}")
 
+    triggers = index.triggers
     if triggers:
         last = _utc(triggers[-1].decision.at)
         until = last + timedelta(hours=cfg.cooldown_hours)
@@ -178,80 +232,164 @@ def decide(signal: DriftSignal, ledger: Sequence[LedgerEntry], now: datetime, cf
 class Ledger:
     """The append-only decision ledger of one model in the store.
 
-    Entries never change once written, so entries already read are kept and only new keys
-    are fetched on the next read.
+    Entries never change once written. :meth:`entries` reads them all (for people: history,
+    audits); deciding never does: the :class:`Governor` keeps a :class:`LedgerIndex` and reads
+    only the entries written since it last looked.
     """
 
     def __init__(self, store: Store, model: str) -> None:
         self.store = store
         self.model = model
         self.prefix = f"governor/{model}/ledger/"
-        self._cache: dict[int, LedgerEntry] = {}
+        self.checkpoint_key = f"governor/{model}/index.json"
 
     def key(self, seq: int) -> str:
         return f"{self.prefix}{seq:0{_SEQ_DIGITS}d}.json"
 
-    def entries(self) -> list[LedgerEntry]:
-        """All entries, in sequence order."""
+    def seqs(self) -> list[int]:
+        """Sequence numbers of every entry (one listing of the ledger)."""
+        out = []
         for key in self.store.list(self.prefix):
             name = key[len(self.prefix) :]
             stem = name.removesuffix(".json")
-            if not (name.endswith(".json") and stem.isdigit() and len(stem) == _SEQ_DIGITS):
-                continue
-            seq = int(stem)
-            if seq not in self._cache:
-                self._cache[seq] = LedgerEntry.model_validate_json(self.store.get_bytes(key))
-        return [self._cache[s] for s in sorted(self._cache)]
+            if name.endswith(".json") and stem.isdigit() and len(stem) == _SEQ_DIGITS:
+                out.append(int(stem))
+        return sorted(out)
+
+    def read(self, seq: int) -> LedgerEntry | None:
+        """Entry ``seq``, or None when nobody has written it yet."""
+        try:
+            return LedgerEntry.model_validate_json(self.store.get_bytes(self.key(seq)))
+        except NotFoundError:
+            return None
+
+    def entries(self) -> list[LedgerEntry]:
+        """All entries, in sequence order."""
+        out = []
+        for seq in self.seqs():
+            entry = self.read(seq)
+            if entry is not None:
+                out.append(entry)
+        return out
 
     def next_seq(self) -> int:
-        entries = self.entries()
-        return entries[-1].seq + 1 if entries else 0
+        seqs = self.seqs()
+        return seqs[-1] + 1 if seqs else 0
 
     def claim(self, seq: int, signal: DriftSignal, decision: Decision) -> LedgerEntry:
         """Write entry ``seq``. Raises PreconditionFailedError when it is already taken."""
         entry = LedgerEntry(seq=seq, signal=signal, decision=decision)
         self.store.put_if_absent(self.key(seq), _dump(entry))
-        self._cache[seq] = entry
         return entry
 
     def append(self, signal: DriftSignal, decision: Decision) -> LedgerEntry:
         """Write an entry at the next free sequence number, retrying past concurrent writers."""
+        seq = self.next_seq()
         for attempt in range(_MAX_ATTEMPTS):
             try:
-                return self.claim(self.next_seq(), signal, decision)
+                return self.claim(seq, signal, decision)
             except PreconditionFailedError:
+                seq += 1
                 _backoff(attempt)
         raise StoreError(
             f"could not append to {self.store.uri_for(self.prefix.rstrip('/'))} after {_MAX_ATTEMPTS} tries"
         )
 
+    def load_checkpoint(self) -> LedgerIndex | None:
+        """The index as of some sequence number (written every ``CHECKPOINT_EVERY`` entries)."""
+        try:
+            return LedgerIndex.from_json(json.loads(self.store.get_bytes(self.checkpoint_key)))
+        except NotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):  # unreadable: rebuild from the entries
+            return None
+
+    def write_checkpoint(self, index: LedgerIndex) -> None:
+        """Entries never change, so an index of entries 0..n stays true: last writer wins."""
+        self.store.put_bytes(self.checkpoint_key, json.dumps(index.to_json(), sort_keys=True).encode())
+
+
+CHECKPOINT_EVERY = 1000
+
 
 class Governor:
-    """Decides on signals for one model and records every decision in its ledger."""
+    """Decides on signals for one model and records every decision in its ledger.
 
-    def __init__(self, store: Store, model: str, cfg: DriftConfig) -> None:
+    Keep one per model for the life of the process: it holds the ledger's
+    :class:`LedgerIndex`, built once (from the last checkpoint and the entries after it, or
+    from a listing when there is none) and then kept in step entry by entry, so a decision
+    reads nothing from the store unless another writer appended meanwhile.
+    """
+
+    def __init__(self, store: Store, model: str, cfg: DriftConfig, checkpoint_every: int = CHECKPOINT_EVERY) -> None:
         self.ledger = Ledger(store, model)
         self.model = model
         self.cfg = cfg
+        self.checkpoint_every = checkpoint_every
+        self._index: LedgerIndex | None = None
 
-    def submit(self, signal: DriftSignal, now: datetime | None = None) -> LedgerEntry:
+    @property
+    def index(self) -> LedgerIndex:
+        if self._index is None:
+            index = self.ledger.load_checkpoint()
+            if index is None or index.model != self.model:
+                index = LedgerIndex.of(self.model, self.ledger.entries())
+            self._index = index
+            self._catch_up()
+        return self._index
+
+    def _catch_up(self) -> None:
+        """Take in the entries other writers appended after the ones this index has seen."""
+        index = self._index
+        assert index is not None
+        while (entry := self.ledger.read(index.last_seq + 1)) is not None:
+            index.add(entry)
+
+    def submit(
+        self,
+        signal: DriftSignal,
+        now: datetime | None = None,
+        before_trigger: Callable[[Decision], None] | None = None,
+    ) -> LedgerEntry:
         """Decide on ``signal`` and append the decision; returns the ledger entry.
 
-        The decision is taken on the ledger as read; if another writer appended meanwhile,
-        the ledger is read again and the decision taken again before it is written.
+        The decision is taken on the ledger as this governor knows it and written at the next
+        sequence number; when another writer took that number first, the new entries are read
+        and the decision taken again.
+
+        Args:
+            signal: The evidence.
+            now: Decision time (default: now).
+            before_trigger: Called with a trigger decision before it is written; when it
+                raises, nothing is recorded and the error propagates (so whatever must exist
+                before a trigger counts, such as an outbox entry, is never missing behind one).
         """
         if signal.model != self.model:
             raise ValueError(f"signal is for model {signal.model!r}, this governor is for {self.model!r}")
+        index = self.index
         for attempt in range(_MAX_ATTEMPTS):
-            entries = self.ledger.entries()
             at = _utc(now) if now is not None else datetime.now(UTC)
-            decision = decide(signal, entries, at, self.cfg)
-            seq = entries[-1].seq + 1 if entries else 0
+            decision = decide(signal, index, at, self.cfg)
+            if decision.trigger and before_trigger is not None:
+                before_trigger(decision)
             try:
-                return self.ledger.claim(seq, signal, decision)
+                entry = self.ledger.claim(index.last_seq + 1, signal, decision)
             except PreconditionFailedError:
+                self._catch_up()
                 _backoff(attempt)
+                continue
+            index.add(entry)
+            if self.checkpoint_every and entry.seq % self.checkpoint_every == self.checkpoint_every - 1:
+                with contextlib.suppress(RefitError):  # an optimisation: a failed one costs a listing later
+                    self.ledger.write_checkpoint(index)
+            return entry
         raise StoreError(f"could not record a decision for {self.model!r} after {_MAX_ATTEMPTS} tries")
+
+    def trigger_for(self, fingerprint: str) -> LedgerEntry | None:
+        """The trigger entry recorded for this evidence, if any (after reading newer entries)."""
+        self.index  # noqa: B018 - loads it
+        self._catch_up()
+        return self.index.trigger_by_fingerprint.get(fingerprint)
 
     def history(self) -> list[LedgerEntry]:
         return self.ledger.entries()

@@ -255,3 +255,99 @@ def test_concurrent_signals_trigger_once(local_store) -> None:  # type: ignore[n
     assert len(entries) == threads
     assert sum(e.decision.trigger for e in entries) == 1
     assert {e.decision.reason for e in entries if not e.decision.trigger} == {"cooldown"}
+
+
+class _CountingStore:
+    """A real LocalStore behind a wrapper that counts what deciding reads from it."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        self.inner = inner
+        self.gets = 0
+        self.lists = 0
+        self.keys_listed = 0
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.inner, name)
+
+    def get(self, key: str):  # type: ignore[no-untyped-def]
+        self.gets += 1
+        return self.inner.get(key)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.get(key).data  # type: ignore[no-any-return]
+
+    def list(self, prefix: str = "") -> list[str]:
+        keys = self.inner.list(prefix)
+        self.lists += 1
+        self.keys_listed += len(keys)
+        return keys  # type: ignore[no-any-return]
+
+    def reads(self) -> int:
+        """Objects fetched plus keys listed: what a listing of n keys costs grows with n."""
+        return self.gets + self.keys_listed
+
+
+def test_store_reads_per_decision_do_not_grow_with_the_ledger(local_store) -> None:  # type: ignore[no-untyped-def]
+    store = _CountingStore(local_store)
+    cfg = DriftConfig(cooldown_hours=6, daily_cap=50)
+    gov = Governor(store, MODEL, cfg)  # type: ignore[arg-type]
+
+    def reads_of_ten(first: int) -> int:
+        before = store.reads()
+        for i in range(first, first + 10):
+            gov.submit(signal(0, source="alert", alert_id=f"a-{i}"), now=T0 + timedelta(hours=2))
+        return store.reads() - before
+
+    reads_of_ten(0)
+    early = reads_of_ten(10)
+    for i in range(20, 500):
+        gov.submit(signal(0, source="alert", alert_id=f"a-{i}"), now=T0 + timedelta(hours=2))
+    late = reads_of_ten(500)
+    assert len(local_store.list("governor/churn/ledger/")) == 510
+    assert late <= early, (early, late)
+    assert late <= 10  # at most one read per decision, whatever the length
+
+
+def test_a_new_governor_starts_from_the_checkpoint_not_a_listing(local_store) -> None:  # type: ignore[no-untyped-def]
+    cfg = DriftConfig(cooldown_hours=6, daily_cap=50)
+    gov = Governor(local_store, MODEL, cfg, checkpoint_every=10)
+    for i in range(25):
+        gov.submit(signal(i % 3, source="alert", alert_id=f"a-{i}"), now=T0 + timedelta(hours=4, minutes=i))
+    assert local_store.exists("governor/churn/index.json")
+    store = _CountingStore(local_store)
+    fresh = Governor(store, MODEL, cfg)  # type: ignore[arg-type]
+    decision = fresh.submit(signal(1, source="alert", alert_id="late"), now=T0 + timedelta(hours=5))
+    assert store.lists == 0  # the checkpoint (entries 0..19), then entries 20..24 one by one
+    assert store.gets == 1 + 5 + 1
+    assert (decision.seq, decision.decision.reason) == (25, "cooldown")  # the trigger (entry 0) is known
+    replay = decide(signal(1), Ledger(local_store, MODEL).entries()[:25], T0 + timedelta(hours=5), cfg)
+    assert replay.reason == decision.decision.reason and replay.detail == decision.decision.detail
+    again = fresh.submit(signal(0, source="alert", alert_id="again"), now=T0 + timedelta(hours=5))
+    assert again.decision.detail == "this window and champion already triggered (entry 0)"
+
+
+def test_a_failing_before_trigger_records_nothing(local_store) -> None:  # type: ignore[no-untyped-def]
+    gov = Governor(local_store, MODEL, DriftConfig())
+
+    def outbox_down(decision: Decision) -> None:
+        assert decision.trigger
+        raise OSError("outbox write failed")
+
+    with pytest.raises(OSError, match="outbox"):
+        gov.submit(signal(0), now=T0, before_trigger=outbox_down)
+    assert Ledger(local_store, MODEL).entries() == []
+    seen: list[Decision] = []
+    assert gov.submit(signal(0), now=T0, before_trigger=seen.append).decision.trigger
+    assert len(seen) == 1
+    assert gov.submit(signal(0), now=T0, before_trigger=seen.append).decision.reason == "duplicate"
+    assert len(seen) == 1  # only triggers call it
+
+
+def test_two_governors_on_one_store_see_each_others_decisions(local_store) -> None:  # type: ignore[no-untyped-def]
+    cfg = DriftConfig(cooldown_hours=6)
+    first, second = Governor(local_store, MODEL, cfg), Governor(local_store, MODEL, cfg)
+    assert second.submit(signal(0, drift=False), now=T0).seq == 0  # second has now read the (empty) ledger
+    assert first.submit(signal(1), now=T0 + timedelta(hours=2)).decision.trigger
+    late = second.submit(signal(2), now=T0 + timedelta(hours=3))
+    assert (late.seq, late.decision.reason) == (2, "cooldown")
+    assert second.trigger_for(signal(1).fingerprint) == first.history()[1]
