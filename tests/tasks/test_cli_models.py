@@ -198,3 +198,48 @@ def test_models_gc_removes_old_runs_and_killed_writes_and_names_unpromoted_versi
         "or lost the race): promote it by hand or leave it",
     ]
     assert not store.list(f"runs/churn/{runs[3]}/") and store.list(f"runs/churn/{runs[1]}/")
+
+
+@pytest.mark.slow
+def test_retrain_dry_run_refuses_a_tampered_champion(tmp_path: Path) -> None:
+    """The filed scenarios, as a user meets them: `refit retrain --dry-run` loads the champion.
+    An edited preprocessing.json with its manifest recomputed no longer loads as version 1 (the
+    registry's sha); a version with no recorded sha still gets the skops allow-list, and a
+    DataSource gadget in it is refused without deleting the folder it names."""
+    from refit.registry import Registry
+    from tests.unit.test_model_trust import data_source_gadget, replant
+
+    folder = tmp_path
+    # a generous latency limit: the smoke test must not stop the run before it loads the champion
+    config_path, store = make_project(folder, rows=5000, training={"smoke_max_ms_per_1k_rows": 1e6})
+    assert _register(store, config_path) == 1
+    artifact = store.root / "registry/churn/versions/1/artifact"
+    pristine = {f.name: f.read_bytes() for f in artifact.iterdir()}
+
+    prep = json.loads(pristine["preprocessing.json"])
+    prep["centers"] = [c + 5.0 for c in prep["centers"]]
+    replant(artifact, "preprocessing.json", json.dumps(prep).encode())
+    out = run(["retrain", "--dry-run"], folder)
+    assert out.returncode == 1  # (Prefect logs the failed task's traceback; refit's own error is one line)
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and last.endswith(
+        "manifest.json does not match the sha256 the registry recorded for this version "
+        "(the artifact was altered after registration)"
+    )
+
+    for name, data in pristine.items():
+        (artifact / name).write_bytes(data)
+    key = store.root / "registry/churn/versions/1/version.json"
+    legacy = json.loads(key.read_text())
+    del legacy["manifest_sha256"]  # registered before refit recorded it
+    key.write_text(json.dumps(legacy))
+    target = tmp_path / "precious"  # outside the project's store
+    target.mkdir()
+    (target / "keep.txt").write_text("keep")
+    estimator = Registry(store).load_model("churn", 1).fitted.estimator
+    replant(artifact, "model.skops", data_source_gadget(estimator, target))
+    out = run(["retrain", "--dry-run"], folder)
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last == "error: model.skops references types refit does not trust: numpy.lib.npyio.DataSource"
+    assert (target / "keep.txt").read_text() == "keep"
