@@ -47,7 +47,15 @@ Retries (a Prefect task run again after a crash) are safe: moving an alias to wh
 already points writes nothing and returns the event that put it there, and
 ``register(..., run_id=...)`` returns the version that run already committed. The
 sequence number inside ``aliases.json`` also means its content never repeats, so the local
-store's content-hash version tokens have no ABA problem.
+store's content-hash version tokens have no ABA problem. An operator's move is not retried
+but raced: ``exclusive=True`` (promote) and ``rollback(expected_current=...)`` make a twin
+operator who already made the same move from the same champion a conflict, so of two
+operators who saw one champion exactly one moves it, by one step.
+
+Integrity: ``version.json`` records the sha256 of the artifact's ``manifest.json``
+(``manifest_sha256``), and :meth:`Registry.load_model` and :meth:`Registry.read_artifact`
+check it, so files edited after registration (manifest recomputed or not) do not load as
+that version. Versions registered before the field existed load with a warning.
 """
 
 from __future__ import annotations
