@@ -306,3 +306,20 @@ def test_dispatch_result_checks_itself() -> None:
         DispatchResult("accepted")
     with pytest.raises(ValueError, match="unknown dispatch status"):
         DispatchResult("started")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("depth", [32, 1_000, 200_000])
+def test_deeply_nested_json_is_a_payload_error_not_a_recursion_error(depth: int) -> None:
+    body = '{"alert_id": "a", "model": "churn", "window": ' + '{"a": ' * depth + "1" + "}" * depth + "}"
+    with pytest.raises(PayloadError, match="nested more than 32 levels deep"):
+        parse_alerts(body)
+    array = '{"alert_id": "a", "model": "churn", "drifted_columns": ' + "[" * depth + "]" * depth + "}"
+    with pytest.raises(PayloadError, match="nested more than 32 levels deep"):
+        parse_alerts(array)
+
+
+def test_nesting_up_to_the_limit_is_read() -> None:
+    depth = 31  # the alert object itself is the first level
+    body = '{"alert_id": "a", "model": "churn", "window": ' + '{"a": ' * depth + "1" + "}" * depth + "}"
+    (alert,) = parse_alerts(body)
+    assert isinstance(alert.window, dict) and alert.alert_id == "a"

@@ -64,8 +64,9 @@ def _secret_list(secrets: Secret | Iterable[Secret] | None) -> list[Secret]:
 
 
 def _is_empty(secret: Secret) -> bool:
+    """Empty or only whitespace: a secret someone meant to set and did not (a stray newline, quotes)."""
     value = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
-    return not value
+    return not value.strip()
 
 
 def create_app(
@@ -99,7 +100,10 @@ def create_app(
     keys = _secret_list(secrets if secrets is not None else (settings.webhook_secret if settings else None))
     bearer = token if token is not None else (settings.webhook_token if settings else None)
     if any(_is_empty(k) for k in keys) or (bearer is not None and _is_empty(bearer)):
-        raise ConfigError("the webhook secret or token is set but empty: unset it or give it a value")
+        raise ConfigError(
+            "REFIT_WEBHOOK_SECRET or REFIT_WEBHOOK_TOKEN is set but empty or only whitespace: "
+            "unset it or give it a value"
+        )
     if not keys and bearer is None:
         if not insecure_dev:
             raise ConfigError(
@@ -198,7 +202,7 @@ def create_app(
                 answer["reason"] = result.reason
             answers.append(answer)
 
-        accepted = [a for a in answers if a["status"] == "accepted"]
+        accepted = [a for a in answers if a["status"] in ("accepted", "queued")]
         content = dict(accepted[0] if accepted else answers[0])
         if len(answers) > 1:
             content["results"] = answers

@@ -24,6 +24,7 @@ from refit.errors import RefitError
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MODEL_LABELS = ("model", "refit_model")
+MAX_DEPTH = 32  # JSON nesting levels read; deeper bodies are refused (422), not a RecursionError (500)
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 
 
@@ -43,15 +44,17 @@ class DispatchUnavailable(RefitError):
         self.retry_after_s = retry_after_s
 
 
-DispatchStatus = Literal["accepted", "suppressed", "ignored"]
+DispatchStatus = Literal["accepted", "queued", "suppressed", "ignored"]
 
 
 @dataclass(frozen=True)
 class DispatchResult:
     """What the dispatcher did with one alert.
 
-    ``accepted``: a flow run was started (``flow_run_id`` set). ``suppressed``: the governor
-    held it back (cooldown, cap, duplicate; ``reason`` says which). ``ignored``: nothing to do.
+    ``accepted``: a flow run was started (``flow_run_id`` set). ``queued``: the alert is kept
+    (in an outbox) and its run will be started when the orchestrator answers; ``reason`` says
+    why it is not started yet. ``suppressed``: the governor held it back (cooldown, cap,
+    duplicate; ``reason`` says which). ``ignored``: nothing to do.
     """
 
     status: DispatchStatus
@@ -59,7 +62,7 @@ class DispatchResult:
     reason: str | None = None
 
     def __post_init__(self) -> None:
-        if self.status not in ("accepted", "suppressed", "ignored"):
+        if self.status not in ("accepted", "queued", "suppressed", "ignored"):
             raise ValueError(f"unknown dispatch status {self.status!r}")
         if self.status == "accepted" and not self.flow_run_id:
             raise ValueError("an accepted dispatch needs a flow_run_id")
@@ -262,6 +265,19 @@ def _from_alertmanager(payload: AlertmanagerPayload, default_model: str | None) 
     return out
 
 
+def _depth_over(data: Any, limit: int) -> bool:
+    """Whether JSON ``data`` nests objects or arrays more than ``limit`` levels (no recursion)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > limit:
+                return True
+            children = value.values() if isinstance(value, dict) else value
+            stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 def parse_alerts(body: bytes | str, default_model: str | None = None) -> list[DriftAlert]:
     """Read a request body into drift alerts (raise ``PayloadError`` when it is not one).
 
@@ -275,8 +291,12 @@ def parse_alerts(body: bytes | str, default_model: str | None = None) -> list[Dr
     """
     try:
         data = json.loads(body)
+    except RecursionError:
+        raise PayloadError(f"body is nested more than {MAX_DEPTH} levels deep") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise PayloadError(f"body is not valid JSON: {exc}") from None
+    if _depth_over(data, MAX_DEPTH):
+        raise PayloadError(f"body is nested more than {MAX_DEPTH} levels deep")
     if not isinstance(data, dict):
         raise PayloadError(f"expected a JSON object, got {type(data).__name__}")
     if "alerts" in data:
