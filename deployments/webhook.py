@@ -1,36 +1,80 @@
 """The drift-alert webhook's dispatcher: governor first, then a run of ``retrain-on-drift``.
 
-Prefect's idempotency key is built from the alert id (keys are permanent per flow), so a
-redelivered alert never starts a second run. When Prefect is unreachable the alert is written
-to an outbox in the store and retried (on the next alert and every ``retry_every_s``), and the
-sender gets 503, so nothing is lost.
+What it guarantees, and how:
+
+* **An alert the governor lets through is never lost.** Before a trigger is recorded in the
+  ledger, the alert is written to an outbox in the store (``webhook/<model>/outbox/``); when
+  that write fails nothing is recorded, the sender gets 500 and its retry is decided afresh.
+  The entry leaves the outbox only once Prefect has the run. A background task retries what
+  is left there; Prefect's idempotency key (built from the alert id: keys are permanent per
+  flow) makes a second start of the same alert return the same run.
+* **No request waits on Prefect longer than ``prefect_deadline_s``** (``PREFECT_DEADLINE_S``,
+  5 s, unless ``REFIT_WEBHOOK_PREFECT_DEADLINE_S`` says otherwise). Prefect is called outside
+  the decision lock, from a small thread pool, and the request stops waiting at the deadline:
+  the alert stays in the outbox and the sender gets 202 ``queued``. After a failure the
+  requests of the next ``retry_every_s`` do not call Prefect at all; the background task does.
+* **A decision costs the same however long the ledger is**: one :class:`Governor` per model
+  for the life of the process (see ``refit.policy``).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import hashlib
 import json
 import logging
+import re
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from refit.config import PipelineConfig
-from refit.errors import RefitError
+from refit.errors import NotFoundError, RefitError
 from refit.io import Store
-from refit.policy import DriftSignal, Governor
+from refit.policy import Decision, DriftSignal, Governor
 from refit.webhook import DispatchResult, DispatchUnavailable, DriftAlert
 
 logger = logging.getLogger("refit.webhook")
 
 RETRAIN_ON_DRIFT = "retrain/retrain-on-drift"
+PREFECT_DEADLINE_S = 5.0  # the longest a request waits on Prefect: the one place this default lives
+RETRY_EVERY_S = 30.0
+CHAMPION_TTL_S = 2.0  # how long a champion lookup is reused (promotions are rare; alerts come in storms)
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+RunStarter = Callable[[DriftAlert], str]
+
+
+class WebhookSettings(BaseSettings):
+    """The receiver's timing, from ``REFIT_WEBHOOK_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="REFIT_WEBHOOK_", extra="ignore")
+
+    prefect_deadline_s: float = Field(
+        PREFECT_DEADLINE_S, gt=0, description="Longest a request waits on Prefect before answering 202 queued."
+    )
+    retry_every_s: float = Field(RETRY_EVERY_S, gt=0, description="How often the outbox is retried.")
 
 
 def idempotency_key(alert: DriftAlert) -> str:
     return f"refit-alert-{alert.model}-{alert.alert_id}"
 
 
+def outbox_name(alert_id: str) -> str:
+    """The alert's object name in the outbox: its id when that is a safe key, else a hash of it."""
+    if _SAFE_NAME.fullmatch(alert_id) and ".." not in alert_id:
+        return f"{alert_id}.json"
+    return f"sha256-{hashlib.sha256(alert_id.encode()).hexdigest()[:40]}.json"
+
+
 class PrefectDispatcher:
-    """Turns an authenticated alert into at most one retrain run."""
+    """Turns an authenticated alert into at most one retrain run (see the module docstring)."""
 
     def __init__(
         self,
@@ -38,31 +82,50 @@ class PrefectDispatcher:
         config: PipelineConfig,
         config_path: str,
         deployment: str = RETRAIN_ON_DRIFT,
-        retry_every_s: float = 30.0,
+        retry_every_s: float = RETRY_EVERY_S,
+        prefect_deadline_s: float = PREFECT_DEADLINE_S,
+        start_run: RunStarter | None = None,
     ) -> None:
+        if prefect_deadline_s <= 0 or retry_every_s <= 0:
+            raise ValueError("prefect_deadline_s and retry_every_s must be positive")
         self.store = store
         self.config = config
         self.config_path = config_path
         self.deployment = deployment
         self.retry_every_s = retry_every_s
-        self._lock = threading.RLock()  # one decision at a time in this process; the ledger's CAS covers others
+        self.prefect_deadline_s = prefect_deadline_s
+        self.model = config.dataset.name
+        self.governor = Governor(store, self.model, config.drift)
+        self._start_run: RunStarter = start_run or self.start_prefect_run
+        self._lock = threading.Lock()  # one decision at a time in this process; the ledger's CAS covers others
+        self._retry_lock = threading.Lock()  # one outbox pass at a time
         self._stop = threading.Event()
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="refit-prefect")
+        self._failed_at: float | None = None  # monotonic time of the last failed Prefect call
+        self._champion_cache: tuple[float, str | None] | None = None
+        self._client: Any = None
+        self._client_lock = threading.Lock()
 
-    def _outbox(self, model: str) -> str:
-        return f"webhook/{model}/outbox/"
+    @property
+    def outbox(self) -> str:
+        return f"webhook/{self.model}/outbox/"
 
-    def _champion(self, model: str) -> str | None:
+    def _champion(self) -> str | None:
+        cached = self._champion_cache
+        if cached is not None and time.monotonic() - cached[0] < CHAMPION_TTL_S:
+            return cached[1]
         from refit.registry import Registry
 
         try:
-            return str(Registry(self.store).resolve(f"{model}@champion").version)
+            version: str | None = str(Registry(self.store).resolve(f"{self.model}@champion").version)
         except RefitError:
-            return None
+            version = None
+        self._champion_cache = (time.monotonic(), version)
+        return version
 
     def __call__(self, alert: DriftAlert) -> DispatchResult:
-        if alert.model != self.config.dataset.name:
+        if alert.model != self.model:
             return DispatchResult(status="ignored", reason=f"unknown model {alert.model!r}")
-        self.retry_pending()
         now = datetime.now(UTC)
         hour = now.replace(minute=0, second=0, microsecond=0)
         signal = DriftSignal(
@@ -71,26 +134,81 @@ class PrefectDispatcher:
             alert_id=alert.alert_id,
             window_start=hour - timedelta(hours=1),
             window_end=hour,
-            champion_version=self._champion(alert.model),
+            champion_version=self._champion(),
             drift_detected=True,
             drift_share=alert.drift_share,
             detail=alert.reason or "drift alert",
         )
-        with self._lock:
-            entry = Governor(self.store, alert.model, self.config.drift).submit(signal, now=now)
-            if not entry.decision.trigger:
-                return DispatchResult(status="suppressed", reason=f"{entry.decision.reason}: {entry.decision.detail}")
-            pending = {"alert": alert.model_dump(mode="json"), "ledger_seq": entry.seq, "received_at": now.isoformat()}
-            key = f"{self._outbox(alert.model)}{alert.alert_id}.json"
-            self.store.put_bytes(key, json.dumps(pending).encode())  # recorded before we try Prefect
-            run_id = self._start_run(alert)
-            self.store.delete(key)
+        key = self.outbox + outbox_name(alert.alert_id)
+        written: list[str] = []
+
+        def write_outbox(decision: Decision) -> None:
+            pending = {
+                "alert": alert.model_dump(mode="json"),
+                "signal": signal.model_dump(mode="json"),
+                "received_at": now.isoformat(),
+            }
+            self.store.put_bytes(key, json.dumps(pending).encode())
+            written.append(key)
+
+        with self._lock:  # the governor's in-memory index and one store write; never Prefect
+            entry = self.governor.submit(signal, now=now, before_trigger=write_outbox)
+        if not entry.decision.trigger:
+            if written:  # decided again after another writer's entry, and not a trigger this time
+                self._remove(key)
+            return DispatchResult(status="suppressed", reason=f"{entry.decision.reason}: {entry.decision.detail}")
+        if self._prefect_recently_failed():
+            return DispatchResult(
+                status="queued", reason="Prefect was unreachable moments ago; the run starts from the outbox"
+            )
+        try:
+            run_id = self.start_within_deadline(alert)
+        except DispatchUnavailable as exc:
+            return DispatchResult(status="queued", reason=f"{exc}; the run starts from the outbox")
+        self._remove(key)
         return DispatchResult(status="accepted", flow_run_id=run_id)
 
-    def _start_run(self, alert: DriftAlert) -> str:
-        from prefect.client.orchestration import get_client
-        from prefect.deployments import run_deployment
+    def _prefect_recently_failed(self) -> bool:
+        failed = self._failed_at
+        return failed is not None and time.monotonic() - failed < self.retry_every_s
 
+    def _remove(self, key: str) -> None:
+        try:
+            self.store.delete(key)
+        except RefitError as exc:  # the run exists; a retry finds it again by its idempotency key
+            logger.warning("could not remove %s from the outbox: %s", key, exc)
+
+    def start_within_deadline(self, alert: DriftAlert) -> str:
+        """Start the alert's run, waiting at most ``prefect_deadline_s``; raises DispatchUnavailable."""
+        future = self._pool.submit(self._start_run, alert)
+        try:
+            run_id = future.result(timeout=self.prefect_deadline_s)
+        except concurrent.futures.TimeoutError:
+            self._failed_at = time.monotonic()
+            logger.warning(
+                "Prefect did not answer within %.1f s for alert %s (kept in the outbox, will retry)",
+                self.prefect_deadline_s,
+                alert.alert_id,
+            )
+            raise DispatchUnavailable(
+                f"Prefect API did not answer within {self.prefect_deadline_s:g} s",
+                retry_after_s=int(self.retry_every_s),
+            ) from None
+        except Exception as exc:  # httpx errors, Prefect API errors: the outbox keeps the alert
+            self._failed_at = time.monotonic()
+            logger.warning(
+                "Prefect unreachable for alert %s: %s (kept in the outbox, will retry)",
+                alert.alert_id,
+                type(exc).__name__,
+            )
+            raise DispatchUnavailable(
+                f"Prefect API unavailable ({type(exc).__name__})", retry_after_s=int(self.retry_every_s)
+            ) from None
+        self._failed_at = None
+        return run_id
+
+    def start_prefect_run(self, alert: DriftAlert) -> str:
+        """Create the run of ``retrain-on-drift`` for this alert (idempotent per alert id)."""
         params = {
             "config_path": self.config_path,
             "trigger": "drift",
@@ -103,52 +221,86 @@ class PrefectDispatcher:
                 "severity": alert.severity,
             },
         }
-        try:
-            with get_client(sync_client=True) as client:
-                deployment = client.read_deployment_by_name(self.deployment)
-            # A run's parameters replace the deployment's `params` object whole: start from the
-            # deployment's defaults (window_days, ...) so that only what the alert decides changes.
-            defaults = (deployment.parameters or {}).get("params") or {}
-            run = run_deployment(
-                deployment.id,
-                parameters={"params": defaults | params},
-                timeout=0,
-                idempotency_key=idempotency_key(alert),
-            )
-        except Exception as exc:  # httpx errors, Prefect API errors: the outbox keeps the alert
-            logger.warning(
-                "Prefect unreachable for alert %s: %s (kept in the outbox, will retry)",
-                alert.alert_id,
-                type(exc).__name__,
-            )
-            raise DispatchUnavailable(
-                f"Prefect API unavailable ({type(exc).__name__}); alert kept for retry",
-                retry_after_s=int(self.retry_every_s),
-            ) from None
+        client = self._prefect_client()
+        deployment = client.read_deployment_by_name(self.deployment)
+        # A run's parameters replace the deployment's `params` object whole: start from the
+        # deployment's defaults (window_days, ...) so that only what the alert decides changes.
+        defaults = (deployment.parameters or {}).get("params") or {}
+        run = client.create_flow_run_from_deployment(
+            deployment.id, parameters={"params": defaults | params}, idempotency_key=idempotency_key(alert)
+        )
         return str(run.id)
 
+    def _prefect_client(self) -> Any:
+        """One Prefect client for the life of the dispatcher (a new one costs 0.2 s of TLS set-up).
+
+        Its timeout is the deadline, and its transport does not retry a refused connection
+        (Prefect's default sleeps 1.5 s over three tries): the outbox is the retry.
+        """
+        import httpx
+        from prefect.client.orchestration import get_client
+
+        with self._client_lock:
+            if self._client is None:
+                settings = {"timeout": self.prefect_deadline_s, "transport": httpx.HTTPTransport(retries=0)}
+                client = get_client(sync_client=True, httpx_settings=settings)
+                client.__enter__()  # checks the API version: raises while Prefect is down, and is not kept
+                self._client = client
+            return self._client
+
     def retry_pending(self) -> list[str]:
-        """Start the runs of alerts that were accepted while Prefect was down; returns their run ids."""
-        started = []
-        with self._lock:
-            for key in self.store.list(self._outbox(self.config.dataset.name)):
-                alert = DriftAlert.model_validate(json.loads(self.store.get_bytes(key))["alert"])
+        """Settle every alert in the outbox; returns the ids of the runs started.
+
+        An entry whose trigger is recorded gets its run; an entry whose decision was never
+        recorded (the ledger write failed, or the process stopped in between) is decided now,
+        as of when it arrived; an entry whose evidence another alert already acted on is
+        dropped. Stops at the first Prefect failure and tries again on the next pass.
+        """
+        started: list[str] = []
+        with self._retry_lock:
+            for key in self.store.list(self.outbox):
                 try:
-                    started.append(self._start_run(alert))
+                    pending = json.loads(self.store.get_bytes(key))
+                except NotFoundError:
+                    continue  # the request that wrote it has just finished with it
+                alert = DriftAlert.model_validate(pending["alert"])
+                signal = DriftSignal.model_validate(pending["signal"])
+                with self._lock:
+                    entry = self.governor.trigger_for(signal.fingerprint)
+                    if entry is None:
+                        received = datetime.fromisoformat(pending["received_at"])
+                        entry = self.governor.submit(signal, now=received)
+                ours = entry.decision.trigger and entry.signal.alert_id == alert.alert_id
+                if not ours:
+                    logger.info(
+                        "outbox: alert %s was not a trigger (%s); dropped", alert.alert_id, entry.decision.reason
+                    )
+                    self._remove(key)
+                    continue
+                try:
+                    started.append(self.start_within_deadline(alert))
                 except DispatchUnavailable:
                     break
-                self.store.delete(key)
+                self._remove(key)
         return started
 
+    def prepare(self) -> None:
+        """Import Prefect's client now (about 2 s), so the first trigger does not spend its deadline on it."""
+        if self._start_run == self.start_prefect_run:
+            import prefect.client.orchestration  # noqa: F401
+
     def run_retry_loop(self) -> threading.Thread:
-        """Retry the outbox in the background until :meth:`stop`."""
+        """Retry the outbox in the background (at once, then every ``retry_every_s``) until :meth:`stop`."""
+        self.prepare()
 
         def loop() -> None:
-            while not self._stop.wait(self.retry_every_s):
+            while True:
                 try:
                     self.retry_pending()
                 except Exception as exc:  # never kill the loop
                     logger.warning("outbox retry failed: %s", exc)
+                if self._stop.wait(self.retry_every_s):
+                    return
 
         thread = threading.Thread(target=loop, name="refit-webhook-outbox", daemon=True)
         thread.start()
@@ -156,6 +308,11 @@ class PrefectDispatcher:
 
     def stop(self) -> None:
         self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.__exit__(None, None, None)
 
 
 def build_app(
@@ -164,10 +321,19 @@ def build_app(
     config_path: str,
     settings: Any,
     insecure_dev: bool = False,
-    retry_every_s: float = 30.0,
+    webhook_settings: WebhookSettings | None = None,
+    start_run: RunStarter | None = None,
 ) -> tuple[Any, PrefectDispatcher]:
     from refit.webhook import create_app
 
-    dispatcher = PrefectDispatcher(store, config, config_path, retry_every_s=retry_every_s)
+    timing = webhook_settings or WebhookSettings()
+    dispatcher = PrefectDispatcher(
+        store,
+        config,
+        config_path,
+        retry_every_s=timing.retry_every_s,
+        prefect_deadline_s=timing.prefect_deadline_s,
+        start_run=start_run,
+    )
     app = create_app(dispatcher, settings=settings, default_model=config.dataset.name, insecure_dev=insecure_dev)
     return app, dispatcher

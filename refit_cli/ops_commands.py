@@ -120,9 +120,10 @@ def webhook(
     with cli_errors(False):
         import uvicorn
 
-        from deployments.webhook import build_app
+        from deployments.webhook import WebhookSettings, build_app
         from refit.config import Settings, load_config
         from refit.io import store_from_settings
+        from refit.webhook.server import server_config
 
         settings = Settings()
         if insecure_dev:
@@ -133,11 +134,20 @@ def webhook(
                 err=True,
             )
         app, dispatcher = build_app(
-            store_from_settings(settings), load_config(config), str(config), settings, insecure_dev=insecure_dev
+            store_from_settings(settings),
+            load_config(config),
+            str(config),
+            settings,
+            insecure_dev=insecure_dev,
+            webhook_settings=WebhookSettings(),
         )
         dispatcher.run_retry_loop()
         typer.echo(f"refit webhook listening on http://{host}:{port}/alerts/drift", err=True)
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        try:
+            # Request heads are bounded (431) before anything reads them: see refit.webhook.server.
+            uvicorn.Server(server_config(app, host, port, log_level="info")).run()
+        finally:
+            dispatcher.stop()
 
 
 def serve() -> None:

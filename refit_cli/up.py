@@ -48,7 +48,16 @@ def run_up(config: Path, *, ui_port: int, webhook_port: int, webhook: bool, env:
     from refit.config import Settings, load_config
 
     cfg = load_config(config)  # fail fast on a bad config, before starting anything
-    if webhook and Settings().webhook_secret is None and Settings().webhook_token is None:
+    settings = Settings()
+    given = [s.get_secret_value() for s in (settings.webhook_secret, settings.webhook_token) if s is not None]
+    if webhook and any(not value.strip() for value in given):
+        typer.echo(
+            "error: REFIT_WEBHOOK_SECRET or REFIT_WEBHOOK_TOKEN is set but empty or only whitespace: "
+            "unset it or give it a value (export REFIT_WEBHOOK_SECRET=$(openssl rand -hex 32)).",
+            err=True,
+        )
+        return 1
+    if webhook and not given:
         typer.echo(
             "error: REFIT_WEBHOOK_SECRET is not set: the webhook refuses unauthenticated alerts. "
             "Set one (export REFIT_WEBHOOK_SECRET=$(openssl rand -hex 32)) or pass --no-webhook.",

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from refit.config import Settings
 from refit.errors import ConfigError
 from refit.webhook import DispatchResult, DispatchUnavailable, DriftAlert, create_app, sign
+from refit.webhook.server import server_config
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
@@ -59,8 +60,7 @@ DISPATCHER = RecordingDispatcher()
 def base_url() -> Iterator[str]:
     app = create_app(DISPATCHER, settings=Settings(webhook_secret=SecretStr(SECRET), webhook_token=SecretStr(TOKEN)))
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port, log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -185,6 +185,23 @@ def test_chunked_body_without_content_length_is_cut_off(client: httpx.Client, di
     assert dispatcher.seen == []
 
 
+def test_a_small_head_and_a_large_body_in_one_write_are_served(base_url: str, dispatcher: RecordingDispatcher) -> None:
+    """The head bound counts the head only, however the bytes are cut into reads."""
+    import socket
+
+    body = _alert("one-write")
+    body = body[:-1] + b" " * (200_000 - len(body)) + b"}"
+    head = (
+        "POST /alerts/drift HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nX-Refit-Signature: {sign(body, SECRET)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(head + body)
+        assert sock.recv(64).startswith(b"HTTP/1.1 202 ")
+    assert [a.alert_id for a in dispatcher.seen] == ["one-write"]
+
+
 def test_body_of_exactly_1_mib_is_read(client: httpx.Client, dispatcher: RecordingDispatcher) -> None:
     body = _alert("exactly-1mib")
     body = body[:-1] + b" " * (MiB - len(body)) + b"}"
@@ -208,6 +225,15 @@ def test_malformed_signed_body_gets_422(
     response = _post(client, body)
     assert response.status_code == 422
     assert response.json()["status"] == "invalid" and detail in response.json()["detail"]
+    assert dispatcher.seen == []
+
+
+def test_deeply_nested_signed_body_gets_422_not_500(client: httpx.Client, dispatcher: RecordingDispatcher) -> None:
+    for depth in (40, 100_000):  # past the depth limit, and past Python's recursion limit
+        body = b'{"alert_id": "deep", "model": "churn", "window": ' + b'{"a": ' * depth + b"1" + b"}" * depth + b"}"
+        response = _post(client, body)
+        assert response.status_code == 422, (depth, response.text)
+        assert "nested more than 32 levels" in response.json()["detail"]
     assert dispatcher.seen == []
 
 
@@ -354,6 +380,11 @@ def test_no_secret_and_no_token_is_refused_unless_insecure_dev(caplog: pytest.Lo
         create_app(noop, settings=Settings(webhook_secret=None, webhook_token=None))
     with pytest.raises(ConfigError, match="empty"):
         create_app(noop, secrets="")
+    for blank in (" ", "\t\n ", SecretStr("   ")):
+        with pytest.raises(ConfigError, match="empty or only whitespace"):
+            create_app(noop, secrets=blank)
+        with pytest.raises(ConfigError, match="empty or only whitespace"):
+            create_app(noop, settings=Settings(webhook_secret=SecretStr(SECRET), webhook_token=SecretStr("  ")))
     with caplog.at_level(logging.WARNING, logger="refit.webhook"):
         app = create_app(noop, insecure_dev=True)
     assert any("INSECURE" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)

@@ -1,0 +1,122 @@
+"""Serving the receiver with uvicorn, with the request head bounded before anything reads it.
+
+uvicorn's httptools parser (what ``http="auto"`` picks when httptools is installed) accepts a
+head of any size: a 128 MiB header was buffered for 37 s before the app saw the request, and
+stalled every other connection meanwhile. :class:`BoundedHttpToolsProtocol` counts the head as
+it arrives and, past ``MAX_HEADER_BYTES`` or ``MAX_HEADER_COUNT``, answers 431 and closes the
+connection without reading further. Without httptools, uvicorn's h11 parser gets the same byte
+bound through ``h11_max_incomplete_event_size`` (h11 answers that with 400, not 431).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+MAX_HEADER_BYTES = 16 * 1024  # request line and headers together
+MAX_HEADER_COUNT = 100
+
+
+def _bounded_protocol() -> type[asyncio.Protocol] | None:
+    try:
+        import httptools  # noqa: F401 - uvicorn's httptools protocol needs it
+        from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+    except ImportError:  # pragma: no cover - uvicorn without httptools: h11 and its own bound
+        return None
+
+    class BoundedHttpToolsProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol that refuses a request head over the bounds with 431."""
+
+        max_header_bytes = MAX_HEADER_BYTES
+        max_header_count = MAX_HEADER_COUNT
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._head_open = True  # bytes arriving now belong to a head not yet complete
+            self._head_bytes = 0  # bytes received while the head was open (an upper bound of its size)
+            self._head_size = 0  # request line and headers seen by the parser
+            self._head_count = 0
+            self._too_large = False  # the parser saw a complete head over the bounds
+            self._refused = False  # 431 sent, connection closing
+
+        def _over(self) -> bool:
+            """What the parser has seen of the head is over a bound (bytes of a body never count)."""
+            return (
+                self._too_large or self._head_size > self.max_header_bytes or self._head_count > self.max_header_count
+            )
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
+            if self._head_open:
+                self._head_bytes += len(data)
+            super().data_received(data)
+            # Still in the head after this chunk: everything received since it began is head.
+            unfinished = self._head_open and self._head_bytes > self.max_header_bytes
+            if not self._refused and (self._over() or unfinished):
+                self._refuse()
+
+        def _refuse(self) -> None:
+            self._refused = True
+            msg = b"Request header fields too large."
+            self.transport.write(
+                b"".join(
+                    [
+                        STATUS_LINE[431],
+                        b"content-type: text/plain; charset=utf-8\r\n",
+                        b"content-length: " + str(len(msg)).encode() + b"\r\n",
+                        b"connection: close\r\n\r\n",
+                        msg,
+                    ]
+                )
+            )
+            self.transport.close()
+
+        def on_message_begin(self) -> None:
+            self._head_open = True
+            self._head_size = self._head_count = 0
+            super().on_message_begin()
+
+        def on_url(self, url: bytes) -> None:
+            self._head_size += len(url)
+            if not self._over():
+                super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._head_size += len(name) + len(value) + 4
+            self._head_count += 1
+            if not self._over():
+                super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._head_open = False
+            self._head_bytes = 0
+            if self._over():
+                self._too_large = True  # the app never sees it; data_received answers 431
+                return
+            super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            if not self._too_large:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            if not self._too_large:
+                super().on_message_complete()
+
+    return BoundedHttpToolsProtocol
+
+
+def server_config(app: Any, host: str, port: int, **kwargs: Any) -> Any:
+    """A ``uvicorn.Config`` for the receiver with the head bounds in place (see the module docstring)."""
+    import uvicorn
+
+    protocol = _bounded_protocol()
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=protocol if protocol is not None else "h11",
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        **kwargs,
+    )

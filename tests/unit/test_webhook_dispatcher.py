@@ -1,0 +1,211 @@
+"""The webhook's dispatcher with a stand-in for Prefect: nothing lost, nothing waits, nothing grows.
+
+``FakePrefect`` keeps Prefect's one promise the dispatcher leans on: a second start with the
+same idempotency key returns the first run. Faults are injected into a real ``LocalStore``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from deployments.webhook import PrefectDispatcher, build_app, idempotency_key
+from refit.config import Settings, load_config
+from refit.errors import StoreError
+from refit.io.local import LocalStore
+from refit.policy import Ledger
+from refit.webhook import DriftAlert, sign
+from tests.flows.helpers import write_config
+
+SECRET = "whsec-unit-dispatcher-1f2e3d"
+MODEL = "churn"
+
+
+class FakePrefect:
+    """Creates one run per idempotency key, like Prefect; can be down or hung."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, str] = {}
+        self.calls = 0
+        self.down = False
+        self.hang_s = 0.0
+        self.lock = threading.Lock()
+
+    def __call__(self, alert: DriftAlert) -> str:
+        with self.lock:
+            self.calls += 1
+        if self.hang_s:
+            time.sleep(self.hang_s)
+        if self.down:
+            raise ConnectionError("connection refused")
+        with self.lock:
+            return self.runs.setdefault(idempotency_key(alert), str(uuid.uuid4()))
+
+
+class FaultyStore(LocalStore):
+    """A real LocalStore whose writes under ``fail_prefix`` raise ``fail_times`` times."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.fail_prefix: str | None = None
+        self.fail_times = 0
+
+    def _maybe_fail(self, key: str) -> None:
+        if self.fail_prefix is not None and key.startswith(self.fail_prefix) and self.fail_times > 0:
+            self.fail_times -= 1
+            raise StoreError(f"injected write failure: {key}")
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        self._maybe_fail(key)
+        return super().put_bytes(key, data)
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        self._maybe_fail(key)
+        return super().put_if_absent(key, data)
+
+
+class CountingStore(LocalStore):
+    """A real LocalStore that counts the calls that read the governor's objects.
+
+    (The champion lookup is cached for a couple of seconds, so its reads depend on the clock;
+    they are not the ledger's and are left out.)
+    """
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.reads = 0
+
+    def _count(self, key: str) -> None:
+        if key.startswith("governor/"):
+            self.reads += 1
+
+    def get(self, key: str) -> Any:
+        self._count(key)
+        return super().get(key)
+
+    def list(self, prefix: str = "") -> list[str]:
+        self._count(prefix)
+        return super().list(prefix)
+
+    def exists(self, key: str) -> bool:
+        self._count(key)
+        return super().exists(key)
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    return write_config(tmp_path, drift={"cooldown_hours": 6, "daily_cap": 3})
+
+
+def make_dispatcher(store: LocalStore, config_path: Path, prefect: FakePrefect, **kwargs: Any) -> PrefectDispatcher:
+    return PrefectDispatcher(store, load_config(config_path), str(config_path), start_run=prefect, **kwargs)
+
+
+def alert(alert_id: str) -> DriftAlert:
+    return DriftAlert(alert_id=alert_id, model=MODEL, reason="unit drift", drift_share=0.4)
+
+
+def post(client: TestClient, alert_id: str) -> Any:
+    body = json.dumps({"alert_id": alert_id, "model": MODEL, "drift_share": 0.4}).encode()
+    return client.post("/alerts/drift", content=body, headers={"X-Refit-Signature": sign(body, SECRET)})
+
+
+def test_a_failed_outbox_write_then_a_retry_starts_exactly_one_run(tmp_path: Path, config_path: Path) -> None:
+    """Item 4: the trigger is recorded only once the outbox holds the alert."""
+    store = FaultyStore(tmp_path / "store")
+    prefect = FakePrefect()
+    app, dispatcher = build_app(
+        store, load_config(config_path), str(config_path), Settings(webhook_secret=SecretStr(SECRET)), start_run=prefect
+    )
+    store.fail_prefix, store.fail_times = f"webhook/{MODEL}/outbox/", 1
+    with TestClient(app, raise_server_exceptions=False) as client:
+        first = post(client, "a-1")
+        assert first.status_code == 500, first.text
+        assert Ledger(store, MODEL).entries() == []  # no trigger recorded behind a missing outbox entry
+        retry = post(client, "a-1")
+        assert retry.status_code == 202, retry.text
+        assert retry.json()["status"] == "accepted"
+        again = post(client, "a-1")
+    assert again.status_code == 200 and again.json()["status"] == "suppressed"
+    assert list(prefect.runs) == [idempotency_key(alert("a-1"))]
+    assert retry.json()["flow_run_id"] == prefect.runs[idempotency_key(alert("a-1"))]
+    assert store.list(f"webhook/{MODEL}/outbox/") == []
+    assert dispatcher.retry_pending() == []
+    assert len(prefect.runs) == 1
+
+
+def test_a_failed_ledger_write_leaves_the_alert_in_the_outbox_and_the_retry_starts_one_run(
+    tmp_path: Path, config_path: Path
+) -> None:
+    store = FaultyStore(tmp_path / "store")
+    prefect = FakePrefect()
+    dispatcher = make_dispatcher(store, config_path, prefect)
+    store.fail_prefix, store.fail_times = f"governor/{MODEL}/ledger/", 1
+    with pytest.raises(StoreError, match="injected"):
+        dispatcher(alert("b-1"))
+    assert len(store.list(f"webhook/{MODEL}/outbox/")) == 1  # kept: the decision was never recorded
+    assert prefect.runs == {}
+    started = dispatcher.retry_pending()  # the background task decides it and starts its run
+    assert started == [prefect.runs[idempotency_key(alert("b-1"))]]
+    # The sender's own retry finds the evidence acted on, and Prefect is not asked again.
+    assert dispatcher(alert("b-1")).status == "suppressed"
+    assert len(prefect.runs) == 1 and store.list(f"webhook/{MODEL}/outbox/") == []
+
+
+def test_prefect_down_queues_the_trigger_and_the_retry_task_starts_it(tmp_path: Path, config_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    prefect = FakePrefect()
+    prefect.down = True
+    dispatcher = make_dispatcher(store, config_path, prefect)
+    queued = dispatcher(alert("c-1"))
+    assert queued.status == "queued" and "ConnectionError" in (queued.reason or "")
+    # While Prefect is known to be down, requests do not call it at all.
+    assert [dispatcher(alert(f"c-{i}")).status for i in range(2, 6)] == ["suppressed"] * 4
+    assert prefect.calls == 1
+    assert dispatcher.retry_pending() == []  # still down: kept
+    assert len(store.list(f"webhook/{MODEL}/outbox/")) == 1
+    prefect.down = False
+    assert dispatcher.retry_pending() == [prefect.runs[idempotency_key(alert("c-1"))]]
+    assert store.list(f"webhook/{MODEL}/outbox/") == [] and len(prefect.runs) == 1
+
+
+def test_a_hung_prefect_holds_a_request_for_the_deadline_only(tmp_path: Path, config_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    prefect = FakePrefect()
+    prefect.hang_s = 3.0
+    dispatcher = make_dispatcher(store, config_path, prefect, prefect_deadline_s=0.3)
+    start = time.monotonic()
+    assert dispatcher(alert("d-1")).status == "queued"
+    assert time.monotonic() - start < 1.0
+    start = time.monotonic()
+    assert dispatcher(alert("d-2")).status == "suppressed"
+    assert time.monotonic() - start < 0.2  # no lock held by the hung call
+    dispatcher.stop()
+
+
+def test_store_reads_per_alert_do_not_grow_with_the_ledger(tmp_path: Path, config_path: Path) -> None:
+    """Item 5: an alert costs the same store reads on a ledger of 20 entries or of 420."""
+    store = CountingStore(tmp_path / "store")
+    dispatcher = make_dispatcher(store, config_path, FakePrefect())
+
+    def reads_of_ten(first: int) -> int:
+        before = store.reads
+        for i in range(first, first + 10):
+            dispatcher(alert(f"e-{i}"))
+        return store.reads - before
+
+    reads_of_ten(0)
+    early = reads_of_ten(10)
+    for i in range(20, 420):
+        dispatcher(alert(f"e-{i}"))
+    late = reads_of_ten(420)
+    assert len(store.list(f"governor/{MODEL}/ledger/")) == 430
+    assert late <= early, (early, late)
