@@ -400,18 +400,6 @@ class _BoundedLoader(yaml.SafeLoader):
         return node
 
 
-def load_yaml(text: str) -> Any:
-    """``yaml.safe_load``, refusing a document that expands past MAX_YAML_NODES values (an
-    alias bomb) or that contains itself: both stop here, in milliseconds, as a ValueError."""
-    loader = _BoundedLoader(text)
-    try:
-        return loader.get_single_data()
-    except _YamlTooLarge as exc:
-        raise ValueError(str(exc)) from None
-    finally:
-        loader.dispose()
-
-
 def load_config(path: str | Path | None = None) -> PipelineConfig:
     """Load a YAML config (default ``./refit.yaml``)."""
     path = Path(path or DEFAULT_CONFIG_FILE)
