@@ -610,9 +610,11 @@ def test_rows_still_queued_when_the_process_exits_without_close_are_written(tmp_
 
         writer = CaptureWriter(LocalStore({str(tmp_path / "store")!r}), "churn", flush_rows=10**9,
                                flush_interval_s=math.inf, spill_dir={str(tmp_path / "spill")!r})
-        writer.log(pd.DataFrame({{"x": range(50)}}), [0.5] * 50, model_version="1", request_ids=[f"r{{i}}" for i in range(50)])
+        ids = [f"r{{i}}" for i in range(50)]
+        writer.log(pd.DataFrame({{"x": range(50)}}), [0.5] * 50, model_version="1", request_ids=ids)
         writer.flush()
-        writer.log(pd.DataFrame({{"x": range(7)}}), [0.5] * 7, model_version="1", request_ids=[f"late{{i}}" for i in range(7)])
+        late = [f"late{{i}}" for i in range(7)]
+        writer.log(pd.DataFrame({{"x": range(7)}}), [0.5] * 7, model_version="1", request_ids=late)
         """
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
