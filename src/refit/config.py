@@ -91,6 +91,13 @@ class DatasetConfig(_Section):
         None, description="Feature columns; default: every schema column but id, timestamp and target."
     )
 
+    @field_validator("task", mode="before")
+    @classmethod
+    def _earlier_task_name(cls, value: object) -> object:
+        # configs written before the one task vocabulary (and stored beside older versions) said
+        # "classification" for what is now "binary": read them as that, never as an error
+        return "binary" if value == "classification" else value
+
 
 class ValidationConfig(_Section):
     max_invalid_fraction: float = Field(0.01, ge=0.0, le=1.0, description="Stop the run above this.")

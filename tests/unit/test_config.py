@@ -130,6 +130,12 @@ def test_a_task_the_gate_cannot_judge_is_refused_at_load(task: str, gate: dict[s
     assert "\n" not in text and text.startswith("x.yaml: invalid value for 'gate'") and message in text
 
 
+def test_a_config_written_before_the_task_vocabulary_still_loads() -> None:
+    """``classification`` (configs and stored versions from before ``binary``) reads as binary."""
+    raw = dict(MINIMAL, dataset=dict(MINIMAL["dataset"], task="classification"))
+    assert parse_config(raw, "x.yaml").dataset.task == "binary"
+
+
 def test_a_metric_of_the_task_loads() -> None:
     regression = dict(MINIMAL, dataset=dict(MINIMAL["dataset"], task="regression"), gate={"primary_metric": "mae"})
     assert parse_config(regression, "x.yaml").gate.primary_metric == "mae"
