@@ -97,7 +97,6 @@ class PrefectDispatcher:
         self.model = config.dataset.name
         self.governor = Governor(store, self.model, config.drift)
         self._start_run: RunStarter = start_run or self.start_prefect_run
-        self._lock = threading.Lock()  # one decision at a time in this process; the ledger's CAS covers others
         self._retry_lock = threading.Lock()  # one outbox pass at a time
         self._stop = threading.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="refit-prefect")
@@ -151,8 +150,9 @@ class PrefectDispatcher:
             self.store.put_bytes(key, json.dumps(pending).encode())
             written.append(key)
 
-        with self._lock:  # the governor's in-memory index and one store write; never Prefect
-            entry = self.governor.submit(signal, now=now, before_trigger=write_outbox)
+        # The governor decides from memory and records this with the decisions taken meanwhile:
+        # one store write, under its own lock; Prefect is never called under it.
+        entry = self.governor.submit(signal, now=now, before_trigger=write_outbox)
         if not entry.decision.trigger:
             if written:  # decided again after another writer's entry, and not a trigger this time
                 self._remove(key)
@@ -265,17 +265,17 @@ class PrefectDispatcher:
                     continue  # the request that wrote it has just finished with it
                 alert = DriftAlert.model_validate(pending["alert"])
                 signal = DriftSignal.model_validate(pending["signal"])
-                with self._lock:
-                    entry = self.governor.trigger_for(signal.fingerprint)
+                entry = self.governor.trigger_for(signal.fingerprint)
+                if entry is None:
+                    received = datetime.fromisoformat(pending["received_at"])
+                    decided = self.governor.submit(signal, now=received)
+                    entry = self.governor.trigger_for(signal.fingerprint)  # this one's, or a concurrent one's
                     if entry is None:
-                        received = datetime.fromisoformat(pending["received_at"])
-                        entry = self.governor.submit(signal, now=received)
-                ours = entry.decision.trigger and entry.signal.alert_id == alert.alert_id
-                if not ours:
-                    logger.info(
-                        "outbox: alert %s was not a trigger (%s); dropped", alert.alert_id, entry.decision.reason
-                    )
-                    self._remove(key)
+                        logger.info(
+                            "outbox: alert %s suppressed (%s); dropped", alert.alert_id, decided.decision.reason
+                        )
+                if entry is None or entry.signal.alert_id != alert.alert_id:
+                    self._remove(key)  # not a trigger, or another alert's trigger acted on this evidence
                     continue
                 try:
                     started.append(self.start_within_deadline(alert))

@@ -32,8 +32,10 @@ import contextlib
 import hashlib
 import json
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -149,6 +151,14 @@ class LedgerIndex:
             self.triggers.sort(key=lambda e: e.decision.at)
             self.trigger_by_fingerprint.setdefault(entry.decision.fingerprint, entry)
 
+    def copy(self) -> LedgerIndex:
+        other = LedgerIndex(self.model)
+        other.last_seq = self.last_seq
+        other.triggers = list(self.triggers)
+        other.trigger_by_fingerprint = dict(self.trigger_by_fingerprint)
+        other.windows = dict(self.windows)
+        return other
+
     def recent_windows(self, signal: DriftSignal, n: int) -> list[tuple[tuple[datetime, datetime], bool]]:
         """The last ``n`` distinct windows up to this signal's, each with whether it drifted."""
         present = dict(self.windows)
@@ -232,9 +242,11 @@ def decide(
 class Ledger:
     """The append-only decision ledger of one model in the store.
 
-    Entries never change once written. :meth:`entries` reads them all (for people: history,
-    audits); deciding never does: the :class:`Governor` keeps a :class:`LedgerIndex` and reads
-    only the entries written since it last looked.
+    Objects never change once written. Each is named by the sequence number of its first
+    entry and holds one entry, or several consecutive ones (``{"entries": [...]}``) when a
+    governor recorded decisions taken at the same moment in one write. :meth:`entries` reads
+    them all (for people: history, audits); deciding never does: the :class:`Governor` keeps a
+    :class:`LedgerIndex` and reads only the objects written since it last looked.
     """
 
     def __init__(self, store: Store, model: str) -> None:
@@ -247,7 +259,7 @@ class Ledger:
         return f"{self.prefix}{seq:0{_SEQ_DIGITS}d}.json"
 
     def seqs(self) -> list[int]:
-        """Sequence numbers of every entry (one listing of the ledger)."""
+        """First sequence numbers of every object (one listing of the ledger)."""
         out = []
         for key in self.store.list(self.prefix):
             name = key[len(self.prefix) :]
@@ -256,40 +268,52 @@ class Ledger:
                 out.append(int(stem))
         return sorted(out)
 
-    def read(self, seq: int) -> LedgerEntry | None:
-        """Entry ``seq``, or None when nobody has written it yet."""
+    def read(self, seq: int) -> list[LedgerEntry] | None:
+        """The entries of the object that starts at ``seq``, or None when nobody wrote it yet."""
         try:
-            return LedgerEntry.model_validate_json(self.store.get_bytes(self.key(seq)))
+            data = json.loads(self.store.get_bytes(self.key(seq)))
         except NotFoundError:
             return None
+        if isinstance(data, dict) and "entries" in data:
+            return [LedgerEntry.model_validate(e) for e in data["entries"]]
+        return [LedgerEntry.model_validate(data)]
 
     def entries(self) -> list[LedgerEntry]:
         """All entries, in sequence order."""
         out = []
         for seq in self.seqs():
-            entry = self.read(seq)
-            if entry is not None:
-                out.append(entry)
-        return out
+            out.extend(self.read(seq) or [])
+        return sorted(out, key=lambda e: e.seq)
 
     def next_seq(self) -> int:
         seqs = self.seqs()
-        return seqs[-1] + 1 if seqs else 0
+        if not seqs:
+            return 0
+        last = self.read(seqs[-1]) or []
+        return max((e.seq for e in last), default=seqs[-1]) + 1
 
     def claim(self, seq: int, signal: DriftSignal, decision: Decision) -> LedgerEntry:
         """Write entry ``seq``. Raises PreconditionFailedError when it is already taken."""
         entry = LedgerEntry(seq=seq, signal=signal, decision=decision)
-        self.store.put_if_absent(self.key(seq), _dump(entry))
+        self.claim_all([entry])
         return entry
+
+    def claim_all(self, entries: Sequence[LedgerEntry]) -> None:
+        """Write consecutive entries as one object, named by the first (PreconditionFailedError if taken)."""
+        if not entries or [e.seq for e in entries] != list(range(entries[0].seq, entries[0].seq + len(entries))):
+            raise ValueError("claim_all needs consecutive entries")
+        if len(entries) == 1:
+            data = _dump(entries[0])
+        else:
+            data = json.dumps({"entries": [e.model_dump(mode="json") for e in entries]}, sort_keys=True).encode()
+        self.store.put_if_absent(self.key(entries[0].seq), data)
 
     def append(self, signal: DriftSignal, decision: Decision) -> LedgerEntry:
         """Write an entry at the next free sequence number, retrying past concurrent writers."""
-        seq = self.next_seq()
         for attempt in range(_MAX_ATTEMPTS):
             try:
-                return self.claim(seq, signal, decision)
+                return self.claim(self.next_seq(), signal, decision)
             except PreconditionFailedError:
-                seq += 1
                 _backoff(attempt)
         raise StoreError(
             f"could not append to {self.store.uri_for(self.prefix.rstrip('/'))} after {_MAX_ATTEMPTS} tries"
@@ -310,15 +334,31 @@ class Ledger:
 
 
 CHECKPOINT_EVERY = 1000
+_MAX_BATCH = 500
+
+
+@dataclass
+class _Pending:
+    signal: DriftSignal
+    now: datetime | None
+    before_trigger: Callable[[Decision], None] | None
+    entry: LedgerEntry | None = None
+    error: BaseException | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.entry is not None or self.error is not None
 
 
 class Governor:
     """Decides on signals for one model and records every decision in its ledger.
 
-    Keep one per model for the life of the process: it holds the ledger's
-    :class:`LedgerIndex`, built once (from the last checkpoint and the entries after it, or
-    from a listing when there is none) and then kept in step entry by entry, so a decision
-    reads nothing from the store unless another writer appended meanwhile.
+    Keep one per model for the life of the process; it is safe to share between threads. It
+    holds the ledger's :class:`LedgerIndex`, built once (from the last checkpoint and the
+    objects after it, or from a listing when there is none) and then kept in step, so a
+    decision reads nothing from the store unless another writer appended meanwhile. Signals
+    submitted while a write is in flight are decided in arrival order and recorded together in
+    the next write (a group commit): one store write per moment, not per signal.
     """
 
     def __init__(self, store: Store, model: str, cfg: DriftConfig, checkpoint_every: int = CHECKPOINT_EVERY) -> None:
@@ -327,6 +367,9 @@ class Governor:
         self.cfg = cfg
         self.checkpoint_every = checkpoint_every
         self._index: LedgerIndex | None = None
+        self._queue: list[_Pending] = []
+        self._queue_lock = threading.Lock()
+        self._commit_lock = threading.Lock()  # held while deciding and writing; guards the index
 
     @property
     def index(self) -> LedgerIndex:
@@ -339,11 +382,12 @@ class Governor:
         return self._index
 
     def _catch_up(self) -> None:
-        """Take in the entries other writers appended after the ones this index has seen."""
+        """Take in the objects other writers appended after the ones this index has seen."""
         index = self._index
         assert index is not None
-        while (entry := self.ledger.read(index.last_seq + 1)) is not None:
-            index.add(entry)
+        while (entries := self.ledger.read(index.last_seq + 1)) is not None:
+            for entry in entries:
+                index.add(entry)
 
     def submit(
         self,
@@ -353,43 +397,91 @@ class Governor:
     ) -> LedgerEntry:
         """Decide on ``signal`` and append the decision; returns the ledger entry.
 
-        The decision is taken on the ledger as this governor knows it and written at the next
-        sequence number; when another writer took that number first, the new entries are read
-        and the decision taken again.
+        The decision is taken on the ledger as this governor knows it (with the decisions
+        queued before it) and written at the next sequence number; when another writer took
+        that number first, the new entries are read and the decisions taken again.
 
         Args:
             signal: The evidence.
-            now: Decision time (default: now).
+            now: Decision time (default: when it is decided).
             before_trigger: Called with a trigger decision before it is written; when it
-                raises, nothing is recorded and the error propagates (so whatever must exist
-                before a trigger counts, such as an outbox entry, is never missing behind one).
+                raises, nothing is recorded for this signal and the error propagates (so
+                whatever must exist before a trigger counts, such as an outbox entry, is never
+                missing behind one).
         """
         if signal.model != self.model:
             raise ValueError(f"signal is for model {signal.model!r}, this governor is for {self.model!r}")
+        pending = _Pending(signal, None if now is None else _utc(now), before_trigger)
+        with self._queue_lock:
+            self._queue.append(pending)
+        with self._commit_lock:
+            while not pending.done:  # whoever holds the lock commits what is queued, in order
+                self._commit_queued()
+        if pending.error is not None:
+            raise pending.error
+        assert pending.entry is not None
+        return pending.entry
+
+    def _commit_queued(self) -> None:
+        with self._queue_lock:
+            batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+        try:
+            self._commit(batch)
+        except Exception as exc:  # noqa: BLE001 - reading the ledger failed: every waiting signal gets it
+            for pending in batch:
+                if not pending.done:
+                    pending.error = exc
+
+    def _commit(self, batch: list[_Pending]) -> None:
         index = self.index
         for attempt in range(_MAX_ATTEMPTS):
-            at = _utc(now) if now is not None else datetime.now(UTC)
-            decision = decide(signal, index, at, self.cfg)
-            if decision.trigger and before_trigger is not None:
-                before_trigger(decision)
+            scratch = index.copy()
+            decided: list[tuple[_Pending, LedgerEntry]] = []
+            for pending in batch:
+                if pending.error is not None:
+                    continue  # its outbox write failed on an earlier attempt: not recorded
+                at = pending.now or datetime.now(UTC)
+                decision = decide(pending.signal, scratch, at, self.cfg)
+                if decision.trigger and pending.before_trigger is not None:
+                    try:
+                        pending.before_trigger(decision)
+                    except Exception as exc:  # noqa: BLE001 - handed to the caller that submitted it
+                        pending.error = exc
+                        continue
+                entry = LedgerEntry(seq=scratch.last_seq + 1, signal=pending.signal, decision=decision)
+                scratch.add(entry)
+                decided.append((pending, entry))
+            if not decided:
+                return
             try:
-                entry = self.ledger.claim(index.last_seq + 1, signal, decision)
+                self.ledger.claim_all([entry for _, entry in decided])
             except PreconditionFailedError:
                 self._catch_up()
                 _backoff(attempt)
                 continue
-            index.add(entry)
-            if self.checkpoint_every and entry.seq % self.checkpoint_every == self.checkpoint_every - 1:
+            except Exception as exc:  # noqa: BLE001 - every signal of the batch gets the store's error
+                for pending, _ in decided:
+                    pending.error = exc
+                return
+            every = self.checkpoint_every
+            checkpoint = every and (scratch.last_seq + 1) // every > (index.last_seq + 1) // every
+            self._index = scratch
+            for pending, entry in decided:
+                pending.entry = entry
+            if checkpoint:
                 with contextlib.suppress(RefitError):  # an optimisation: a failed one costs a listing later
-                    self.ledger.write_checkpoint(index)
-            return entry
-        raise StoreError(f"could not record a decision for {self.model!r} after {_MAX_ATTEMPTS} tries")
+                    self.ledger.write_checkpoint(scratch)
+            return
+        error = StoreError(f"could not record a decision for {self.model!r} after {_MAX_ATTEMPTS} tries")
+        for pending in batch:
+            pending.error = pending.error or error
 
     def trigger_for(self, fingerprint: str) -> LedgerEntry | None:
         """The trigger entry recorded for this evidence, if any (after reading newer entries)."""
-        self.index  # noqa: B018 - loads it
-        self._catch_up()
-        return self.index.trigger_by_fingerprint.get(fingerprint)
+        with self._commit_lock:
+            self.index  # noqa: B018 - loads it
+            self._catch_up()
+            return self.index.trigger_by_fingerprint.get(fingerprint)
 
     def history(self) -> list[LedgerEntry]:
         return self.ledger.entries()

@@ -351,3 +351,51 @@ def test_two_governors_on_one_store_see_each_others_decisions(local_store) -> No
     late = second.submit(signal(2), now=T0 + timedelta(hours=3))
     assert (late.seq, late.decision.reason) == (2, "cooldown")
     assert second.trigger_for(signal(1).fingerprint) == first.history()[1]
+
+
+def test_one_governor_shared_by_threads_groups_writes_and_triggers_once(local_store) -> None:  # type: ignore[no-untyped-def]
+    """Signals arriving while a write is in flight are decided in order and recorded together."""
+    cfg = DriftConfig(cooldown_hours=6, daily_cap=50)
+    gov = Governor(local_store, MODEL, cfg)
+    threads, per_thread = 16, 25
+    barrier = threading.Barrier(threads)
+    results: list[LedgerEntry] = []
+    lock = threading.Lock()
+
+    def worker(t: int) -> None:
+        barrier.wait()
+        for i in range(per_thread):
+            entry = gov.submit(signal(i % 4, source="alert", alert_id=f"{t}-{i}"), now=T0 + timedelta(hours=5))
+            with lock:
+                results.append(entry)
+
+    workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert sorted(e.seq for e in results) == list(range(threads * per_thread))
+    assert sum(e.decision.trigger for e in results) == 1
+    objects = local_store.list("governor/churn/ledger/")
+    assert len(objects) < threads * per_thread  # grouped
+    stored = Ledger(local_store, MODEL).entries()
+    assert stored == sorted(results, key=lambda e: e.seq)
+    assert Ledger(local_store, MODEL).next_seq() == threads * per_thread
+    # Another process reads the grouped objects one by one and decides on all of them.
+    other = Governor(local_store, MODEL, cfg)
+    late = other.submit(signal(9), now=T0 + timedelta(hours=6))
+    assert (late.seq, late.decision.reason) == (threads * per_thread, "cooldown")
+
+
+def test_a_failed_group_write_fails_every_signal_in_it_and_records_none(local_store) -> None:  # type: ignore[no-untyped-def]
+    from refit.errors import StoreError
+
+    class Broken(type(local_store)):  # type: ignore[misc]
+        def put_if_absent(self, key: str, data: bytes) -> str:
+            raise StoreError("disk full")
+
+    gov = Governor(Broken(local_store.root), MODEL, DriftConfig())
+    with pytest.raises(StoreError, match="disk full"):
+        gov.submit(signal(0), now=T0)
+    assert Ledger(local_store, MODEL).entries() == []
+    assert Governor(local_store, MODEL, DriftConfig()).submit(signal(0), now=T0).decision.trigger  # nothing was lost
