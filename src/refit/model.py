@@ -405,13 +405,12 @@ def load_skops(data: bytes, family: str | None = None, task: str | None = None) 
     odd_nodes = sorted(nodes - _SKOPS_NODES)
     if odd_nodes:
         raise ModelArtifactError(f"model.skops holds objects refit does not load: {', '.join(odd_nodes)}")
+    _refuse(types - SKOPS_ALLOWED_TYPES)  # before skops builds even its audit tree
     try:
         untrusted = set(sio.get_untrusted_types(data=data))
     except Exception as exc:
         raise ModelArtifactError(f"model.skops is not a readable skops file: {_one_line(exc)}") from None
-    refused = sorted((types | untrusted) - SKOPS_ALLOWED_TYPES)
-    if refused:
-        raise ModelArtifactError(f"model.skops references types refit does not trust: {', '.join(refused)}")
+    _refuse(untrusted - SKOPS_ALLOWED_TYPES)  # what skops' audit sees beyond the schema's labels
     try:
         estimator = sio.loads(data, trusted=sorted(untrusted))
     except Exception as exc:
@@ -419,6 +418,11 @@ def load_skops(data: bytes, family: str | None = None, task: str | None = None) 
     if family is not None and task is not None:
         _check_estimator(estimator, family, task)
     return estimator
+
+
+def _refuse(types: set[str]) -> None:
+    if types:
+        raise ModelArtifactError(f"model.skops references types refit does not trust: {', '.join(sorted(types))}")
 
 
 def _one_line(exc: BaseException) -> str:

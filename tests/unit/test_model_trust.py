@@ -288,3 +288,20 @@ def test_a_malformed_manifest_is_one_line_model_artifact_error(saved: dict[str, 
     (folder / "manifest.json").write_text(json.dumps({**manifest, "files": escape}))
     with pytest.raises(ModelArtifactError, match="lists a file outside the artifact"):
         load(str(folder))
+
+
+def test_a_bit_generator_name_swapped_for_a_function_is_refused() -> None:
+    """numpy.random.Generator is allowed, but skops rebuilds it by calling ``numpy.random.<name>``
+    with a name stored as a plain string: a name that is not a bit generator is refused."""
+    estimator, _ = fit_family("hist_gradient_boosting", "binary", 2, 0)
+    data = sio.dumps(estimator)
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    assert b'"\\"PCG64\\""' in members["schema.json"]
+    members["schema.json"] = members["schema.json"].replace(b'"\\"PCG64\\""', b'"\\"seed\\""')
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    with pytest.raises(ModelArtifactError, match=r"does not trust: numpy\.random\.seed$"):
+        load_skops(out.getvalue(), "hist_gradient_boosting", "binary")
