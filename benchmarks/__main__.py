@@ -2,14 +2,18 @@
 
     python -m benchmarks --sizes 100000 1000000 10000000 [--out benchmarks/results]
     python -m benchmarks --sizes 1000000 --only sizes validation
+    python -m benchmarks --only webhook
 
 Every benchmark runs in a fresh subprocess. Results go to ``<out>/latest.json`` and
 ``<out>/latest.md`` (rewritten after every benchmark, so an interrupted run keeps what it has).
+With ``--only`` naming some of the benchmarks, their figures are merged into the existing
+``latest.json`` (the others are kept, and the partial run is listed under ``partial_runs``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import tempfile
@@ -22,7 +26,7 @@ from typing import Any
 from benchmarks.common import BENCH_CONFIG, BENCH_DIR, log, machine, ratio, run_in_subprocess
 from benchmarks.report import write_results
 
-BENCHMARKS = ("sizes", "validation", "bootstrap", "torch", "drift", "orchestration")
+BENCHMARKS = ("sizes", "validation", "bootstrap", "torch", "drift", "orchestration", "webhook")
 RATIO_ROWS = 1_000_000
 
 
@@ -98,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratio-rows", type=int, default=RATIO_ROWS, help="rows of the ratio benchmarks")
     parser.add_argument("--orchestration-reps", type=int, default=6, help="runs of each, plain and flow")
     parser.add_argument("--cold-reps", type=int, default=2, help="fresh-process runs of each, plain and flow")
+    parser.add_argument("--webhook-alerts", type=int, default=5000, help="signed alerts sent to the webhook")
+    parser.add_argument("--webhook-concurrency", type=int, default=50, help="alerts in flight at once")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -114,8 +120,20 @@ def main(argv: list[str] | None = None) -> int:
         "errors": {},
     }
 
+    partial = set(args.only) < set(BENCHMARKS) and (args.out / "latest.json").exists()
+    if partial:  # merge into the last full run's figures instead of replacing them
+        run = {k: results[k] for k in ("date", "command", "machine")} | {"only": list(args.only)}
+        results = json.loads((args.out / "latest.json").read_text())
+        results.setdefault("partial_runs", [])
+        results["partial_runs"] = [p for p in results["partial_runs"] if p["only"] != run["only"]] + [run]
+        for name in args.only:
+            results["errors"].pop(name, None)
+
     def save() -> None:
-        results["total_s"] = round(time.perf_counter() - started, 1)
+        if partial:
+            results["partial_runs"][-1]["total_s"] = round(time.perf_counter() - started, 1)
+        else:
+            results["total_s"] = round(time.perf_counter() - started, 1)
         write_results(results, args.out)
 
     def step(name: str, fn: Any) -> None:
@@ -216,6 +234,36 @@ def main(argv: list[str] | None = None) -> int:
             flow_outside_steps_share=round(r["flow_outside_steps_share"], 4),
         )
 
+    def webhook() -> None:
+        r = run_in_subprocess(
+            "webhook:run",
+            {"alerts": args.webhook_alerts, "concurrency": args.webhook_concurrency, "config_path": config},
+        )
+        results["benchmarks"]["webhook"] = r
+        for scenario, name in (("prefect_up", "webhook_p99_ms"), ("prefect_down", "webhook_p99_ms_prefect_down")):
+            s = r[scenario]
+            results["ratios"][name] = ratio(
+                s["p99_ms"],
+                250.0,
+                "<=",
+                req_per_s=s["req_per_s"],
+                p50_ms=s["p50_ms"],
+                alerts=s["alerts"],
+                concurrency=s["concurrency"],
+                first_1000=s["first_1000"],
+                last_1000=s["last_1000"],
+            )
+        up = r["prefect_up"]
+        results["ratios"]["webhook_flat"] = ratio(
+            up["last_1000"]["p50_ms"] / up["first_1000"]["p50_ms"],
+            1.5,
+            "<=",
+            first_1000=up["first_1000"],
+            last_1000=up["last_1000"],
+            ledger_entries=up["ledger_entries"],
+            note="p50 of the last 1,000 alerts / p50 of the first 1,000 (Prefect up)",
+        )
+
     log(f"sizes {args.sizes}, ratio benchmarks at {rows:,} rows, results in {args.out}")
     step("sizes", lambda: bench_sizes(args.sizes, config, results, save))
     results["ratios"]["scaling"] = scaling(results)
@@ -224,9 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     step("torch", torch_speed)
     step("drift", drift)
     step("orchestration", orchestration)
+    step("webhook", webhook)
     save()
-    log(f"all done in {results['total_s']:.0f}s: {args.out / 'latest.md'}")
-    return 1 if results["errors"] else 0
+    log(f"all done in {time.perf_counter() - started:.0f}s: {args.out / 'latest.md'}")
+    failed = [k for k in results["errors"] if not partial or k in args.only or k.split()[0] in args.only]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

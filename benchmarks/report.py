@@ -17,6 +17,9 @@ RATIO_ORDER = (
     "torch_speedup",
     "scaling",
     "gate_bootstrap_s",
+    "webhook_p99_ms",
+    "webhook_p99_ms_prefect_down",
+    "webhook_flat",
 )
 
 
@@ -95,6 +98,18 @@ def _ratio_detail(name: str, r: dict[str, Any]) -> str:
             f"({r['without_smoke_test']:.2f} without the smoke test); peak RSS {m['peak_rss_mb']:,.0f} MB / data "
             f"{m['data_mb']:,.0f} MB = {_n(m['value'])} (target <= {m['target']}, met: {_met(m)})"
         )
+    if name in ("webhook_p99_ms", "webhook_p99_ms_prefect_down"):
+        f, last = r["first_1000"], r["last_1000"]
+        return (
+            f"{r['alerts']:,} signed alerts, {r['concurrency']} at once: {r['req_per_s']:,.0f} req/s, p50 "
+            f"{r['p50_ms']:.0f} ms; first 1,000 p50/p99 {f['p50_ms']:.0f}/{f['p99_ms']:.0f} ms, last 1,000 "
+            f"{last['p50_ms']:.0f}/{last['p99_ms']:.0f} ms"
+        )
+    if name == "webhook_flat":
+        return (
+            f"p50 of the last 1,000 alerts {r['last_1000']['p50_ms']:.0f} ms / first 1,000 "
+            f"{r['first_1000']['p50_ms']:.0f} ms, ledger grown to {r['ledger_entries']:,} entries (Prefect up)"
+        )
     if name == "gate_bootstrap_s":
         return f"{r['resamples']:,} resamples, {r['segments']} segments, {r['rows']:,} rows; runs {r['runs_s']} s"
     return ""
@@ -115,6 +130,14 @@ def markdown(results: dict[str, Any]) -> str:
         f"{m['load_average_at_start']} (the machine is shared: compare ratios within one run).",
         "",
     ]
+    for p in results.get("partial_runs", []):
+        pm = p["machine"]
+        lines += [
+            f"Merged in from a later run of `{p['command']}` ({p['date']}, {p.get('total_s', 0) / 60:.1f} min, "
+            f"{pm['cpu']}, {pm['logical_cores']} cores, load average at start {pm['load_average_at_start']}): "
+            f"{', '.join(p['only'])}.",
+            "",
+        ]
     t = results["settings"]["config"]["training"]
     cands = "; ".join(f"{c['family']} {c.get('params', {})}" for c in t["candidates"])
     lines += [
@@ -166,6 +189,38 @@ def markdown(results: dict[str, Any]) -> str:
             "once. The smoke test loads the model in a fresh process, whose memory is not counted. "
             "Drift: `compute_drift` of a production window of the same size against the registered "
             "50,000-row reference sample.",
+            "",
+        ]
+    hook = results.get("benchmarks", {}).get("webhook")
+    if hook:
+        lines += [
+            "## Drift-alert webhook under load (`refit webhook`, uvicorn, loopback)",
+            "",
+            "| Prefect | alerts | at once | req/s | p50 ms | p99 ms | max ms | first 1,000 p50 / p99 | "
+            "last 1,000 p50 / p99 | status codes | runs created | outbox left | CPU ms per alert: server / client |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        ]
+        for scenario, label in (("prefect_up", "up"), ("prefect_down", "down")):
+            s = hook.get(scenario)
+            if not s:
+                continue
+            f, last = s["first_1000"], s["last_1000"]
+            lines.append(
+                f"| {label} | {s['alerts']:,} | {s['concurrency']} | {s['req_per_s']:,.0f} | {s['p50_ms']:.0f} | "
+                f"{s['p99_ms']:.0f} | {s['max_ms']:.0f} | {f['p50_ms']:.0f} / {f['p99_ms']:.0f} | "
+                f"{last['p50_ms']:.0f} / {last['p99_ms']:.0f} | "
+                f"{', '.join(f'{k}: {v:,}' for k, v in sorted(s['status_codes'].items()))} | "
+                f"{s.get('runs_created', '-')} | {s['outbox_left']} | "
+                f"{s.get('server_cpu_ms_per_alert', '-')} / {s.get('client_cpu_ms_per_alert', '-')} |"
+            )
+        lines += [
+            "",
+            "Every alert has its own id, so each is decided and recorded: the ledger ends "
+            f"{hook['prefect_up']['ledger_entries']:,} entries long, in "
+            f"{hook['prefect_up'].get('ledger_objects', '-')} objects (decisions taken while a write is in "
+            "flight are recorded together). The load generator, a minimal HTTP/1.1 client on asyncio streams "
+            "with one keep-alive connection per sender, runs on the same machine and its CPU time is in the "
+            "latencies; the Prefect server's start-up is not counted.",
             "",
         ]
     if results["ratios"]:
