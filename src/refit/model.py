@@ -258,9 +258,9 @@ def _weights_bytes(fitted: FittedModel) -> tuple[str, bytes]:
         return TORCH_WEIGHTS, save(state, metadata={"format": "refit-tabular-mlp"})
     if fitted.estimator is None:
         raise ModelArtifactError("nothing to save: the fitted model has neither torch weights nor an estimator")
-    import skops.io as sio
+    from refit.skops_compat import skops_io
 
-    return SKOPS_WEIGHTS, sio.dumps(fitted.estimator)
+    return SKOPS_WEIGHTS, skops_io().dumps(fitted.estimator)
 
 
 def _join(prefix: str, name: str) -> str:
@@ -397,7 +397,9 @@ def load_skops(data: bytes, family: str | None = None, task: str | None = None) 
     admits many more classes than refit makes). With ``family`` and ``task`` the loaded
     estimator must also be exactly what that family builds.
     """
-    import skops.io as sio
+    from refit.skops_compat import skops_io
+
+    sio = skops_io()
 
     types, nodes = _skops_types(data)
     if family is not None and task is not None:

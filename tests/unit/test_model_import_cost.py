@@ -1,0 +1,47 @@
+"""Serving a scikit-learn model never imports torch (it costs seconds per process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from refit.io.local import LocalStore
+from refit.model import save_model
+from refit.training.search import select_candidate
+from tests.unit.training_frames import churn_frame, make_config, split
+
+LOAD_AND_PREDICT = textwrap.dedent(
+    """
+    import json, sys
+    import pandas as pd
+    import refit.model
+    assert "torch" not in sys.modules, "import refit.model imported torch"
+    loaded = refit.model.load(sys.argv[1])
+    proba = loaded.predict_proba(pd.read_parquet(sys.argv[2]))[:, 1]
+    print(json.dumps({"torch": "torch" in sys.modules, "proba": proba.tolist()}))
+    """
+)
+
+
+def test_loading_and_scoring_a_sklearn_model_does_not_import_torch(tmp_path: Path) -> None:
+    train, val = split(churn_frame(400))
+    config = make_config("churn", candidates=[{"family": "hist_gradient_boosting", "params": {"max_iter": 15}}])
+    result = select_candidate(train, val, config, None, "", torch.device("cpu"))
+    uri = save_model(LocalStore(tmp_path / "store"), "m", result.best, config, result.trials)
+    val.to_parquet(tmp_path / "val.parquet")
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_PREDICT, uri, str(tmp_path / "val.parquet")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    assert out["torch"] is False
+    np.testing.assert_allclose(out["proba"], result.best.predict_proba(val)[:, 1], atol=1e-9, rtol=0)
