@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from refit.capture import labels_prefix, requests_prefix
+from refit.capture import CaptureWindow, read_captures, requests_prefix
 from refit.config import PipelineConfig
 from refit.data import run_stamp, schema_for, validate_and_quarantine
 from refit.errors import DataError, RefitError
 from refit.io import Store
-from refit.io.frames import read_frame
 
 PREDICTION_COLUMN = "prediction"
 
@@ -54,20 +53,6 @@ def load_reference(store: Store, config: PipelineConfig) -> Reference:
     return Reference(model=name, version=version.version, frame=frame, registered_metrics=registered)
 
 
-@dataclass(frozen=True)
-class CaptureWindow:
-    start: datetime
-    end: datetime
-    frame: pd.DataFrame
-    origins: pd.Series
-    labels: pd.DataFrame
-
-
-def _date_of(key: str) -> str | None:
-    part = next((p for p in key.split("/") if p.startswith("date=")), None)
-    return part[len("date=") :] if part else None
-
-
 def load_capture_window(
     store: Store,
     config: PipelineConfig,
@@ -76,39 +61,31 @@ def load_capture_window(
     window_hours: int | None = None,
     window_rows: int | None = None,
 ) -> CaptureWindow:
-    """Captured requests of the last N hours (or the last N rows), and the labels that arrived for them."""
+    """Captured requests of the last N hours (or the last N rows), and the labels that arrived for them.
+
+    Read by :func:`refit.capture.read_captures`, as training reads them.
+    """
     end = now or datetime.now(UTC)
     hours = window_hours if window_hours is not None else config.drift.window_hours
     rows = window_rows if window_rows is not None else config.drift.window_rows
     start = end - timedelta(hours=hours) if hours else datetime(1970, 1, 1, tzinfo=UTC)
-    name, ts = config.dataset.name, config.dataset.timestamp_column
-    first_day = start.strftime("%Y-%m-%d")
-    keys = [k for k in store.list(requests_prefix(name)) if k.endswith(".parquet") and (_date_of(k) or "") >= first_day]
-    if not keys:
-        raise DataError(
-            f"no captured requests for {name} since {start:%Y-%m-%d %H:%M} UTC "
-            f"under {store.uri_for(requests_prefix(name).rstrip('/'))}"
-        )
-    frames = [read_frame(store, k) for k in keys]
-    frame = pd.concat(frames, ignore_index=True)
-    origins = pd.Series(np.repeat([store.uri_for(k) for k in keys], [len(f) for f in frames]))
-    when = pd.to_datetime(frame[ts], utc=True)
-    keep = ((when >= pd.Timestamp(start)) & (when <= pd.Timestamp(end))).to_numpy()
-    frame, origins = frame[keep].reset_index(drop=True), origins[keep].reset_index(drop=True)
-    if rows is not None and len(frame) > rows:
-        order = np.argsort(pd.to_datetime(frame[ts], utc=True).to_numpy(), kind="stable")[-rows:]
-        frame, origins = frame.iloc[order].reset_index(drop=True), origins.iloc[order].reset_index(drop=True)
-    if frame.empty:
-        raise DataError(f"no captured requests for {name} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC")
-    label_keys = [
-        k for k in store.list(labels_prefix(name)) if k.endswith(".parquet") and (_date_of(k) or "") >= first_day
-    ]
-    labels = (
-        pd.concat([read_frame(store, k) for k in label_keys], ignore_index=True)
-        if label_keys
-        else pd.DataFrame(columns=[config.dataset.request_id_column, config.dataset.target])
+    ds = config.dataset
+    window = read_captures(
+        store,
+        ds.name,
+        timestamp_column=ds.timestamp_column,
+        request_id_column=ds.request_id_column,
+        target=ds.target,
+        start=start,
+        end=end,
+        last_rows=rows,
     )
-    return CaptureWindow(start=start, end=end, frame=frame, origins=origins, labels=labels)
+    if window.frame.empty:
+        raise DataError(
+            f"no captured requests for {ds.name} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC "
+            f"under {store.uri_for(requests_prefix(ds.name).rstrip('/'))}"
+        )
+    return window
 
 
 def validate_captures(store: Store, config: PipelineConfig, window: CaptureWindow) -> pd.DataFrame:
@@ -153,6 +130,9 @@ def compute_drift_and_decay(
     """Evidently drift on a seeded sample (report stored), and decay on the labelled part of the window."""
     from refit.drift import append_drift_history, check_drift
 
+    if window.start is None or window.end is None:
+        raise ValueError("a drift window has both bounds (load it with load_capture_window)")
+    start, end = window.start, window.end
     columns = config.feature_columns
     ref = reference.frame.copy()
     prediction = (
@@ -161,12 +141,11 @@ def compute_drift_and_decay(
     if prediction is not None and prediction not in ref.columns:
         ref[prediction] = _champion_scores(store, config, reference, ref)
     check = check_drift(ref, current, columns, prediction, config.drift, seed=config.training.seed)
-    stamp = run_stamp(window.end)
-    report_key = f"drift/{config.dataset.name}/reports/{stamp}.html"
+    report_key = f"drift/{config.dataset.name}/reports/{run_stamp(end)}.html"
     store.put_bytes(report_key, check.html.encode())
-    history_key = append_drift_history(store, config.dataset.name, check.result, window.end)
+    history_key = append_drift_history(store, config.dataset.name, check.result, end)
     decay = None
-    labelled = _labelled(config, current, window.labels)
+    labelled = window.labelled(current)
     if len(labelled):
         scores = _champion_scores(store, config, reference, labelled)
         decay = judge_decay(config, reference.registered_metrics, labelled, scores)
@@ -175,8 +154,8 @@ def compute_drift_and_decay(
         decay=decay,
         report_uri=store.uri_for(report_key),
         history_key=history_key,
-        window_start=window.start,
-        window_end=window.end,
+        window_start=start,
+        window_end=end,
         current_rows=len(current),
         labelled_rows=len(labelled),
     )
@@ -200,16 +179,6 @@ def judge_decay(
         metric=config.gate.primary_metric,
         segments=segment_labels(labelled.reset_index(drop=True), ds),
     )
-
-
-def _labelled(config: PipelineConfig, current: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    ds = config.dataset
-    if labels.empty:
-        return current.iloc[0:0]
-    if "label_time" in labels.columns:
-        labels = labels.sort_values("label_time", kind="stable")
-    labels = labels.drop_duplicates(ds.request_id_column, keep="last")[[ds.request_id_column, ds.target]]
-    return current.drop(columns=[ds.target], errors="ignore").merge(labels, on=ds.request_id_column, how="inner")
 
 
 def _champion_scores(store: Store, config: PipelineConfig, reference: Reference, df: pd.DataFrame) -> np.ndarray:

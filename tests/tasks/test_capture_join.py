@@ -1,15 +1,25 @@
-"""Labelled production captures join into the training data, inside the window."""
+"""Labelled production captures join into the training data, inside the window, as drift reads them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
-from refit.capture import load_labelled_captures
+from refit import monitoring
+from refit.capture import (
+    load_labelled_captures,
+    read_captures,
+    requests_prefix,
+    write_labels,
+    write_requests,
+)
 from refit.config import load_config
 from refit.data import stage_validated
 from refit.demo import write_base_data, write_production_data
+from refit.errors import DataError
+from refit.io.frames import write_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,3 +53,126 @@ def test_labelled_captures_join_and_validate(store) -> None:  # type: ignore[no-
 
     handle, result = stage_validated(store, cfg, run_id="join", extra=joined)
     assert handle.rows == 2000 + len(joined) and handle.invalid_rows == 0
+
+
+# The window of the two tests below: a day that starts at midnight UTC, so a label stamped a
+# few minutes before its request (two services whose clocks disagree) lands in the partition
+# of the day before the window starts.
+END = pd.Timestamp("2026-03-02 12:00", tz="UTC")
+START = END - pd.Timedelta(hours=36)  # 2026-03-01 00:00
+COLUMNS = ["request_id", "event_time", "churned"]
+
+
+def _captures(store) -> None:  # type: ignore[no-untyped-def]
+    """Requests inside, before and after the window; labels corrected, skewed, and missing."""
+    requests = pd.DataFrame(
+        {
+            "request_id": ["in-corrected", "in-unlabelled", "in-skewed", "before", "after"],
+            "event_time": pd.to_datetime(
+                ["2026-03-01 09:00", "2026-03-01 10:00", "2026-03-01 00:05", "2026-02-28 23:00", "2026-03-02 12:30"],
+                utc=True,
+            ),
+            "churned": [None] * 5,  # a label column the requests carry is replaced by the joined one
+        }
+    )
+    write_requests(store, "churn", requests)
+    # a file outside the date partitions (a backfill): its rows' event times place them
+    backfill = pd.DataFrame(
+        {"request_id": ["in-backfill"], "event_time": pd.to_datetime(["2026-03-02 08:00"], utc=True)}
+    )
+    write_frame(store, f"{requests_prefix('churn')}backfill.parquet", backfill)
+    labels = pd.DataFrame(
+        {
+            "request_id": ["in-corrected", "in-corrected", "in-skewed", "before", "after", "in-backfill"],
+            "churned": [0, 1, 1, 1, 0, 0],
+            "label_time": pd.to_datetime(
+                [
+                    "2026-03-02 10:00",  # corrected later the same day: the latest label wins
+                    "2026-03-02 11:00",
+                    "2026-02-28 23:58",  # 7 minutes before its request: yesterday's partition
+                    "2026-03-01 01:00",
+                    "2026-03-02 13:00",
+                    "2026-03-02 09:00",
+                ],
+                utc=True,
+            ),
+        }
+    )
+    write_labels(store, "churn", labels.iloc[[1, 2, 3, 4, 5]])
+    write_labels(store, "churn", labels.iloc[[0]])  # an older arrival, read last: time decides, not order
+
+
+def test_training_and_drift_read_the_same_labelled_rows_for_a_window(store) -> None:  # type: ignore[no-untyped-def]
+    """One reader: the rows training joins for a window are the rows drift judges decay on."""
+    cfg = load_config(ROOT / "refit.yaml")
+    _captures(store)
+    training = load_labelled_captures(
+        store,
+        "churn",
+        target="churned",
+        request_id_column="request_id",
+        timestamp_column="event_time",
+        columns=COLUMNS,
+        since=START,
+        until=END,
+    )
+    window = monitoring.load_capture_window(store, cfg, now=END.to_pydatetime(), window_hours=36)
+    drift = window.labelled()[COLUMNS]
+    expected = {"in-corrected": 1, "in-skewed": 1, "in-backfill": 0}
+    assert dict(zip(training["request_id"], training["churned"], strict=True)) == expected
+    assert dict(zip(drift["request_id"], drift["churned"], strict=True)) == expected
+    by_id = training.drop(columns="_refit_source").sort_values("request_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(by_id, drift.sort_values("request_id").reset_index(drop=True))
+    assert sorted(window.frame["request_id"]) == ["in-backfill", "in-corrected", "in-skewed", "in-unlabelled"]
+
+
+def test_drift_window_sees_the_captures_training_sees(store) -> None:  # type: ignore[no-untyped-def]
+    """The copies disagreed: drift skipped files outside the date partitions, and labels whose
+    partition is dated before the window's first day; training read both."""
+    cfg = load_config(ROOT / "refit.yaml")
+    _captures(store)
+    training = load_labelled_captures(
+        store,
+        "churn",
+        target="churned",
+        request_id_column="request_id",
+        timestamp_column="event_time",
+        columns=COLUMNS,
+        since=START,
+    )
+    assert {"in-skewed", "in-backfill"} <= set(training["request_id"])
+    window = monitoring.load_capture_window(store, cfg, now=END.to_pydatetime(), window_hours=36)
+    assert {"in-skewed", "in-backfill"} <= set(window.labels["request_id"])
+    assert "in-backfill" in set(window.frame["request_id"])
+
+
+def test_window_rows_keeps_the_latest_requests_in_time_order(local_store) -> None:  # type: ignore[no-untyped-def]
+    _captures(local_store)
+    window = read_captures(
+        local_store,
+        "churn",
+        timestamp_column="event_time",
+        request_id_column="request_id",
+        target="churned",
+        start=START,
+        end=END,
+        last_rows=2,
+    )
+    assert list(window.frame["request_id"]) == ["in-unlabelled", "in-backfill"]
+    assert window.origins.str.endswith(".parquet").all() and len(window.origins) == 2
+    assert window.labels["request_id"].is_unique
+
+
+def test_no_captures_is_an_empty_frame_for_training_and_an_error_for_drift(local_store) -> None:  # type: ignore[no-untyped-def]
+    cfg = load_config(ROOT / "refit.yaml")
+    empty = load_labelled_captures(
+        local_store,
+        "churn",
+        target="churned",
+        request_id_column="request_id",
+        timestamp_column="event_time",
+        columns=COLUMNS,
+    )
+    assert list(empty.columns) == [*COLUMNS, "_refit_source"] and empty.empty
+    with pytest.raises(DataError, match="no captured requests for churn between"):
+        monitoring.load_capture_window(local_store, cfg, now=END.to_pydatetime(), window_hours=36)
