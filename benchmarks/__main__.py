@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             10.0,
             ">=",
             refit_s=r["refit_s"],
+            refit_no_report_s=r["refit_no_report_s"],
             evidently_s=r["evidently_s"],
             evidently_peak_rss_mb=r["evidently_peak_rss_mb"],
             refit_peak_rss_mb=r["refit_peak_rss_mb"],

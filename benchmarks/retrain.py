@@ -131,18 +131,26 @@ def retrain(rows: int, store: str, config_path: str, drift: bool = True) -> dict
             "version": version.version,
         }
         if drift:
-            from refit.drift import compute_drift
+            from refit.drift import check_drift
             from refit.registry import Registry
 
             with rss.stage("drift_prepare"):  # not timed as drift: the window is generated data
                 reference, _ = Registry(st).reference(config.dataset.name, version.version)
                 window = production_window(rows)
                 # imports Evidently's stat tests (seconds) outside the timed stage
-                compute_drift(reference.head(1000), window.head(1000), config.feature_columns, None, config.drift, 0)
-            with rss.stage("drift"):
-                result = compute_drift(
-                    reference, window, config.feature_columns, None, config.drift, seed=config.training.seed
+                check_drift(
+                    reference.head(1000), window.head(1000), config.feature_columns, None, config.drift, 0, report=False
                 )
+            with rss.stage("drift"):
+                result = check_drift(
+                    reference,
+                    window,
+                    config.feature_columns,
+                    None,
+                    config.drift,
+                    seed=config.training.seed,
+                    report=False,
+                ).result
             out["drift_result"] = {
                 "reference_rows": len(reference),
                 "current_rows": len(window),

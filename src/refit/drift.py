@@ -17,12 +17,13 @@ How a check runs:
    samples grow; the default distances (normed Wasserstein, Jensen-Shannon) estimate a
    property of the two distributions instead, so the verdict on the sample matches
    ``DataDriftPreset`` on the full data (``tests/unit/test_drift.py`` checks it).
-3. :func:`check_drift` runs Evidently's ``DataDriftPreset`` on the samples with those methods,
-   thresholds and ``cfg.drift_share``, reads the per-column scores, verdicts and the dataset
-   verdict back from the snapshot into :class:`DriftResult`, and renders the HTML report from
-   the same snapshot. :func:`compute_drift` gives the same result without the report: it
-   calls the same Evidently stat tests directly, skipping the preset's per-column plots,
-   which are most of its run time.
+3. :func:`check_drift`, the one entry point, runs the stat tests on the samples with those
+   methods, thresholds and ``cfg.drift_share``. With ``report=True`` (what the drift-check
+   flow asks for) it runs Evidently's ``DataDriftPreset``, reads the per-column scores,
+   verdicts and the dataset verdict back from the snapshot into :class:`DriftResult`, and
+   renders the HTML report from the same snapshot. With ``report=False`` it calls the same
+   Evidently stat tests directly, skipping the preset's per-column plots, which are most of
+   its run time: the same result, no report.
 """
 
 from __future__ import annotations
@@ -130,10 +131,10 @@ class DriftResult(_Record):
 
 @dataclass(frozen=True)
 class DriftCheck:
-    """A drift result and Evidently's HTML report of the same run."""
+    """A drift result and Evidently's HTML report of the same run (None when not asked for)."""
 
     result: DriftResult
-    html: str
+    html: str | None
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,8 +491,13 @@ def check_drift(
     prediction_column: str | None,
     cfg: DriftConfig,
     seed: int,
+    *,
+    report: bool,
 ) -> DriftCheck:
-    """Drift of ``current`` against ``reference`` by Evidently's ``DataDriftPreset``, and its HTML report.
+    """Drift of ``current`` against ``reference``, and Evidently's HTML report when asked for.
+
+    Both ways give equal results (same sample, same Evidently stat tests, thresholds and
+    drift-share rule); ``report`` only decides how the tests are run.
 
     Args:
         reference: What the model was trained on (or a sample of it).
@@ -501,52 +507,28 @@ def check_drift(
             count towards the drift share.
         cfg: Methods, thresholds, drift share, sample size and stratification.
         seed: Seeds the samples: same frames and seed, same result.
+        report: True: run ``DataDriftPreset`` and render its HTML report (the drift-check
+            flow). False: call the stat tests directly, without the preset's per-column
+            plots (a 1M-row, 20-column window: about a second instead of several).
 
     Raises:
         DataError: empty frames, missing or date-time columns.
         ConfigError: a method Evidently does not know for the column's type.
     """
     plan = _plan(reference, current, columns, prediction_column, cfg, seed)
-    if plan.features or plan.prediction:
+    counted: tuple[int, float] | None = None
+    html: str | None = None
+    if not (plan.features or plan.prediction):
+        per_column: dict[str, tuple[float, bool]] = {}
+        html = "<html><body>No testable columns.</body></html>" if report else None
+    elif report:
         snapshot = _run_evidently(plan, cfg)
         per_column, counted = _read_snapshot(snapshot)
         html = snapshot.get_html_str(as_iframe=False)
     else:
-        per_column, counted, html = {}, None, "<html><body>No testable columns.</body></html>"
+        per_column = _run_stattests(plan)
     result = _assemble(plan, per_column, counted, columns, cfg, seed, len(reference), len(current))
     return DriftCheck(result=result, html=html)
-
-
-def compute_drift(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    columns: Sequence[str],
-    prediction_column: str | None,
-    cfg: DriftConfig,
-    seed: int,
-) -> DriftResult:
-    """Drift of ``current`` against ``reference``: :func:`check_drift`'s result, without the report.
-
-    Same sample, same Evidently stat tests, thresholds and drift-share rule, but the tests are
-    called directly instead of through ``DataDriftPreset``, whose per-column plots make up most
-    of its run time (a 1M-row, 20-column window: about a second instead of several). Use
-    :func:`check_drift` when the HTML report is wanted.
-    """
-    plan = _plan(reference, current, columns, prediction_column, cfg, seed)
-    per_column = _run_stattests(plan)
-    return _assemble(plan, per_column, None, columns, cfg, seed, len(reference), len(current))
-
-
-def render_report_html(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    columns: Sequence[str],
-    cfg: DriftConfig,
-    seed: int = 0,
-    prediction_column: str | None = None,
-) -> str:
-    """Evidently's standalone HTML report of the drift check (same sample as the result)."""
-    return check_drift(reference, current, columns, prediction_column, cfg, seed).html
 
 
 # --------------------------------------------------------------------------------------------

@@ -127,7 +127,8 @@ class DriftReport:
 def compute_drift_and_decay(
     store: Store, config: PipelineConfig, reference: Reference, current: pd.DataFrame, window: CaptureWindow
 ) -> DriftReport:
-    """Evidently drift on a seeded sample (report stored), and decay on the labelled part of the window."""
+    """Drift by :func:`refit.drift.check_drift` with its HTML report (stored), and decay on the labelled
+    part of the window. The drift-check flow's compute step; ``benchmarks/drift.py`` times the same call."""
     from refit.drift import append_drift_history, check_drift
 
     if window.start is None or window.end is None:
@@ -140,9 +141,10 @@ def compute_drift_and_decay(
     )
     if prediction is not None and prediction not in ref.columns:
         ref[prediction] = _champion_scores(store, config, reference, ref)
-    check = check_drift(ref, current, columns, prediction, config.drift, seed=config.training.seed)
+    check = check_drift(ref, current, columns, prediction, config.drift, seed=config.training.seed, report=True)
+    html = check.html or ""  # report=True: always there
     report_key = f"drift/{config.dataset.name}/reports/{run_stamp(end)}.html"
-    store.put_bytes(report_key, check.html.encode())
+    store.put_bytes(report_key, html.encode())
     history_key = append_drift_history(store, config.dataset.name, check.result, end)
     decay = None
     labelled = window.labelled(current)

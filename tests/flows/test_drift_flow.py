@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from flows.drift_check import DriftCheckParameters, drift_check
-from refit import monitoring, pipeline
+from refit import drift, monitoring, pipeline
 from refit.config import load_config
 from refit.demo import write_production_data
 from refit.io import open_store
@@ -59,10 +59,20 @@ def traffic(config_path: Path, store, *, start: datetime, **kwargs) -> dict:  # 
     )
 
 
-def test_no_drift_gives_no_retrain(project) -> None:  # type: ignore[no-untyped-def]
+def test_no_drift_gives_no_retrain(project, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     config, store = project
     traffic(config, store, start=NOW - timedelta(hours=6), batches=6, rows_per_batch=800, drift="none")
+    calls: list[dict] = []
+    real = drift.check_drift
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append({"prediction_column": args[3], "report": kwargs["report"]})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(drift, "check_drift", spy)
     result = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, now=NOW))
+    # the flow runs the one drift entry point once, with its report (what benchmarks/drift.py times)
+    assert calls == [{"prediction_column": "prediction", "report": True}]
     assert result.drift_detected is False and result.decision == "none"
     assert result.current_rows == 4800 and result.drift_share < 0.3
     assert result.event_emitted is False and result.retrain.startswith("no retrain")

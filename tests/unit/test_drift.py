@@ -20,10 +20,8 @@ from refit.drift import (
     append_drift_history,
     check_drift,
     compute_decay,
-    compute_drift,
     plot_drift_history,
     read_drift_history,
-    render_report_html,
     stratified_sample_positions,
 )
 from refit.errors import ConfigError, DataError
@@ -56,7 +54,7 @@ FEATURES = ["x", "y", "colour", "flag"]
 def shifted_check():  # type: ignore[no-untyped-def]
     ref = synthetic(4000, seed=1)
     cur = synthetic(3000, seed=2, shift=0.8, cat_shift=0.6)
-    return check_drift(ref, cur, FEATURES, "score", DriftConfig(drift_share=0.5), seed=7)
+    return check_drift(ref, cur, FEATURES, "score", DriftConfig(drift_share=0.5), seed=7, report=True)
 
 
 # ------------------------------------------------------------------------------ sampling
@@ -105,7 +103,7 @@ def test_time_stratified_sample_keeps_every_hour() -> None:
     assert (share_sample - share_full).abs().max() < 0.002
 
 
-# ------------------------------------------------------------------------------ compute_drift
+# ------------------------------------------------------------------------------ check_drift
 
 
 def test_shifted_columns_drift_with_explicit_methods(shifted_check) -> None:  # type: ignore[no-untyped-def]
@@ -132,11 +130,29 @@ def test_shifted_columns_drift_with_explicit_methods(shifted_check) -> None:  # 
     assert result.engine.startswith("evidently 0.7")
 
 
-def test_compute_drift_equals_the_preset_run(shifted_check) -> None:  # type: ignore[no-untyped-def]
-    """compute_drift calls the stat tests directly; check_drift reads them from DataDriftPreset."""
+def test_without_the_report_the_result_is_the_preset_runs(shifted_check) -> None:  # type: ignore[no-untyped-def]
+    """report=False calls the stat tests directly; report=True reads them from DataDriftPreset."""
     ref = synthetic(4000, seed=1)
     cur = synthetic(3000, seed=2, shift=0.8, cat_shift=0.6)
-    assert compute_drift(ref, cur, FEATURES, "score", DriftConfig(drift_share=0.5), seed=7) == shifted_check.result
+    fast = check_drift(ref, cur, FEATURES, "score", DriftConfig(drift_share=0.5), seed=7, report=False)
+    assert fast.result == shifted_check.result
+    assert fast.html is None and shifted_check.html is not None
+
+
+def test_one_drift_entry_point() -> None:
+    """check_drift is the only way to run a drift check; the copies beside it are gone."""
+    from refit import drift
+
+    assert not hasattr(drift, "compute_drift") and not hasattr(drift, "render_report_html")
+
+
+def test_no_testable_column_still_gives_a_report_when_asked() -> None:
+    ref, cur = synthetic(300, seed=1), synthetic(300, seed=2)
+    ref["y"] = np.nan
+    with_report = check_drift(ref, cur, ["y"], None, DriftConfig(), seed=0, report=True)
+    without = check_drift(ref, cur, ["y"], None, DriftConfig(), seed=0, report=False)
+    assert with_report.result == without.result and with_report.result.n_columns == 0
+    assert with_report.html is not None and "No testable columns" in with_report.html and without.html is None
 
 
 def test_result_is_json_serialisable(shifted_check) -> None:  # type: ignore[no-untyped-def]
@@ -147,10 +163,13 @@ def test_result_is_json_serialisable(shifted_check) -> None:  # type: ignore[no-
 
 def test_html_report_comes_from_the_same_run(shifted_check) -> None:  # type: ignore[no-untyped-def]
     html = shifted_check.html
+    assert html is not None
     assert html.lstrip().lower().startswith("<html") or "<!doctype html" in html[:200].lower()
     assert "colour" in html and "Wasserstein" in html
-    alone = render_report_html(synthetic(500, 1), synthetic(500, 2, shift=1.0), ["x"], DriftConfig())
-    assert "Wasserstein" in alone and "colour" not in alone
+    alone = check_drift(
+        synthetic(500, 1), synthetic(500, 2, shift=1.0), ["x"], None, DriftConfig(), 0, report=True
+    ).html
+    assert alone is not None and "Wasserstein" in alone and "colour" not in alone
 
 
 def test_overrides_and_empty_columns() -> None:
@@ -164,7 +183,7 @@ def test_overrides_and_empty_columns() -> None:
         column_methods={"x": "ks", "colour": "psi"},
         column_thresholds={"x": 0.01, "colour": 0.5},
     )
-    result = compute_drift(ref, cur, FEATURES, "score", cfg, seed=0)
+    result = check_drift(ref, cur, FEATURES, "score", cfg, seed=0, report=False).result
     x, y, colour, _ = result.columns
     assert (x.method, x.threshold) == ("ks", 0.01)
     assert x.drifted and x.score is not None and x.score < 0.01  # a p-value
@@ -180,23 +199,23 @@ def test_same_seed_same_result() -> None:
     ref = synthetic(5000, seed=1)
     cur = synthetic(5000, seed=2, shift=0.1)
     cfg = DriftConfig(sample_size=1000)
-    first = compute_drift(ref, cur, ["x", "colour"], None, cfg, seed=3)
-    second = compute_drift(ref, cur, ["x", "colour"], None, cfg, seed=3)
+    first = check_drift(ref, cur, ["x", "colour"], None, cfg, seed=3, report=False).result
+    second = check_drift(ref, cur, ["x", "colour"], None, cfg, seed=3, report=False).result
     assert first == second
 
 
 def test_bad_inputs_fail_clearly() -> None:
     ref = synthetic(200, seed=1)
     with pytest.raises(ConfigError, match="nope"):
-        compute_drift(ref, ref, ["x"], None, DriftConfig(column_methods={"x": "nope"}), seed=0)
+        check_drift(ref, ref, ["x"], None, DriftConfig(column_methods={"x": "nope"}), seed=0, report=False)
     with pytest.raises(ConfigError, match="categorical column 'colour'"):
-        compute_drift(ref, ref, ["colour"], None, DriftConfig(cat_method="wasserstein"), seed=0)
+        check_drift(ref, ref, ["colour"], None, DriftConfig(cat_method="wasserstein"), seed=0, report=False)
     with pytest.raises(DataError, match="missing"):
-        compute_drift(ref, ref, ["x", "nope"], None, DriftConfig(), seed=0)
+        check_drift(ref, ref, ["x", "nope"], None, DriftConfig(), seed=0, report=False)
     with pytest.raises(DataError, match="empty"):
-        compute_drift(ref, ref.iloc[:0], ["x"], None, DriftConfig(), seed=0)
+        check_drift(ref, ref.iloc[:0], ["x"], None, DriftConfig(), seed=0, report=False)
     with pytest.raises(DataError, match="date or time"):
-        compute_drift(ref, ref, ["at"], None, DriftConfig(), seed=0)
+        check_drift(ref, ref, ["at"], None, DriftConfig(), seed=0, report=False)
 
 
 def test_importing_drift_does_not_import_evidently() -> None:
@@ -237,10 +256,11 @@ def test_verdict_on_a_sample_matches_evidently_on_the_full_data(
     current = _window(drift, segment, rows)
     columns = list(FEATURE_COLUMNS)
     sampled_cfg = DriftConfig(sample_size=5000, stratify_by="event_time")
-    sampled = compute_drift(reference, current, columns, "prediction", sampled_cfg, seed=0)
-    full = check_drift(reference, current, columns, "prediction", DriftConfig(sample_size=10 * rows), seed=0).result
+    sampled = check_drift(reference, current, columns, "prediction", sampled_cfg, seed=0, report=False).result
+    full_cfg = DriftConfig(sample_size=10 * rows)
+    full = check_drift(reference, current, columns, "prediction", full_cfg, seed=0, report=True).result
     # The fast path and the preset agree on the sample too.
-    preset = check_drift(reference, current, columns, "prediction", sampled_cfg, seed=0).result
+    preset = check_drift(reference, current, columns, "prediction", sampled_cfg, seed=0, report=True).result
     assert preset == sampled
     assert full.reference_sample_rows == rows and sampled.reference_sample_rows == 5000
     assert set(full.drifted_columns) == expect_columns
