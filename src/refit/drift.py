@@ -122,12 +122,6 @@ class DriftResult(_Record):
     def prediction_drifted(self) -> bool:
         return self.prediction is not None and self.prediction.drifted
 
-    def column(self, name: str) -> ColumnDrift:
-        for c in self.columns:
-            if c.column == name:
-                return c
-        raise KeyError(name)
-
 
 @dataclass(frozen=True)
 class DriftCheck:

@@ -7,7 +7,6 @@ have arrived. The governor (``refit.policy``) turns signals into at most one ret
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,7 +41,7 @@ def load_reference(store: Store, config: PipelineConfig) -> Reference:
         version = reg.resolve(f"{name}@champion")
     except RefitError as exc:
         raise RefitError(f"no champion for {name} yet ({exc}): run a retrain first") from None
-    frame, _ = reg.reference(name, version.version)
+    frame = reg.reference(name, version.version)
     metric = config.gate.primary_metric  # what registration stored, overall and per segment
     registered: dict[str, float] = {}
     if version.metrics.get(metric) is not None:
@@ -271,7 +270,3 @@ def drift_summary_rows(report: DriftReport) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def to_json(obj: Any) -> str:
-    return json.dumps(obj, default=str)

@@ -9,7 +9,6 @@ Layout, under ``registry/<model>/``::
     versions/<n>/.claim                      who claimed number n, and when (put_if_absent)
     versions/<n>/artifact/<file>             model files, when the registry keeps them
     versions/<n>/reference/sample.parquet    drift reference: a sample of the training rows
-    versions/<n>/reference/summaries.json    per-column summaries of that sample
     versions/<n>/version.json                the metadata; written LAST (put_if_absent)
     history/<000000000001>.json              one alias move per object (put_if_absent)
     aliases.json                             {"seq": k, "aliases": {alias: version}}
@@ -75,7 +74,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -92,11 +90,6 @@ log = logging.getLogger(__name__)
 ROOT = "registry"
 CHAMPION = "champion"
 SAMPLE_FILE = "reference/sample.parquet"
-SUMMARIES_FILE = "reference/summaries.json"
-#: Quantiles kept in numeric column summaries.
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-#: Most frequent values kept in categorical column summaries.
-TOP_VALUES = 10
 
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
@@ -201,22 +194,6 @@ class AliasEvent(_Record):
     forced: bool = Field(False, description="Moved without checking where the alias pointed.")
 
 
-class ColumnSummary(_Record):
-    """Summary of one column of a reference sample."""
-
-    kind: Literal["numeric", "categorical", "datetime"]
-    dtype: str
-    count: int = Field(description="Non-missing values.")
-    nulls: int
-    mean: float | None = None
-    std: float | None = None
-    min: float | str | None = None
-    max: float | str | None = None
-    quantiles: dict[str, float | None] = Field(default_factory=dict)
-    distinct: int | None = None
-    top: dict[str, int] = Field(default_factory=dict, description="Most frequent values and their counts.")
-
-
 class MetricDelta(_Record):
     metric: str
     a: float | None
@@ -239,39 +216,6 @@ class VersionDiff(_Record):
         rows = [(None, d.metric, d.a, d.b, d.delta) for d in self.overall]
         rows += [(seg, d.metric, d.a, d.b, d.delta) for seg, ds in self.segments.items() for d in ds]
         return pd.DataFrame(rows, columns=["segment", "metric", "a", "b", "delta"])
-
-
-# --- column summaries ----------------------------------------------------------------------
-
-
-def summarize_columns(df: pd.DataFrame) -> dict[str, ColumnSummary]:
-    """Per-column summaries of a frame: counts for all, moments and quantiles for numbers,
-    range for datetimes, the most frequent values for everything else (booleans included)."""
-    return {str(c): ColumnSummary.model_validate(_summarize(df[c])) for c in df.columns}
-
-
-def _summarize(s: pd.Series) -> dict[str, Any]:
-    out: dict[str, Any] = {"dtype": str(s.dtype), "count": int(s.notna().sum()), "nulls": int(s.isna().sum())}
-    present = s.dropna()
-    if pd.api.types.is_datetime64_any_dtype(s):
-        out["kind"] = "datetime"
-        if len(present):
-            out["min"], out["max"] = present.min().isoformat(), present.max().isoformat()
-    elif pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-        out["kind"] = "numeric"
-        values = present.to_numpy(dtype=np.float64)
-        if len(values):
-            out["mean"], out["min"], out["max"] = (_finite_or_none(f(values)) for f in (np.mean, np.min, np.max))
-            quantiles = np.quantile(values, QUANTILES)
-            out["quantiles"] = {str(q): _finite_or_none(v) for q, v in zip(QUANTILES, quantiles, strict=True)}
-        if len(values) > 1:
-            out["std"] = _finite_or_none(values.std(ddof=1))
-    else:
-        out["kind"] = "categorical"
-        counts = present.astype(str).value_counts()
-        out["distinct"] = int(len(counts))
-        out["top"] = {str(k): int(v) for k, v in counts.head(TOP_VALUES).items()}
-    return out
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -451,12 +395,7 @@ class Registry:
             _json(draft)
         except Exception as exc:  # e.g. numpy integers in params
             raise RegistryError(f"register {name}: metadata is not JSON-serialisable: {exc}") from None
-        sample = summaries = None
-        if reference_sample is not None:
-            sample = frame_bytes(reference_sample, SAMPLE_FILE)
-            summaries = json.dumps(
-                {c: s.model_dump(mode="json") for c, s in summarize_columns(reference_sample).items()}, indent=2
-            ).encode()
+        sample = None if reference_sample is None else frame_bytes(reference_sample, SAMPLE_FILE)
 
         n = self._claim(name, draft.author)
         slot = self._slot(name, n)
@@ -466,9 +405,8 @@ class Registry:
             update: dict[str, Any] = {"version": n}
             if files:
                 update["artifact_uri"] = self.store.uri_for(f"{slot}artifact")
-            if sample is not None and summaries is not None:
+            if sample is not None:
                 self.store.put_if_absent(slot + SAMPLE_FILE, sample)
-                self.store.put_if_absent(slot + SUMMARIES_FILE, summaries)
                 update["reference_uri"] = self.store.uri_for(slot + SAMPLE_FILE)
             version = draft.model_copy(update=update)
             try:
@@ -652,15 +590,13 @@ class Registry:
             )
         return loaded
 
-    def reference(self, name: str, version: int) -> tuple[pd.DataFrame, dict[str, ColumnSummary]]:
-        """The drift reference of a version: its sample of the training rows and column summaries."""
+    def reference(self, name: str, version: int) -> pd.DataFrame:
+        """The drift reference of a version: its sample of the training rows."""
         mv = self.get_version(name, version)
         if mv.reference_uri is None:
             raise RegistryError(f"{mv.ref} was registered without a reference sample")
         slot = self._slot(name, version)
-        frame = parse_frame(self.store.get_bytes(slot + SAMPLE_FILE), self.store.uri_for(slot + SAMPLE_FILE))
-        raw = json.loads(self.store.get_bytes(slot + SUMMARIES_FILE))
-        return frame, {c: ColumnSummary.model_validate(s) for c, s in raw.items()}
+        return parse_frame(self.store.get_bytes(slot + SAMPLE_FILE), self.store.uri_for(slot + SAMPLE_FILE))
 
     # --- aliases -------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import pytest
 from refit.errors import ConflictError, RegistryError
 from refit.fingerprint import fingerprint_frame
 from refit.io.local import LocalStore
-from refit.registry import ModelVersion, Registry, summarize_columns
+from refit.registry import ModelVersion, Registry
 
 
 class Died(BaseException):
@@ -381,7 +381,6 @@ def test_crash_before_version_json_leaves_an_invisible_slot(
         "registry/churn/versions/3/.claim",
         "registry/churn/versions/3/artifact/model.bin",
         "registry/churn/versions/3/reference/sample.parquet",
-        "registry/churn/versions/3/reference/summaries.json",
     ]
     assert [v.version for v in reg.list_versions("churn")] == [1, 2]
     assert reg.resolve("churn").version == 2
@@ -422,7 +421,7 @@ def test_a_slow_writer_cannot_commit_into_a_collected_slot(reg: Registry, local_
 
 
 def test_a_failed_registration_cleans_up_its_slot(reg: Registry, local_store: LocalStore) -> None:
-    fail_on(local_store, "put_if_absent", lambda k: k.endswith("summaries.json"), OSError("disk full"))
+    fail_on(local_store, "put_if_absent", lambda k: k.endswith("sample.parquet"), OSError("disk full"))
     with pytest.raises(OSError, match="disk full"):
         register(reg, reference_sample=pd.DataFrame({"x": [1.0]}))
     restore(local_store, "put_if_absent")
@@ -477,7 +476,11 @@ def test_crash_after_the_event_is_logged_the_move_stands(reg: Registry, local_st
 # --- reference and diff --------------------------------------------------------------------
 
 
-def test_reference_sample_and_summaries_round_trip(reg: Registry, local_store: LocalStore) -> None:
+def test_reference_sample_round_trips_and_is_all_a_version_keeps_for_drift(
+    reg: Registry, local_store: LocalStore
+) -> None:
+    """The sample is the drift reference; nothing else is written beside it (column summaries
+    were written at every registration and never read)."""
     sample = pd.DataFrame(
         {
             "tenure": [1.0, 2.0, 3.0, 4.0, None],
@@ -489,37 +492,10 @@ def test_reference_sample_and_summaries_round_trip(reg: Registry, local_store: L
     )
     v = register(reg, reference_sample=sample)
     assert v.reference_uri == f"{local_store.uri}/registry/churn/versions/1/reference/sample.parquet"
-    frame, summaries = reg.reference("churn", 1)
-    pd.testing.assert_frame_equal(frame, sample)
-    assert summaries == summarize_columns(sample)
-    tenure = summaries["tenure"]
-    assert (tenure.kind, tenure.count, tenure.nulls, tenure.mean, tenure.min, tenure.max) == (
-        "numeric",
-        4,
-        1,
-        2.5,
-        1.0,
-        4.0,
-    )
-    assert tenure.std == pytest.approx(1.2909944)
-    assert tenure.quantiles == pytest.approx({"0.05": 1.15, "0.25": 1.75, "0.5": 2.5, "0.75": 3.25, "0.95": 3.85})
-    plan = summaries["plan"]
-    assert (plan.kind, plan.count, plan.nulls, plan.distinct, plan.top) == (
-        "categorical",
-        4,
-        1,
-        2,
-        {"basic": 3, "premium": 1},
-    )
-    assert summaries["autopay"].kind == "categorical" and summaries["autopay"].top == {"True": 4, "False": 1}
-    at = summaries["at"]
-    assert (at.kind, at.nulls, at.min, at.max) == (
-        "datetime",
-        1,
-        "2026-01-01T00:00:00+00:00",
-        "2026-01-05T00:00:00+00:00",
-    )
-    assert (summaries["n"].kind, summaries["n"].std, summaries["n"].mean) == ("numeric", 0.0, 5.0)
+    pd.testing.assert_frame_equal(reg.reference("churn", 1), sample)
+    assert local_store.list("registry/churn/versions/1/reference/") == [
+        "registry/churn/versions/1/reference/sample.parquet"
+    ]
     register(reg)
     with pytest.raises(RegistryError, match="churn:2 was registered without a reference sample"):
         reg.reference("churn", 2)
