@@ -13,6 +13,7 @@ from sklearn import metrics as skm
 from refit import evaluation as ev
 from refit import metrics as rm
 from refit.config import DatasetConfig
+from refit.evaluation import bootstrap, kernels
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +120,7 @@ def test_every_metric_has_one_task_and_direction() -> None:
 
 
 def test_weights_have_mean_one_and_variance_one() -> None:
-    W = ev._draw_weights(np.random.SeedSequence(5), 50_000, 16)
+    W = kernels._draw_weights(np.random.SeedSequence(5), 50_000, 16)
     assert W.shape == (50_001, 16) and not W[-1].any()
     freq = np.bincount(W[:-1].ravel(), minlength=4) / W[:-1].size
     assert freq == pytest.approx([3 / 8, 3 / 8, 1 / 8, 1 / 8], abs=0.003)
@@ -129,15 +130,15 @@ def test_weights_have_mean_one_and_variance_one() -> None:
 def _replayed(task: str, metric: str, y, s, n_resamples: int, seed: int) -> np.ndarray:
     """The resample weights paired_bootstrap draws, in the original row order."""
     n = len(y)
-    k = ev._chunk_size(n)
+    k = bootstrap._chunk_size(n)
     chunks = [(c0, min(k, n_resamples - c0)) for c0 in range(0, n_resamples, k)]
     seeds = np.random.SeedSequence(seed).spawn(len(chunks))
     W = np.concatenate(
-        [ev._draw_weights(seeds[i], n, -(-w // 8) * 8)[:n, :w] for i, (_, w) in enumerate(chunks)], axis=1
+        [kernels._draw_weights(seeds[i], n, -(-w // 8) * 8)[:n, :w] for i, (_, w) in enumerate(chunks)], axis=1
     )
     if metric == "roc_auc":  # drawn in the champion's score order
         moved = np.empty_like(W)
-        moved[ev._score_order(np.asarray(y, dtype=np.uint8), s)] = W
+        moved[kernels._score_order(np.asarray(y, dtype=np.uint8), s)] = W
         W = moved
     return W.astype(float)
 
@@ -160,8 +161,8 @@ def test_bootstrap_replicates_equal_the_weighted_metric(binary, metric: str) -> 
 
 
 def test_auc_kernel_is_exact_across_tiles_batches_and_ties(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ev._AucPlan, "TILE", 32)  # 3000 rows: 6 tiles, 3 level-2 batches, ragged ends
-    monkeypatch.setattr(ev._AucPlan, "BATCH", 2)
+    monkeypatch.setattr(kernels._AucPlan, "TILE", 32)  # 3000 rows: 6 tiles, 3 level-2 batches, ragged ends
+    monkeypatch.setattr(kernels._AucPlan, "BATCH", 2)
     rng = np.random.default_rng(7)
     n = 3000
     y = (rng.random(n) < 0.3).astype(int)

@@ -237,7 +237,7 @@ def test_holm_within_each_segmentation_rejects_a_clearly_worse_segment() -> None
     """With dozens of segment values, Holm across all of them hides clear harm in one segment;
     within its own segmentation (the values a reader compares) the harm counts."""
     from refit.config import GateConfig
-    from refit.evaluation import _holm_by_family
+    from refit.evaluation.gate import _holm_by_family
 
     class Seg:
         def __init__(self, segment: str) -> None:
