@@ -20,13 +20,12 @@ from typing import Any, TypedDict
 
 from pydantic import BaseModel
 
-from refit.evaluation import OVERALL, GateDecision, Outcome
+from refit.evaluation import OVERALL, VERDICT, GateDecision
 from refit.io.base import Store
 from refit.metrics import get_metric
 
 SCHEMA_VERSION = 1
 FILES = {"json": "dossier.json", "markdown": "dossier.md", "png": "dossier.png"}
-_VERDICT = {Outcome.PROMOTE: "PROMOTED", Outcome.REJECT: "REJECTED", Outcome.INCONCLUSIVE: "INCONCLUSIVE"}
 _MAX_PLOT_ROWS = 40
 _KNOWN_CONTEXT = {
     "model_name",
@@ -115,7 +114,7 @@ def _markdown(d: GateDecision, context: Mapping[str, Any], data: dict[str, dict[
     lines = [f"# Promotion dossier: {model}, candidate {cand_v} vs champion {champ_v}", "", f"**{d.headline}**", ""]
     if d.forced:
         lines += [
-            f"> Forced promotion by request: {d.force_reason}. The gate's own verdict was {_VERDICT[d.gate_outcome]}.",
+            f"> Forced promotion by request: {d.force_reason}. The gate's own verdict was {VERDICT[d.gate_outcome]}.",
             "",
         ]
     lines += [
@@ -272,7 +271,7 @@ def _forest_png(d: GateDecision, model: str) -> bytes:
     ax.axhline(len(rows) - 1.5, color="#cccccc", linewidth=0.8)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="lower right", fontsize=7, frameon=False)
-    title = f"{model}: {_VERDICT[d.outcome]}" + (" (forced)" if d.forced else "")
+    title = f"{model}: {VERDICT[d.outcome]}" + (" (forced)" if d.forced else "")
     if left_out:
         title += f" — {left_out} segment(s) not shown"
     ax.set_title(title, fontsize=10)
