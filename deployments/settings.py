@@ -17,8 +17,12 @@ class DeploymentSettings(BaseSettings):
     retrain_cron: str = Field("0 3 * * 1", description="retrain-weekly: Mondays 03:00.")
     drift_cron: str = Field("0 * * * *", description="drift-check-hourly: every hour.")
     timezone: str = "UTC"
-    window_days: float = Field(30.0, description="Labelled captures joined into training.")
-    drift_window_hours: int = Field(24, description="Captures compared with the champion's reference.")
+    window_days: float | None = Field(
+        None, description="Labelled captures joined into training (unset: training.window_days of the config)."
+    )
+    drift_window_hours: int | None = Field(
+        None, description="Captures compared with the champion's reference (unset: drift.window_hours of the config)."
+    )
     retrain_collision: Literal["ENQUEUE", "CANCEL_NEW"] = Field(
         "ENQUEUE", description="When a retrain is already running: queue the new one, or cancel it."
     )

@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
+from refit.config import resolve_run_parameters
 from tasks.drift import (
     ask_governor,
     compute_drift,
@@ -26,8 +27,12 @@ class DriftCheckParameters(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     config_path: str = Field("refit.yaml", description="Pipeline config (YAML), as seen by the worker.")
-    window_hours: int | None = Field(24, ge=1, description="Captured requests of the last N hours.")
-    window_rows: int | None = Field(None, ge=1, description="Or: the last N captured requests.")
+    window_hours: int | None = Field(
+        None, ge=1, description="Captured requests of the last N hours (empty: drift.window_hours of the config)."
+    )
+    window_rows: int | None = Field(
+        None, ge=1, description="And at most the last N captured requests (empty: drift.window_rows of the config)."
+    )
     now: datetime | None = Field(None, description="End of the window (default: now, UTC).")
 
 
@@ -59,6 +64,7 @@ def drift_check(params: DriftCheckParameters = DriftCheckParameters()) -> DriftC
         params: Which config, and which window of captured traffic.
     """
     config = load_pipeline_config(params.config_path)
+    params = resolve_run_parameters(params, config)
     reference = load_reference(config)
     window = load_capture_window(config, params.now, params.window_hours, params.window_rows)
     current = validate_captures(config, window)

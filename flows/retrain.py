@@ -7,6 +7,7 @@ from typing import Any, Literal
 from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from refit.config import resolve_run_parameters
 from refit.pipeline import new_run_id
 from tasks.retrain import (
     evaluate_candidate,
@@ -28,7 +29,10 @@ class RetrainParameters(BaseModel):
 
     config_path: str = Field("refit.yaml", description="Pipeline config (YAML), as seen by the worker.")
     window_days: float | None = Field(
-        30.0, ge=0, description="Labelled production captures from the last N days join the base data (empty: all)."
+        None,
+        ge=0,
+        description="Labelled production captures from the last N days join the base data "
+        "(empty: training.window_days of the config).",
     )
     force: bool = Field(False, description="Promote even when the gate says no. Needs a reason; recorded as forced.")
     dry_run: bool = Field(False, description="Train and evaluate, register nothing, move nothing.")
@@ -66,10 +70,14 @@ class RetrainResult(BaseModel):
 def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  # noqa: B008
     """Retrain, gate per segment against the champion, register, and promote only when the gate says so.
 
+    The steps are ``refit.pipeline.RETRAIN_STEPS`` (the plain runner's recipe), as tasks of the
+    same names: a flow test fails when the two run different steps.
+
     Args:
         params: What this run does: config file, data window, force/dry-run, reason.
     """
     config = load_pipeline_config(params.config_path)
+    params = resolve_run_parameters(params, config)
     run_id = new_run_id()
     data = load_and_validate(config, run_id, params.window_days)
     splits = split_data(config, data, run_id)
@@ -87,7 +95,12 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
             "validation": candidate.validation_metrics,
             "device": candidate.device,
         },
-        "data": {"rows": splits.rows, "quarantined": data.invalid_rows, "fingerprint": data.fingerprint.sha256},
+        "data": {
+            "rows": splits.rows,
+            "quarantined": data.invalid_rows,
+            "fingerprint": data.fingerprint.sha256,
+            "window_days": params.window_days,
+        },
     }
     if not smoke.passed:
         result = RetrainResult(

@@ -41,11 +41,14 @@ def _epoch_progress(enabled: bool, max_epochs: int) -> tuple[Any, Any]:
     return on_epoch, close
 
 
+WINDOW_DAYS_OPT = typer.Option(
+    min=0, help="Labelled captures from the last N days (default: training.window_days of the config)."
+)
+
+
 def train(
     config: Annotated[Path, CONFIG_OPT] = Path("refit.yaml"),
-    window_days: Annotated[
-        float | None, typer.Option(help="Labelled captures from the last N days (default all).")
-    ] = None,
+    window_days: Annotated[float | None, WINDOW_DAYS_OPT] = None,
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
     """Validate, split and train on the configured data; print the candidate artifact's URI."""
@@ -57,18 +60,21 @@ def train(
         from refit.io import store_from_settings
 
         cfg = load_config(config)
-        store = store_from_settings()
-        run_id = pipeline.new_run_id()
         on_epoch, close = _epoch_progress(not as_json and sys.stderr.isatty(), cfg.training.max_epochs)
-        data = pipeline.load_and_validate(store, cfg, run_id, window_days)
-        splits = pipeline.split_data(store, cfg, data, run_id)
         try:
-            candidate = pipeline.train_candidates(store, cfg, splits, run_id, on_epoch=on_epoch)
+            run = pipeline.run_retrain(
+                store_from_settings(),
+                cfg,
+                pipeline.RetrainOptions(window_days=window_days),
+                until="train-candidates",
+                on_epoch=on_epoch,
+            )
         finally:
             close()
+        data, splits, candidate = run.need("data"), run.need("splits"), run.need("candidate")
     result = {
         "ok": True,
-        "run_id": run_id,
+        "run_id": run.run_id,
         "artifact_uri": candidate.artifact_uri,
         "family": candidate.family,
         "params": candidate.params,
@@ -77,14 +83,19 @@ def train(
         "train_s": candidate.train_s,
         "samples_per_s": candidate.samples_per_s,
         "trials": candidate.trials,
-        "data": {"rows": splits.rows, "quarantined": data.invalid_rows, "fingerprint": data.fingerprint.sha256},
+        "data": {
+            "rows": splits.rows,
+            "quarantined": data.invalid_rows,
+            "fingerprint": data.fingerprint.sha256,
+            "window_days": run.options.window_days,
+        },
     }
     emit(result, as_json, lambda r: r["artifact_uri"])
 
 
 def retrain(
     config: Annotated[Path, CONFIG_OPT] = Path("refit.yaml"),
-    window_days: Annotated[float | None, typer.Option(help="Labelled captures from the last N days.")] = 30.0,
+    window_days: Annotated[float | None, WINDOW_DAYS_OPT] = None,
     force: Annotated[bool, typer.Option("--force", help="Promote despite the gate (needs --reason).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why: kept with the version and the promotion.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate only; register nothing.")] = False,

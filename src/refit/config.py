@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -30,6 +30,8 @@ from refit.errors import ConfigError
 from refit.metrics import METRICS, Task, check_task_metric
 
 DEFAULT_CONFIG_FILE = "refit.yaml"
+
+_Params = TypeVar("_Params", bound=BaseModel)
 
 
 class Settings(BaseSettings):
@@ -141,6 +143,9 @@ class TrainingConfig(_Section):
     )
     num_threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch default).")
     checkpoint: bool = Field(True, description="Write a resumable checkpoint after every epoch.")
+    window_days: float | None = Field(
+        30.0, ge=0, description="Labelled captures of the last N days join the base data (null: all of them)."
+    )
 
 
 class GateConfig(_Section):
@@ -285,6 +290,29 @@ class PipelineConfig(_Section):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
+
+
+#: Run parameters the YAML owns: a flow parameter, CLI option or deployment default left empty
+#: (None) reads its value from here, through :func:`resolve_run_parameters` and nowhere else.
+YAML_OWNED_PARAMETERS: dict[str, tuple[str, str]] = {
+    "window_days": ("training", "window_days"),
+    "window_hours": ("drift", "window_hours"),
+    "window_rows": ("drift", "window_rows"),
+}
+
+
+def resolve_run_parameters(params: _Params, config: PipelineConfig) -> _Params:
+    """``params`` with each YAML-owned field that is None taken from ``config``.
+
+    The one place a run's parameters meet the YAML, so that the CLI, a flow called directly
+    and a deployment's run read the same value (a default written in each would disagree).
+    """
+    update = {
+        name: getattr(getattr(config, section), field)
+        for name, (section, field) in YAML_OWNED_PARAMETERS.items()
+        if name in type(params).model_fields and getattr(params, name) is None
+    }
+    return params.model_copy(update=update)
 
 
 def import_schema(path: str) -> Any:

@@ -1,22 +1,26 @@
 """The retrain steps as plain functions: each reads through the store, makes its core calls,
 writes its outputs, and returns a small handle. Prefect tasks wrap these one-to-one
-(``tasks/``), ``refit train`` calls them in a loop, and the benchmark calls them as a plain
-script to measure what orchestration costs.
+(``tasks/``). The recipe, which steps run in which order and when one is skipped, is written
+once, in :data:`RETRAIN_STEPS`: :func:`run_retrain` runs it for ``refit train``, the benchmarks
+and the tests, and the retrain flow composes the same steps through its tasks (a flow test
+checks that both run the same step names in the same order).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
-from refit.config import PipelineConfig
+from refit.config import PipelineConfig, resolve_run_parameters
 from refit.data import ValidatedData, run_stamp, stage_validated
 from refit.errors import NotFoundError, RefitError
 from refit.fingerprint import DatasetFingerprint, fingerprint_frame
@@ -396,3 +400,146 @@ def read_text(store: Store, uri: str) -> str:
     """Read a text object given by its URI in ``store``."""
     key = uri.removeprefix(store.uri.rstrip("/") + "/")
     return store.get_bytes(key).decode()
+
+
+# ---------------------------------------------------------------------------------------------
+# the recipe
+
+
+class RetrainOptions(BaseModel):
+    """What one plain run of the recipe does; fields the YAML owns are None until resolved."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window_days: float | None = Field(None, ge=0, description="None: training.window_days of the YAML.")
+    force: bool = False
+    dry_run: bool = False
+    reason: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+@dataclass
+class RetrainRun:
+    """One run of the recipe: its inputs, each step's handle as it is produced, and the steps run."""
+
+    store: Store
+    config: PipelineConfig
+    run_id: str
+    options: RetrainOptions
+    on_epoch: Callable[[dict[str, Any]], None] | None = None
+    data: ValidatedData | None = None
+    splits: SplitHandles | None = None
+    candidate: CandidateHandle | None = None
+    smoke: Any = None  # refit.smoke.SmokeReport
+    evaluation: EvaluationHandle | None = None
+    version: Any = None  # refit.registry.ModelVersion
+    promotion: Any = None  # refit.registry.AliasEvent
+    steps: list[str] = field(default_factory=list)
+
+    def need(self, name: str) -> Any:
+        """The handle an earlier step produced (a step run out of order fails here, by name)."""
+        value = getattr(self, name)
+        if value is None:
+            raise RefitError(f"retrain step order: {name!r} is not produced yet (steps run: {self.steps})")
+        return value
+
+
+@dataclass(frozen=True)
+class RetrainStep:
+    """A named step of the recipe: what it does, and when it runs (given what ran before)."""
+
+    name: str
+    run: Callable[[RetrainRun], None]
+    applies: Callable[[RetrainRun], bool] = lambda run: True
+
+
+def _load(r: RetrainRun) -> None:
+    r.data = load_and_validate(r.store, r.config, r.run_id, r.options.window_days)
+
+
+def _split(r: RetrainRun) -> None:
+    r.splits = split_data(r.store, r.config, r.need("data"), r.run_id)
+
+
+def _train(r: RetrainRun) -> None:
+    r.candidate = train_candidates(r.store, r.config, r.need("splits"), r.run_id, on_epoch=r.on_epoch)
+
+
+def _smoke(r: RetrainRun) -> None:
+    r.smoke = smoke_test_candidate(r.store, r.config, r.need("splits"), r.need("candidate"))
+
+
+def _evaluate(r: RetrainRun) -> None:
+    o = r.options
+    r.evaluation = evaluate_candidate(
+        r.store, r.config, r.need("splits"), r.need("candidate"), r.run_id, force=o.force, reason=o.reason
+    )
+
+
+def _register(r: RetrainRun) -> None:
+    o = r.options
+    r.version = register_candidate(
+        r.store, r.config, r.need("splits"), r.need("candidate"), r.need("evaluation"), r.run_id, o.reason, o.tags
+    )
+
+
+def _promote(r: RetrainRun) -> None:
+    r.promotion = promote_version(r.store, r.config, r.need("version").version, r.need("evaluation"), r.options.reason)
+
+
+#: The retrain recipe, in order. The flow (``flows/retrain.py``) composes the same steps through
+#: tasks of the same names; ``tests/flows/test_retrain_steps.py`` fails when the two differ.
+RETRAIN_STEPS: tuple[RetrainStep, ...] = (
+    RetrainStep("load-and-validate", _load),
+    RetrainStep("split-data", _split),
+    RetrainStep("train-candidates", _train),
+    RetrainStep("smoke-test", _smoke),
+    RetrainStep("evaluate-candidate", _evaluate, applies=lambda r: bool(r.need("smoke").passed)),
+    RetrainStep("register-model", _register, applies=lambda r: r.evaluation is not None and not r.options.dry_run),
+    RetrainStep("promote-model", _promote, applies=lambda r: r.version is not None and r.need("evaluation").promote),
+)
+RETRAIN_STEP_NAMES: tuple[str, ...] = tuple(step.name for step in RETRAIN_STEPS)
+
+
+@contextmanager
+def _no_wrap(name: str) -> Iterator[None]:
+    yield
+
+
+def run_retrain(
+    store: Store,
+    config: PipelineConfig,
+    options: RetrainOptions | None = None,
+    *,
+    run_id: str | None = None,
+    until: str | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    around: Callable[[str], AbstractContextManager[Any]] = _no_wrap,
+) -> RetrainRun:
+    """Run the retrain recipe in this process, without Prefect.
+
+    Args:
+        store: Where the data, the run's outputs and the registry live.
+        config: The loaded pipeline config; the options' empty fields are read from it.
+        options: Window, force/dry-run, reason and registry tags.
+        run_id: The run's id (default: a new one).
+        until: Stop after this step (``refit train`` stops after ``train-candidates``).
+        on_epoch: Called with each training epoch's metrics (progress bars).
+        around: A context manager entered around each step, given its name (timing, memory).
+
+    Returns:
+        The run: every handle produced, and ``steps``, the names of the steps that ran.
+    """
+    if until is not None and until not in RETRAIN_STEP_NAMES:
+        raise RefitError(f"no retrain step {until!r}: the steps are {', '.join(RETRAIN_STEP_NAMES)}")
+    resolved = resolve_run_parameters(options or RetrainOptions(), config)
+    run = RetrainRun(store, config, run_id or new_run_id(), resolved, on_epoch=on_epoch)
+    for step in RETRAIN_STEPS:
+        if not step.applies(run):
+            continue
+        with around(step.name):
+            step.run(run)
+        run.steps.append(step.name)
+        if step.name == until:
+            break
+    return run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -20,8 +21,10 @@ from deployments.definitions import (
     build_deployments,
 )
 from deployments.settings import DeploymentSettings
-from flows.drift_check import drift_check
-from flows.retrain import retrain
+from flows.drift_check import DriftCheckParameters, drift_check
+from flows.retrain import RetrainParameters, retrain
+from refit.config import load_config, resolve_run_parameters
+from tests.flows.helpers import write_config
 
 
 def _by_name(settings: DeploymentSettings | None = None) -> dict[str, Any]:
@@ -68,7 +71,7 @@ def test_default_schedules_and_defaults() -> None:
     assert d[RETRAIN_WEEKLY].paused is False and d[DRIFT_CHECK_HOURLY].paused is False
     assert d[RETRAIN_WEEKLY].parameters["params"] == {
         "config_path": "refit.yaml",
-        "window_days": 30.0,
+        "window_days": None,  # the config's training.window_days, read when the run starts
         "force": False,
         "dry_run": False,
         "reason": "weekly retrain",
@@ -77,7 +80,7 @@ def test_default_schedules_and_defaults() -> None:
     }
     assert d[DRIFT_CHECK_HOURLY].parameters["params"] == {
         "config_path": "refit.yaml",
-        "window_hours": 24,
+        "window_hours": None,  # the config's drift.window_hours, read when the run starts
         "window_rows": None,
         "now": None,
     }
@@ -104,6 +107,21 @@ def test_schedules_and_defaults_come_from_the_environment(monkeypatch: pytest.Mo
     [trigger] = d[RETRAIN_ON_DRIFT].triggers
     assert trigger.parameters["params"]["config_path"] == "conf/prod.yaml"
     assert trigger.parameters["params"]["window_days"] == 7.5
+
+
+def test_every_deployment_reads_its_windows_from_the_config(tmp_path: Path) -> None:
+    """No deployment declares a window: each run reads the YAML's, as the CLI and a direct flow call do."""
+    path = write_config(tmp_path, training={"window_days": 12.5}, drift={"window_hours": 6})
+    cfg = load_config(path)
+    d = _by_name(DeploymentSettings(config_path=str(path)))
+    hourly = DriftCheckParameters.model_validate(d[DRIFT_CHECK_HOURLY].parameters["params"])
+    assert resolve_run_parameters(hourly, cfg).window_hours == 6
+    assert resolve_run_parameters(DriftCheckParameters(window_hours=3), cfg).window_hours == 3  # an explicit value wins
+    for name in (RETRAIN_WEEKLY, RETRAIN_MANUAL, RETRAIN_ON_DRIFT):
+        params = RetrainParameters.model_validate(d[name].parameters["params"])
+        assert resolve_run_parameters(params, cfg).window_days == 12.5
+    [trigger] = d[RETRAIN_ON_DRIFT].triggers
+    assert trigger.parameters["params"]["window_days"] is None
 
 
 def test_explicit_settings_win_over_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

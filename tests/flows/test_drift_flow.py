@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
+from deployments.definitions import DRIFT_CHECK_HOURLY, build_deployments
+from deployments.settings import DeploymentSettings
 from flows.drift_check import DriftCheckParameters, drift_check
 from refit import drift, monitoring, pipeline
 from refit.config import load_config
@@ -26,14 +29,8 @@ def champion_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project whose store holds a champion (trained with the plain steps: no Prefect needed)."""
     folder = tmp_path_factory.mktemp("drift-project")
     config_path, store = make_project(folder, rows=8000)
-    cfg = load_config(config_path)
-    run_id = pipeline.new_run_id()
-    data = pipeline.load_and_validate(store, cfg, run_id)
-    splits = pipeline.split_data(store, cfg, data, run_id)
-    candidate = pipeline.train_candidates(store, cfg, splits, run_id)
-    evaluation = pipeline.evaluate_candidate(store, cfg, splits, candidate, run_id)
-    version = pipeline.register_candidate(store, cfg, splits, candidate, evaluation, run_id)
-    pipeline.promote_version(store, cfg, version.version, evaluation)
+    run = pipeline.run_retrain(store, load_config(config_path))
+    assert run.promotion is not None
     return folder
 
 
@@ -144,3 +141,30 @@ def test_drift_flow_validates_captures(project) -> None:  # type: ignore[no-unty
     with pytest.raises(Exception, match="prediction"):
         drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, now=NOW))
     assert any(k.startswith("quarantine/churn-captures/") for k in store.list("quarantine/"))
+
+
+def test_the_hourly_deployment_reads_the_window_from_the_config(project, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """drift-check-hourly declares no window of its own: its run reads drift.window_hours from the
+    YAML, as ``refit drift`` does (the flow's own default of 24 h used to win)."""
+    config, store = project
+    raw = yaml.safe_load(config.read_text())
+    raw["drift"]["window_hours"] = 72
+    config.write_text(yaml.safe_dump(raw))
+    # traffic of 60 to 57 hours ago only: inside the YAML's 72 h, outside the flow's old 24 h
+    produced = traffic(config, store, start=NOW - timedelta(hours=60), batches=3, rows_per_batch=500, drift="none")
+    for name in ("REFIT_DRIFT_WINDOW_HOURS", "REFIT_WINDOW_DAYS"):
+        monkeypatch.delenv(name, raising=False)
+    [hourly] = [
+        d for d in build_deployments(DeploymentSettings(config_path=str(config))) if d.name == DRIFT_CHECK_HOURLY
+    ]
+    seen: list[int | None] = []
+    real = monitoring.load_capture_window
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs["window_hours"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(monitoring, "load_capture_window", spy)
+    result = drift_check(**hourly.parameters)  # what a scheduled run of the deployment does
+    assert seen == [72]
+    assert result.current_rows == produced["rows"] == 1500  # 24 h would have found no capture at all

@@ -37,15 +37,10 @@ def project(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def _register(store, config_path: Path, promote: bool = True) -> int:  # type: ignore[no-untyped-def]
     cfg = load_config(config_path)
-    run_id = pipeline.new_run_id()
-    data = pipeline.load_and_validate(store, cfg, run_id)
-    splits = pipeline.split_data(store, cfg, data, run_id)
-    candidate = pipeline.train_candidates(store, cfg, splits, run_id)
-    evaluation = pipeline.evaluate_candidate(store, cfg, splits, candidate, run_id)
-    version = pipeline.register_candidate(store, cfg, splits, candidate, evaluation, run_id)
-    if promote:
-        pipeline.promote_version(store, cfg, version.version, evaluation)
-    return int(version.version)
+    # every step but the promotion, when the test wants a version that is not champion
+    until = None if promote else "register-model"
+    run = pipeline.run_retrain(store, cfg, until=until)
+    return int(run.need("version").version)
 
 
 def test_train_prints_the_artifact_and_json_has_trials(project) -> None:  # type: ignore[no-untyped-def]
@@ -243,3 +238,41 @@ def test_retrain_dry_run_refuses_a_tampered_champion(tmp_path: Path) -> None:
     last = out.stderr.strip().splitlines()[-1]
     assert last == "error: model.skops references types refit does not trust: numpy.lib.npyio.DataSource"
     assert (target / "keep.txt").read_text() == "keep"
+
+
+def test_train_and_retrain_use_the_capture_window_of_the_config(tmp_path: Path) -> None:
+    """`refit train` and `refit retrain` join the same labelled captures: those of the last
+    training.window_days of the YAML (train used to take all of them, retrain the last 30 days)."""
+    from datetime import UTC, datetime, timedelta
+
+    import pandas as pd
+
+    from refit.demo import write_production_data
+
+    config_path, store = make_project(tmp_path, rows=3000, training={"window_days": 35})
+    cfg = load_config(config_path)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    for days_ago, seed in ((50, 6), (20, 5)):
+        for part in (tmp_path / "store" / "captures").rglob("requests/**/*.parquet"):
+            older = pd.read_parquet(part)  # each call numbers its customers from the same offset
+            older["customer_id"] += 1_000_000
+            older.to_parquet(part)
+        start = (hour - timedelta(days=days_ago)).isoformat()
+        write_production_data(store, cfg, batches=2, rows_per_batch=400, start=start, seed=seed)
+
+    def rows_within(days: float) -> int:
+        options = pipeline.RetrainOptions(window_days=days)
+        return int(pipeline.run_retrain(store, cfg, options, until="load-and-validate").need("data").rows)
+
+    in_window, everything = rows_within(35), rows_within(10_000)
+    assert 3000 < in_window < everything  # both batches carry labels: the window decides
+
+    trained = run(["train", "--json"], tmp_path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    retrained = run(["retrain", "--dry-run", "--json"], tmp_path)
+    assert retrained.returncode == 0, retrained.stderr[-2000:]
+    train_data = json.loads(trained.stdout)["data"]
+    retrain_data = json.loads(retrained.stdout.strip().splitlines()[-1])["data"]
+    assert train_data["window_days"] == retrain_data["window_days"] == 35
+    assert sum(train_data["rows"].values()) == sum(retrain_data["rows"].values()) == in_window
+    assert train_data["fingerprint"] == retrain_data["fingerprint"]
