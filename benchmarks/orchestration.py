@@ -29,27 +29,21 @@ WARM_UP_ROWS = 20_000
 
 
 def plain_retrain(store_uri: str, config_path: str) -> dict[str, Any]:
-    """The flow's steps without Prefect: what ``refit train`` does."""
+    """The flow's steps without Prefect: the plain runner (``refit.pipeline.run_retrain``)."""
     from refit import pipeline
     from refit.config import load_config
     from refit.io import open_store
 
-    store = open_store(store_uri)
-    config = load_config(config_path)
-    run_id = pipeline.new_run_id()
-    data = pipeline.load_and_validate(store, config, run_id, window_days=30.0)
-    splits = pipeline.split_data(store, config, data, run_id)
-    candidate = pipeline.train_candidates(store, config, splits, run_id)
-    smoke = pipeline.smoke_test_candidate(store, config, splits, candidate)
-    if not smoke.passed:
-        return {"outcome": "SMOKE_FAILED"}
-    evaluation = pipeline.evaluate_candidate(store, config, splits, candidate, run_id)
-    version = pipeline.register_candidate(
-        store, config, splits, candidate, evaluation, run_id, tags={"trigger": "manual"}
+    run = pipeline.run_retrain(
+        open_store(store_uri), load_config(config_path), pipeline.RetrainOptions(tags={"trigger": "manual"})
     )
-    if evaluation.promote:
-        pipeline.promote_version(store, config, version.version, evaluation)
-    return {"outcome": evaluation.outcome, "version": version.version, "candidate": candidate.family}
+    if run.evaluation is None:
+        return {"outcome": "SMOKE_FAILED"}
+    return {
+        "outcome": run.evaluation.outcome,
+        "version": run.need("version").version,
+        "candidate": run.need("candidate").family,
+    }
 
 
 STEPS = (
@@ -129,7 +123,7 @@ def _run(root: Path, rows: int, config_path: str, reps: int, cold_reps: int) -> 
 
     def timed_flow(i: int) -> dict[str, Any]:
         os.environ["REFIT_STORE"] = fresh_store(f"flow-{i}")
-        params = RetrainParameters(config_path=config_path, window_days=30.0, trigger="manual")
+        params = RetrainParameters(config_path=config_path, trigger="manual")
         before = cpu()
         start = time.perf_counter()
         with timed_calls(step_targets) as steps:
@@ -157,7 +151,7 @@ def _run(root: Path, rows: int, config_path: str, reps: int, cold_reps: int) -> 
         shutil.rmtree(warm_store / "runs", ignore_errors=True)
         os.environ["REFIT_STORE"] = str(root / "warm-up-flow")
         shutil.copytree(warm_store / "datasets", root / "warm-up-flow" / "datasets")
-        retrain(RetrainParameters(config_path=config_path, window_days=30.0, trigger="manual"))
+        retrain(RetrainParameters(config_path=config_path, trigger="manual"))
         warm_up_s = time.perf_counter() - start
         plain: list[dict[str, Any]] = []
         flow: list[dict[str, Any]] = []
@@ -238,7 +232,7 @@ def _one_run(mode: str, store: str, config_path: str) -> None:
     os.environ["REFIT_STORE"] = store
     from flows.retrain import RetrainParameters, retrain
 
-    retrain(RetrainParameters(config_path=config_path, window_days=30.0, trigger="manual"))
+    retrain(RetrainParameters(config_path=config_path, trigger="manual"))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 #: The base data is written as files of at most this many rows (read back and concatenated).
@@ -60,6 +62,17 @@ def production_window(rows: int, seed: int = 7) -> Any:
     return frame.iloc[:rows]
 
 
+#: The stage each step of ``refit.pipeline.RETRAIN_STEPS`` is reported as (the report's names).
+STAGE_OF_STEP = {
+    "load-and-validate": "load_validate",
+    "split-data": "split",
+    "train-candidates": "train",
+    "smoke-test": "smoke_test",
+    "evaluate-candidate": "evaluate",
+    "register-model": "register",
+    "promote-model": "promote",
+}
+
 #: The parts of ``load_and_validate``, timed by wrapping the functions it calls; the rest of the
 #: step ("stage") writes the valid rows and fingerprints them.
 LOAD_VALIDATE_PARTS = {
@@ -84,28 +97,25 @@ def retrain(rows: int, store: str, config_path: str, drift: bool = True) -> dict
 
     config = load_config(config_path)
     st = open_store(store)
-    run_id = pipeline.new_run_id()
     out: dict[str, Any] = {"rows": rows}
     with RssSampler() as rss:
         out["baseline_rss_mb"] = round(rss.rss_mb(), 1)
-        with rss.stage("load_validate") as record, timed_calls(LOAD_VALIDATE_PARTS) as parts:
-            data = pipeline.load_and_validate(st, config, run_id, window_days=30.0)
-        record["parts_s"] = {name: round(parts[name], 3) for name in LOAD_VALIDATE_PARTS}
-        record["parts_s"]["stage"] = round(record["s"] - sum(parts.values()), 3)
-        with rss.stage("split"):
-            splits = pipeline.split_data(st, config, data, run_id)
-        with rss.stage("train"):
-            candidate = pipeline.train_candidates(st, config, splits, run_id)
-        with rss.stage("smoke_test"):
-            smoke = pipeline.smoke_test_candidate(st, config, splits, candidate)
-        with rss.stage("evaluate"):
-            evaluation = pipeline.evaluate_candidate(st, config, splits, candidate, run_id)
-        with rss.stage("register"):
-            version = pipeline.register_candidate(
-                st, config, splits, candidate, evaluation, run_id, tags={"trigger": "bench"}
-            )
-            if evaluation.promote:
-                pipeline.promote_version(st, config, version.version, evaluation)
+
+        @contextmanager
+        def stage(step: str) -> Iterator[None]:
+            """Each step of the recipe is a stage; load+validate is also split into its parts."""
+            if step != "load-and-validate":
+                with rss.stage(STAGE_OF_STEP[step]):
+                    yield
+                return
+            with rss.stage(STAGE_OF_STEP[step]) as record, timed_calls(LOAD_VALIDATE_PARTS) as parts:
+                yield
+            record["parts_s"] = {name: round(parts[name], 3) for name in LOAD_VALIDATE_PARTS}
+            record["parts_s"]["stage"] = round(record["s"] - sum(parts.values()), 3)
+
+        run = pipeline.run_retrain(st, config, pipeline.RetrainOptions(tags={"trigger": "bench"}), around=stage)
+        data, splits, candidate = run.need("data"), run.need("splits"), run.need("candidate")
+        smoke, evaluation, version = run.need("smoke"), run.need("evaluation"), run.need("version")
         retrain_stages = dict(rss.stages)
         out["retrain_s"] = round(sum(s["s"] for s in retrain_stages.values()), 2)
         out["retrain_peak_rss_mb"] = max(s["peak_rss_mb"] for s in retrain_stages.values())
