@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from deployments.webhook import idempotency_key
+from refit.policy import Ledger
 from refit.registry import Registry
 from refit.webhook import DriftAlert, sign
 from tests.e2e.conftest import (
@@ -92,8 +93,14 @@ def test_signed_alert_starts_a_retrain_that_registers_a_version(
     assert project.store().list(f"webhook/{MODEL}/outbox/") == []  # nothing left waiting for a retry
 
 
+def _outbox_settled(project: Project) -> None:
+    """Until the webhook's outbox is empty: every accepted alert's run is created (a run is only
+    ever created from the outbox), so a run that was going to appear has appeared."""
+    wait_until(lambda: project.store().list(f"webhook/{MODEL}/outbox/") == [], 60, "the webhook outbox to settle")
+
+
 def test_two_hundred_redeliveries_start_exactly_one_run(
-    hook: httpx.Client, prefect_server: PrefectServer, refit_webhook: str
+    hook: httpx.Client, prefect_server: PrefectServer, refit_webhook: str, project: Project
 ) -> None:
     alert_id = f"e2e-burst-{uuid.uuid4().hex[:8]}"
     key = idempotency_key(DriftAlert(alert_id=alert_id, model=MODEL))
@@ -117,16 +124,19 @@ def test_two_hundred_redeliveries_start_exactly_one_run(
     assert all(s["status"] == "suppressed" and "flow_run_id" not in s for s in suppressed)
     assert len(accepted) + len(suppressed) == 200
 
-    time.sleep(2)  # a second run created late would show up now
+    _outbox_settled(project)  # a second run created late would exist by now
     after = runs_of(prefect_server, "retrain/retrain-on-drift")
     new = [r for r in after if r.id not in before]
     assert [str(r.id) for r in new] == list(run_ids)
     assert [r.idempotency_key for r in new] == [key]
 
 
-def test_refused_requests_start_nothing(hook: httpx.Client, prefect_server: PrefectServer, refit_webhook: str) -> None:
-    before = len(runs_of(prefect_server, "retrain/retrain-on-drift"))
-    body = _alert(f"e2e-refused-{uuid.uuid4().hex[:8]}")
+def test_refused_requests_start_nothing(
+    hook: httpx.Client, prefect_server: PrefectServer, refit_webhook: str, project: Project
+) -> None:
+    before = {r.id for r in runs_of(prefect_server, "retrain/retrain-on-drift")}
+    refused_id = f"e2e-refused-{uuid.uuid4().hex[:8]}"
+    body = _alert(refused_id)
 
     unsigned = _post(hook, body, signed=False)
     assert unsigned.status_code == 401 and unsigned.json()["status"] == "unauthorized"
@@ -138,8 +148,18 @@ def test_refused_requests_start_nothing(hook: httpx.Client, prefect_server: Pref
     too_large = _post(hook, oversize)
     assert too_large.status_code == 413 and too_large.json()["status"] == "too_large"
 
-    time.sleep(2)
-    assert len(runs_of(prefect_server, "retrain/retrain-on-drift")) == before
+    # What must exist: a signed alert sent after them on the same connection is decided, recorded
+    # in the governor's ledger, and (when it triggers) has its run; the refused ones left neither.
+    sentinel_id = f"e2e-after-refused-{uuid.uuid4().hex[:8]}"
+    sentinel = _post(hook, _alert(sentinel_id))
+    assert sentinel.status_code in (200, 202), sentinel.text
+    _outbox_settled(project)
+    decided = [e.signal.alert_id for e in Ledger(project.store(), MODEL).entries()]
+    assert sentinel_id in decided and refused_id not in decided
+    new = [r for r in runs_of(prefect_server, "retrain/retrain-on-drift") if r.id not in before]
+    # 202: its one run (by its idempotency key); 200: the governor suppressed it, no run
+    keys = [idempotency_key(DriftAlert(alert_id=sentinel_id, model=MODEL))] if sentinel.status_code == 202 else []
+    assert [r.idempotency_key for r in new] == keys
     assert httpx.get(f"{refit_webhook}/healthz").status_code == 200  # still serving after all that
 
 
