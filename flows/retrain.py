@@ -120,7 +120,7 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
         champion_after=evaluation.champion_version,
     )
     if not params.dry_run:
-        tags = {"trigger": params.trigger}
+        tags: dict[str, str] = {"trigger": params.trigger}
         version = register_model(config, splits, candidate, evaluation, run_id, params.reason, tags)
         result = result.model_copy(update={"version": version.version})
         if evaluation.promote:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
 
 from refit.errors import StoreError
 from refit.io import Store, open_store, store_from_settings
@@ -22,3 +26,26 @@ def transient_store_error(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:
         return False
     return False
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: How often an I/O step is retried after a transient store error, and how long apart (s).
+IO_RETRY_COUNT = 2
+IO_RETRY_DELAY_S = 2
+
+
+def io_task(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
+    """A step that reads or writes the store: retried on transient store errors, never cached.
+
+    One home for the retry policy of every I/O task (spelled out, so each task keeps its
+    parameter and return types for the type checker).
+    """
+    return task(
+        name=name,
+        cache_policy=NO_CACHE,
+        retries=IO_RETRY_COUNT,
+        retry_delay_seconds=IO_RETRY_DELAY_S,
+        retry_condition_fn=transient_store_error,
+    )

@@ -14,13 +14,12 @@ from prefect.events import emit_event
 from refit import monitoring
 from refit.config import PipelineConfig
 from refit.monitoring import CaptureWindow, DriftReport, GovernorOutcome, Reference
-from tasks.common import open_run_store, transient_store_error
+from tasks.common import io_task, open_run_store
 
-IO_RETRIES = {"retries": 2, "retry_delay_seconds": 2, "retry_condition_fn": transient_store_error}
 DRIFT_EVENT = "refit.drift.detected"
 
 
-@task(name="load-reference", cache_policy=NO_CACHE, **IO_RETRIES)
+@io_task("load-reference")
 def load_reference(config: PipelineConfig, store_uri: str | None = None) -> Reference:
     """The champion's stored training sample: drift is always measured against the current champion."""
     ref = monitoring.load_reference(open_run_store(store_uri), config)
@@ -28,7 +27,7 @@ def load_reference(config: PipelineConfig, store_uri: str | None = None) -> Refe
     return ref
 
 
-@task(name="load-capture-window", cache_policy=NO_CACHE, **IO_RETRIES)
+@io_task("load-capture-window")
 def load_capture_window(
     config: PipelineConfig,
     now: datetime | None,
@@ -50,13 +49,13 @@ def load_capture_window(
     return window
 
 
-@task(name="validate-captures", cache_policy=NO_CACHE, **IO_RETRIES)
+@io_task("validate-captures")
 def validate_captures(config: PipelineConfig, window: CaptureWindow, store_uri: str | None = None) -> pd.DataFrame:
     """Captures against their contract; bad rows quarantined."""
     return monitoring.validate_captures(open_run_store(store_uri), config, window)
 
 
-@task(name="compute-drift", cache_policy=NO_CACHE, **IO_RETRIES)
+@io_task("compute-drift")
 def compute_drift(
     config: PipelineConfig,
     reference: Reference,
@@ -90,7 +89,7 @@ def compute_drift(
     return report
 
 
-@task(name="ask-governor", cache_policy=NO_CACHE, **IO_RETRIES)
+@io_task("ask-governor")
 def ask_governor(
     config: PipelineConfig,
     reference: Reference,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
@@ -14,9 +14,11 @@ from refit import pipeline
 from refit.config import PipelineConfig, load_config
 from refit.data import ValidatedData
 from refit.pipeline import CandidateHandle, EvaluationHandle, SplitHandles
-from tasks.common import open_run_store, transient_store_error
+from tasks.common import io_task, open_run_store
 
-IO_RETRIES = {"retries": 2, "retry_delay_seconds": 2, "retry_condition_fn": transient_store_error}
+if TYPE_CHECKING:
+    from refit.registry import AliasEvent, ModelVersion
+    from refit.smoke import SmokeReport
 
 
 @task(name="load-config", cache_policy=NO_CACHE)
@@ -25,7 +27,7 @@ def load_pipeline_config(path: str) -> PipelineConfig:
     return load_config(path)
 
 
-@task(name="load-and-validate", cache_policy=NO_CACHE, **IO_RETRIES)
+@io_task("load-and-validate")
 def load_and_validate(
     config: PipelineConfig, run_id: str, window_days: float | None, store_uri: str | None = None
 ) -> ValidatedData:
@@ -57,7 +59,7 @@ def load_and_validate(
     return handle
 
 
-@task(name="split-data", cache_policy=NO_CACHE, **IO_RETRIES)
+@io_task("split-data")
 def split_data(config: PipelineConfig, data: ValidatedData, run_id: str, store_uri: str | None = None) -> SplitHandles:
     """Deterministic split by a hash of the id (or by time)."""
     splits = pipeline.split_data(open_run_store(store_uri), config, data, run_id)
@@ -117,7 +119,7 @@ def train_candidates(
 @task(name="smoke-test", cache_policy=NO_CACHE)
 def smoke_test_candidate(
     config: PipelineConfig, splits: SplitHandles, candidate: CandidateHandle, store_uri: str | None = None
-) -> Any:
+) -> SmokeReport:
     """Load the artifact in a fresh process and check its outputs before anything is registered."""
     report = pipeline.smoke_test_candidate(open_run_store(store_uri), config, splits, candidate)
     logger = get_run_logger()
@@ -128,7 +130,7 @@ def smoke_test_candidate(
     return report
 
 
-@task(name="evaluate-candidate", cache_policy=NO_CACHE, **IO_RETRIES)
+@io_task("evaluate-candidate")
 def evaluate_candidate(
     config: PipelineConfig,
     splits: SplitHandles,
@@ -151,7 +153,7 @@ def evaluate_candidate(
     return evaluation
 
 
-@task(name="register-model", cache_policy=NO_CACHE, **IO_RETRIES)
+@io_task("register-model")
 def register_model(
     config: PipelineConfig,
     splits: SplitHandles,
@@ -161,7 +163,7 @@ def register_model(
     reason: str | None,
     tags: dict[str, str],
     store_uri: str | None = None,
-) -> Any:
+) -> ModelVersion:
     """A new immutable registry version with its lineage, metrics, decision and drift reference."""
     version = pipeline.register_candidate(
         open_run_store(store_uri), config, splits, candidate, evaluation, run_id, reason=reason, tags=tags
@@ -183,10 +185,10 @@ def register_model(
     return version
 
 
-@task(name="promote-model", cache_policy=NO_CACHE, **IO_RETRIES)
+@io_task("promote-model")
 def promote_model(
     config: PipelineConfig, version: int, evaluation: EvaluationHandle, reason: str | None, store_uri: str | None = None
-) -> Any:
+) -> AliasEvent:
     """Move the champion alias by compare-and-swap (a concurrent promotion makes this fail loudly)."""
     event = pipeline.promote_version(open_run_store(store_uri), config, version, evaluation, reason)
     get_run_logger().info("champion of %s: %s -> %s", config.dataset.name, event.from_version, event.to_version)

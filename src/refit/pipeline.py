@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,10 @@ from refit.fingerprint import DatasetFingerprint, fingerprint_frame
 from refit.io import Store
 from refit.io.frames import read_frame, release_arrow_memory, write_frame
 from refit.splits import SPLIT_NAMES, assign_splits, split_part
+
+if TYPE_CHECKING:  # imported where used: the smoke test and the registry load heavier modules
+    from refit.registry import AliasEvent, ModelVersion
+    from refit.smoke import SmokeReport
 
 REFERENCE_SAMPLE_ROWS = 50_000
 
@@ -209,7 +213,9 @@ def train_candidates(
 # smoke test
 
 
-def smoke_test_candidate(store: Store, config: PipelineConfig, splits: SplitHandles, candidate: CandidateHandle) -> Any:
+def smoke_test_candidate(
+    store: Store, config: PipelineConfig, splits: SplitHandles, candidate: CandidateHandle
+) -> SmokeReport:
     """Load the artifact in a fresh process and check its outputs on held-out rows."""
     from refit.smoke import smoke_test
 
@@ -349,7 +355,7 @@ def register_candidate(
     run_id: str,
     reason: str | None = None,
     tags: dict[str, str] | None = None,
-) -> Any:
+) -> ModelVersion:
     """Copy the artifact into a new immutable registry version with its full lineage."""
     from refit.model import git_commit, read_artifact
     from refit.registry import Registry
@@ -381,7 +387,7 @@ def register_candidate(
 
 def promote_version(
     store: Store, config: PipelineConfig, version: int, evaluation: EvaluationHandle, reason: str | None = None
-) -> Any:
+) -> AliasEvent:
     """Move ``champion`` by compare-and-swap from the champion the candidate was compared with."""
     from refit.registry import Registry
 
