@@ -12,12 +12,11 @@ from prefect.schedules import Cron
 from deployments.settings import DeploymentSettings
 from flows.drift_check import DriftCheckParameters, drift_check
 from flows.retrain import RetrainParameters, retrain
+from tasks.names import DRIFT_EVENT, RETRAIN_ON_DRIFT
 
 RETRAIN_WEEKLY = "retrain-weekly"
 RETRAIN_MANUAL = "retrain-manual"
-RETRAIN_ON_DRIFT = "retrain-on-drift"
 DRIFT_CHECK_HOURLY = "drift-check-hourly"
-DRIFT_EVENT = "refit.drift.detected"
 
 
 def _retrain_params(settings: DeploymentSettings, **overrides: Any) -> dict[str, Any]:

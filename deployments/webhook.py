@@ -39,10 +39,10 @@ from refit.errors import NotFoundError, RefitError
 from refit.io import Store
 from refit.policy import Decision, DriftSignal, Governor
 from refit.webhook import DispatchResult, DispatchUnavailable, DriftAlert
+from tasks.names import RETRAIN_ON_DRIFT_FULL_NAME
 
 logger = logging.getLogger("refit.webhook")
 
-RETRAIN_ON_DRIFT = "retrain/retrain-on-drift"
 PREFECT_DEADLINE_S = 5.0  # the longest a request waits on Prefect: the one place this default lives
 RETRY_EVERY_S = 30.0
 CHAMPION_TTL_S = 2.0  # how long a champion lookup is reused (promotions are rare; alerts come in storms)
@@ -81,7 +81,7 @@ class PrefectDispatcher:
         store: Store,
         config: PipelineConfig,
         config_path: str,
-        deployment: str = RETRAIN_ON_DRIFT,
+        deployment: str = RETRAIN_ON_DRIFT_FULL_NAME,
         retry_every_s: float = RETRY_EVERY_S,
         prefect_deadline_s: float = PREFECT_DEADLINE_S,
         start_run: RunStarter | None = None,
@@ -116,7 +116,7 @@ class PrefectDispatcher:
         from refit.registry import Registry
 
         try:
-            version: str | None = str(Registry(self.store).resolve(f"{self.model}@champion").version)
+            version: str | None = str(Registry(self.store).champion(self.model).version)
         except RefitError:
             version = None
         self._champion_cache = (time.monotonic(), version)

@@ -102,7 +102,7 @@ def _story(
     say(f"   {first.headline}")
     say(f"   -> {name} version {first.version} is the champion ({first.candidate['family']})")
 
-    champion = Registry(store).resolve(f"{name}@champion")
+    champion = Registry(store).champion(name)
     model = load_version(store, champion)
     start = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=21)
     say(

@@ -15,8 +15,7 @@ from refit import monitoring
 from refit.config import PipelineConfig
 from refit.monitoring import CaptureWindow, DriftReport, GovernorOutcome, Reference
 from tasks.common import io_task, open_run_store
-
-DRIFT_EVENT = "refit.drift.detected"
+from tasks.names import DRIFT_EVENT, RETRAIN_ON_DRIFT_FULL_NAME
 
 
 @io_task("load-reference")
@@ -116,7 +115,7 @@ def emit_drift_event(config: PipelineConfig, outcome: GovernorOutcome) -> str | 
 
 
 @task(name="find-drift-listener", cache_policy=NO_CACHE)
-def find_drift_listener(deployment: str = "retrain/retrain-on-drift") -> dict[str, Any]:
+def find_drift_listener(deployment: str = RETRAIN_ON_DRIFT_FULL_NAME) -> dict[str, Any]:
     """Whether a deployment listens for the drift event (else nothing starts a retrain)."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound

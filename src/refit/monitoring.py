@@ -38,7 +38,7 @@ def load_reference(store: Store, config: PipelineConfig) -> Reference:
     reg = Registry(store)
     name = config.dataset.name
     try:
-        version = reg.resolve(f"{name}@champion")
+        version = reg.champion(name)
     except RefitError as exc:
         raise RefitError(f"no champion for {name} yet ({exc}): run a retrain first") from None
     frame = reg.reference(name, version.version)

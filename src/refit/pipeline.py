@@ -272,7 +272,7 @@ def champion_version(store: Store, model_name: str) -> Any | None:
     from refit.registry import Registry
 
     try:
-        return Registry(store).resolve(f"{model_name}@champion")
+        return Registry(store).champion(model_name)
     except (RegistryError, NotFoundError):
         return None
 

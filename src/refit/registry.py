@@ -821,6 +821,10 @@ class Registry:
 
     # --- reads ---------------------------------------------------------------------------
 
+    def champion(self, name: str) -> ModelVersion:
+        """The version the ``champion`` alias points at (:class:`RegistryError` when there is none)."""
+        return self.resolve(f"{name}@{CHAMPION}")
+
     def resolve(self, ref: str) -> ModelVersion:
         """``NAME`` (its champion), ``NAME@ALIAS`` or ``NAME:VERSION`` -> the version's metadata."""
         m = _REF.fullmatch(ref.strip()) if isinstance(ref, str) else None
