@@ -14,14 +14,12 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypedDict
 
-from pydantic import BaseModel
-
 from refit.evaluation import OVERALL, VERDICT, GateDecision
 from refit.io.base import Store
+from refit.jsonable import to_jsonable
 from refit.metrics import get_metric
 
 SCHEMA_VERSION = 1
@@ -43,31 +41,6 @@ class Dossier(TypedDict):
     json: bytes
     markdown: str
     png: bytes
-
-
-def _jsonable(obj: Any) -> Any:
-    """Plain JSON values: numpy scalars unwrapped, NaN/inf as null, paths and dates as text."""
-    if isinstance(obj, BaseModel):
-        return _jsonable(obj.model_dump(mode="json"))
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (set, frozenset)):
-        return sorted((_jsonable(v) for v in obj), key=str)
-    if isinstance(obj, (datetime, date)):
-        return obj.isoformat()
-    if isinstance(obj, (Path, os.PathLike)):
-        return os.fspath(obj)
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", None) == 0:
-        obj = obj.item()  # numpy scalar
-    if hasattr(obj, "tolist") and callable(obj.tolist):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    return str(obj)
 
 
 def _data_rows(context: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -190,13 +163,13 @@ def _markdown(d: GateDecision, context: Mapping[str, Any], data: dict[str, dict[
         lines.append("")
     extra = {k: v for k, v in context.items() if k not in _KNOWN_CONTEXT}
     if extra:
-        lines += ["## Context", "", "```json", json.dumps(_jsonable(extra), indent=2, ensure_ascii=False), "```", ""]
+        lines += ["## Context", "", "```json", json.dumps(to_jsonable(extra), indent=2, ensure_ascii=False), "```", ""]
     if context.get("config") is not None:
         lines += [
             "## Config",
             "",
             "```json",
-            json.dumps(_jsonable(context["config"]), indent=2, ensure_ascii=False),
+            json.dumps(to_jsonable(context["config"]), indent=2, ensure_ascii=False),
             "```",
             "",
         ]
@@ -304,7 +277,7 @@ def write_dossier(
     Returns:
         ``{"json": bytes, "markdown": str, "png": bytes}``.
     """
-    data = _jsonable(_data_rows(context))
+    data = to_jsonable(_data_rows(context))
     model = str(context.get("model_name") or context.get("model") or "model")
     extra = {k: v for k, v in context.items() if k not in _KNOWN_CONTEXT}
     document = {
@@ -312,12 +285,12 @@ def write_dossier(
         "headline": decision.headline,
         "outcome": decision.outcome.value,
         "model_name": model,
-        "candidate_version": _jsonable(context.get("candidate_version")),
-        "champion_version": _jsonable(context.get("champion_version")),
+        "candidate_version": to_jsonable(context.get("candidate_version")),
+        "champion_version": to_jsonable(context.get("champion_version")),
         "data": data,
         "decision": decision.model_dump(mode="json"),
-        "config": _jsonable(context.get("config")),
-        "context": _jsonable(extra),
+        "config": to_jsonable(context.get("config")),
+        "context": to_jsonable(extra),
     }
     payload = json.dumps(document, indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8")
     result: Dossier = {

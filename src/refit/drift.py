@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import uuid
 import warnings
 from collections.abc import Mapping, Sequence
@@ -46,6 +45,7 @@ from refit.config import DriftConfig
 from refit.errors import ConfigError, DataError
 from refit.evaluation import segment_key
 from refit.io.base import Store
+from refit.jsonable import finite_or_none
 from refit.metrics import get_metric, metric_value
 
 ColumnKind = Literal["numerical", "categorical"]
@@ -424,10 +424,6 @@ def _read_snapshot(snapshot: Any) -> tuple[dict[str, tuple[float, bool]], tuple[
     return per_column, counted
 
 
-def _finite(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
 def _assemble(
     plan: _Plan,
     per_column: Mapping[str, tuple[float, bool]],
@@ -444,7 +440,7 @@ def _assemble(
             column=column,
             kind=plan.kinds[column],
             method=plan.methods[column],
-            score=_finite(score),
+            score=finite_or_none(score),
             threshold=plan.thresholds[column],
             drifted=drifted,
             n_reference=int(plan.reference[column].notna().sum()),

@@ -44,6 +44,7 @@ from pydantic import (
 
 from refit.errors import DataError, InvalidKeyError, NotFoundError, RefitError
 from refit.io.base import Store
+from refit.jsonable import to_jsonable
 from refit.preprocessing import Preprocessor
 from refit.training.common import Task
 
@@ -189,7 +190,7 @@ class FittedModel:
             "target_mean": self.target_mean,
             "target_std": self.target_std,
             "architecture": self.arch,
-            "params": _jsonable(self.params),
+            "params": to_jsonable(self.params),
             "weights": TORCH_WEIGHTS if self.torch_model is not None else SKOPS_WEIGHTS,
         }
 
@@ -198,23 +199,8 @@ def _mixed(classes: Sequence[Any] | None) -> bool:
     return bool(classes) and len({type(c) for c in classes or []}) > 1
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types (numpy scalars -> python, NaN/inf -> None)."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
-
-
 def _json_bytes(value: Any) -> bytes:
-    return json.dumps(_jsonable(value), indent=2, sort_keys=True, allow_nan=False).encode()
+    return json.dumps(to_jsonable(value), indent=2, sort_keys=True, allow_nan=False).encode()
 
 
 def _sha256(data: bytes) -> str:

@@ -64,7 +64,6 @@ import getpass
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import socket
@@ -81,6 +80,7 @@ from refit.errors import ConflictError, NotFoundError, PreconditionFailedError, 
 from refit.fingerprint import DatasetFingerprint
 from refit.io.base import Store, validate_key
 from refit.io.frames import frame_bytes, parse_frame
+from refit.jsonable import finite_or_none
 
 if TYPE_CHECKING:
     from refit.model import LoadedModel
@@ -125,13 +125,6 @@ class DatasetRecord(_Record):
     columns: int | None = None
 
 
-def _finite_or_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 class ModelVersion(_Record):
     """The immutable metadata of one registered version (``version.json``)."""
 
@@ -164,14 +157,14 @@ class ModelVersion(_Record):
     @field_validator("metrics", mode="before")
     @classmethod
     def _metrics_finite(cls, value: Any) -> Any:
-        return {str(k): _finite_or_none(v) for k, v in value.items()} if isinstance(value, Mapping) else value
+        return {str(k): finite_or_none(v) for k, v in value.items()} if isinstance(value, Mapping) else value
 
     @field_validator("segment_metrics", mode="before")
     @classmethod
     def _segments_finite(cls, value: Any) -> Any:
         if not isinstance(value, Mapping):
             return value
-        return {str(s): {str(k): _finite_or_none(v) for k, v in m.items()} for s, m in value.items()}
+        return {str(s): {str(k): finite_or_none(v) for k, v in m.items()} for s, m in value.items()}
 
     @property
     def ref(self) -> str:
