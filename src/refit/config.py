@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from refit.errors import ConfigError
-from refit.metrics import METRICS, Task, check_task_metric
+from refit.metrics import DEFAULT_METRIC, METRICS, Task, check_task_metric
 
 DEFAULT_CONFIG_FILE = "refit.yaml"
 
@@ -158,7 +158,9 @@ class GateConfig(_Section):
     """
 
     primary_metric: str = Field(
-        "roc_auc", description="Selects the candidate, gates it, and judges decay; one of refit.metrics.METRICS."
+        DEFAULT_METRIC["binary"],
+        description="Selects the candidate, gates it, and judges decay; one of refit.metrics.METRICS. "
+        "Default: the task's (roc_auc for binary, rmse for regression).",
     )
     higher_is_better: bool | None = Field(None, description="Optional; must agree with the metric's direction.")
     floor: float | None = Field(None, description="The candidate's primary metric must be at least this.")
@@ -274,9 +276,11 @@ class PipelineConfig(_Section):
     @field_validator("gate")
     @classmethod
     def _gate_judges_the_task(cls, gate: GateConfig, info: ValidationInfo) -> GateConfig:
-        """Refuse, at load time, a run whose gate could not judge its models."""
+        """A gate naming no metric takes the task's default; one that could not judge the task is refused at load."""
         dataset = info.data.get("dataset")
         if dataset is not None:
+            if "primary_metric" not in gate.model_fields_set and dataset.task in DEFAULT_METRIC:
+                gate = gate.model_copy(update={"primary_metric": DEFAULT_METRIC[dataset.task]})
             check_task_metric(dataset.task, gate.primary_metric)
         return gate
 

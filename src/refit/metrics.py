@@ -90,6 +90,10 @@ def get_metric(name: str) -> Metric:
         raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}") from None
 
 
+#: The metric a gate uses when the config names none: the one users of each task kind expect.
+DEFAULT_METRIC: dict[str, str] = {"binary": "roc_auc", "regression": "rmse"}
+
+
 def metrics_for(task: str) -> tuple[str, ...]:
     """The metrics that judge ``task`` (empty for a task no metric judges yet)."""
     return tuple(m.name for m in METRICS.values() if task in m.tasks)

@@ -116,7 +116,11 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("task", "gate", "message"),
     [
-        ("regression", {}, "roc_auc does not judge a regression task; choose from rmse, mae, r2, mape"),
+        (
+            "regression",
+            {"primary_metric": "roc_auc"},
+            "roc_auc does not judge a regression task; choose from rmse, mae, r2, mape",
+        ),
         ("regression", {"primary_metric": "pr_auc"}, "pr_auc does not judge a regression task"),
         ("binary", {"primary_metric": "rmse"}, "rmse does not judge a binary task; choose from roc_auc"),
         ("multiclass", {"primary_metric": "log_loss"}, "no metric judges a multiclass task yet"),
@@ -246,3 +250,11 @@ def test_yaml_anchors_of_a_real_config_still_load(tmp_path: Path) -> None:
     cfg = load_config(path)
     assert [c.params for c in cfg.training.candidates] == [{"C": [0.1, 1.0, 10.0]}] * 2
     assert cfg.training.seed == 7 and cfg.gate.seed == 7
+
+
+def test_a_gate_naming_no_metric_takes_the_tasks_default() -> None:
+    """A user's regression config needs no roc_auc override: rmse unless the YAML names another."""
+    regression = dict(MINIMAL, dataset=dict(MINIMAL["dataset"], task="regression"))
+    assert parse_config(regression, "x.yaml").gate.primary_metric == "rmse"
+    assert parse_config(dict(regression, gate={"min_improvement": 0.1}), "x.yaml").gate.primary_metric == "rmse"
+    assert parse_config(MINIMAL, "x.yaml").gate.primary_metric == "roc_auc"
