@@ -128,6 +128,7 @@ def _scenario(
     import psutil
 
     from refit.io import open_store
+    from refit.io.layout import LAYOUT
     from refit.policy import Ledger
 
     folder = root / name
@@ -161,7 +162,7 @@ def _scenario(
         store = open_store(str(store_path))
         ledger = Ledger(store, MODEL)
         ledger_objects, ledger_entries = len(ledger.seqs()), len(ledger.entries())
-        outbox = len(store.list(f"webhook/{MODEL}/outbox/"))
+        outbox = len(store.list(LAYOUT.webhook_outbox(MODEL)))
     finally:
         _stop(hook)
         log.close()

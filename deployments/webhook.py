@@ -37,6 +37,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from refit.config import PipelineConfig
 from refit.errors import NotFoundError, RefitError
 from refit.io import Store
+from refit.io.layout import LAYOUT
 from refit.policy import Decision, DriftSignal, Governor
 from refit.webhook import DispatchResult, DispatchUnavailable, DriftAlert
 from tasks.names import RETRAIN_ON_DRIFT_FULL_NAME
@@ -107,7 +108,7 @@ class PrefectDispatcher:
 
     @property
     def outbox(self) -> str:
-        return f"webhook/{self.model}/outbox/"
+        return LAYOUT.webhook_outbox(self.model)
 
     def _champion(self) -> str | None:
         cached = self._champion_cache

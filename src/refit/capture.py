@@ -2,7 +2,8 @@
 
 Layout (partitioned by the request's UTC date and hour, one file per write):
 ``captures/<model>/requests/date=YYYY-MM-DD/hour=HH/<part>.parquet`` and labels that arrive
-later under ``captures/<model>/labels/date=YYYY-MM-DD/<part>.parquet``.
+later under ``captures/<model>/labels/date=YYYY-MM-DD/<part>.parquet``. The two prefixes are
+the store layout's (:data:`refit.io.layout.LAYOUT`); the partitions below them are this module's.
 
 Training (labelled captures as extra rows) and drift (the production window, and the labelled
 part of it for decay) read through :func:`read_captures`, so both see the same rows for the
@@ -38,14 +39,7 @@ import pandas as pd
 
 from refit.io import Store
 from refit.io.frames import write_frame
-
-
-def requests_prefix(model: str) -> str:
-    return f"captures/{model}/requests/"
-
-
-def labels_prefix(model: str) -> str:
-    return f"captures/{model}/labels/"
+from refit.io.layout import LAYOUT
 
 
 def write_requests(
@@ -56,7 +50,7 @@ def write_requests(
     ts = pd.to_datetime(frame[timestamp_column], utc=True)
     uris = []
     for (day, hour), group in frame.groupby([ts.dt.strftime("%Y-%m-%d"), ts.dt.hour], sort=True):
-        key = f"{requests_prefix(model)}date={day}/hour={int(hour):02d}/{part}.parquet"
+        key = f"{LAYOUT.capture_requests(model)}date={day}/hour={int(hour):02d}/{part}.parquet"
         uris.append(write_frame(store, key, group.reset_index(drop=True)))
     return uris
 
@@ -69,7 +63,7 @@ def write_labels(
     ts = pd.to_datetime(labels[time_column], utc=True)
     uris = []
     for day, group in labels.groupby(ts.dt.strftime("%Y-%m-%d"), sort=True):
-        key = f"{labels_prefix(model)}date={day}/{part}.parquet"
+        key = f"{LAYOUT.capture_labels(model)}date={day}/{part}.parquet"
         uris.append(write_frame(store, key, group.reset_index(drop=True)))
     return uris
 
@@ -186,9 +180,9 @@ def read_captures(
         last_rows: Then keep only the latest N requests by event time (in time order).
     """
     first, last = _utc(start), _utc(end)
-    req_keys = [k for k in store.list(requests_prefix(model)) if _may_hold(k, first, last)]
+    req_keys = [k for k in store.list(LAYOUT.capture_requests(model)) if _may_hold(k, first, last)]
     label_from = None if first is None else first - LABEL_CLOCK_SKEW
-    lab_keys = [k for k in store.list(labels_prefix(model)) if _may_hold(k, label_from, None)]
+    lab_keys = [k for k in store.list(LAYOUT.capture_labels(model)) if _may_hold(k, label_from, None)]
     if req_keys:
         frame, origins = _read_all(store, req_keys)
     else:

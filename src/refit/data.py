@@ -14,6 +14,7 @@ from refit.errors import DataError, NotFoundError
 from refit.fingerprint import DatasetFingerprint, fingerprint_frame
 from refit.io import Store, open_location
 from refit.io.frames import FORMATS, read_frame, write_frame
+from refit.io.layout import LAYOUT
 from refit.validation import ValidationResult, check_frame_shape, enforce, validate_frame
 
 
@@ -97,12 +98,12 @@ def run_stamp(now: datetime | None = None) -> str:
 
 def write_quarantine(store: Store, dataset: str, result: ValidationResult, stamp: str) -> tuple[str | None, str]:
     """Write the rejected rows (if any) and the JSON summary; return their URIs."""
-    prefix = f"quarantine/{dataset}/{stamp}"
+    keys = LAYOUT.quarantine(dataset, stamp)
     quarantine_uri = None
     if len(result.quarantine):
-        quarantine_uri = write_frame(store, f"{prefix}/rows.parquet", result.quarantine)
+        quarantine_uri = write_frame(store, keys.rows, result.quarantine)
     summary = result.summary.to_dict() | {"quarantine_uri": quarantine_uri}
-    summary_key = f"{prefix}/summary.json"
+    summary_key = keys.summary
     store.put_bytes(summary_key, json.dumps(summary, indent=2, default=str).encode())
     return quarantine_uri, store.uri_for(summary_key)
 
@@ -167,7 +168,8 @@ def stage_validated(
     store: Store, config: PipelineConfig, run_id: str, extra: pd.DataFrame | None = None
 ) -> tuple[ValidatedData, ValidationResult]:
     """Read the configured sources (plus ``extra`` rows, e.g. labelled captures), validate them,
-    quarantine bad rows, stop when too many are bad, and stage the valid rows for the next step.
+    quarantine bad rows, stop when too many are bad, and stage the valid rows in the run's folder
+    (:meth:`refit.io.layout.StoreLayout.run`) for the next step.
     """
     schema_model = schema_for(config, "training")
     frame, origins = read_sources(resolve_sources(store, config.dataset.sources), schema_model)
@@ -179,7 +181,7 @@ def stage_validated(
     result, quarantine_uri, summary_uri = validate_and_quarantine(
         store, frame, origins, schema_model, config.dataset.name, config.validation.max_invalid_fraction
     )
-    key = f"runs/{run_id}/validated.parquet"
+    key = LAYOUT.run(config.dataset.name, run_id).validated
     uri = write_frame(store, key, result.valid)
     handle = ValidatedData(
         uri=uri,

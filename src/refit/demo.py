@@ -10,11 +10,12 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from refit.capture import CaptureWriter, labels_prefix, requests_prefix
+from refit.capture import CaptureWriter
 from refit.config import PipelineConfig
 from refit.errors import ConfigError, StoreError
 from refit.io import Store, open_location
 from refit.io.frames import write_frame
+from refit.io.layout import LAYOUT
 
 
 def base_data_key(config: PipelineConfig, part: int) -> str:
@@ -116,6 +117,6 @@ def write_production_data(
         "batches": batches,
         "drift": drift,
         "segment": ",".join(f"{k}={v}" for k, v in (segment or {}).items()) or None,
-        "requests_prefix": store.uri_for(requests_prefix(name).rstrip("/")),
-        "labels_prefix": store.uri_for(labels_prefix(name).rstrip("/")),
+        "requests_prefix": store.uri_for(LAYOUT.capture_requests(name).rstrip("/")),
+        "labels_prefix": store.uri_for(LAYOUT.capture_labels(name).rstrip("/")),
     }

@@ -45,6 +45,7 @@ from refit.config import DriftConfig
 from refit.errors import ConfigError, DataError
 from refit.evaluation import segment_key
 from refit.io.base import Store
+from refit.io.layout import LAYOUT
 from refit.jsonable import finite_or_none
 from refit.metrics import get_metric, metric_value
 
@@ -630,10 +631,6 @@ def compute_decay(
 # History
 
 
-def _history_prefix(model: str) -> str:
-    return f"drift/{model}/history/"
-
-
 def append_drift_history(store: Store, model: str, result: DriftResult, at: datetime) -> str:
     """Store one run's result under ``drift/<model>/history/<timestamp>-<id>.json``.
 
@@ -644,7 +641,7 @@ def append_drift_history(store: Store, model: str, result: DriftResult, at: date
         raise ValueError("at must be timezone-aware")
     at = at.astimezone(UTC)
     run_id = uuid.uuid4().hex[:12]
-    key = f"{_history_prefix(model)}{at.strftime('%Y%m%dT%H%M%S%fZ')}-{run_id}.json"
+    key = f"{LAYOUT.drift_history(model)}{at.strftime('%Y%m%dT%H%M%S%fZ')}-{run_id}.json"
     body = {"at": at.isoformat(), "run_id": run_id, "model": model, "result": result.model_dump(mode="json")}
     store.put_if_absent(key, json.dumps(body, sort_keys=True).encode())
     return key
@@ -658,7 +655,7 @@ def read_drift_history(store: Store, model: str) -> pd.DataFrame:
     ``drift_detected`` and sample sizes.
     """
     rows: list[dict[str, Any]] = []
-    for key in store.list(_history_prefix(model)):
+    for key in store.list(LAYOUT.drift_history(model)):
         if not key.endswith(".json"):
             continue
         # Read as plain JSON, not as DriftResult: old records stay readable when it grows.

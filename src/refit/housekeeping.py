@@ -27,10 +27,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from refit.io.base import Store
+from refit.io.layout import LAYOUT
 from refit.io.local import LocalStore, _is_temp_name
 from refit.registry import Registry
 
-RUNS = "runs"
 #: :func:`refit.pipeline.new_run_id`: ``20261124T153000123456Z-1a2b3c4d``.
 _RUN_ID = re.compile(r"(?P<stamp>\d{8}T\d{12}Z)-[0-9a-f]{8}")
 _LOCKS = ".locks"
@@ -58,7 +58,7 @@ class RunsCollected:
 def run_folders(store: Store, model: str | None = None) -> list[RunFolder]:
     """The run folders under ``runs/<model>/`` (every model's when None) and ``runs/<run_id>/``."""
     folders: dict[str, RunFolder] = {}
-    for key in store.list(f"{RUNS}/"):
+    for key in store.list(LAYOUT.runs_prefix):
         parts = key.split("/")
         # runs/<run_id>/... or runs/<model>/<run_id>/...
         for depth in (1, 2):

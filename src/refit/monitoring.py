@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from refit.capture import CaptureWindow, read_captures, requests_prefix
+from refit.capture import CaptureWindow, read_captures
 from refit.config import PipelineConfig
 from refit.data import run_stamp, schema_for, validate_and_quarantine
 from refit.errors import DataError, RefitError
 from refit.io import Store
+from refit.io.layout import LAYOUT
 
 PREDICTION_COLUMN = "prediction"
 
@@ -82,7 +83,7 @@ def load_capture_window(
     if window.frame.empty:
         raise DataError(
             f"no captured requests for {ds.name} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC "
-            f"under {store.uri_for(requests_prefix(ds.name).rstrip('/'))}"
+            f"under {store.uri_for(LAYOUT.capture_requests(ds.name).rstrip('/'))}"
         )
     return window
 
@@ -142,7 +143,7 @@ def compute_drift_and_decay(
         ref[prediction] = _champion_scores(store, config, reference, ref)
     check = check_drift(ref, current, columns, prediction, config.drift, seed=config.training.seed, report=True)
     html = check.html or ""  # report=True: always there
-    report_key = f"drift/{config.dataset.name}/reports/{run_stamp(end)}.html"
+    report_key = LAYOUT.drift_report(config.dataset.name, run_stamp(end))
     store.put_bytes(report_key, html.encode())
     history_key = append_drift_history(store, config.dataset.name, check.result, end)
     decay = None

@@ -26,6 +26,7 @@ from refit.errors import NotFoundError, RefitError
 from refit.fingerprint import DatasetFingerprint, fingerprint_frame
 from refit.io import Store
 from refit.io.frames import read_frame, release_arrow_memory, write_frame
+from refit.io.layout import LAYOUT, RunKeys
 from refit.splits import SPLIT_NAMES, assign_splits, split_part
 
 if TYPE_CHECKING:  # imported where used: the smoke test and the registry load heavier modules
@@ -40,8 +41,9 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{run_stamp(now)}-{uuid.uuid4().hex[:8]}"
 
 
-def run_prefix(config: PipelineConfig, run_id: str) -> str:
-    return f"runs/{config.dataset.name}/{run_id}"
+def run_keys(config: PipelineConfig, run_id: str) -> RunKeys:
+    """The run's folder in the store, ``runs/<model>/<run_id>/`` (:data:`refit.io.layout.LAYOUT`)."""
+    return LAYOUT.run(config.dataset.name, run_id)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,8 +71,7 @@ def load_and_validate(
         columns=columns,
         since=since,
     )
-    # stage_validated writes runs/<its run id>/...: give it the dataset too, as run_prefix does
-    handle, _ = stage_validated(store, config, f"{ds.name}/{run_id}", extra=captures)
+    handle, _ = stage_validated(store, config, run_id, extra=captures)
     return handle
 
 
@@ -117,7 +118,7 @@ def split_data(store: Store, config: PipelineConfig, data: ValidatedData, run_id
     # One split in memory at a time, beside the staged frame (not all three at once).
     for code, name in SPLIT_NAMES.items():
         part = split_part(frame, codes, code)
-        key = f"{run_prefix(config, run_id)}/split/{name}.parquet"
+        key = run_keys(config, run_id).split(name)
         write_frame(store, key, part)
         keys[name], fps[name] = key, fingerprint_frame(part)
         del part
@@ -173,16 +174,16 @@ def train_candidates(
 
     seed_everything(config.training.seed)
     device = resolve_device(config.training.device)
-    prefix = run_prefix(config, run_id)
+    run_folder = run_keys(config, run_id)
     start = time.perf_counter()
     # The frames are dropped once encoded (they would double the peak memory of training).
     data = _prepared_splits(store, config, splits)
-    result = search_candidates(data, config, store, prefix, device, on_epoch=on_epoch)
+    result = search_candidates(data, config, store, run_folder.folder, device, on_epoch=on_epoch)
     del data
     wall = time.perf_counter() - start
     best = result.best_trial
     info = {"device": str(device), "search_wall_s": wall, "data": splits.lineage()}
-    key = f"{prefix}/candidate"
+    key = run_folder.candidate
     uri = save_model(
         store,
         key,
@@ -325,7 +326,7 @@ def evaluate_candidate(
         "run_id": run_id,
         "candidate": {"artifact_uri": candidate.artifact_uri, "family": candidate.family, "params": candidate.params},
     }
-    prefix = f"{run_prefix(config, run_id)}/dossier/"
+    prefix = run_keys(config, run_id).dossier
     write_dossier(decision, context, out=store, prefix=prefix)
     uris = {
         name: store.uri_for(f"{prefix}dossier.{ext}")

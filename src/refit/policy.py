@@ -44,6 +44,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from refit.config import DriftConfig
 from refit.errors import NotFoundError, PreconditionFailedError, RefitError, StoreError
 from refit.io.base import Store
+from refit.io.layout import LAYOUT
 
 SignalSource = Literal["drift-check", "alert"]
 Action = Literal["trigger", "suppress", "none"]
@@ -252,8 +253,8 @@ class Ledger:
     def __init__(self, store: Store, model: str) -> None:
         self.store = store
         self.model = model
-        self.prefix = f"governor/{model}/ledger/"
-        self.checkpoint_key = f"governor/{model}/index.json"
+        self.prefix = LAYOUT.governor_ledger(model)
+        self.checkpoint_key = LAYOUT.governor_index(model)
 
     def key(self, seq: int) -> str:
         return f"{self.prefix}{seq:0{_SEQ_DIGITS}d}.json"

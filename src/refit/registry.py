@@ -80,6 +80,7 @@ from refit.errors import ConflictError, NotFoundError, PreconditionFailedError, 
 from refit.fingerprint import DatasetFingerprint
 from refit.io.base import Store, validate_key
 from refit.io.frames import frame_bytes, parse_frame
+from refit.io.layout import LAYOUT
 from refit.jsonable import finite_or_none
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ROOT = "registry"
+ROOT = LAYOUT.registry
 CHAMPION = "champion"
 SAMPLE_FILE = "reference/sample.parquet"
 
@@ -294,7 +295,7 @@ class Registry:
     # keys
 
     def _model_prefix(self, name: str) -> str:
-        return f"{self.root}/{_check_model_name(name)}/"
+        return LAYOUT.registry_model(_check_model_name(name), self.root)
 
     def _slot(self, name: str, version: int) -> str:
         return f"{self._model_prefix(name)}versions/{int(version)}/"

@@ -11,7 +11,6 @@ from refit import monitoring
 from refit.capture import (
     load_labelled_captures,
     read_captures,
-    requests_prefix,
     write_labels,
     write_requests,
 )
@@ -20,6 +19,7 @@ from refit.data import stage_validated
 from refit.demo import write_base_data, write_production_data
 from refit.errors import DataError
 from refit.io.frames import write_frame
+from refit.io.layout import LAYOUT
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -80,7 +80,7 @@ def _captures(store) -> None:  # type: ignore[no-untyped-def]
     backfill = pd.DataFrame(
         {"request_id": ["in-backfill"], "event_time": pd.to_datetime(["2026-03-02 08:00"], utc=True)}
     )
-    write_frame(store, f"{requests_prefix('churn')}backfill.parquet", backfill)
+    write_frame(store, f"{LAYOUT.capture_requests('churn')}backfill.parquet", backfill)
     labels = pd.DataFrame(
         {
             "request_id": ["in-corrected", "in-corrected", "in-skewed", "before", "after", "in-backfill"],

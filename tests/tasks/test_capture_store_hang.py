@@ -18,10 +18,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from refit.capture import CaptureWriter, requests_prefix
+from refit.capture import CaptureWriter
 from refit.datasets import FEATURE_COLUMNS, generate_production
 from refit.errors import StoreError
 from refit.io.frames import read_frame
+from refit.io.layout import LAYOUT
 from refit.io.s3 import BATCH_TIMEOUTS, SERVING_TIMEOUTS, S3Store, make_s3_client
 
 MODEL = "churn"
@@ -191,7 +192,7 @@ def test_rows_spilled_while_the_store_hung_reach_it_once_it_answers(
     wait_for(lambda: writer.stats.rows_in_spill == 0 and writer.stats.rows_queued == 0, timeout=30)
     stats = writer.close()
 
-    keys = [k for k in s3_store.list(requests_prefix(MODEL)) if k.endswith(".parquet")]
+    keys = [k for k in s3_store.list(LAYOUT.capture_requests(MODEL)) if k.endswith(".parquet")]
     got = pd.concat([read_frame(s3_store, k) for k in keys], ignore_index=True)["request_id"]
     assert sorted(got) == ids  # every row, once (a retry overwrites what a hung call landed)
     assert (stats.rows_written, stats.rows_dropped, stats.rows_in_spill) == (len(ids), 0, 0)

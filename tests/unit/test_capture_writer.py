@@ -12,12 +12,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from refit.capture import CaptureStats, CaptureWriter, labels_prefix, requests_prefix
+from refit.capture import CaptureStats, CaptureWriter
 from refit.datasets import FEATURE_COLUMNS, generate_production
 from refit.errors import StoreError
 from refit.io import LocalStore
 from refit.io.base import Blob, Store
 from refit.io.frames import read_frame
+from refit.io.layout import LAYOUT
 
 MODEL = "churn"
 T0 = pd.Timestamp("2026-03-01 23:30", tz="UTC")
@@ -121,12 +122,12 @@ def test_rows_land_in_their_date_hour_partitions_and_read_back_as_logged(local_s
     writer = CaptureWriter(local_store, MODEL, clock=Clock())
     writer.log(feats.iloc[:4], preds[:4], model_version="3", request_ids=ids("a", 4), timestamps=stamps[:4])
     writer.log(feats.iloc[4:], preds[4:], model_version="4", request_ids=["b0", "b1"], timestamps=stamps[4:])
-    assert local_store.list(requests_prefix(MODEL)) == []  # buffered, not written yet
+    assert local_store.list(LAYOUT.capture_requests(MODEL)) == []  # buffered, not written yet
     stats = writer.flush()
 
-    got, keys = read_all(local_store, requests_prefix(MODEL))
+    got, keys = read_all(local_store, LAYOUT.capture_requests(MODEL))
     assert partitions(keys) == {"date=2026-03-01/hour=23", "date=2026-03-02/hour=00", "date=2026-03-02/hour=01"}
-    hour_23 = read_all(local_store, f"{requests_prefix(MODEL)}date=2026-03-01/hour=23/")[0]
+    hour_23 = read_all(local_store, f"{LAYOUT.capture_requests(MODEL)}date=2026-03-01/hour=23/")[0]
     assert sorted(hour_23["request_id"]) == ["a00000", "a00001", "b1"]
     expected = feats.reset_index(drop=True).assign(
         request_id=[*ids("a", 4), "b0", "b1"],
@@ -144,7 +145,7 @@ def test_default_request_ids_are_fresh_uuids_and_default_time_is_the_clock(local
     clock = Clock(pd.Timestamp("2026-05-04 10:30:15", tz="UTC"))
     with CaptureWriter(local_store, MODEL, clock=clock) as writer:
         writer.log(features(3), [0.7, 0.8, 0.9], model_version="1")
-    got, keys = read_all(local_store, requests_prefix(MODEL))
+    got, keys = read_all(local_store, LAYOUT.capture_requests(MODEL))
     assert partitions(keys) == {"date=2026-05-04/hour=10"}
     assert got["request_id"].str.fullmatch(r"[0-9a-f]{32}").all() and got["request_id"].nunique() == 3
     assert (got["event_time"] == pd.Timestamp("2026-05-04 10:30:15", tz="UTC")).all()
@@ -155,7 +156,7 @@ def test_labels_are_written_by_arrival_date(local_store: Store) -> None:
     arrived = pd.DatetimeIndex(["2026-03-05 08:00", "2026-03-05 09:00", "2026-03-07 00:00"], tz="UTC")
     writer.log_labels(["r1", "r2", "r3"], pd.Series([1, 0, 1], index=[7, 8, 9]), label_time=arrived)
     writer.close()
-    got, keys = read_all(local_store, labels_prefix(MODEL))
+    got, keys = read_all(local_store, LAYOUT.capture_labels(MODEL))
     assert sorted(k.split("/")[3] for k in keys) == ["date=2026-03-05", "date=2026-03-07"]
     expected = pd.DataFrame({"request_id": ["r1", "r2", "r3"], "churned": [1, 0, 1], "label_time": arrived})
     pd.testing.assert_frame_equal(got.sort_values("request_id").reset_index(drop=True), expected)
@@ -177,8 +178,8 @@ def test_sampling_keeps_about_the_rate_and_decides_per_request_id(tmp_path: Path
         writer.log(frame, np.zeros(n), model_version="1", request_ids=request_ids, timestamps=T0)
         writer.log_labels(request_ids, np.ones(n, dtype=np.int64), label_time=T0)
         stats = writer.close()
-        requests = read_all(store, requests_prefix(MODEL))[0]
-        labels = read_all(store, labels_prefix(MODEL))[0]
+        requests = read_all(store, LAYOUT.capture_requests(MODEL))[0]
+        labels = read_all(store, LAYOUT.capture_labels(MODEL))[0]
         kept[name] = set(requests["request_id"])
         assert 0.23 < len(kept[name]) / n < 0.27
         assert stats.rows_sampled_out == n - len(kept[name]) and stats.rows_written == len(kept[name])
@@ -197,14 +198,14 @@ def test_flushes_when_the_buffer_reaches_flush_rows(local_store: Store) -> None:
     feats = features(12)
     for i in range(4):
         writer.log(feats.iloc[[i]], [0.5], model_version="1", request_ids=[f"r{i}"])
-    assert read_all(local_store, requests_prefix(MODEL))[1] == []
+    assert read_all(local_store, LAYOUT.capture_requests(MODEL))[1] == []
     writer.log(feats.iloc[[4]], [0.5], model_version="1", request_ids=["r4"])
     wait_for(lambda: writer.stats.rows_written == 5)  # by the flusher, not by this call
-    got, keys = read_all(local_store, requests_prefix(MODEL))
+    got, keys = read_all(local_store, LAYOUT.capture_requests(MODEL))
     assert len(keys) == 1 and sorted(got["request_id"]) == [f"r{i}" for i in range(5)]
     writer.log(feats.iloc[5:12], np.full(7, 0.5), model_version="1", request_ids=[f"r{i}" for i in range(5, 12)])
     wait_for(lambda: writer.stats.rows_written == 12)  # one call over the threshold
-    got, keys = read_all(local_store, requests_prefix(MODEL))
+    got, keys = read_all(local_store, LAYOUT.capture_requests(MODEL))
     assert len(keys) == 2 and len(got) == 12 and writer.stats.rows_queued == 0
 
 
@@ -216,10 +217,10 @@ def test_flushes_once_the_oldest_row_has_waited_the_interval_without_another_cal
     clock.now += 59.9
     writer.log(feats.iloc[[1]], [0.2], model_version="1", request_ids=["r1"])
     time.sleep(0.3)  # the flusher looks at the clock meanwhile: not due yet
-    assert read_all(local_store, requests_prefix(MODEL))[1] == [] and writer.stats.rows_queued == 2
+    assert read_all(local_store, LAYOUT.capture_requests(MODEL))[1] == [] and writer.stats.rows_queued == 2
     clock.now += 0.1  # a quiet server: no call comes, the flusher writes on its own
     wait_for(lambda: writer.stats.rows_written == 2)
-    assert sorted(read_all(local_store, requests_prefix(MODEL))[0]["request_id"]) == ["r0", "r1"]
+    assert sorted(read_all(local_store, LAYOUT.capture_requests(MODEL))[0]["request_id"]) == ["r0", "r1"]
     writer.log(feats.iloc[[2]], [0.3], model_version="1", request_ids=["r2"])
     time.sleep(0.1)
     assert (writer.stats.rows_written, writer.stats.rows_queued) == (2, 1)  # a fresh interval
@@ -252,14 +253,14 @@ def test_outage_spills_warns_once_and_recovery_writes_every_row_once(
     assert (stats.rows_written, stats.rows_spilled, stats.spilled_batches, stats.rows_dropped) == (0, 12, 3, 0)
     assert "connection refused" in (stats.last_error or "")
     assert len(list((tmp_path / "spill" / MODEL).glob("*.parquet"))) == 3
-    assert local_store.list(requests_prefix(MODEL)) == []
+    assert local_store.list(LAYOUT.capture_requests(MODEL)) == []
     warnings = capture_records(caplog, logging.WARNING)
     assert len(warnings) == 1 and "spilling" in warnings[0].getMessage()
 
     flaky.down = False
     writer.log(feats.iloc[[0]], [0.0], model_version="2", request_ids=["new"], timestamps=T0)
     stats = writer.flush()
-    got = read_all(local_store, requests_prefix(MODEL))[0]
+    got = read_all(local_store, LAYOUT.capture_requests(MODEL))[0]
     assert sorted(got["request_id"]) == sorted([f"r{i:02d}" for i in range(12)] + ["new"])
     assert got["request_id"].is_unique
     # retries: the 2nd and 3rd flush each tried the oldest batch once, recovery wrote all 3
@@ -276,10 +277,10 @@ def test_a_batch_half_written_before_the_outage_is_not_duplicated_by_its_retry(l
     writer.log(features(3), [0.1, 0.2, 0.3], model_version="1", request_ids=["a", "b", "c"], timestamps=stamps)
     flaky.puts_left = 1  # the first partition's file goes through, then the store fails
     stats = writer.flush()
-    assert stats.rows_spilled == 3 and len(local_store.list(requests_prefix(MODEL))) == 1
+    assert stats.rows_spilled == 3 and len(local_store.list(LAYOUT.capture_requests(MODEL))) == 1
     flaky.down, flaky.puts_left = False, None
     writer.flush()
-    got, keys = read_all(local_store, requests_prefix(MODEL))
+    got, keys = read_all(local_store, LAYOUT.capture_requests(MODEL))
     assert len(keys) == 3 and sorted(got["request_id"]) == ["a", "b", "c"]
 
 
@@ -320,7 +321,7 @@ def test_a_full_spill_drops_the_oldest_batches_counts_them_and_logs_an_error(
 
     flaky.down = False
     stats = writer.flush()
-    got = read_all(local_store, requests_prefix(MODEL))[0]
+    got = read_all(local_store, LAYOUT.capture_requests(MODEL))[0]
     assert sorted(got["request_id"]) == ids("b3-", 10) + ids("b4-", 10)  # the newest survive
     assert (stats.rows_written, stats.rows_dropped) == (20, 30)
 
@@ -352,7 +353,7 @@ def test_an_unreadable_spill_file_is_dropped_loudly_and_the_rest_still_written(
     oldest.write_bytes(b"not parquet")
     flaky.down = False
     stats = writer.flush()
-    assert sorted(read_all(local_store, requests_prefix(MODEL))[0]["request_id"]) == ids("b1-", 3)
+    assert sorted(read_all(local_store, LAYOUT.capture_requests(MODEL))[0]["request_id"]) == ids("b1-", 3)
     assert (stats.rows_written, stats.rows_dropped, stats.spilled_batches) == (3, 3, 0)
     assert "cannot read" in capture_records(caplog, logging.ERROR)[0].getMessage()
 
@@ -372,7 +373,7 @@ def test_labels_ride_out_an_outage_too(local_store: Store, tmp_path: Path, caplo
     assert len(capture_records(caplog, logging.WARNING)) == 1
     flaky.down = False
     stats = writer.close()
-    got, keys = read_all(local_store, labels_prefix(MODEL))
+    got, keys = read_all(local_store, LAYOUT.capture_labels(MODEL))
     assert sorted(k.split("/")[3] for k in keys) == ["date=2026-03-01", "date=2026-03-02"]
     assert dict(zip(got["request_id"], got["churned"], strict=True)) == {
         "r1": 1,
@@ -400,7 +401,7 @@ def test_a_new_writer_retries_what_a_closed_one_left_spilled(
     after_restart = CaptureWriter(flaky, MODEL, spill_dir=tmp_path, clock=Clock())
     assert after_restart.stats.spilled_batches == 1
     stats = after_restart.close()
-    assert sorted(read_all(local_store, requests_prefix(MODEL))[0]["request_id"]) == ids("r", 4)
+    assert sorted(read_all(local_store, LAYOUT.capture_requests(MODEL))[0]["request_id"]) == ids("r", 4)
     assert (stats.rows_written, stats.spilled_batches) == (4, 0)
 
 
@@ -457,7 +458,7 @@ def test_a_full_queue_drops_and_counts_new_rows_instead_of_waiting(
     stuck.answer.set()
     stats = writer.close()
     assert (stats.rows_written, stats.rows_dropped, stats.rows_queued, stats.rows_spilled) == (15, 5, 0, 0)
-    got = sorted(read_all(local_store, requests_prefix(MODEL))[0]["request_id"])
+    got = sorted(read_all(local_store, LAYOUT.capture_requests(MODEL))[0]["request_id"])
     assert got == ids("a", 5) + [f"b{i:02d}" for i in range(10)]
 
 
@@ -484,7 +485,7 @@ def test_flush_is_bounded_while_the_store_hangs_and_the_hung_write_is_not_duplic
     stuck.answer.set()  # the hung call lands its batch after all ...
     wait_for(lambda: stuck.returned == 1)
     stats = writer.close()  # ... and the retry of its spilled copy overwrites it: each row once
-    got, keys = read_all(local_store, requests_prefix(MODEL))
+    got, keys = read_all(local_store, LAYOUT.capture_requests(MODEL))
     assert sorted(got["request_id"]) == ids("a", 3) + ids("b", 2) and len(keys) == 2
     assert (stats.rows_written, stats.rows_in_spill, stats.rows_dropped) == (5, 0, 0)
     assert accounted(stats) == stats.rows_logged == 5
@@ -540,7 +541,7 @@ def test_eight_threads_through_an_outage_write_every_row_exactly_once(local_stor
         thread.join()
     stats = writer.close()
 
-    got = read_all(local_store, requests_prefix(MODEL))[0]
+    got = read_all(local_store, LAYOUT.capture_requests(MODEL))[0]
     expected = sorted(f"t{t}-{i:03d}" for t in range(8) for i in range(per_thread))
     assert sorted(got["request_id"]) == expected
     assert (stats.rows_logged, stats.rows_written, stats.rows_dropped) == (1200, 1200, 0)
@@ -552,7 +553,7 @@ def test_round_trip_through_s3(s3_store: Store) -> None:
     stamps = pd.DatetimeIndex(["2026-03-01 10:05", "2026-03-01 10:55", "2026-03-01 11:00"], tz="UTC")
     with CaptureWriter(s3_store, MODEL, clock=Clock()) as writer:
         writer.log(feats, [0.25, 0.5, 0.75], model_version="7", request_ids=["x", "y", "z"], timestamps=stamps)
-    got, keys = read_all(s3_store, requests_prefix(MODEL))
+    got, keys = read_all(s3_store, LAYOUT.capture_requests(MODEL))
     assert partitions(keys) == {"date=2026-03-01/hour=10", "date=2026-03-01/hour=11"}
     expected = feats.reset_index(drop=True).assign(
         request_id=["x", "y", "z"], event_time=stamps.as_unit("ns"), prediction=[0.25, 0.5, 0.75], model_version="7"
@@ -620,6 +621,6 @@ def test_rows_still_queued_when_the_process_exits_without_close_are_written(tmp_
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     store = LocalStore(tmp_path / "store")
-    keys = store.list(requests_prefix(MODEL))
+    keys = store.list(LAYOUT.capture_requests(MODEL))
     ids = sorted(i for k in keys for i in read_frame(store, k)["request_id"])
     assert ids == sorted([f"r{i}" for i in range(50)] + [f"late{i}" for i in range(7)])

@@ -1,11 +1,16 @@
-"""Key validation, glob translation and "bad keys never reach the disk or the network"."""
+"""Key validation, glob translation, "bad keys never reach the disk or the network", and the
+one store layout every module takes its keys from."""
 
 from __future__ import annotations
+
+import ast
+from pathlib import Path
 
 import pytest
 
 from refit.errors import InvalidKeyError, StoreError
 from refit.io.base import _glob_to_regex, validate_key, validate_prefix
+from refit.io.layout import LAYOUT
 from refit.io.local import LocalStore
 from refit.io.s3 import S3Store
 
@@ -239,3 +244,75 @@ def test_names_close_to_reserved_ones_are_fine(tmp_path) -> None:  # type: ignor
         store.put_bytes(key, key.encode())
     assert store.list() == sorted(keys)
     assert [store.get_bytes(k) for k in keys] == [k.encode() for k in keys]
+
+
+# --- the store layout ----------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCT = [ROOT / "src" / "refit", ROOT / "flows", ROOT / "tasks", ROOT / "deployments", ROOT / "refit_cli"]
+LAYOUT_MODULE = ROOT / "src" / "refit" / "io" / "layout.py"
+
+
+def test_the_layout_gives_the_keys_existing_stores_hold() -> None:
+    """Stores written before the layout existed must keep working: these strings are pinned."""
+    run = LAYOUT.run("churn", "20261124T153000123456Z-1a2b3c4d")
+    assert run.prefix == "runs/churn/20261124T153000123456Z-1a2b3c4d/"
+    assert run.validated == "runs/churn/20261124T153000123456Z-1a2b3c4d/validated.parquet"
+    assert run.split("validation") == "runs/churn/20261124T153000123456Z-1a2b3c4d/split/validation.parquet"
+    assert run.candidate == "runs/churn/20261124T153000123456Z-1a2b3c4d/candidate"
+    assert run.dossier == "runs/churn/20261124T153000123456Z-1a2b3c4d/dossier/"
+    assert LAYOUT.runs_prefix == "runs/"
+    quarantine = LAYOUT.quarantine("churn-captures", "20261124T153000123456Z")
+    assert quarantine.rows == "quarantine/churn-captures/20261124T153000123456Z/rows.parquet"
+    assert quarantine.summary == "quarantine/churn-captures/20261124T153000123456Z/summary.json"
+    assert LAYOUT.capture_requests("churn") == "captures/churn/requests/"
+    assert LAYOUT.capture_labels("churn") == "captures/churn/labels/"
+    assert LAYOUT.drift_report("churn", "20261124T150000000000Z") == "drift/churn/reports/20261124T150000000000Z.html"
+    assert LAYOUT.drift_history("churn") == "drift/churn/history/"
+    assert LAYOUT.governor_ledger("churn") == "governor/churn/ledger/"
+    assert LAYOUT.governor_index("churn") == "governor/churn/index.json"
+    assert LAYOUT.webhook_outbox("churn") == "webhook/churn/outbox/"
+    assert LAYOUT.registry_model("churn") == "registry/churn/"
+    assert LAYOUT.registry_model("churn", root="other/registry") == "other/registry/churn/"
+    assert LAYOUT.folders() == ("runs", "quarantine", "captures", "drift", "governor", "webhook", "registry")
+
+
+def test_every_layout_key_is_a_valid_store_key() -> None:
+    run = LAYOUT.run("churn", "r1")
+    for key in (run.validated, run.split("train"), run.candidate, LAYOUT.governor_index("churn")):
+        assert validate_key(key) == key
+    for prefix in (run.prefix, run.dossier, LAYOUT.capture_requests("churn"), LAYOUT.webhook_outbox("churn")):
+        assert validate_prefix(prefix) == prefix
+
+
+def _key_literals(source: str, where: str) -> list[str]:
+    """String constants (f-string parts included, docstrings not) that start with a top-level folder."""
+    tree = ast.parse(source, filename=where)
+    docstrings = {
+        id(node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+    }
+    folders = tuple(f"{folder}/" for folder in LAYOUT.folders())
+    return [
+        f"{where}:{node.lineno}: {node.value!r}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and node.value.startswith(folders)
+    ]
+
+
+def test_the_key_scan_finds_literal_keys() -> None:
+    source = 'def f(model, stamp):\n    """Writes drift/<model>/ (a docstring is fine)."""\n'
+    source += '    return f"drift/{model}/reports/{stamp}.html", "captures/" + model, "drift share"\n'
+    assert _key_literals(source, "x.py") == ["x.py:3: 'drift/'", "x.py:3: 'captures/'"]
+
+
+def test_no_product_module_but_the_layout_spells_a_store_key() -> None:
+    """A key written as a literal elsewhere is a second copy of the layout that can disagree with it."""
+    modules = [p for folder in PRODUCT for p in sorted(folder.rglob("*.py")) if p != LAYOUT_MODULE]
+    assert len(modules) > 40  # the scan saw the product code
+    hits = [hit for path in modules for hit in _key_literals(path.read_text(), str(path.relative_to(ROOT)))]
+    assert hits == []
