@@ -19,13 +19,22 @@ RETRAIN_MANUAL = "retrain-manual"
 DRIFT_CHECK_HOURLY = "drift-check-hourly"
 
 
-def _retrain_params(settings: DeploymentSettings, **overrides: Any) -> dict[str, Any]:
-    params = RetrainParameters(config_path=settings.config_path, window_days=settings.window_days, **overrides)
+def _retrain_params(settings: DeploymentSettings, store: str | None, **overrides: Any) -> dict[str, Any]:
+    params = RetrainParameters(
+        config_path=settings.config_path, store=store, window_days=settings.window_days, **overrides
+    )
     return {"params": params.model_dump(mode="json")}
 
 
-def build_deployments(settings: DeploymentSettings | None = None) -> list[Any]:
-    """The four deployments as ``RunnerDeployment`` objects (serve them, or deploy to a work pool)."""
+def build_deployments(settings: DeploymentSettings | None = None, store: str | None = None) -> list[Any]:
+    """The four deployments as ``RunnerDeployment`` objects (serve them, or deploy to a work pool).
+
+    Args:
+        settings: Schedules and defaults (default: from ``REFIT_*`` variables).
+        store: The store every run reads and writes (``refit serve`` passes the one it was started
+            with); None leaves it to each run's worker (``REFIT_STORE`` there). A drift-triggered
+            retrain uses the store the drift was found in, named by the event.
+    """
     settings = settings or DeploymentSettings()
     one_retrain = ConcurrencyLimitConfig(
         limit=1, collision_strategy=ConcurrencyLimitStrategy(settings.retrain_collision)
@@ -37,6 +46,8 @@ def build_deployments(settings: DeploymentSettings | None = None) -> list[Any]:
         parameters={
             "params": {
                 "config_path": settings.config_path,
+                # the store the drift was found in; an event that names none: the worker's REFIT_STORE
+                "store": "{{ event.payload.store | default(none) }}",
                 "window_days": settings.window_days,
                 "trigger": "drift",
                 "reason": "drift detected on {{ event.resource.id }}: {{ event.payload.reason }}",
@@ -49,7 +60,7 @@ def build_deployments(settings: DeploymentSettings | None = None) -> list[Any]:
             name=RETRAIN_WEEKLY,
             schedules=[Cron(settings.retrain_cron, timezone=settings.timezone)],
             paused=settings.schedules_paused,
-            parameters=_retrain_params(settings, trigger="schedule", reason="weekly retrain"),
+            parameters=_retrain_params(settings, store, trigger="schedule", reason="weekly retrain"),
             concurrency_limit=one_retrain,
             tags=["refit", "retrain"],
             entrypoint_type=EntrypointType.MODULE_PATH,
@@ -57,7 +68,7 @@ def build_deployments(settings: DeploymentSettings | None = None) -> list[Any]:
         ),
         retrain.to_deployment(
             name=RETRAIN_MANUAL,
-            parameters=_retrain_params(settings, trigger="manual"),
+            parameters=_retrain_params(settings, store, trigger="manual"),
             concurrency_limit=one_retrain,
             tags=["refit", "retrain"],
             entrypoint_type=EntrypointType.MODULE_PATH,
@@ -66,7 +77,7 @@ def build_deployments(settings: DeploymentSettings | None = None) -> list[Any]:
         retrain.to_deployment(
             name=RETRAIN_ON_DRIFT,
             triggers=[drift_trigger],
-            parameters=_retrain_params(settings, trigger="drift"),
+            parameters=_retrain_params(settings, store, trigger="drift"),
             concurrency_limit=one_retrain,
             tags=["refit", "retrain", "drift"],
             entrypoint_type=EntrypointType.MODULE_PATH,
@@ -78,7 +89,7 @@ def build_deployments(settings: DeploymentSettings | None = None) -> list[Any]:
             paused=settings.schedules_paused,
             parameters={
                 "params": DriftCheckParameters(
-                    config_path=settings.config_path, window_hours=settings.drift_window_hours
+                    config_path=settings.config_path, store=store, window_hours=settings.drift_window_hours
                 ).model_dump(mode="json")
             },
             concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),

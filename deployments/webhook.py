@@ -212,6 +212,7 @@ class PrefectDispatcher:
         """Create the run of ``retrain-on-drift`` for this alert (idempotent per alert id)."""
         params = {
             "config_path": self.config_path,
+            "store": self.store.uri,  # the run writes where this alert's decision was recorded
             "trigger": "drift",
             "reason": f"drift alert {alert.alert_id}: {alert.reason or 'no reason given'}",
             "drift": {

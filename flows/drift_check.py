@@ -9,6 +9,7 @@ from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field
 
 from refit.config import resolve_run_parameters
+from refit.io import resolve_store_uri
 from tasks.drift import (
     ask_governor,
     compute_drift,
@@ -27,6 +28,11 @@ class DriftCheckParameters(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     config_path: str = Field("refit.yaml", description="Pipeline config (YAML), as seen by the worker.")
+    store: str | None = Field(
+        None,
+        description="Store URI (a folder, or s3://bucket/prefix) this run reads and writes "
+        "(empty: REFIT_STORE of the worker, else ./.refit).",
+    )
     window_hours: int | None = Field(
         None, ge=1, description="Captured requests of the last N hours (empty: drift.window_hours of the config)."
     )
@@ -38,6 +44,7 @@ class DriftCheckParameters(BaseModel):
 
 class DriftCheckResult(BaseModel):
     model: str
+    store: str = Field(description="The store the check read and wrote.")
     champion_version: int
     drift_detected: bool
     drift_share: float
@@ -61,17 +68,19 @@ def drift_check(params: DriftCheckParameters = DriftCheckParameters()) -> DriftC
     """Compare captured production traffic with the champion's reference; emit refit.drift.detected when real.
 
     Args:
-        params: Which config, and which window of captured traffic.
+        params: Which config and store, and which window of captured traffic.
     """
     config = load_pipeline_config(params.config_path)
     params = resolve_run_parameters(params, config)
-    reference = load_reference(config)
-    window = load_capture_window(config, params.now, params.window_hours, params.window_rows)
-    current = validate_captures(config, window)
-    report = compute_drift(config, reference, current, window)
-    outcome = ask_governor(config, reference, report, params.now)
+    store = resolve_store_uri(params.store)  # chosen once; every task gets it
+    reference = load_reference(store, config)
+    window = load_capture_window(store, config, params.now, params.window_hours, params.window_rows)
+    current = validate_captures(store, config, window)
+    report = compute_drift(store, config, reference, current, window)
+    outcome = ask_governor(store, config, reference, report, params.now)
     result = DriftCheckResult(
         model=config.dataset.name,
+        store=store,
         champion_version=reference.version,
         drift_detected=report.drift_detected,
         drift_share=report.result.drift_share,
@@ -88,7 +97,7 @@ def drift_check(params: DriftCheckParameters = DriftCheckParameters()) -> DriftC
     )
     if not outcome.trigger:
         return result.model_copy(update={"retrain": f"no retrain: {outcome.reason}"})
-    emit_drift_event(config, outcome)
+    emit_drift_event(store, config, outcome)
     listener = find_drift_listener()
     note = (
         f"event emitted; {listener['deployment']} listens and starts the retrain"

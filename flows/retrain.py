@@ -8,6 +8,7 @@ from prefect import flow
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from refit.config import resolve_run_parameters
+from refit.io import resolve_store_uri
 from refit.pipeline import new_run_id
 from tasks.retrain import (
     evaluate_candidate,
@@ -28,6 +29,11 @@ class RetrainParameters(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     config_path: str = Field("refit.yaml", description="Pipeline config (YAML), as seen by the worker.")
+    store: str | None = Field(
+        None,
+        description="Store URI (a folder, or s3://bucket/prefix) this run reads and writes "
+        "(empty: REFIT_STORE of the worker, else ./.refit).",
+    )
     window_days: float | None = Field(
         None,
         ge=0,
@@ -52,6 +58,7 @@ class RetrainResult(BaseModel):
 
     run_id: str
     model: str
+    store: str = Field(description="The store the run read and wrote.")
     outcome: str
     headline: str
     version: int | None = None
@@ -74,18 +81,20 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
     same names: a flow test fails when the two run different steps.
 
     Args:
-        params: What this run does: config file, data window, force/dry-run, reason.
+        params: What this run does: config file, store, data window, force/dry-run, reason.
     """
     config = load_pipeline_config(params.config_path)
     params = resolve_run_parameters(params, config)
+    store = resolve_store_uri(params.store)  # chosen once; every task gets it
     run_id = new_run_id()
-    data = load_and_validate(config, run_id, params.window_days)
-    splits = split_data(config, data, run_id)
-    candidate = train_candidates(config, splits, run_id)
-    smoke = smoke_test_candidate(config, splits, candidate)
+    data = load_and_validate(store, config, run_id, params.window_days)
+    splits = split_data(store, config, data, run_id)
+    candidate = train_candidates(store, config, splits, run_id)
+    smoke = smoke_test_candidate(store, config, splits, candidate)
     base = {
         "run_id": run_id,
         "model": config.dataset.name,
+        "store": store,
         "artifact_uri": candidate.artifact_uri,
         "smoke_test": smoke.to_dict(),
         "dry_run": params.dry_run,
@@ -108,7 +117,7 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
         )
         publish_summary(config, result.model_dump())
         return result
-    evaluation = evaluate_candidate(config, splits, candidate, run_id, params.force, params.reason)
+    evaluation = evaluate_candidate(store, config, splits, candidate, run_id, params.force, params.reason)
     decision = evaluation.decision
     result = RetrainResult(
         **base,
@@ -121,10 +130,10 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
     )
     if not params.dry_run:
         tags: dict[str, str] = {"trigger": params.trigger}
-        version = register_model(config, splits, candidate, evaluation, run_id, params.reason, tags)
+        version = register_model(store, config, splits, candidate, evaluation, run_id, params.reason, tags)
         result = result.model_copy(update={"version": version.version})
         if evaluation.promote:
-            promote_model(config, version.version, evaluation, params.reason)
+            promote_model(store, config, version.version, evaluation, params.reason)
             result = result.model_copy(update={"champion_after": version.version})
     publish_summary(
         config,

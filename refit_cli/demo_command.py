@@ -40,7 +40,6 @@ def demo(
 
         load_config(config)  # everything is checked before anything is deleted
         prepare_demo_store(store)
-        os.environ["REFIT_STORE"] = str(store)
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         # the story is told below; Prefect's per-task INFO lines would drown it (runs stay in the API)
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
@@ -98,7 +97,9 @@ def _story(
     say(f"   wrote {base['rows']:,} rows ({base['churn_rate']:.1%} churned) to {base['uris'][0]}")
 
     say("\n== 2/5  First retrain: there is no champion yet, so only the value thresholds apply")
-    first = retrain(RetrainParameters(config_path=str(config_path), trigger="manual", reason="demo: first model"))
+    first = retrain(
+        RetrainParameters(config_path=str(config_path), store=store.uri, trigger="manual", reason="demo: first model")
+    )
     say(f"   {first.headline}")
     say(f"   -> {name} version {first.version} is the champion ({first.candidate['family']})")
 
@@ -126,7 +127,7 @@ def _story(
 
     window_hours = 24 * 22
     say(f"\n== 4/5  Drift check: the last {window_hours // 24} days of captures vs the champion's training data")
-    check = drift_check(DriftCheckParameters(config_path=str(config_path), window_hours=window_hours))
+    check = drift_check(DriftCheckParameters(config_path=str(config_path), store=store.uri, window_hours=window_hours))
     say(
         f"   feature drift: {'yes' if check.drift_detected else 'no'} (share {check.drift_share:.2f} of features; "
         f"drifted: {', '.join(check.drifted_columns) or 'none'})"
@@ -142,7 +143,9 @@ def _story(
             "overall AND not lose any segment beyond tolerance"
         )
         second = retrain(
-            RetrainParameters(config_path=str(config_path), trigger="drift", reason=f"demo: {check.detail}")
+            RetrainParameters(
+                config_path=str(config_path), store=store.uri, trigger="drift", reason=f"demo: {check.detail}"
+            )
         )
         say(f"   {second.headline}")
         moved = second.champion_after != second.champion_before

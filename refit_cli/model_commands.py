@@ -110,9 +110,11 @@ def retrain(
         try:
             from flows.retrain import RetrainParameters
             from flows.retrain import retrain as retrain_flow
+            from refit.io import resolve_store_uri
 
             params = RetrainParameters(
                 config_path=str(config),
+                store=resolve_store_uri(),
                 window_days=window_days,
                 force=force,
                 reason=reason,

@@ -32,9 +32,13 @@ def drift(
         return
     with cli_errors(as_json):
         from flows.drift_check import DriftCheckParameters, drift_check
+        from refit.io import resolve_store_uri
 
+        store = resolve_store_uri()
         result = drift_check(
-            DriftCheckParameters(config_path=str(config), window_hours=window_hours, window_rows=window_rows)
+            DriftCheckParameters(
+                config_path=str(config), store=store, window_hours=window_hours, window_rows=window_rows
+            )
         ).model_dump(mode="json")
         if retrain and result["decision"] == "trigger":
             from flows.retrain import RetrainParameters
@@ -42,7 +46,10 @@ def drift(
 
             run = retrain_flow(
                 RetrainParameters(
-                    config_path=str(config), trigger="drift", reason=f"refit drift --retrain: {result['detail']}"
+                    config_path=str(config),
+                    store=store,
+                    trigger="drift",
+                    reason=f"refit drift --retrain: {result['detail']}",
                 )
             )
             result["retrain"] = f"retrained in this process: {run.headline}"
@@ -151,12 +158,13 @@ def webhook(
 
 
 def serve() -> None:
-    """Serve the deployments (schedules, manual runs, the drift trigger) from this process."""
+    """Serve the deployments (schedules, manual runs, the drift trigger) from this process, on REFIT_STORE."""
     from prefect import serve as prefect_serve
 
     from deployments.definitions import build_deployments
+    from refit.io import resolve_store_uri
 
-    prefect_serve(*build_deployments(), pause_on_shutdown=False)
+    prefect_serve(*build_deployments(store=resolve_store_uri()), pause_on_shutdown=False)
 
 
 def up(

@@ -39,9 +39,16 @@ def prefect_home(env: dict[str, str]) -> Path:
     """PREFECT_HOME if set; else a folder beside the local store (so its SQLite lives with the data)."""
     if env.get("PREFECT_HOME"):
         return Path(env["PREFECT_HOME"])
-    store = env.get("REFIT_STORE", "./.refit")
+    store = store_uri(env)
     base = Path(store) if not store.startswith("s3://") else Path.home() / ".refit"
     return (base / "prefect").resolve()
+
+
+def store_uri(env: dict[str, str]) -> str:
+    """The store ``refit up`` runs everything on: ``REFIT_STORE`` of ``env``, else the default."""
+    from refit.io import resolve_store_uri
+
+    return resolve_store_uri(env.get("REFIT_STORE"))
 
 
 def run_up(config: Path, *, ui_port: int, webhook_port: int, webhook: bool, env: dict[str, str]) -> int:
@@ -87,7 +94,12 @@ def run_up(config: Path, *, ui_port: int, webhook_port: int, webhook: bool, env:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)  # `kill` stops everything as cleanly as Ctrl-C
-    child_env = env | {"PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    # the served deployments and the webhook are told the same store, as an absolute URI
+    child_env = env | {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "REFIT_STORE": store_uri(env),
+    }
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     bin_dir = Path(sys.executable).parent
     try:

@@ -9,12 +9,18 @@ from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
 from refit.errors import StoreError
-from refit.io import Store, open_store, store_from_settings
+from refit.io import Store, store_from_settings
 
 
-def open_run_store(store_uri: str | None) -> Store:
-    """Tasks receive the store as a URI (a handle), never as a client object."""
-    return open_store(store_uri) if store_uri else store_from_settings()
+def open_run_store(store_uri: str) -> Store:
+    """Exactly the store the flow chose (:func:`refit.io.resolve_store_uri`, once per run).
+
+    Tasks receive it as a URI (a handle), never as a client object, and never look for one in
+    the environment: a run that wrote anywhere else than its flow said would be a silent split.
+    """
+    if not store_uri:
+        raise ValueError("a task needs its run's store URI: the flow resolves it once and passes it down")
+    return store_from_settings(uri=store_uri)
 
 
 def transient_store_error(task: Any, task_run: Any, state: Any) -> bool:

@@ -19,7 +19,7 @@ from tasks.names import DRIFT_EVENT, RETRAIN_ON_DRIFT_FULL_NAME
 
 
 @io_task("load-reference")
-def load_reference(config: PipelineConfig, store_uri: str | None = None) -> Reference:
+def load_reference(store_uri: str, config: PipelineConfig) -> Reference:
     """The champion's stored training sample: drift is always measured against the current champion."""
     ref = monitoring.load_reference(open_run_store(store_uri), config)
     get_run_logger().info("reference: %s version %s (%s rows)", ref.model, ref.version, f"{len(ref.frame):,}")
@@ -28,11 +28,11 @@ def load_reference(config: PipelineConfig, store_uri: str | None = None) -> Refe
 
 @io_task("load-capture-window")
 def load_capture_window(
+    store_uri: str,
     config: PipelineConfig,
     now: datetime | None,
     window_hours: int | None,
     window_rows: int | None,
-    store_uri: str | None = None,
 ) -> CaptureWindow:
     """Captured production requests in the window, and their labels when they have arrived."""
     window = monitoring.load_capture_window(
@@ -49,18 +49,18 @@ def load_capture_window(
 
 
 @io_task("validate-captures")
-def validate_captures(config: PipelineConfig, window: CaptureWindow, store_uri: str | None = None) -> pd.DataFrame:
+def validate_captures(store_uri: str, config: PipelineConfig, window: CaptureWindow) -> pd.DataFrame:
     """Captures against their contract; bad rows quarantined."""
     return monitoring.validate_captures(open_run_store(store_uri), config, window)
 
 
 @io_task("compute-drift")
 def compute_drift(
+    store_uri: str,
     config: PipelineConfig,
     reference: Reference,
     current: pd.DataFrame,
     window: CaptureWindow,
-    store_uri: str | None = None,
 ) -> DriftReport:
     """Evidently drift per column on a seeded sample, and performance decay on labelled rows."""
     report = monitoring.compute_drift_and_decay(open_run_store(store_uri), config, reference, current, window)
@@ -90,11 +90,11 @@ def compute_drift(
 
 @io_task("ask-governor")
 def ask_governor(
+    store_uri: str,
     config: PipelineConfig,
     reference: Reference,
     report: DriftReport,
     now: datetime | None,
-    store_uri: str | None = None,
 ) -> GovernorOutcome:
     """At most one retrain: k-of-n windows, cooldown, de-duplication, daily cap; recorded in the ledger."""
     outcome = monitoring.ask_governor(open_run_store(store_uri), config, reference, report, now=now)
@@ -103,12 +103,12 @@ def ask_governor(
 
 
 @task(name="emit-drift-event", cache_policy=NO_CACHE)
-def emit_drift_event(config: PipelineConfig, outcome: GovernorOutcome) -> str | None:
-    """Tell listeners (the retrain-on-drift deployment) that drift is real."""
+def emit_drift_event(store_uri: str, config: PipelineConfig, outcome: GovernorOutcome) -> str | None:
+    """Tell listeners (the retrain-on-drift deployment) that drift is real, and in which store."""
     event = emit_event(
         event=DRIFT_EVENT,
         resource={"prefect.resource.id": f"refit.model.{config.dataset.name}", "refit.model": config.dataset.name},
-        payload=outcome.event_payload,
+        payload=outcome.event_payload | {"store": store_uri},
     )
     get_run_logger().info("emitted %s for %s", DRIFT_EVENT, config.dataset.name)
     return str(event.id) if event is not None else None

@@ -28,9 +28,7 @@ def load_pipeline_config(path: str) -> PipelineConfig:
 
 
 @io_task("load-and-validate")
-def load_and_validate(
-    config: PipelineConfig, run_id: str, window_days: float | None, store_uri: str | None = None
-) -> ValidatedData:
+def load_and_validate(store_uri: str, config: PipelineConfig, run_id: str, window_days: float | None) -> ValidatedData:
     """Base data plus labelled captures; bad rows quarantined; the run stops when too many are bad."""
     store = open_run_store(store_uri)
     handle = pipeline.load_and_validate(store, config, run_id, window_days)
@@ -60,7 +58,7 @@ def load_and_validate(
 
 
 @io_task("split-data")
-def split_data(config: PipelineConfig, data: ValidatedData, run_id: str, store_uri: str | None = None) -> SplitHandles:
+def split_data(store_uri: str, config: PipelineConfig, data: ValidatedData, run_id: str) -> SplitHandles:
     """Deterministic split by a hash of the id (or by time)."""
     splits = pipeline.split_data(open_run_store(store_uri), config, data, run_id)
     get_run_logger().info("split rows: %s", splits.rows)
@@ -68,9 +66,7 @@ def split_data(config: PipelineConfig, data: ValidatedData, run_id: str, store_u
 
 
 @task(name="train-candidates", cache_policy=NO_CACHE)
-def train_candidates(
-    config: PipelineConfig, splits: SplitHandles, run_id: str, store_uri: str | None = None
-) -> CandidateHandle:
+def train_candidates(store_uri: str, config: PipelineConfig, splits: SplitHandles, run_id: str) -> CandidateHandle:
     """Search the configured model families; the best on validation becomes the candidate."""
     logger = get_run_logger()
 
@@ -118,7 +114,7 @@ def train_candidates(
 
 @task(name="smoke-test", cache_policy=NO_CACHE)
 def smoke_test_candidate(
-    config: PipelineConfig, splits: SplitHandles, candidate: CandidateHandle, store_uri: str | None = None
+    store_uri: str, config: PipelineConfig, splits: SplitHandles, candidate: CandidateHandle
 ) -> SmokeReport:
     """Load the artifact in a fresh process and check its outputs before anything is registered."""
     report = pipeline.smoke_test_candidate(open_run_store(store_uri), config, splits, candidate)
@@ -132,21 +128,20 @@ def smoke_test_candidate(
 
 @io_task("evaluate-candidate")
 def evaluate_candidate(
+    store_uri: str,
     config: PipelineConfig,
     splits: SplitHandles,
     candidate: CandidateHandle,
     run_id: str,
     force: bool,
     reason: str | None,
-    store_uri: str | None = None,
 ) -> EvaluationHandle:
     """Candidate vs champion on the same rows, overall and per segment, with paired bootstrap CIs."""
-    evaluation = pipeline.evaluate_candidate(
-        open_run_store(store_uri), config, splits, candidate, run_id, force=force, reason=reason
-    )
+    store = open_run_store(store_uri)
+    evaluation = pipeline.evaluate_candidate(store, config, splits, candidate, run_id, force=force, reason=reason)
     decision = evaluation.decision
     get_run_logger().info("gate: %s", decision.headline)
-    markdown = pipeline.read_text(open_run_store(store_uri), evaluation.dossier["markdown"])
+    markdown = pipeline.read_text(store, evaluation.dossier["markdown"])
     create_markdown_artifact(
         markdown=markdown, key=f"{config.dataset.name}-dossier", description=f"Decision dossier: {decision.outcome}"
     )
@@ -155,6 +150,7 @@ def evaluate_candidate(
 
 @io_task("register-model")
 def register_model(
+    store_uri: str,
     config: PipelineConfig,
     splits: SplitHandles,
     candidate: CandidateHandle,
@@ -162,7 +158,6 @@ def register_model(
     run_id: str,
     reason: str | None,
     tags: dict[str, str],
-    store_uri: str | None = None,
 ) -> ModelVersion:
     """A new immutable registry version with its lineage, metrics, decision and drift reference."""
     version = pipeline.register_candidate(
@@ -187,7 +182,7 @@ def register_model(
 
 @io_task("promote-model")
 def promote_model(
-    config: PipelineConfig, version: int, evaluation: EvaluationHandle, reason: str | None, store_uri: str | None = None
+    store_uri: str, config: PipelineConfig, version: int, evaluation: EvaluationHandle, reason: str | None
 ) -> AliasEvent:
     """Move the champion alias by compare-and-swap (a concurrent promotion makes this fail loudly)."""
     event = pipeline.promote_version(open_run_store(store_uri), config, version, evaluation, reason)

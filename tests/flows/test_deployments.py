@@ -71,6 +71,7 @@ def test_default_schedules_and_defaults() -> None:
     assert d[RETRAIN_WEEKLY].paused is False and d[DRIFT_CHECK_HOURLY].paused is False
     assert d[RETRAIN_WEEKLY].parameters["params"] == {
         "config_path": "refit.yaml",
+        "store": None,  # the worker's REFIT_STORE, unless `refit serve` names one (build_deployments(store=))
         "window_days": None,  # the config's training.window_days, read when the run starts
         "force": False,
         "dry_run": False,
@@ -80,6 +81,7 @@ def test_default_schedules_and_defaults() -> None:
     }
     assert d[DRIFT_CHECK_HOURLY].parameters["params"] == {
         "config_path": "refit.yaml",
+        "store": None,
         "window_hours": None,  # the config's drift.window_hours, read when the run starts
         "window_rows": None,
         "now": None,
@@ -128,6 +130,40 @@ def test_explicit_settings_win_over_nothing(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("REFIT_RETRAIN_CRON", "0 5 * * *")
     d = _by_name(DeploymentSettings(retrain_cron="30 2 * * 0"))
     assert d[RETRAIN_WEEKLY].schedules[0].schedule.cron == "30 2 * * 0"
+
+
+def test_every_deployment_runs_on_the_store_it_was_built_with() -> None:
+    d = {x.name: x for x in build_deployments(store="s3://bucket/refit")}
+    for name in (RETRAIN_WEEKLY, RETRAIN_MANUAL, RETRAIN_ON_DRIFT, DRIFT_CHECK_HOURLY):
+        assert d[name].parameters["params"]["store"] == "s3://bucket/refit"
+
+
+def _render_trigger(payload: dict[str, Any]) -> dict[str, Any]:
+    """The drift trigger's parameters as the server renders them for an event with ``payload``."""
+    from prefect.server.events.actions import RunDeployment
+    from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
+
+    [trigger] = _by_name()[RETRAIN_ON_DRIFT].triggers
+    # the server's own wrapping of "{{ ... }}" strings (a one-expression template keeps its type)
+    params = {
+        key: RunDeployment._wrap_v1_template(value) if "{{" in str(value) else value
+        for key, value in trigger.parameters["params"].items()
+    }
+    context = HydrationContext(
+        raise_on_error=True,
+        render_jinja=True,
+        jinja_context={"event": {"payload": payload, "resource": {"id": "refit.model.churn"}}},
+    )
+    return dict(hydrate({"params": params}, context)["params"])
+
+
+def test_a_drift_triggered_retrain_runs_on_the_store_the_drift_was_found_in() -> None:
+    rendered = _render_trigger({"reason": "share 0.4", "store": "/data/refit store"})
+    assert rendered["store"] == "/data/refit store"
+    assert rendered["reason"] == "drift detected on refit.model.churn: share 0.4"
+    validate({"params": rendered}, _schema(retrain), raise_on_error=True)
+    # an event that names no store still starts a run: on the worker's REFIT_STORE
+    assert _render_trigger({"reason": "share 0.4"})["store"] is None
 
 
 def test_retrain_manual_and_on_drift_have_no_schedule() -> None:

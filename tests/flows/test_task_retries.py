@@ -57,7 +57,7 @@ def run_load_and_validate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store
 
     @flow(name="load-only")
     def load_only() -> ValidatedData:
-        return retrain_tasks.load_and_validate(config, "run-1", None)
+        return retrain_tasks.load_and_validate(store.uri, config, "run-1", None)
 
     return load_only()
 

@@ -316,3 +316,21 @@ def test_no_product_module_but_the_layout_spells_a_store_key() -> None:
     assert len(modules) > 40  # the scan saw the product code
     hits = [hit for path in modules for hit in _key_literals(path.read_text(), str(path.relative_to(ROOT)))]
     assert hits == []
+
+
+# --- which store a run uses ----------------------------------------------------------------
+
+
+def test_one_rule_chooses_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from refit.config import Settings
+    from refit.io import resolve_store_uri
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REFIT_STORE", raising=False)
+    assert resolve_store_uri() == str(tmp_path / ".refit")  # the default, made absolute
+    monkeypatch.setenv("REFIT_STORE", "env-store")
+    assert resolve_store_uri() == resolve_store_uri("  ") == str(tmp_path / "env-store")
+    assert resolve_store_uri("given") == str(tmp_path / "given")  # an explicit store wins
+    assert resolve_store_uri(f"file://{tmp_path}/given/") == str(tmp_path / "given")
+    assert resolve_store_uri("s3://bucket/refit") == "s3://bucket/refit"
+    assert resolve_store_uri(None, Settings(store="s3://other")) == "s3://other"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from refit.io.base import Blob, Store, validate_key
@@ -18,6 +19,8 @@ __all__ = [
     "Store",
     "open_location",
     "open_store",
+    "resolve_store_uri",
+    "store_from_settings",
     "validate_key",
 ]
 
@@ -55,9 +58,29 @@ def open_location(uri: str, default: Store, client: Any = None) -> tuple[Store, 
     return default, uri
 
 
-def store_from_settings(settings: Any = None) -> Store:
-    """The store named by ``REFIT_STORE`` (default ``./.refit``)."""
+def resolve_store_uri(explicit: str | None = None, settings: Any = None) -> str:
+    """Which store a run or a command uses: the one rule, applied once where the run starts.
+
+    ``explicit`` (a flow's ``store`` parameter, what a CLI command or the webhook was started
+    with) wins; when it is empty, ``REFIT_STORE`` (:class:`refit.config.Settings`), whose default
+    is ``./.refit``. A local folder comes back absolute (``file://`` dropped), so the URI names
+    the same store in a worker or a served deployment that runs in another folder.
+    """
+    uri = (explicit or "").strip()
+    if not uri:
+        from refit.config import Settings
+
+        uri = (settings or Settings()).store
+    if uri.startswith("s3://"):
+        return uri
+    return str(Path(uri.removeprefix("file://")).expanduser().resolve())
+
+
+def store_from_settings(settings: Any = None, uri: str | None = None) -> Store:
+    """The store at ``uri`` (empty: :func:`resolve_store_uri`'s choice), S3 through the settings'
+    endpoint (``REFIT_S3_ENDPOINT_URL``, else ``AWS_ENDPOINT_URL``): the store is named by the
+    caller, the way to reach S3 belongs to the machine."""
     from refit.config import Settings
 
     settings = settings or Settings()
-    return open_store(settings.store, endpoint_url=settings.s3_endpoint_url)
+    return open_store(resolve_store_uri(uri, settings), endpoint_url=settings.s3_endpoint_url)
