@@ -85,6 +85,7 @@ def test_signed_alert_starts_a_retrain_that_registers_a_version(
     assert params["drift"]["alert_id"] == alert_id and params["drift"]["drift_share"] == 0.42
     assert params["window_days"] == WINDOW_DAYS  # the deployment's default, not the model's
     assert params["force"] is False and params["dry_run"] is False and params["config_path"] == "refit.yaml"
+    assert params["store"] == project.store().uri  # the webhook's store, not whatever the worker has
     assert run.idempotency_key == idempotency_key(DriftAlert(alert_id=alert_id, model=MODEL))
 
     versions = Registry(project.store()).list_versions(MODEL)
@@ -167,7 +168,12 @@ def test_drift_event_starts_a_run_with_templated_parameters(
     prefect_server: PrefectServer, refit_serve: Proc, project: Project
 ) -> None:
     marker = f"e2e-event-{uuid.uuid4().hex[:8]}"
-    payload = {"reason": marker, "drift_share": 0.55, "drifted_columns": ["tenure_months"]}
+    payload = {
+        "reason": marker,
+        "drift_share": 0.55,
+        "drifted_columns": ["tenure_months"],
+        "store": project.store().uri,  # the drift check names the store it found the drift in
+    }
     emit = (
         "import json, sys\n"
         "from prefect.events import emit_event\n"
@@ -196,7 +202,7 @@ def test_drift_event_starts_a_run_with_templated_parameters(
     assert params["reason"] == f"drift detected on refit.model.churn: {marker}"
     assert params["drift"] == payload  # a one-expression template keeps the payload an object, floats floats
     assert params["trigger"] == "drift" and params["config_path"] == "refit.yaml"
-    assert params["window_days"] == WINDOW_DAYS
+    assert params["window_days"] == WINDOW_DAYS and params["store"] == project.store().uri
 
     # the rendered parameters are accepted by the flow, and the version remembers why it exists
     wait_for_completed(prefect_server, refit_serve, run.id, 240)
