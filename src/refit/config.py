@@ -345,7 +345,12 @@ def import_schema(path: str) -> Any:
         module = importlib.import_module(module_name)
     except Exception as exc:  # ImportError, or whatever the module's own code raised
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ConfigError(f"cannot import {module_name!r} (from {path!r}): {first}") from None
+        where = (
+            " (schema modules are imported from the config file's folder, the working directory and PYTHONPATH)"
+            if isinstance(exc, ModuleNotFoundError)
+            else ""
+        )
+        raise ConfigError(f"cannot import {module_name!r} (from {path!r}): {first}{where}") from None
     try:
         obj = getattr(module, attr)
     except AttributeError:
@@ -369,6 +374,84 @@ def schema_columns(schema_path: str) -> list[str]:
     """Column names of a pandera DataFrameModel given as ``module:Class``."""
     model = import_schema(schema_path)
     return list(model.to_schema().columns)
+
+
+def _column_kind(dtype: Any) -> str:
+    """``bool``, ``int``, ``float``, ``datetime`` or ``text`` for a pandera column's declared dtype."""
+    name = str(dtype).lower()
+    for kind, marks in (
+        ("bool", ("bool",)),
+        ("datetime", ("datetime", "timestamp")),
+        ("int", ("int",)),
+        ("float", ("float", "double", "decimal")),
+    ):
+        if any(mark in name for mark in marks):
+            return kind
+    return "text"
+
+
+#: Which declared target kinds each task can judge (string labels are not supported yet).
+_TARGET_KINDS: dict[str, tuple[str, ...]] = {
+    "binary": ("int", "bool", "float"),
+    "multiclass": ("int",),
+    "regression": ("int", "float"),
+}
+
+
+def check_against_schema(config: PipelineConfig, source: str = "<config>") -> None:
+    """Refuse, in one line, a config whose columns the schemas do not declare.
+
+    A target, id, timestamp, feature or segment column the schema lacks, a binned segment on a
+    non-numeric column, or a target the task cannot judge (``Yes``/``No`` labels for ``binary``)
+    would otherwise pass ``refit validate`` and fail a retrain only after every candidate
+    trained. The capture schema must declare the request id and every feature; its target
+    column is optional (requests are logged before their label exists).
+    """
+    ds = config.dataset
+    schema = import_schema(ds.schema_path).to_schema()
+    columns = dict(schema.columns)
+
+    def missing(key: str, column: str, where: str = ds.schema_path, known: Any = columns) -> ConfigError:
+        hint = difflib.get_close_matches(column, list(known), n=1)
+        suffix = f" (did you mean '{hint[0]}'?)" if hint else ""
+        return ConfigError(f"{source}: {key}: column '{column}' is not in schema {where}{suffix}")
+
+    named = [
+        ("dataset.target", ds.target),
+        ("dataset.id_column", ds.id_column),
+        ("dataset.timestamp_column", ds.timestamp_column),
+    ]
+    named += [(f"dataset.segments[{i}].column", spec.column) for i, spec in enumerate(ds.segments)]
+    named += [
+        (f"dataset.segment_crossings[{i}]", column)
+        for i, crossing in enumerate(ds.segment_crossings)
+        for column in crossing
+    ]
+    named += [(f"dataset.features[{i}]", column) for i, column in enumerate(ds.features or [])]
+    for key, column in named:
+        if column not in columns:
+            raise missing(key, column)
+    target_kind = _column_kind(columns[ds.target].dtype)
+    if target_kind not in _TARGET_KINDS[ds.task]:
+        raise ConfigError(
+            f"{source}: dataset.target: column '{ds.target}' is declared {columns[ds.target].dtype} in "
+            f"{ds.schema_path}, and task {ds.task} needs {' or '.join(_TARGET_KINDS[ds.task])} labels "
+            "(string labels are not supported yet: map them to 0/1 in the data or the schema's parser)"
+        )
+    for i, spec in enumerate(ds.segments):
+        kind = _column_kind(columns[spec.column].dtype)
+        if spec.bins is not None and kind not in ("int", "float"):
+            raise ConfigError(
+                f"{source}: dataset.segments[{i}].bins: column '{spec.column}' is declared "
+                f"{columns[spec.column].dtype} in {ds.schema_path}; bins need a numeric column"
+            )
+    if ds.capture_schema is not None:
+        captured = dict(import_schema(ds.capture_schema).to_schema().columns)
+        needed = [("dataset.request_id_column", ds.request_id_column)]
+        needed += [("dataset.features", column) for column in config.feature_columns]
+        for key, column in needed:
+            if column not in captured:
+                raise missing(key, column, ds.capture_schema, captured)
 
 
 def _describe(err: Any, source: str) -> str:
@@ -455,4 +538,17 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
         raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
     finally:
         loader.dispose()
-    return parse_config(raw, str(path))
+    _importable_from(path)
+    config = parse_config(raw, str(path))
+    check_against_schema(config, str(path))
+    return config
+
+
+def _importable_from(config_file: Path) -> None:
+    """Schema modules are found beside the config file and in the working directory, as well as
+    on ``PYTHONPATH``: a user's ``myschemas/bikes.py`` next to their YAML just works."""
+    import sys
+
+    for folder in (config_file.resolve().parent, Path.cwd()):
+        if str(folder) not in sys.path:
+            sys.path.append(str(folder))

@@ -1,0 +1,139 @@
+"""A config is checked against its schemas at load: a mistake costs a second, not a training run."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from refit.config import load_config
+from refit.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A user's own schema module, beside their YAML, in a package the interpreter does not know.
+BIKES = """
+import pandera.pandas as pa
+from pandera.typing.pandas import Series
+
+
+class BikeRides(pa.DataFrameModel):
+    ride_id: Series[int]
+    hour_start: Series[pa.DateTime]
+    station: Series[str]
+    temperature: Series[float]
+    rides: Series[float]
+    busy: Series[str] = pa.Field(isin=["Yes", "No"])
+
+
+class BikeCaptures(pa.DataFrameModel):
+    request_id: Series[str]
+    ride_id: Series[int]
+    hour_start: Series[pa.DateTime]
+    station: Series[str]
+    temperature: Series[float]
+"""
+
+
+def _project(tmp_path: Path, package: str, **dataset: Any) -> Path:
+    (tmp_path / package).mkdir()
+    (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / package / "bikes.py").write_text(BIKES)
+    raw = {
+        "dataset": {
+            "name": "bikes",
+            "sources": ["rides.csv"],
+            "schema": f"{package}.bikes:BikeRides",
+            "capture_schema": f"{package}.bikes:BikeCaptures",
+            "target": "rides",
+            "task": "regression",
+            "id_column": "ride_id",
+            "timestamp_column": "hour_start",
+            "features": ["station", "temperature"],
+        }
+    }
+    raw["dataset"].update(dataset)
+    path = tmp_path / "bikes.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture
+def fresh_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leave sys.path as it was (load_config makes the config's folder importable)."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+
+
+def test_a_schema_module_beside_the_config_loads_without_pythonpath(tmp_path: Path, fresh_path: None) -> None:
+    cfg = load_config(_project(tmp_path, "myschemas_a"))
+    assert cfg.dataset.target == "rides"
+    assert cfg.feature_columns == ["station", "temperature"]
+
+
+def test_a_missing_schema_module_says_where_modules_are_looked_for(tmp_path: Path, fresh_path: None) -> None:
+    path = _project(tmp_path, "myschemas_b", schema="nowhere_pkg.bikes:BikeRides")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert "No module named 'nowhere_pkg'" in msg and "config file's folder" in msg and "PYTHONPATH" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        (
+            {"target": "ridez"},
+            "dataset.target: column 'ridez' is not in schema myschemas_{n}.bikes:BikeRides (did you mean 'rides'?)",
+        ),
+        ({"id_column": "id"}, "dataset.id_column: column 'id' is not in schema"),
+        ({"timestamp_column": "hour"}, "dataset.timestamp_column: column 'hour' is not in schema"),
+        ({"segments": [{"column": "stations"}]}, "dataset.segments[0].column: column 'stations' is not in schema"),
+        (
+            {"segments": [{"column": "station"}], "segment_crossings": [["station", "weather"]]},
+            "dataset.segment_crossings[0]: column 'weather' is not in schema",
+        ),
+        ({"features": ["station", "temp"]}, "dataset.features[1]: column 'temp' is not in schema"),
+        (
+            {"segments": [{"column": "station", "bins": [0, 1, 2]}]},
+            "dataset.segments[0].bins: column 'station' is declared str",
+        ),
+        (
+            {"target": "busy", "task": "binary"},
+            "dataset.target: column 'busy' is declared str in myschemas_{n}.bikes:BikeRides, and task binary "
+            "needs int or bool or float labels (string labels are not supported yet",
+        ),
+        (
+            {"features": ["station", "rides"]},
+            "dataset.features: column 'rides' is not in schema myschemas_{n}.bikes:BikeCaptures",
+        ),
+        (
+            {"request_id_column": "req"},
+            "dataset.request_id_column: column 'req' is not in schema myschemas_{n}.bikes:BikeCaptures",
+        ),
+    ],
+)
+def test_a_column_the_schema_lacks_is_refused_at_load_in_one_line(
+    tmp_path: Path, fresh_path: None, override: dict[str, Any], says: str, request: pytest.FixtureRequest
+) -> None:
+    n = request.node.callspec.indices["override"]
+    path = _project(tmp_path, f"myschemas_{n}", **copy.deepcopy(override))
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: ")
+    assert says.format(n=n) in msg
+    assert "\n" not in msg
+
+
+def test_the_config_check_lets_the_capture_schema_leave_the_target_out(tmp_path: Path, fresh_path: None) -> None:
+    # BikeCaptures has no 'rides' column: requests are logged before their label exists
+    assert load_config(_project(tmp_path, "myschemas_c")).dataset.capture_schema == "myschemas_c.bikes:BikeCaptures"
+
+
+def test_the_demo_config_passes_its_schema_check() -> None:
+    assert load_config(ROOT / "refit.yaml").dataset.name == "churn"
