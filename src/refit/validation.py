@@ -145,7 +145,7 @@ def check_frame_shape(df: pd.DataFrame, schema_model: Any, source: str) -> None:
     schema = _schema_of(schema_model)
     if df.shape[1] == 0 or len(df) == 0:
         raise ValidationFailedError(f"{source}: file is empty (no rows)")
-    missing = [c for c in schema.columns if c not in df.columns]
+    missing = [c for c, column in schema.columns.items() if c not in df.columns and column.required]
     if missing:
         raise ValidationFailedError(
             f"{source}: missing required column(s) {', '.join(shorten(str(c)) for c in missing)} "
@@ -413,7 +413,7 @@ def _fast_valid(df: pd.DataFrame, schema: Any) -> pd.DataFrame | None:
     dtype coercion and dtype check, ``nullable``, ``unique``, and every column ``Check`` object
     of the schema, called as pandera calls it.
     Any failure, and any schema feature this path does not cover (index, frame-level checks or
-    uniqueness, parsers, regex columns, optional columns ...), returns None and pandera
+    uniqueness, parsers, regex columns ...), returns None and pandera
     validates the frame and reports the failure cases as before.
     """
     from pandera.api.pandas.container import DataFrameSchema
@@ -424,7 +424,9 @@ def _fast_valid(df: pd.DataFrame, schema: Any) -> pd.DataFrame | None:
         return None
     out: dict[str, pd.Series] = {}
     for name, column in schema.columns.items():
-        if column.regex or not column.required or getattr(column, "parsers", None) or name not in df.columns:
+        if not column.required and name not in df.columns:
+            continue  # an optional column left out (checked like any other when present)
+        if column.regex or getattr(column, "parsers", None) or name not in df.columns:
             return None
         if column.drop_invalid_rows or column.default is not None:
             return None

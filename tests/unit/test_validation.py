@@ -238,6 +238,15 @@ def test_nullable_string_column_may_be_all_missing_on_the_fast_path() -> None:
     pd.testing.assert_frame_equal(fast, _pandera_valid(df, ChurnCaptureSchema))
 
 
+def test_an_optional_column_left_out_keeps_the_fast_path() -> None:
+    from refit.validation import _fast_valid
+
+    df = unlabelled_captures(10).drop(columns=["churned"])  # logged before the label exists
+    fast = _fast_valid(df, ChurnCaptureSchema.to_schema())
+    assert fast is not None and "churned" not in fast
+    pd.testing.assert_frame_equal(fast, _pandera_valid(df, ChurnCaptureSchema))
+
+
 def test_fault_hidden_behind_a_coercion_failure_is_found_on_the_next_pass() -> None:
     df = churn_rows(50)
     df["tenure_months"] = df["tenure_months"].astype(object)
