@@ -27,11 +27,20 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from refit.errors import ConfigError
-from refit.metrics import DEFAULT_METRIC, METRICS, Task, check_task_metric
+from refit.metrics import (
+    DEFAULT_METRIC,
+    METRICS,
+    TOLERANCE_DEFAULTS,
+    Task,
+    check_task_metric,
+    combined_tolerance,
+    tolerance_defaults,
+)
 
 DEFAULT_CONFIG_FILE = "refit.yaml"
 
 _Params = TypeVar("_Params", bound=BaseModel)
+_S = TypeVar("_S", bound=BaseModel)
 
 
 class Settings(BaseSettings):
@@ -44,6 +53,19 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(None, description="HMAC secret of the drift-alert webhook.")
     webhook_token: SecretStr | None = Field(None, description="Optional bearer token of the webhook.")
     author: str | None = Field(None, description="Who a registry change is recorded as (default: the OS user).")
+
+
+_UNIT = TOLERANCE_DEFAULTS["unit"]  # a section read on its own (no metric known) uses these
+
+
+def _with_metric_defaults(section: _S, metric: str) -> _S:
+    """``section`` with each threshold it leaves unset taken from the metric's scale."""
+    update = {
+        name: value
+        for name, value in tolerance_defaults(metric).items()
+        if name in type(section).model_fields and name not in section.model_fields_set
+    }
+    return section.model_copy(update=update) if update else section
 
 
 class _Section(BaseModel):
@@ -172,12 +194,31 @@ class GateConfig(_Section):
     max_regression: float = Field(
         0.0, ge=0.0, description="Overall loss tolerated: a loss significantly beyond it rejects."
     )
-    max_segment_regression: float = Field(
-        0.02, ge=0.0, description="Per-segment loss tolerated: a loss significantly beyond it rejects."
+    max_segment_regression: float | None = Field(
+        _UNIT["max_segment_regression"],
+        ge=0.0,
+        description="Per-segment loss tolerated (metric units): a loss significantly beyond it rejects. "
+        "Default by the metric's scale (refit.metrics.TOLERANCE_DEFAULTS): 0.02 for AUC-like metrics, "
+        "unset for RMSE/MAE (relative instead).",
+    )
+    max_relative_segment_regression: float | None = Field(
+        _UNIT["max_relative_segment_regression"],
+        ge=0.0,
+        description="Per-segment loss tolerated as a fraction of the champion's overall value "
+        "(default 0.05 for RMSE/MAE); with both set, the larger tolerance applies.",
     )
     min_segment_size: int = Field(200, ge=1, description="Smaller segments are reported, not gated.")
     max_improvement: float | None = Field(
-        0.2, gt=0.0, description="A larger overall gain rejects (leakage guard); null disables."
+        _UNIT["max_improvement"],
+        gt=0.0,
+        description="A larger overall gain (metric units) rejects: the leakage guard. Default 0.2 for "
+        "AUC-like metrics, unset for RMSE/MAE; null disables.",
+    )
+    max_relative_improvement: float | None = Field(
+        _UNIT["max_relative_improvement"],
+        gt=0.0,
+        description="A gain larger than this fraction of the champion's value rejects (default 0.8 for "
+        "RMSE/MAE: the error cut by four fifths); with both set, either rejects.",
     )
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Two-sided level of every interval.")
     bootstrap_resamples: int = Field(1000, ge=100)
@@ -186,6 +227,17 @@ class GateConfig(_Section):
     holm_scope: Literal["segmentation", "all"] = Field(
         "segmentation", description="Correct within each segmentation (region; region×plan), or across all segments."
     )
+
+    def segment_tolerance(self, champion: float | None) -> float:
+        """The per-segment loss tolerated against a champion whose overall value is ``champion``."""
+        return combined_tolerance(self.max_segment_regression, self.max_relative_segment_regression, champion)
+
+    def improvement_limit(self, champion: float | None) -> float | None:
+        """The largest overall gain believed (the leakage guard); None when the guard is off."""
+        limits = [] if self.max_improvement is None else [self.max_improvement]
+        if self.max_relative_improvement is not None and champion is not None:
+            limits.append(self.max_relative_improvement * abs(champion))
+        return min(limits) if limits else None
 
     @model_validator(mode="after")
     def _check_metric(self) -> GateConfig:
@@ -230,8 +282,23 @@ class DriftConfig(_Section):
     cooldown_hours: float = Field(6.0, ge=0.0)
     k_of_n: tuple[int, int] = Field((1, 1), description="Trigger when k of the last n windows drift.")
     daily_cap: int = Field(3, ge=1, description="Most triggers per UTC day.")
-    decay_tolerance: float = Field(0.05, ge=0.0, description="Largest metric drop (absolute) allowed.")
+    decay_tolerance: float | None = Field(
+        _UNIT["decay_tolerance"],
+        ge=0.0,
+        description="Largest metric drop allowed (metric units). Default by the gate metric's scale: "
+        "0.05 for AUC-like metrics, unset for RMSE/MAE (relative instead).",
+    )
+    decay_relative_tolerance: float | None = Field(
+        _UNIT["decay_relative_tolerance"],
+        ge=0.0,
+        description="Largest drop allowed as a fraction of the registered value (default 0.10 for "
+        "RMSE/MAE); with both set, the larger applies.",
+    )
     decay_min_rows: int = Field(200, ge=1, description="Fewest labelled rows to judge decay in a segment.")
+
+    def decay_limit(self, registered: float | None) -> float:
+        """The drop tolerated from a registered value."""
+        return combined_tolerance(self.decay_tolerance, self.decay_relative_tolerance, registered)
 
     @model_validator(mode="after")
     def _check_k_of_n(self) -> DriftConfig:
@@ -270,7 +337,7 @@ class PipelineConfig(_Section):
     split: SplitConfig = Field(default_factory=SplitConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     gate: GateConfig = Field(default_factory=GateConfig, validate_default=True)
-    drift: DriftConfig = Field(default_factory=DriftConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig, validate_default=True)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @field_validator("gate")
@@ -282,7 +349,14 @@ class PipelineConfig(_Section):
             if "primary_metric" not in gate.model_fields_set and dataset.task in DEFAULT_METRIC:
                 gate = gate.model_copy(update={"primary_metric": DEFAULT_METRIC[dataset.task]})
             check_task_metric(dataset.task, gate.primary_metric)
-        return gate
+        return _with_metric_defaults(gate, gate.primary_metric)
+
+    @field_validator("drift")
+    @classmethod
+    def _decay_in_the_gates_metric(cls, drift: DriftConfig, info: ValidationInfo) -> DriftConfig:
+        """Decay is judged in the gate's metric: its unset tolerances follow that metric's scale."""
+        gate = info.data.get("gate")
+        return drift if gate is None else _with_metric_defaults(drift, gate.primary_metric)
 
     @property
     def feature_columns(self) -> list[str]:

@@ -566,7 +566,8 @@ def compute_decay(
 
     The metric and its direction come from ``refit.metrics`` (the gate's ``primary_metric``,
     the one registration stores). A segment decays when its drop exceeds
-    ``cfg.decay_tolerance`` (in the metric's units); segments with fewer than
+    ``cfg.decay_limit`` of its registered value (``decay_tolerance`` in the metric's units, or
+    ``decay_relative_tolerance`` of the registered value: the larger); segments with fewer than
     ``cfg.decay_min_rows`` labelled rows, an undefined metric (one class only), or no
     registered value are reported but never decay.
 
@@ -600,7 +601,7 @@ def compute_decay(
             note = "no registered value"
         else:
             drop = base - value if m.higher_is_better else value - base
-        decayed = drop is not None and drop > cfg.decay_tolerance
+        decayed = drop is not None and drop > cfg.decay_limit(base)
         return SegmentDecay(
             segment=name, n_rows=n, current=value, registered=base, drop=drop, decayed=decayed, note=note
         )
@@ -619,7 +620,7 @@ def compute_decay(
     return DecayResult(
         metric=m.name,
         higher_is_better=m.higher_is_better,
-        tolerance=cfg.decay_tolerance,
+        tolerance=cfg.decay_limit(registered.get("overall")),
         overall=overall,
         segments=per_segment,
         decayed=overall.decayed or any(s.decayed for s in per_segment),

@@ -28,6 +28,11 @@ TASKS: tuple[Task, ...] = get_args(Task)
 
 Kernel = Literal["auc", "ap", "sums"]
 
+#: ``unit``: the metric lives on a scale of its own (AUC, accuracy, log loss, R², MAPE), so one
+#: absolute tolerance suits every dataset. ``data``: it is in the target's units (RMSE, MAE),
+#: so a tolerance that suits house prices is meaningless for bike counts: it is relative.
+Scale = Literal["unit", "data"]
+
 ECE_BINS = 10
 #: Rows with |y| at or below this are left out of MAPE.
 MAPE_EPS = float(np.finfo(np.float64).eps)
@@ -44,6 +49,7 @@ class Metric:
     tasks: tuple[Task, ...]
     higher_is_better: bool
     kernel: Kernel
+    scale: Scale = "unit"
 
     def values(self, y: np.ndarray, s: np.ndarray, W: np.ndarray) -> np.ndarray:
         """``(k,)`` values on checked arrays (labels, scores, ``(n, k)`` weights)."""
@@ -74,8 +80,8 @@ METRICS: dict[str, Metric] = {
         Metric("f1", "F1", _BINARY, True, "sums"),
         Metric("brier", "Brier score", _BINARY, False, "sums"),
         Metric("ece", "ECE", _BINARY, False, "sums"),
-        Metric("rmse", "RMSE", _REGRESSION, False, "sums"),
-        Metric("mae", "MAE", _REGRESSION, False, "sums"),
+        Metric("rmse", "RMSE", _REGRESSION, False, "sums", "data"),
+        Metric("mae", "MAE", _REGRESSION, False, "sums", "data"),
         Metric("r2", "R²", _REGRESSION, True, "sums"),
         Metric("mape", "MAPE", _REGRESSION, False, "sums"),
     )
@@ -92,6 +98,43 @@ def get_metric(name: str) -> Metric:
 
 #: The metric a gate uses when the config names none: the one users of each task kind expect.
 DEFAULT_METRIC: dict[str, str] = {"binary": "roc_auc", "regression": "rmse"}
+
+
+#: The gate's and decay's thresholds a config leaves unset, by the primary metric's scale: the
+#: one home of these defaults. Absolute values are in the metric's units; ``relative`` ones are
+#: fractions of the champion's (or the registered) value. A unit-scale metric keeps the familiar
+#: AUC-sized numbers; a data-scale one (RMSE, MAE) is judged relative to the champion's error,
+#: so an honest RMSE gain of 2.8 on a target of hundreds is no "leakage".
+TOLERANCE_DEFAULTS: dict[Scale, dict[str, float | None]] = {
+    "unit": {
+        "max_segment_regression": 0.02,
+        "max_relative_segment_regression": None,
+        "max_improvement": 0.2,
+        "max_relative_improvement": None,
+        "decay_tolerance": 0.05,
+        "decay_relative_tolerance": None,
+    },
+    "data": {
+        "max_segment_regression": None,
+        "max_relative_segment_regression": 0.05,
+        "max_improvement": None,
+        "max_relative_improvement": 0.8,
+        "decay_tolerance": None,
+        "decay_relative_tolerance": 0.10,
+    },
+}
+
+
+def tolerance_defaults(metric: str) -> dict[str, float | None]:
+    """The thresholds :data:`TOLERANCE_DEFAULTS` gives ``metric``'s scale."""
+    return dict(TOLERANCE_DEFAULTS[get_metric(metric).scale])
+
+
+def combined_tolerance(absolute: float | None, relative: float | None, base: float | None) -> float:
+    """The loss tolerated: the larger of an absolute tolerance and a fraction of ``|base|``
+    (a missing one counts as 0)."""
+    rel = 0.0 if relative is None or base is None or math.isnan(base) else relative * abs(base)
+    return max(0.0 if absolute is None else absolute, rel)
 
 
 def metrics_for(task: str) -> tuple[str, ...]:

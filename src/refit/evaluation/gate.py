@@ -103,11 +103,11 @@ def _bound_checks(gate: GateConfig, cand: float) -> list[GateCheck]:
     return checks
 
 
-def _leakage_checks(gate: GateConfig, gain: _Gain) -> list[GateCheck]:
-    """``max_improvement``: a gain too good to be true rejects."""
-    if gate.max_improvement is None:
+def _leakage_checks(gate: GateConfig, gain: _Gain, champion: float) -> list[GateCheck]:
+    """``max_improvement`` / ``max_relative_improvement``: a gain too good to be true rejects."""
+    limit = gate.improvement_limit(champion)
+    if limit is None:
         return []
-    limit = gate.max_improvement
     note = "a gain this large is more likely leakage or a broken champion than progress"
     return [_overall_check(gain, "leakage_guard", limit, limit - gain.value, gain.value <= limit, note)]
 
@@ -154,7 +154,7 @@ def _holm_by_family(pending: Sequence[_Pending], gate: GateConfig) -> dict[int, 
     return out
 
 
-def _pending_segments(boot: PairedBootstrap, gate: GateConfig, sign: float) -> list[_Pending]:
+def _pending_segments(boot: PairedBootstrap, gate: GateConfig, sign: float, tol: float) -> list[_Pending]:
     """Which segment values are gated (large enough, metric defined in 90% of the resamples),
     with the harm p-value of those that are."""
     min_valid = 0.9 * boot.n_resamples
@@ -165,17 +165,17 @@ def _pending_segments(boot: PairedBootstrap, gate: GateConfig, sign: float) -> l
         elif seg.difference is None or seg.n_valid < min_valid:
             pending.append((seg, False, f"{boot.metric} undefined in too many resamples: not gated", None))
         else:
-            pending.append((seg, True, "", _harm_p(sign * seg.replicates, gate.max_segment_regression)))
+            pending.append((seg, True, "", _harm_p(sign * seg.replicates, tol)))
     return pending
 
 
 def _segment_checks(
-    boot: PairedBootstrap, gate: GateConfig, sign: float, alpha: float
+    boot: PairedBootstrap, gate: GateConfig, sign: float, alpha: float, tol: float
 ) -> tuple[list[SegmentResult], list[GateCheck]]:
-    """``max_segment_regression``: a gated segment value whose loss is significantly beyond it
-    rejects (Holm-adjusted within its family when ``holm``). Every value is reported."""
-    tol = gate.max_segment_regression
-    pending = _pending_segments(boot, gate, sign)
+    """A gated segment value whose loss is significantly beyond ``tol`` (the gate's segment
+    tolerance against this champion) rejects (Holm-adjusted within its family when ``holm``).
+    Every value is reported."""
+    pending = _pending_segments(boot, gate, sign, tol)
     adjusted = _holm_by_family(pending, gate)
     segments: list[SegmentResult] = []
     checks: list[GateCheck] = []
@@ -233,6 +233,7 @@ def _finish(
     force: bool,
     force_reason: str | None,
     confidence: float,
+    tolerance: float,
     **fields: Any,
 ) -> GateDecision:
     """The decision record: the rules' outcome, ``force`` applied, reasons and headline worded."""
@@ -245,7 +246,7 @@ def _finish(
         metric=metric,
         higher_is_better=get_metric(metric).higher_is_better,
         confidence=confidence,
-        max_segment_regression=gate.max_segment_regression,
+        max_segment_regression=tolerance,
         holm=gate.holm,
         checks=checks,
         segments=segments,
@@ -303,11 +304,12 @@ def decide_gate(
     if ov.candidate is None or ov.champion is None or ov.difference is None:
         raise DataError(f"{metric} is undefined on the evaluation data (a single class?)")
     gain = _Gain(sign * ov.difference, *_gain_interval(sign, ov.ci_low, ov.ci_high), sign * ov.replicates)
-    segments, segment_checks = _segment_checks(boot, gate, sign, alpha)
+    tolerance = gate.segment_tolerance(ov.champion)
+    segments, segment_checks = _segment_checks(boot, gate, sign, alpha, tolerance)
     improvement = _improvement_checks(gate, gain, ov.champion)
     checks = [
         *_bound_checks(gate, ov.candidate),
-        *_leakage_checks(gate, gain),
+        *_leakage_checks(gate, gain, ov.champion),
         *_overall_regression_checks(gate, gain, alpha),
         *segment_checks,
         *improvement,
@@ -320,6 +322,7 @@ def decide_gate(
         force=force,
         force_reason=force_reason,
         confidence=boot.confidence,
+        tolerance=tolerance,
         n_resamples=boot.n_resamples,
         seed=boot.seed,
         n_rows=ov.n,
@@ -374,6 +377,7 @@ def _first_run_decision(
         force=force,
         force_reason=force_reason,
         confidence=gate.confidence,
+        tolerance=gate.segment_tolerance(None),  # nothing is gated: only recorded
         n_resamples=0,
         seed=gate.seed,
         n_rows=len(yv),
