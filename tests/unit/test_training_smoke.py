@@ -75,7 +75,11 @@ def _summary(**overrides):  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("overrides", "task", "reason"),
     [
-        ({"ms_per_1k_rows": 50.0}, "binary", "latency 50.0 ms per 1k rows exceeds 20"),
+        (
+            {"ms_per_1k_rows": 50.0},
+            "binary",
+            "latency 50.0 ms per 1k rows exceeds training.smoke_max_ms_per_1k_rows 20",
+        ),
         ({"output_shape": [10, 3]}, "binary", "output shape [10, 3], expected [10, 2]"),
         ({"proba_max": 1.5}, "binary", "probabilities outside [0, 1]"),
         ({"max_row_sum_error": 0.2}, "binary", "do not sum to 1"),
@@ -96,3 +100,18 @@ def test_check_result_passes_a_clean_summary() -> None:
     assert check_result(_summary(), 10, 20.0, "binary").passed
     regression = _summary(task="regression", output_shape=[10], n_classes=0)
     assert check_result(regression, 10, 20.0, "regression").passed
+
+
+@pytest.mark.slow
+def test_latency_of_a_small_sample_is_timed_on_enough_rows(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """20 rows timed alone measure per-call overhead, scaled 50 times: the sample is repeated up
+    to 1,000 rows, and calls repeat until 0.2 s have passed (median)."""
+    from refit.smoke import MIN_TIMING_ROWS, TIMING_REPEATS, summarise
+
+    result, val, config = trained
+    small = val.head(20)[config.feature_columns].reset_index(drop=True)
+    summary = summarise(save(tmp_path, result.best, config), small)
+    assert summary["ok"] and summary["output_shape"] == [20, 2] and summary["labels_len"] == 20
+    assert summary["timing_rows"] == MIN_TIMING_ROWS
+    assert len(summary["timings_ms"]) >= TIMING_REPEATS
+    assert sum(summary["timings_ms"]) >= 200.0 or len(summary["timings_ms"]) == 100
