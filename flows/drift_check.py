@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from prefect import flow
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field
 
 from refit.config import resolve_run_parameters
 from refit.io import resolve_store_uri
@@ -37,9 +36,17 @@ class DriftCheckParameters(BaseModel):
         None, ge=1, description="Captured requests of the last N hours (empty: drift.window_hours of the config)."
     )
     window_rows: int | None = Field(
-        None, ge=1, description="And at most the last N captured requests (empty: drift.window_rows of the config)."
+        None,
+        ge=1,
+        description="Or the last N captured requests, whatever their age: replaces the hours "
+        "(empty: drift.window_rows of the config).",
     )
-    now: datetime | None = Field(None, description="End of the window (default: now, UTC).")
+    as_of: AwareDatetime | None = Field(
+        None,
+        validation_alias=AliasChoices("as_of", "now"),
+        description="End of the window, in the captures' event time (empty: now). Labels count once "
+        "arrived by then; the governor's cooldown and caps run on this clock.",
+    )
 
 
 class DriftCheckResult(BaseModel):
@@ -74,10 +81,10 @@ def drift_check(params: DriftCheckParameters = DriftCheckParameters()) -> DriftC
     params = resolve_run_parameters(params, config)
     store = resolve_store_uri(params.store)  # chosen once; every task gets it
     reference = load_reference(store, config)
-    window = load_capture_window(store, config, params.now, params.window_hours, params.window_rows)
+    window = load_capture_window(store, config, params.as_of, params.window_hours, params.window_rows)
     current = validate_captures(store, config, window)
     report = compute_drift(store, config, reference, current, window)
-    outcome = ask_governor(store, config, reference, report, params.now)
+    outcome = ask_governor(store, config, reference, report, params.as_of)
     result = DriftCheckResult(
         model=config.dataset.name,
         store=store,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from prefect import flow
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from refit.config import resolve_run_parameters
 from refit.io import resolve_store_uri
@@ -39,6 +39,11 @@ class RetrainParameters(BaseModel):
         ge=0,
         description="Labelled production captures from the last N days join the base data "
         "(empty: training.window_days of the config).",
+    )
+    as_of: AwareDatetime | None = Field(
+        None,
+        description="Train on what was known at this time: captures with an event time up to it, labels "
+        "arrived by it (empty: now). For replays and backfills.",
     )
     force: bool = Field(False, description="Promote even when the gate says no. Needs a reason; recorded as forced.")
     dry_run: bool = Field(False, description="Train and evaluate, register nothing, move nothing.")
@@ -87,7 +92,7 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
     params = resolve_run_parameters(params, config)
     store = resolve_store_uri(params.store)  # chosen once; every task gets it
     run_id = new_run_id()
-    data = load_and_validate(store, config, run_id, params.window_days)
+    data = load_and_validate(store, config, run_id, params.window_days, params.as_of)
     splits = split_data(store, config, data, run_id)
     candidate = train_candidates(store, config, splits, run_id)
     smoke = smoke_test_candidate(store, config, splits, candidate)
@@ -109,6 +114,7 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
             "quarantined": data.invalid_rows,
             "fingerprint": data.fingerprint.sha256,
             "window_days": params.window_days,
+            "as_of": None if params.as_of is None else params.as_of.isoformat(),
         },
     }
     if not smoke.passed:

@@ -7,10 +7,8 @@ from typing import Annotated, Any, Literal
 
 import typer
 
+from refit_cli.options import CONFIG_OPT, JSON_OPT
 from refit_cli.output import cli_errors, emit
-
-CONFIG_OPT = typer.Option("--config", "-c", help="Pipeline config (YAML).")
-JSON_OPT = typer.Option("--json", help="Print one JSON object on stdout.")
 
 generate_app = typer.Typer(no_args_is_help=True, help="Generate the demo churn data into the store.")
 

@@ -8,10 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from refit_cli.options import AS_OF_OPT, CONFIG_OPT, JSON_OPT, WINDOW_DAYS_OPT, parse_as_of
 from refit_cli.output import cli_errors, emit
-
-CONFIG_OPT = typer.Option("--config", "-c", help="Pipeline config (YAML).")
-JSON_OPT = typer.Option("--json", help="Print one JSON object on stdout.")
 
 models_app = typer.Typer(no_args_is_help=True, help="Inspect and move registered model versions.")
 
@@ -39,11 +37,6 @@ def _epoch_progress(enabled: bool, max_epochs: int) -> tuple[Any, Any]:
             bar.close()
 
     return on_epoch, close
-
-
-WINDOW_DAYS_OPT = typer.Option(
-    min=0, help="Labelled captures from the last N days (default: training.window_days of the config)."
-)
 
 
 def train(
@@ -99,6 +92,7 @@ def retrain(
     force: Annotated[bool, typer.Option("--force", help="Promote despite the gate (needs --reason).")] = False,
     reason: Annotated[str | None, typer.Option(help="Why: kept with the version and the promotion.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate only; register nothing.")] = False,
+    as_of: Annotated[str | None, AS_OF_OPT] = None,
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
     """Run the retrain flow now, in this process (Prefect's API from PREFECT_API_URL, else a local one)."""
@@ -116,6 +110,7 @@ def retrain(
                 config_path=str(config),
                 store=resolve_store_uri(),
                 window_days=window_days,
+                as_of=parse_as_of(as_of),
                 force=force,
                 reason=reason,
                 dry_run=dry_run,

@@ -8,10 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from refit_cli.options import AS_OF_OPT, CONFIG_OPT, JSON_OPT, WINDOW_DAYS_OPT, parse_as_of
 from refit_cli.output import cli_errors, emit
-
-CONFIG_OPT = typer.Option("--config", "-c", help="Pipeline config (YAML).")
-JSON_OPT = typer.Option("--json", help="Print one JSON object on stdout.")
 
 drift_app = typer.Typer(help="Check captured traffic for drift against the champion's reference.")
 
@@ -21,13 +19,17 @@ def drift(
     ctx: typer.Context,
     config: Annotated[Path, CONFIG_OPT] = Path("refit.yaml"),
     window_hours: Annotated[int | None, typer.Option(min=1, help="Captures of the last N hours.")] = None,
-    window_rows: Annotated[int | None, typer.Option(min=1, help="Or the last N captured requests.")] = None,
+    window_rows: Annotated[
+        int | None, typer.Option(min=1, help="Or the last N captured requests, whatever their age (replaces hours).")
+    ] = None,
+    as_of: Annotated[str | None, AS_OF_OPT] = None,
     retrain: Annotated[
         bool, typer.Option("--retrain", help="When the governor says trigger, retrain here now.")
     ] = False,
+    window_days: Annotated[float | None, WINDOW_DAYS_OPT] = None,
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
-    """Run the drift-check flow now, in this process."""
+    """Run the drift-check flow now, in this process (with --retrain, the retrain too, as of the same time)."""
     if ctx.invoked_subcommand is not None:
         return
     with cli_errors(as_json):
@@ -35,9 +37,10 @@ def drift(
         from refit.io import resolve_store_uri
 
         store = resolve_store_uri()
+        when = parse_as_of(as_of)
         result = drift_check(
             DriftCheckParameters(
-                config_path=str(config), store=store, window_hours=window_hours, window_rows=window_rows
+                config_path=str(config), store=store, window_hours=window_hours, window_rows=window_rows, as_of=when
             )
         ).model_dump(mode="json")
         if retrain and result["decision"] == "trigger":
@@ -48,6 +51,8 @@ def drift(
                 RetrainParameters(
                     config_path=str(config),
                     store=store,
+                    window_days=window_days,
+                    as_of=when,
                     trigger="drift",
                     reason=f"refit drift --retrain: {result['detail']}",
                 )

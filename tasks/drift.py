@@ -30,13 +30,13 @@ def load_reference(store_uri: str, config: PipelineConfig) -> Reference:
 def load_capture_window(
     store_uri: str,
     config: PipelineConfig,
-    now: datetime | None,
+    as_of: datetime | None,
     window_hours: int | None,
     window_rows: int | None,
 ) -> CaptureWindow:
     """Captured production requests in the window, and their labels when they have arrived."""
     window = monitoring.load_capture_window(
-        open_run_store(store_uri), config, now=now, window_hours=window_hours, window_rows=window_rows
+        open_run_store(store_uri), config, as_of=as_of, window_hours=window_hours, window_rows=window_rows
     )
     get_run_logger().info(
         "window %s .. %s: %s requests, %s labels",
@@ -94,10 +94,11 @@ def ask_governor(
     config: PipelineConfig,
     reference: Reference,
     report: DriftReport,
-    now: datetime | None,
+    as_of: datetime | None,
 ) -> GovernorOutcome:
-    """At most one retrain: k-of-n windows, cooldown, de-duplication, daily cap; recorded in the ledger."""
-    outcome = monitoring.ask_governor(open_run_store(store_uri), config, reference, report, now=now)
+    """At most one retrain: k-of-n windows, cooldown, de-duplication, daily cap (on the window's clock);
+    recorded in the ledger."""
+    outcome = monitoring.ask_governor(open_run_store(store_uri), config, reference, report, now=as_of)
     get_run_logger().info("governor: %s (%s) %s", outcome.action, outcome.reason, outcome.detail)
     return outcome
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, task
@@ -28,10 +29,12 @@ def load_pipeline_config(path: str) -> PipelineConfig:
 
 
 @io_task("load-and-validate")
-def load_and_validate(store_uri: str, config: PipelineConfig, run_id: str, window_days: float | None) -> ValidatedData:
+def load_and_validate(
+    store_uri: str, config: PipelineConfig, run_id: str, window_days: float | None, as_of: datetime | None = None
+) -> ValidatedData:
     """Base data plus labelled captures; bad rows quarantined; the run stops when too many are bad."""
     store = open_run_store(store_uri)
-    handle = pipeline.load_and_validate(store, config, run_id, window_days)
+    handle = pipeline.load_and_validate(store, config, run_id, window_days, as_of)
     get_run_logger().info(
         "validated %s rows (%s quarantined), fingerprint %s",
         f"{handle.rows:,}",

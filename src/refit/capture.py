@@ -165,6 +165,7 @@ def read_captures(
     start: datetime | pd.Timestamp | None = None,
     end: datetime | pd.Timestamp | None = None,
     last_rows: int | None = None,
+    known_at: datetime | pd.Timestamp | None = None,
 ) -> CaptureWindow:
     """The captured requests of a window and their labels: training and drift read through this.
 
@@ -178,6 +179,8 @@ def read_captures(
         start: Earliest event time kept (inclusive); None: no lower bound.
         end: Latest event time kept (inclusive); None: no upper bound.
         last_rows: Then keep only the latest N requests by event time (in time order).
+        known_at: Only labels that had arrived by then (``label_time``) count: what a check or
+            a retrain as of that time would have known. None: every label.
     """
     first, last = _utc(start), _utc(end)
     req_keys = [k for k in store.list(LAYOUT.capture_requests(model)) if _may_hold(k, first, last)]
@@ -199,6 +202,9 @@ def read_captures(
         order = np.argsort(pd.to_datetime(frame[timestamp_column], utc=True).to_numpy(), kind="stable")[-last_rows:]
         frame, origins = frame.iloc[order].reset_index(drop=True), origins.iloc[order].reset_index(drop=True)
     labels = _read_all(store, lab_keys)[0] if lab_keys else pd.DataFrame(columns=[request_id_column, target])
+    known = _utc(known_at)
+    if known is not None and LABEL_TIME_COLUMN in labels.columns:
+        labels = labels[(pd.to_datetime(labels[LABEL_TIME_COLUMN], utc=True) <= known).to_numpy()]
     return CaptureWindow(
         start=None if first is None else first.to_pydatetime(),
         end=None if last is None else last.to_pydatetime(),
@@ -220,10 +226,12 @@ def load_labelled_captures(
     columns: list[str],
     since: datetime | pd.Timestamp | None = None,
     until: datetime | pd.Timestamp | None = None,
+    known_at: datetime | pd.Timestamp | None = None,
 ) -> pd.DataFrame:
     """Captured requests whose labels have arrived, as training rows (:func:`read_captures`).
 
-    Only requests with an event time in ``[since, until]`` are kept; the result has
+    Only requests with an event time in ``[since, until]`` are kept, and labels that had
+    arrived by ``known_at``; the result has
     ``columns`` plus ``_refit_source`` (the capture file each row came from), so validation
     can name the file a bad row came from.
     """
@@ -235,6 +243,7 @@ def load_labelled_captures(
         target=target,
         start=since,
         end=until,
+        known_at=known_at,
     )
     if window.frame.empty or window.labels.empty:
         return pd.DataFrame(columns=[*columns, SOURCE_COLUMN])

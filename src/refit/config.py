@@ -379,16 +379,28 @@ YAML_OWNED_PARAMETERS: dict[str, tuple[str, str]] = {
 }
 
 
+#: Parameters that say one thing two ways: a caller who sets one takes none of the others from
+#: the YAML (a row count replaces the hours of a drift window; it is never intersected with them).
+EXCLUSIVE_PARAMETERS: tuple[tuple[str, ...], ...] = (("window_hours", "window_rows"),)
+
+
 def resolve_run_parameters(params: _Params, config: PipelineConfig) -> _Params:
     """``params`` with each YAML-owned field that is None taken from ``config``.
 
     The one place a run's parameters meet the YAML, so that the CLI, a flow called directly
     and a deployment's run read the same value (a default written in each would disagree).
     """
+    fields = type(params).model_fields
+    chosen = {
+        name
+        for group in EXCLUSIVE_PARAMETERS
+        if any(name in fields and getattr(params, name) is not None for name in group)
+        for name in group
+    }
     update = {
         name: getattr(getattr(config, section), field)
         for name, (section, field) in YAML_OWNED_PARAMETERS.items()
-        if name in type(params).model_fields and getattr(params, name) is None
+        if name in fields and getattr(params, name) is None and name not in chosen
     }
     return params.model_copy(update=update)
 

@@ -7,7 +7,7 @@ have arrived. The governor (``refit.policy``) turns signals into at most one ret
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -57,18 +57,30 @@ def load_capture_window(
     store: Store,
     config: PipelineConfig,
     *,
-    now: datetime | None = None,
+    as_of: datetime | None = None,
     window_hours: int | None = None,
     window_rows: int | None = None,
 ) -> CaptureWindow:
-    """Captured requests of the last N hours (or the last N rows), and the labels that arrived for them.
+    """The captured requests of a window ending at ``as_of``, and the labels known by then.
 
-    Read by :func:`refit.capture.read_captures`, as training reads them.
+    Time is the data's own: requests are placed by their event time, and a label counts only
+    once it has arrived (its ``label_time`` at or before ``as_of``), so a check run today on
+    last month's captures sees what a check run then would have seen.
+
+    Args:
+        store: Where the captures are.
+        config: ``drift.window_hours`` / ``drift.window_rows`` when the arguments are None.
+        as_of: End of the window (default: now, UTC).
+        window_hours: The window is the N hours before ``as_of``.
+        window_rows: The window is the last N requests up to ``as_of``, whatever their age:
+            it replaces the hour window (it is never intersected with it).
     """
-    end = now or datetime.now(UTC)
-    hours = window_hours if window_hours is not None else config.drift.window_hours
+    end = _utc(as_of) if as_of is not None else datetime.now(UTC)
     rows = window_rows if window_rows is not None else config.drift.window_rows
-    start = end - timedelta(hours=hours) if hours else datetime(1970, 1, 1, tzinfo=UTC)
+    hours = window_hours if window_hours is not None else config.drift.window_hours
+    if window_rows is not None or (window_hours is None and rows is not None):
+        hours = None  # a row count replaces the hours, from the call or from the YAML
+    start = end - timedelta(hours=hours) if hours else None
     ds = config.dataset
     window = read_captures(
         store,
@@ -78,14 +90,45 @@ def load_capture_window(
         target=ds.target,
         start=start,
         end=end,
-        last_rows=rows,
+        last_rows=rows if hours is None else None,
+        known_at=end,
     )
     if window.frame.empty:
+        span = (
+            f"between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC"
+            if start is not None
+            else f"up to {end:%Y-%m-%d %H:%M} UTC"
+        )
         raise DataError(
-            f"no captured requests for {ds.name} between {start:%Y-%m-%d %H:%M} and {end:%Y-%m-%d %H:%M} UTC "
+            f"no captured requests for {ds.name} {span} "
             f"under {store.uri_for(LAYOUT.capture_requests(ds.name).rstrip('/'))}"
         )
+    if start is None:  # a row window starts at its first request
+        first = pd.to_datetime(window.frame[ds.timestamp_column], utc=True).min()
+        window = replace(window, start=first.to_pydatetime())
     return window
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError(f"as_of must be timezone-aware (got {value.isoformat()})")
+    return value.astimezone(UTC)
+
+
+def evidence_digest(window: CaptureWindow, current: pd.DataFrame) -> str:
+    """What a drift check judged, by content: the requests it compared and the labels it had.
+
+    The governor de-duplicates on this, so re-running the same check on the same rows (at
+    another wall-clock time, with other window bounds) is the same evidence, while a window
+    whose labels have since arrived is new evidence."""
+    import hashlib
+
+    ids = np.sort(current[window.request_id_column].astype(str).to_numpy())
+    labelled = window.labelled(current)
+    digest = hashlib.sha256()
+    digest.update("\n".join(ids).encode())
+    digest.update(f"|labelled={len(labelled)}".encode())
+    return digest.hexdigest()[:16]
 
 
 def validate_captures(store: Store, config: PipelineConfig, window: CaptureWindow) -> pd.DataFrame:
@@ -114,6 +157,7 @@ class DriftReport:
     window_end: datetime
     current_rows: int
     labelled_rows: int
+    evidence: str | None = None  # evidence_digest: what was judged, by content
 
     @property
     def drift_detected(self) -> bool:
@@ -160,6 +204,7 @@ def compute_drift_and_decay(
         window_end=end,
         current_rows=len(current),
         labelled_rows=len(labelled),
+        evidence=evidence_digest(window, current),
     )
 
 
@@ -208,7 +253,11 @@ class GovernorOutcome:
 def ask_governor(
     store: Store, config: PipelineConfig, reference: Reference, report: DriftReport, now: datetime | None = None
 ) -> GovernorOutcome:
-    """Record the signal in the ledger; the governor says trigger, suppress or none, and why."""
+    """Record the signal in the ledger; the governor says trigger, suppress or none, and why.
+
+    The governor's clock is the window's: cooldown, daily cap and k-of-n are counted at the
+    window's end (``now`` only when given), so a replay of last month decides as the live system
+    would have, and a check that runs late still counts when its data was."""
     from refit.policy import DriftSignal, Governor
 
     result = report.result
@@ -228,8 +277,9 @@ def ask_governor(
         decay_detected=report.decay_detected,
         drift_share=float(result.drift_share),
         detail="; ".join(reason) or "no drift",
+        evidence=report.evidence,
     )
-    entry = Governor(store, config.dataset.name, config.drift).submit(signal, now=now)
+    entry = Governor(store, config.dataset.name, config.drift).submit(signal, now=now or report.window_end)
     decision = entry.decision
     payload = {
         "model": config.dataset.name,

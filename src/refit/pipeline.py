@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from refit.config import PipelineConfig, resolve_run_parameters
 from refit.data import ValidatedData, run_stamp, stage_validated
@@ -51,15 +51,21 @@ def run_keys(config: PipelineConfig, run_id: str) -> RunKeys:
 
 
 def load_and_validate(
-    store: Store, config: PipelineConfig, run_id: str, window_days: float | None = None, now: datetime | None = None
+    store: Store,
+    config: PipelineConfig,
+    run_id: str,
+    window_days: float | None = None,
+    as_of: datetime | None = None,
 ) -> ValidatedData:
-    """Base data plus labelled production captures (inside the window), validated and staged."""
+    """Base data plus labelled production captures (inside the window), validated and staged.
+
+    ``as_of`` trains on what was known then: captures with an event time in the ``window_days``
+    before it, and only the labels that had arrived by it (default: now, every label)."""
     from refit.capture import load_labelled_captures
     from refit.config import schema_columns
 
-    since = None
-    if window_days is not None:
-        since = pd.Timestamp((now or datetime.now(UTC)) - timedelta(days=window_days))
+    end = as_of or datetime.now(UTC)
+    since = None if window_days is None else pd.Timestamp(end - timedelta(days=window_days))
     ds = config.dataset
     columns = schema_columns(ds.schema_path)
     captures = load_labelled_captures(
@@ -70,6 +76,8 @@ def load_and_validate(
         timestamp_column=ds.timestamp_column,
         columns=columns,
         since=since,
+        until=None if as_of is None else pd.Timestamp(as_of),
+        known_at=None if as_of is None else pd.Timestamp(as_of),
     )
     handle, _ = stage_validated(store, config, run_id, extra=captures)
     return handle
@@ -419,6 +427,7 @@ class RetrainOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     window_days: float | None = Field(None, ge=0, description="None: training.window_days of the YAML.")
+    as_of: AwareDatetime | None = Field(None, description="Train on what was known then (None: now).")
     force: bool = False
     dry_run: bool = False
     reason: str | None = None
@@ -461,7 +470,7 @@ class RetrainStep:
 
 
 def _load(r: RetrainRun) -> None:
-    r.data = load_and_validate(r.store, r.config, r.run_id, r.options.window_days)
+    r.data = load_and_validate(r.store, r.config, r.run_id, r.options.window_days, r.options.as_of)
 
 
 def _split(r: RetrainRun) -> None:

@@ -6,9 +6,9 @@ the ledger of past decisions, the time and the config, it returns a :class:`Deci
 rules, in the order they are applied:
 
 1. ``none`` / ``no-drift``: the signal shows neither drift nor decay.
-2. ``suppress`` / ``duplicate``: this data window and champion already triggered once
-   (the fingerprint of window and champion version), so a replayed alert or a re-run check
-   never retrains twice for the same evidence.
+2. ``suppress`` / ``duplicate``: this evidence and champion already triggered once (the
+   fingerprint of the rows a drift check judged, or of an alert's window, and the champion
+   version), so a replayed alert or a re-run check never retrains twice for the same evidence.
 3. ``suppress`` / ``k-of-n``: fewer than k of the last n windows (this one included) showed
    drift, so one noisy window does not retrain.
 4. ``suppress`` / ``cooldown``: the last trigger was less than ``cooldown_hours`` ago.
@@ -77,6 +77,9 @@ class DriftSignal(_Record):
     alert_id: str | None = Field(None, description="The alert's own id (webhook signals).")
     drift_share: float | None = None
     detail: str | None = Field(None, description="Drifted columns, alert summary: for people.")
+    evidence: str | None = Field(
+        None, description="Digest of the rows judged (drift checks): the same rows are the same evidence."
+    )
 
     @property
     def present(self) -> bool:
@@ -89,9 +92,10 @@ class DriftSignal(_Record):
 
     @property
     def fingerprint(self) -> str:
-        """Identity of the evidence: model, data window and champion version."""
+        """Identity of the evidence: model, the rows judged (else the data window) and champion version."""
         start, end = self.window
-        text = "|".join([self.model, start.isoformat(), end.isoformat(), self.champion_version or ""])
+        where = [f"evidence={self.evidence}"] if self.evidence else [start.isoformat(), end.isoformat()]
+        text = "|".join([self.model, *where, self.champion_version or ""])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -67,7 +67,7 @@ def test_no_drift_gives_no_retrain(project, monkeypatch: pytest.MonkeyPatch) -> 
         return real(*args, **kwargs)
 
     monkeypatch.setattr(drift, "check_drift", spy)
-    result = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, now=NOW))
+    result = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, as_of=NOW))
     # the flow runs the one drift entry point once, with its report (what benchmarks/drift.py times)
     assert calls == [{"prediction_column": "prediction", "report": True}]
     assert result.drift_detected is False and result.decision == "none"
@@ -81,24 +81,26 @@ def test_covariate_drift_is_detected_and_triggers_once(project) -> None:  # type
     traffic(
         config, store, start=NOW - timedelta(hours=6), batches=6, rows_per_batch=800, drift="covariate", strength=1.5
     )
-    result = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, now=NOW))
+    result = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, as_of=NOW))
     assert result.drift_detected is True and result.drift_share >= 0.3
     assert {"monthly_charges", "tenure_months"} <= set(result.drifted_columns)
     assert result.decision == "trigger" and result.event_emitted is True
     assert "no listener started a retrain" in result.retrain  # nothing is served in this test
-    # the same window again: de-duplicated; later windows inside the cooldown: suppressed
-    again = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, now=NOW))
+    # the same window again: de-duplicated; later windows (with new rows) inside the cooldown: suppressed
+    again = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, as_of=NOW))
     assert again.decision == "suppress" and again.reason == "duplicate"
     cfg = load_config(config)
     reference = monitoring.load_reference(store, cfg)
-    window = monitoring.load_capture_window(store, cfg, now=NOW, window_hours=24)
+    window = monitoring.load_capture_window(store, cfg, as_of=NOW, window_hours=24)
     report = monitoring.compute_drift_and_decay(store, cfg, reference, window.frame, window)
     outcomes = [
         monitoring.ask_governor(
             store,
             cfg,
             reference,
-            report.__class__(**{**report.__dict__, "window_end": NOW + timedelta(minutes=10 * i)}),
+            report.__class__(
+                **{**report.__dict__, "window_end": NOW + timedelta(minutes=10 * i), "evidence": f"rows-{i}"}
+            ),
             now=NOW + timedelta(minutes=10 * i),
         )
         for i in range(1, 11)
@@ -107,6 +109,46 @@ def test_covariate_drift_is_detected_and_triggers_once(project) -> None:  # type
     assert {o.reason for o in outcomes} == {"cooldown"}
     decisions = [e.decision.action for e in Ledger(store, "churn").entries()]
     assert decisions.count("trigger") == 1 and len(decisions) == 12
+
+
+def test_a_replay_of_past_weeks_decides_on_the_windows_clock(project) -> None:  # type: ignore[no-untyped-def]
+    """Two drifted weeks of last month, checked today as of their own ends: each triggers. On the
+    wall clock, the second came minutes after the first and sat inside its cooldown."""
+    config, store = project
+    ends = [NOW - timedelta(days=21), NOW - timedelta(days=14)]
+    for end in ends:
+        traffic(
+            config,
+            store,
+            start=end - timedelta(hours=6),
+            batches=6,
+            rows_per_batch=400,
+            drift="covariate",
+            strength=1.5,
+        )
+    results = [drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, as_of=end)) for end in ends]
+    assert [r.drift_detected for r in results] == [True, True]
+    assert [(r.decision, r.reason) for r in results] == [("trigger", "drift"), ("trigger", "drift")]
+    entries = Ledger(store, "churn").entries()
+    assert [e.decision.at for e in entries] == ends  # the governor's clock is the window's
+
+
+def test_the_same_rows_checked_again_later_are_the_same_evidence(project) -> None:  # type: ignore[no-untyped-def]
+    """With no cooldown, a re-run ten minutes later (other window bounds, the same rows) used to
+    trigger a second retrain on the same evidence."""
+    config, store = project
+    raw = yaml.safe_load(config.read_text())
+    raw["drift"]["cooldown_hours"] = 0
+    config.write_text(yaml.safe_dump(raw))
+    traffic(
+        config, store, start=NOW - timedelta(hours=6), batches=6, rows_per_batch=400, drift="covariate", strength=1.5
+    )
+    first = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, as_of=NOW))
+    later = drift_check(
+        DriftCheckParameters(config_path=str(config), window_hours=24, as_of=NOW + timedelta(minutes=10))
+    )
+    assert first.decision == "trigger" and first.current_rows == later.current_rows == 2400
+    assert (later.decision, later.reason) == ("suppress", "duplicate")
 
 
 def test_concept_drift_triggers_on_decay_without_feature_drift(project) -> None:  # type: ignore[no-untyped-def]
@@ -123,7 +165,7 @@ def test_concept_drift_triggers_on_decay_without_feature_drift(project) -> None:
         strength=2.0,
     )
     assert produced["labels"] > 10_000
-    result = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24 * 22, now=NOW))
+    result = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24 * 22, as_of=NOW))
     assert result.drift_detected is False  # the inputs look the same ...
     assert result.decay_detected is True and "region=south" in result.decayed_segments  # ... the outcomes do not
     assert not any(s.startswith("region=") and s != "region=south" for s in result.decayed_segments)
@@ -139,7 +181,7 @@ def test_drift_flow_validates_captures(project) -> None:  # type: ignore[no-unty
     bad["request_id"] = "bad-" + bad["request_id"]
     bad.to_parquet(first.parent / "bad.parquet")
     with pytest.raises(Exception, match="prediction"):
-        drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, now=NOW))
+        drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, as_of=NOW))
     assert any(k.startswith("quarantine/churn-captures/") for k in store.list("quarantine/"))
 
 

@@ -116,7 +116,7 @@ def test_training_and_drift_read_the_same_labelled_rows_for_a_window(store) -> N
         since=START,
         until=END,
     )
-    window = monitoring.load_capture_window(store, cfg, now=END.to_pydatetime(), window_hours=36)
+    window = monitoring.load_capture_window(store, cfg, as_of=END.to_pydatetime(), window_hours=36)
     drift = window.labelled()[COLUMNS]
     expected = {"in-corrected": 1, "in-skewed": 1, "in-backfill": 0}
     assert dict(zip(training["request_id"], training["churned"], strict=True)) == expected
@@ -141,7 +141,7 @@ def test_drift_window_sees_the_captures_training_sees(store) -> None:  # type: i
         since=START,
     )
     assert {"in-skewed", "in-backfill"} <= set(training["request_id"])
-    window = monitoring.load_capture_window(store, cfg, now=END.to_pydatetime(), window_hours=36)
+    window = monitoring.load_capture_window(store, cfg, as_of=END.to_pydatetime(), window_hours=36)
     assert {"in-skewed", "in-backfill"} <= set(window.labels["request_id"])
     assert "in-backfill" in set(window.frame["request_id"])
 
@@ -175,4 +175,59 @@ def test_no_captures_is_an_empty_frame_for_training_and_an_error_for_drift(local
     )
     assert list(empty.columns) == [*COLUMNS, "_refit_source"] and empty.empty
     with pytest.raises(DataError, match="no captured requests for churn between"):
-        monitoring.load_capture_window(local_store, cfg, now=END.to_pydatetime(), window_hours=36)
+        monitoring.load_capture_window(local_store, cfg, as_of=END.to_pydatetime(), window_hours=36)
+
+
+def test_labels_count_once_they_have_arrived_by_as_of(store) -> None:  # type: ignore[no-untyped-def]
+    """A check as of 10:30 on 2 March sees the first label of 'in-corrected' (10:00), not its
+    correction (11:00), and not the backfill's label if it arrived later: what it would have seen."""
+    cfg = load_config(ROOT / "refit.yaml")
+    _captures(store)
+    as_of = pd.Timestamp("2026-03-02 10:30", tz="UTC")
+    window = monitoring.load_capture_window(store, cfg, as_of=as_of.to_pydatetime(), window_hours=36)
+    assert dict(zip(window.labelled()["request_id"], window.labelled()["churned"], strict=True)) == {
+        "before": 1,  # 36 h before 10:30 reaches back to 28 February 22:30
+        "in-corrected": 0,  # the 11:00 correction to 1 has not arrived yet
+        "in-skewed": 1,
+        "in-backfill": 0,  # arrived 09:00
+    }
+    later = monitoring.load_capture_window(store, cfg, as_of=END.to_pydatetime(), window_hours=36)
+    assert dict(zip(later.labelled()["request_id"], later.labelled()["churned"], strict=True))["in-corrected"] == 1
+    # training as of the same moment joins the same labels
+    training = load_labelled_captures(
+        store,
+        "churn",
+        target="churned",
+        request_id_column="request_id",
+        timestamp_column="event_time",
+        columns=COLUMNS,
+        since=START,
+        until=as_of,
+        known_at=as_of,
+    )
+    assert dict(zip(training["request_id"], training["churned"], strict=True)) == {
+        "in-corrected": 0,
+        "in-skewed": 1,
+        "in-backfill": 0,
+    }
+
+
+def test_a_row_window_replaces_the_hours_instead_of_intersecting_them(local_store) -> None:  # type: ignore[no-untyped-def]
+    """--window-rows 3 means the last three requests up to as_of, however old: with the YAML's 24 h
+    still applied on top, a quiet day left nothing to check."""
+    from flows.drift_check import DriftCheckParameters
+    from refit.config import resolve_run_parameters
+
+    cfg = load_config(ROOT / "refit.yaml")
+    assert cfg.drift.window_hours == 24
+    _captures(local_store)
+    as_of = pd.Timestamp("2026-03-04 12:00", tz="UTC")  # two days after the last request
+    window = monitoring.load_capture_window(local_store, cfg, as_of=as_of.to_pydatetime(), window_rows=3)
+    assert sorted(window.frame["request_id"]) == ["after", "in-backfill", "in-unlabelled"]
+    assert window.start == pd.Timestamp("2026-03-01 10:00", tz="UTC") and window.end == as_of
+    # the flow's parameters: a row count given, the YAML's hours are not added to it
+    params = resolve_run_parameters(DriftCheckParameters(window_rows=3), cfg)
+    assert (params.window_rows, params.window_hours) == (3, None)
+    hours = resolve_run_parameters(DriftCheckParameters(window_hours=12), cfg)
+    assert (hours.window_hours, hours.window_rows) == (12, None)
+    assert resolve_run_parameters(DriftCheckParameters(), cfg).window_hours == 24

@@ -81,7 +81,7 @@ def test_the_drift_check_reads_requests_logged_without_the_target(local_store) -
         "churn",
         pd.DataFrame({"request_id": ["r2"], "churned": [1.0], "label_time": [now - pd.Timedelta(minutes=5)]}),
     )
-    window = monitoring.load_capture_window(local_store, cfg, now=now.to_pydatetime(), window_hours=24)
+    window = monitoring.load_capture_window(local_store, cfg, as_of=now.to_pydatetime(), window_hours=24)
     valid = monitoring.validate_captures(local_store, cfg, window)
     assert valid["request_id"].tolist() == ["r1", "r2"]
     labelled = window.labelled(valid)

@@ -1,0 +1,30 @@
+"""--as-of reads ISO 8601 times; one without a zone is UTC; a typo is one line."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from refit.errors import ConfigError
+from refit_cli.options import parse_as_of
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-03-02T12:00:00Z", datetime(2026, 3, 2, 12, tzinfo=UTC)),
+        ("2026-03-02 12:00", datetime(2026, 3, 2, 12, tzinfo=UTC)),
+        ("2026-03-02", datetime(2026, 3, 2, tzinfo=UTC)),
+        ("2026-03-02T14:00:00+02:00", datetime(2026, 3, 2, 14, tzinfo=timezone(timedelta(hours=2)))),
+    ],
+)
+def test_as_of_is_an_aware_time(text: str, expected: datetime) -> None:
+    parsed = parse_as_of(text)
+    assert parsed == expected and parsed is not None and parsed.tzinfo is not None
+
+
+def test_no_as_of_is_now_and_a_typo_is_one_line() -> None:
+    assert parse_as_of(None) is None
+    with pytest.raises(ConfigError, match=r"^--as-of 'last tuesday' is not an ISO 8601 time \(e\.g\. "):
+        parse_as_of("last tuesday")
