@@ -73,6 +73,7 @@ def test_default_schedules_and_defaults() -> None:
         "config_path": "refit.yaml",
         "store": None,  # the worker's REFIT_STORE, unless `refit serve` names one (build_deployments(store=))
         "window_days": None,  # the config's training.window_days, read when the run starts
+        "as_of": None,  # now, when the run starts
         "force": False,
         "dry_run": False,
         "reason": "weekly retrain",
@@ -84,7 +85,7 @@ def test_default_schedules_and_defaults() -> None:
         "store": None,
         "window_hours": None,  # the config's drift.window_hours, read when the run starts
         "window_rows": None,
-        "now": None,
+        "as_of": None,
     }
 
 
