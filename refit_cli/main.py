@@ -1,4 +1,4 @@
-"""``refit``: generate demo data, validate files, train, retrain, inspect models, check drift."""
+"""``refit``: generate demo data, validate files, train, retrain, inspect models, check drift, replay history."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import signal
 
 import typer
 
-from refit_cli import data_commands, demo_command, model_commands, ops_commands
+from refit_cli import data_commands, demo_command, model_commands, ops_commands, replay_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 app.add_typer(data_commands.generate_app, name="generate")
@@ -19,6 +19,7 @@ app.command("webhook")(ops_commands.webhook)
 app.command("serve")(ops_commands.serve)
 app.command("up")(ops_commands.up)
 app.command("demo")(demo_command.demo)
+app.command("replay")(replay_command.replay)
 
 
 def main() -> None:

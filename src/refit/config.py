@@ -294,7 +294,12 @@ class DriftConfig(_Section):
         description="Largest drop allowed as a fraction of the registered value (default 0.10 for "
         "RMSE/MAE); with both set, the larger applies.",
     )
-    decay_min_rows: int = Field(200, ge=1, description="Fewest labelled rows to judge decay in a segment.")
+    decay_min_rows: int = Field(100, ge=1, description="Fewest labelled rows to judge decay in a segment.")
+    decay_confidence: float = Field(
+        0.95, gt=0.5, lt=1.0, description="Level of the decay intervals: a drop must clear the tolerance at it."
+    )
+    decay_resamples: int = Field(500, ge=100, description="Bootstrap resamples of the window's metric.")
+    decay_holm: bool = Field(True, description="Holm-Bonferroni within each segmentation's decay tests.")
 
     def decay_limit(self, registered: float | None) -> float:
         """The drop tolerated from a registered value."""

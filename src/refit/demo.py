@@ -120,3 +120,42 @@ def write_production_data(
         "requests_prefix": store.uri_for(LAYOUT.capture_requests(name).rstrip("/")),
         "labels_prefix": store.uri_for(LAYOUT.capture_labels(name).rstrip("/")),
     }
+
+
+def production_history(
+    *,
+    weeks: int,
+    rows_per_week: int,
+    drift: Literal["none", "covariate", "concept"] = "none",
+    drift_from_week: int = 0,
+    segment: dict[str, str] | None = None,
+    strength: float = 1.0,
+    seed: int = 1,
+    start: str | None = None,
+) -> pd.DataFrame:
+    """Weeks of labelled churn traffic as one history frame (for ``refit replay``).
+
+    Weeks before ``drift_from_week`` are in distribution; from it on, ``drift`` applies (in
+    ``segment`` when given). Each row carries its request id and the time its label arrived.
+    """
+    from refit.datasets import generate_production, to_capture_frame
+
+    first = pd.Timestamp(start or "2026-10-05")  # the base data ends on 1 October 2026
+    first = first.tz_localize("UTC") if first.tzinfo is None else first.tz_convert("UTC")
+    frames = []
+    for week in range(weeks):
+        kind = drift if week >= drift_from_week else "none"
+        [batch] = generate_production(
+            1,
+            rows_per_week,
+            seed=seed * 1000 + week,
+            start=first + pd.Timedelta(weeks=week),
+            batch_interval=pd.Timedelta(weeks=1),
+            drift=kind,
+            segment=segment if kind != "none" else None,
+            drift_strength=strength,
+            id_offset=10_000_000 + week * rows_per_week,
+        )
+        requests = to_capture_frame(batch).drop(columns=["prediction", "model_version", "churned"], errors="ignore")
+        frames.append(requests.merge(batch.labels, on="request_id", how="left"))
+    return pd.concat(frames, ignore_index=True)

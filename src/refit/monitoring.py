@@ -225,6 +225,7 @@ def judge_decay(
         config.drift,
         metric=config.gate.primary_metric,
         segments=segment_labels(labelled.reset_index(drop=True), ds),
+        seed=config.training.seed,
     )
 
 

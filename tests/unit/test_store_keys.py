@@ -274,7 +274,17 @@ def test_the_layout_gives_the_keys_existing_stores_hold() -> None:
     assert LAYOUT.webhook_outbox("churn") == "webhook/churn/outbox/"
     assert LAYOUT.registry_model("churn") == "registry/churn/"
     assert LAYOUT.registry_model("churn", root="other/registry") == "other/registry/churn/"
-    assert LAYOUT.folders() == ("runs", "quarantine", "captures", "drift", "governor", "webhook", "registry")
+    assert LAYOUT.folders() == (
+        "runs",
+        "quarantine",
+        "captures",
+        "drift",
+        "governor",
+        "webhook",
+        "registry",
+        "replay",
+    )
+    assert LAYOUT.replay_timeline("churn", "png") == "replay/churn/timeline.png"
 
 
 def test_every_layout_key_is_a_valid_store_key() -> None:

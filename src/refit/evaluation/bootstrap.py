@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy as np
 from refit.errors import DataError
 from refit.evaluation.kernels import _build_plans, _draw_weights, _score_order
 from refit.evaluation.records import PairedBootstrap, SegmentComparison
-from refit.evaluation.segments import Grouping, groupings
+from refit.evaluation.segments import OVERALL, Grouping, groupings, segment_key
 from refit.metrics import Task, _as_labels, _as_scores, check_task_metric, get_metric, one_blas_thread
 
 _Map = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
@@ -227,3 +228,60 @@ def paired_bootstrap(
     return PairedBootstrap(
         metric=metric, confidence=confidence, n_resamples=n_resamples, seed=seed, overall=rows[0], segments=rows[1:]
     )
+
+
+@dataclass(frozen=True)
+class MetricReplicates:
+    """One model's metric on one group (``overall`` or a segment value) and on its resamples."""
+
+    segment: str
+    value: str
+    n: int
+    point: float | None
+    replicates: np.ndarray = field(repr=False, compare=False)  # NaN where undefined in a resample
+
+    @property
+    def scope(self) -> str:
+        return OVERALL if self.segment == OVERALL else segment_key(self.segment, self.value)
+
+
+def metric_bootstrap(
+    task: Task,
+    metric: str,
+    y: Any,
+    score: Any,
+    segments: Mapping[str, Any] | None = None,
+    n_resamples: int = 500,
+    seed: int = 0,
+    *,
+    n_jobs: int | None = None,
+) -> list[MetricReplicates]:
+    """One model's metric on resampled rows, overall and per segment value.
+
+    The paired bootstrap's own kernels with the model on both sides (the resamples, chunks and
+    seeds are the gate's), so decay is judged with the same machinery as promotion.
+    """
+    check_task_metric(task, metric)
+    yv = _as_labels(task, y)
+    n = len(yv)
+    if n == 0:
+        raise DataError("cannot evaluate on zero rows")
+    sv = _as_scores(task, score, n, "score")
+    grs = groupings(segments, n)
+    bounds = np.cumsum([0] + [len(gr.labels) for gr in grs])
+    group_ids = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    n_groups = int(bounds[-1])
+    with _thread_map(n_jobs) as pmap, one_blas_thread():
+        scores, spaces = [sv, sv], None
+        if get_metric(metric).kernel == "auc":
+            yv, scores, grs, spaces = _champion_order(yv, scores, grs, pmap)
+        plans = _build_plans(metric, yv, scores, grs, group_ids, spaces, pmap)
+        point = _point_estimates(plans, yv, spaces, n_groups, pmap)
+        values = _resampled_values(plans, yv, spaces, n_groups, n_resamples, seed, pmap)
+    out: list[MetricReplicates] = []
+    for gr, ids in zip(grs, group_ids, strict=True):
+        sizes = np.bincount(gr.codes, minlength=len(gr.labels))
+        for j, label in enumerate(gr.labels):
+            g = ids[j]
+            out.append(MetricReplicates(gr.name, label, int(sizes[j]), _point(point[1, g, 0]), values[1, g].copy()))
+    return out

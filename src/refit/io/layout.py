@@ -20,6 +20,7 @@ written before needs moving. Prefixes end with ``/`` (ready for ``store.list``):
     governor/<model>/index.json                    and its checkpoint
     webhook/<model>/outbox/                        drift alerts not yet handed to Prefect
     registry/<model>/                              versions, aliases, history (refit.registry)
+    replay/<model>/timeline.{json,md,png}          a replay's timeline (refit.replay; scratch stores)
 
 What lies below a prefix (partition names, sequence numbers, version folders) belongs to the one
 module that writes and reads it, named above.
@@ -90,6 +91,7 @@ class StoreLayout:
     governor: str = "governor"
     webhook: str = "webhook"
     registry: str = "registry"
+    replay: str = "replay"
 
     def folders(self) -> tuple[str, ...]:
         """Every top-level folder refit writes."""
@@ -143,6 +145,10 @@ class StoreLayout:
     def webhook_outbox(self, model: str) -> str:
         """Drift alerts received and not yet turned into a Prefect run."""
         return f"{self.webhook}/{model}/outbox/"
+
+    def replay_timeline(self, model: str, suffix: str) -> str:
+        """A replay's timeline (``json``, ``md``, ``png``), in the replay's own scratch store."""
+        return f"{self.replay}/{model}/timeline.{suffix}"
 
     # registry --------------------------------------------------------------------------------
 
