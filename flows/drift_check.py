@@ -9,6 +9,7 @@ from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field
 
 from refit.config import resolve_run_parameters
 from refit.io import resolve_store_uri
+from refit.monitoring import no_data_detail
 from tasks.drift import (
     ask_governor,
     compute_drift,
@@ -82,6 +83,27 @@ def drift_check(params: DriftCheckParameters = DriftCheckParameters()) -> DriftC
     store = resolve_store_uri(params.store)  # chosen once; every task gets it
     reference = load_reference(store, config)
     window = load_capture_window(store, config, params.as_of, params.window_hours, params.window_rows)
+    if window.rows == 0:
+        detail = no_data_detail(store, config, window)
+        print(detail)
+        return DriftCheckResult(
+            model=config.dataset.name,
+            store=store,
+            champion_version=reference.version,
+            drift_detected=False,
+            drift_share=0.0,
+            drifted_columns=[],
+            decay_detected=False,
+            decayed_segments=[],
+            decision="none",
+            reason="no-data",
+            detail=detail,
+            report_uri="",
+            sample_size=0,
+            current_rows=0,
+            labelled_rows=0,
+            retrain="no retrain: no captured requests in the window",
+        )
     current = validate_captures(store, config, window)
     report = compute_drift(store, config, reference, current, window)
     outcome = ask_governor(store, config, reference, report, params.as_of)

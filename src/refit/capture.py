@@ -97,6 +97,11 @@ class CaptureWindow:
     request_id_column: str
     target: str
 
+    @property
+    def rows(self) -> int:
+        """How many requests the window holds (0: nothing was captured in it)."""
+        return len(self.frame)
+
     def labelled(self, requests: pd.DataFrame | None = None) -> pd.DataFrame:
         """Requests joined with their label by request id; unlabelled requests are left out.
 

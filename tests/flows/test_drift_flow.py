@@ -172,6 +172,18 @@ def test_concept_drift_triggers_on_decay_without_feature_drift(project) -> None:
     assert result.decision == "trigger" and result.labelled_rows > 10_000
 
 
+def test_a_quiet_window_is_a_completed_check_that_says_no_data(project) -> None:  # type: ignore[no-untyped-def]
+    """An hour without captures used to fail the hourly deployment with a traceback."""
+    config, store = project
+    state = drift_check(DriftCheckParameters(config_path=str(config), window_hours=1, as_of=NOW), return_state=True)
+    assert state.is_completed()
+    result = state.result()
+    assert (result.decision, result.reason, result.current_rows) == ("none", "no-data", 0)
+    assert result.detail.startswith(f"no captured requests for churn between {NOW - timedelta(hours=1):%Y-%m-%d %H:%M}")
+    assert result.retrain == "no retrain: no captured requests in the window" and not result.event_emitted
+    assert Ledger(store, "churn").entries() == []  # nothing was judged, nothing recorded
+
+
 def test_drift_flow_validates_captures(project) -> None:  # type: ignore[no-untyped-def]
     config, store = project
     traffic(config, store, start=NOW - timedelta(hours=3), batches=3, rows_per_batch=500, drift="none")

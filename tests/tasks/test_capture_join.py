@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from refit import monitoring
 from refit.capture import (
@@ -17,7 +16,6 @@ from refit.capture import (
 from refit.config import load_config
 from refit.data import stage_validated
 from refit.demo import write_base_data, write_production_data
-from refit.errors import DataError
 from refit.io.frames import write_frame
 from refit.io.layout import LAYOUT
 
@@ -163,7 +161,7 @@ def test_window_rows_keeps_the_latest_requests_in_time_order(local_store) -> Non
     assert window.labels["request_id"].is_unique
 
 
-def test_no_captures_is_an_empty_frame_for_training_and_an_error_for_drift(local_store) -> None:  # type: ignore[no-untyped-def]
+def test_no_captures_is_an_empty_frame_for_training_and_an_empty_window_for_drift(local_store) -> None:  # type: ignore[no-untyped-def]
     cfg = load_config(ROOT / "refit.yaml")
     empty = load_labelled_captures(
         local_store,
@@ -174,8 +172,12 @@ def test_no_captures_is_an_empty_frame_for_training_and_an_error_for_drift(local
         columns=COLUMNS,
     )
     assert list(empty.columns) == [*COLUMNS, "_refit_source"] and empty.empty
-    with pytest.raises(DataError, match="no captured requests for churn between"):
-        monitoring.load_capture_window(local_store, cfg, as_of=END.to_pydatetime(), window_hours=36)
+    window = monitoring.load_capture_window(local_store, cfg, as_of=END.to_pydatetime(), window_hours=36)
+    assert window.rows == 0 and (window.start, window.end) == (START.to_pydatetime(), END.to_pydatetime())
+    assert monitoring.no_data_detail(local_store.uri, cfg, window) == (
+        "no captured requests for churn between 2026-03-01 00:00 and 2026-03-02 12:00 UTC "
+        f"under {local_store.uri}/captures/churn/requests"
+    )
 
 
 def test_labels_count_once_they_have_arrived_by_as_of(store) -> None:  # type: ignore[no-untyped-def]
