@@ -74,7 +74,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from refit.errors import ConflictError, NotFoundError, PreconditionFailedError, RegistryError
 from refit.fingerprint import DatasetFingerprint
@@ -82,6 +82,7 @@ from refit.io.base import Store, validate_key
 from refit.io.frames import frame_bytes, parse_frame
 from refit.io.layout import LAYOUT
 from refit.jsonable import finite_or_none
+from refit.records import StoredRecord
 
 if TYPE_CHECKING:
     from refit.model import LoadedModel
@@ -113,12 +114,7 @@ UNSET = _Unset.UNSET
 # --- records -------------------------------------------------------------------------------
 
 
-class _Record(BaseModel):
-    # extra="ignore": metadata written by a newer refit still reads.
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-
-class DatasetRecord(_Record):
+class DatasetRecord(StoredRecord):
     """The fingerprint of one dataset a version was trained or evaluated on."""
 
     sha256: str
@@ -126,7 +122,7 @@ class DatasetRecord(_Record):
     columns: int | None = None
 
 
-class ModelVersion(_Record):
+class ModelVersion(StoredRecord):
     """The immutable metadata of one registered version (``version.json``)."""
 
     schema_version: int = 1
@@ -172,7 +168,7 @@ class ModelVersion(_Record):
         return f"{self.name}:{self.version}"
 
 
-class AliasEvent(_Record):
+class AliasEvent(StoredRecord):
     """One alias move in the append-only history."""
 
     seq: int
@@ -188,14 +184,14 @@ class AliasEvent(_Record):
     forced: bool = Field(False, description="Moved without checking where the alias pointed.")
 
 
-class MetricDelta(_Record):
+class MetricDelta(StoredRecord):
     metric: str
     a: float | None
     b: float | None
     delta: float | None = Field(description="b - a; None when either side is missing.")
 
 
-class VersionDiff(_Record):
+class VersionDiff(StoredRecord):
     """Metrics of two versions side by side, overall and per segment."""
 
     name: str

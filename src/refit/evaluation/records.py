@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from refit.evaluation.segments import OVERALL, segment_key
+from refit.records import Record
 
 
 @dataclass(frozen=True)
@@ -61,11 +61,7 @@ class Outcome(StrEnum):
     INCONCLUSIVE = "INCONCLUSIVE"
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class GateCheck(_Record):
+class GateCheck(Record):
     """One rule of the gate. Values are gains: positive means the candidate is better.
 
     ``passed`` is None when the check is reported but not gated (a small segment). ``margin``
@@ -85,7 +81,7 @@ class GateCheck(_Record):
     note: str = ""
 
 
-class SegmentResult(_Record):
+class SegmentResult(Record):
     """One segment value in the decision: both models' metric and the candidate's gain."""
 
     segment: str
@@ -108,7 +104,7 @@ class SegmentResult(_Record):
         return segment_key(self.segment, self.value)
 
 
-class GateDecision(_Record):
+class GateDecision(Record):
     """What the gate decided and why; JSON-serialisable (``model_dump_json``).
 
     ``outcome`` is what happens (PROMOTE moves the champion alias); ``gate_outcome`` is what the
