@@ -40,6 +40,7 @@ import pandas as pd
 from refit.io import Store
 from refit.io.frames import write_frame
 from refit.io.layout import LAYOUT
+from refit.retry import doubling
 
 
 def write_requests(
@@ -983,7 +984,7 @@ class CaptureWriter:
     def _store_failed(self, exc: BaseException) -> None:
         error = _one_line(exc)
         self._failures += 1
-        backoff = min(self.max_retry_backoff_s, self.retry_backoff_s * 2.0 ** min(self._failures - 1, 60))
+        backoff = doubling(self._failures, self.retry_backoff_s, self.max_retry_backoff_s)
         self._next_attempt = time.monotonic() + backoff
         with self._lock:
             self._last_error = error

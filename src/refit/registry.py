@@ -83,6 +83,7 @@ from refit.io.frames import frame_bytes, parse_frame
 from refit.io.layout import LAYOUT
 from refit.jsonable import finite_or_none
 from refit.records import StoredRecord
+from refit.retry import contended
 
 if TYPE_CHECKING:
     from refit.model import LoadedModel
@@ -658,7 +659,7 @@ class Registry:
         """
         who = author or default_author()
         event_id = uuid.uuid4().hex
-        for _ in range(_MAX_ATTEMPTS):
+        for _ in contended(_MAX_ATTEMPTS):
             state = self._read_state(name)
             current = state.aliases.get(alias)
             raced = expected_current is not UNSET and current != expected_current
