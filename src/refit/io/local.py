@@ -109,53 +109,48 @@ class LocalStore(Store):
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
             fh.close()
 
-    def put_bytes(self, key: str, data: bytes) -> str:
-        path = self._path(key)
+    @contextlib.contextmanager
+    def _staged(self, key: str, data: bytes) -> Iterator[Path]:
+        """``data`` in a temporary file beside ``key``'s path, for the caller to move into place.
+
+        An OSError in the block is the store's write error; the temporary file is removed
+        afterwards unless it was moved.
+        """
         tmp = self._write_temp(key, data)
         try:
-            with self._locked(key):
-                os.replace(tmp, path)
+            yield tmp
         except OSError as exc:
             raise self._write_error(key, exc) from None
         finally:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)  # only still there if the replace failed
+                os.unlink(tmp)  # only still there if the move failed (or it was linked)
+
+    def put_bytes(self, key: str, data: bytes) -> str:
+        path = self._path(key)
+        with self._staged(key, data) as tmp, self._locked(key):
+            os.replace(tmp, path)
         return _version(data)
 
     def put_if_absent(self, key: str, data: bytes) -> str:
         path = self._path(key)
-        tmp = self._write_temp(key, data)
-        try:
-            # link() fails if the target exists: an atomic create-if-absent on POSIX.
-            os.link(tmp, path)
-        except FileExistsError:
-            raise PreconditionFailedError(f"precondition failed: {self.uri_for(key)} already exists") from None
-        except OSError as exc:
-            raise self._write_error(key, exc) from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        with self._staged(key, data) as tmp:
+            try:
+                # link() fails if the target exists: an atomic create-if-absent on POSIX.
+                os.link(tmp, path)
+            except FileExistsError:
+                raise PreconditionFailedError(f"precondition failed: {self.uri_for(key)} already exists") from None
         return _version(data)
 
     def put_if_unchanged(self, key: str, data: bytes, version: str) -> str:
         path = self._path(key)
-        tmp = self._write_temp(key, data)
-        try:
-            with self._locked(key):
-                try:
-                    current = _version(path.read_bytes())
-                except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                    raise PreconditionFailedError(
-                        f"precondition failed: {self.uri_for(key)} no longer exists"
-                    ) from None
-                if current != version:
-                    raise PreconditionFailedError(f"precondition failed: {self.uri_for(key)} changed since it was read")
-                os.replace(tmp, path)
-        except OSError as exc:
-            raise self._write_error(key, exc) from None
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+        with self._staged(key, data) as tmp, self._locked(key):
+            try:
+                current = _version(path.read_bytes())
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                raise PreconditionFailedError(f"precondition failed: {self.uri_for(key)} no longer exists") from None
+            if current != version:
+                raise PreconditionFailedError(f"precondition failed: {self.uri_for(key)} changed since it was read")
+            os.replace(tmp, path)
         return _version(data)
 
     def list(self, prefix: str = "") -> list[str]:
