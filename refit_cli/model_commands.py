@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -205,6 +206,26 @@ def rollback_champion(reg: Any, name: str, reason: str, expect: int | None) -> A
     return reg.rollback(name, reason=reason, expected_current=expect)
 
 
+def _move_champion(
+    name: str, expect_version: int | None, as_json: bool, what: str, move: Callable[[Any, int | None], Any]
+) -> None:
+    """Run ``move(registry, expected champion)`` and print the alias event it returns.
+
+    The expected champion is ``expect_version``, or the champion when the command started.
+    """
+    from refit.registry import CHAMPION
+
+    with cli_errors(as_json):
+        reg = _registry()
+        expect = reg.aliases(name).get(CHAMPION) if expect_version is None else expect_version
+        event = move(reg, expect)
+    emit(
+        event.model_dump(mode="json"),
+        as_json,
+        lambda r: f"champion of {name}{what}: {r['from_version']} -> {r['to_version']}",
+    )
+
+
 @models_app.command("promote")
 def models_promote(
     name: str,
@@ -214,14 +235,8 @@ def models_promote(
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
     """Point champion at VERSION by hand (recorded as forced, with the reason)."""
-    with cli_errors(as_json):
-        reg = _registry()
-        expect = reg.aliases(name).get("champion") if expect_version is None else expect_version
-        event = promote_champion(reg, name, version, reason, expect)
-    emit(
-        event.model_dump(mode="json"),
-        as_json,
-        lambda r: f"champion of {name}: {r['from_version']} -> {r['to_version']}",
+    _move_champion(
+        name, expect_version, as_json, "", lambda reg, expect: promote_champion(reg, name, version, reason, expect)
     )
 
 
@@ -233,14 +248,8 @@ def models_rollback(
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
     """Move champion back to the previous champion in one step."""
-    with cli_errors(as_json):
-        reg = _registry()
-        expect = reg.aliases(name).get("champion") if expect_version is None else expect_version
-        event = rollback_champion(reg, name, reason, expect)
-    emit(
-        event.model_dump(mode="json"),
-        as_json,
-        lambda r: f"champion of {name} rolled back: {r['from_version']} -> {r['to_version']}",
+    _move_champion(
+        name, expect_version, as_json, " rolled back", lambda reg, expect: rollback_champion(reg, name, reason, expect)
     )
 
 
