@@ -69,3 +69,13 @@ class RegistryError(RefitError):
 
 class ConflictError(RegistryError):
     """Another writer moved an alias since it was read: re-read and retry."""
+
+
+class ModelArtifactError(RefitError):
+    """A model artifact is missing, damaged, or holds something refit will not load."""
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (libraries' messages run long); its type if empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -6,7 +6,7 @@ Files: the weights (``model.safetensors`` for the MLP, ``model.skops`` for sciki
 ``trials.json``, ``environment.json`` and, written last, ``manifest.json`` with the sha256 of
 every other file. :func:`load` checks every hash before it parses anything, and never
 unpickles: safetensors holds only tensors, and skops loads only the exact types refit's own
-scikit-learn families produce (:data:`SKOPS_ALLOWED_TYPES`), with the estimator's class checked
+scikit-learn families produce (:data:`refit.skops_compat.SKOPS_ALLOWED_TYPES`), with the estimator's class checked
 against the family ``model.json`` names.
 
 The manifest certifies the other files, but nothing in the folder certifies the manifest: the
@@ -17,7 +17,6 @@ registry records its sha256 when a version is registered, and :func:`load` check
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import platform
@@ -42,10 +41,11 @@ from pydantic import (
     model_validator,
 )
 
-from refit.errors import DataError, InvalidKeyError, NotFoundError, RefitError
+from refit.errors import DataError, InvalidKeyError, ModelArtifactError, NotFoundError, first_line
 from refit.io.base import Store
 from refit.jsonable import to_jsonable
 from refit.preprocessing import Preprocessor
+from refit.skops_compat import SKOPS_ALLOWED_TYPES, load_skops
 from refit.training.common import Task
 
 FORMAT_VERSION = 1
@@ -62,78 +62,6 @@ JSON_FILES = (
     "trials.json",
     "environment.json",
 )
-
-#: Every type (``module.name``) a ``model.skops`` may reference: exactly what the families in
-#: :mod:`refit.training.sklearn_models` produce once fitted (derived by dumping each family for
-#: each task, with and without categorical columns; ``tests/unit/test_skops_allow_list.py`` does
-#: that again, so the list cannot go stale). Nothing is admitted by package: numpy, scipy and
-#: sklearn hold classes whose ``__init__``/``__del__`` touch files (``numpy.lib.npyio.DataSource``
-#: deletes a folder when collected).
-SKOPS_ALLOWED_TYPES = frozenset(
-    {
-        # containers and plain values (skops' own nodes)
-        "builtins.dict",
-        "builtins.list",
-        "builtins.slice",
-        "builtins.str",
-        "builtins.tuple",
-        # numpy arrays, their scalar types and the generator HistGradientBoosting keeps
-        "numpy.ndarray",
-        *(f"numpy.{t.__name__}" for t in (np.bool_, np.int8, np.int16, np.int32, np.int64)),
-        *(f"numpy.{t.__name__}" for t in (np.uint8, np.uint16, np.uint32, np.uint64)),
-        *(f"numpy.{t.__name__}" for t in (np.float16, np.float32, np.float64)),
-        "numpy.random._generator.Generator",
-        # hist_gradient_boosting: the estimators and their fitted parts
-        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
-        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
-        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
-        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-        "sklearn._loss._loss.CyHalfBinomialLoss",
-        "sklearn._loss._loss.CyHalfMultinomialLoss",
-        "sklearn._loss._loss.CyHalfSquaredError",
-        "sklearn._loss.link.IdentityLink",
-        "sklearn._loss.link.Interval",
-        "sklearn._loss.link.LogitLink",
-        "sklearn._loss.link.MultinomialLogit",
-        "sklearn._loss.loss.HalfBinomialLoss",
-        "sklearn._loss.loss.HalfMultinomialLoss",
-        "sklearn._loss.loss.HalfSquaredError",
-        "sklearn.preprocessing._label.LabelEncoder",
-        # ... its native-categorical preprocessor, and the two functions that references
-        "sklearn.compose._column_transformer.ColumnTransformer",
-        "sklearn.preprocessing._encoders.OrdinalEncoder",
-        "sklearn.preprocessing._function_transformer.FunctionTransformer",
-        "functools.partial",
-        "sklearn.utils.validation.check_array",
-        # linear: a Pipeline of (one-hot ColumnTransformer,) LogisticRegression or Ridge
-        "sklearn.pipeline.Pipeline",
-        "sklearn.preprocessing._encoders.OneHotEncoder",
-        "sklearn.linear_model._logistic.LogisticRegression",
-        "sklearn.linear_model._ridge.Ridge",
-    }
-)
-#: The skops node kinds those types are stored as; any other kind (methods, operator
-#: functions, sets, bytes, reduce-constructed objects, sparse matrices) is refused.
-_SKOPS_NODES = frozenset(
-    {
-        "DictNode",
-        "FunctionNode",
-        "JsonNode",
-        "ListNode",
-        "LossNode",
-        "NdArrayNode",
-        "ObjectNode",
-        "PartialNode",
-        "RandomGeneratorNode",
-        "SliceNode",
-        "TupleNode",
-        "TypeNode",
-    }
-)
-
-
-class ModelArtifactError(RefitError):
-    """A model artifact is missing, damaged, or holds something refit will not load."""
 
 
 @dataclass
@@ -314,110 +242,6 @@ def save_model(
     return store.uri_for(prefix.strip("/")) if prefix.strip("/") else store.uri
 
 
-def _skops_types(data: bytes) -> tuple[set[str], set[str]]:
-    """Every ``module.name`` and every node kind named anywhere in a skops file's schema."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            schema = json.loads(archive.read("schema.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-        raise ModelArtifactError(f"model.skops is not a readable skops file: {_one_line(exc)}") from None
-    types: set[str] = set()
-    nodes: set[str] = set()
-    stack: list[Any] = [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if "__loader__" in node or "__module__" in node or "__class__" in node:
-                loader = node.get("__loader__")
-                nodes.add(str(loader))
-                if loader != "JsonNode":  # a JSON literal: json.loads, whatever its label
-                    types.add(f"{node.get('__module__')}.{node.get('__class__')}")
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return types, nodes
-
-
-def _expected_estimator(family: str, task: str) -> str:
-    """What :func:`refit.training.sklearn_models._build` makes for ``family`` and ``task``."""
-    regression = task == "regression"
-    if family == "hist_gradient_boosting":
-        return "HistGradientBoostingRegressor" if regression else "HistGradientBoostingClassifier"
-    if family == "linear":
-        return f"Pipeline ending in {'Ridge' if regression else 'LogisticRegression'}"
-    raise ModelArtifactError(f"model.json names family {family!r}, which is not a scikit-learn family")
-
-
-def _check_estimator(estimator: Any, family: str, task: str) -> None:
-    from sklearn.compose import ColumnTransformer
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.pipeline import Pipeline
-
-    regression = task == "regression"
-    expected = _expected_estimator(family, task)
-    if family == "hist_gradient_boosting":
-        ok = type(estimator) is (HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier)
-    else:
-        steps = getattr(estimator, "steps", None) if type(estimator) is Pipeline else None
-        ok = (
-            isinstance(steps, list)
-            and len(steps) in (1, 2)
-            and all(isinstance(step, tuple) and len(step) == 2 for step in steps)
-            and type(steps[-1][1]) is (Ridge if regression else LogisticRegression)
-            and (len(steps) == 1 or type(steps[0][1]) is ColumnTransformer)
-        )
-    if not ok:
-        raise ModelArtifactError(
-            f"model.skops holds a {type(estimator).__name__}, not the {expected} that model.json's "
-            f"family {family!r} ({task}) makes"
-        )
-
-
-def load_skops(data: bytes, family: str | None = None, task: str | None = None) -> Any:
-    """Load a skops estimator that references only :data:`SKOPS_ALLOWED_TYPES`.
-
-    Every type in the file is checked before anything is built (skops' own default trust
-    admits many more classes than refit makes). With ``family`` and ``task`` the loaded
-    estimator must also be exactly what that family builds.
-    """
-    from refit.skops_compat import skops_io
-
-    sio = skops_io()
-
-    types, nodes = _skops_types(data)
-    if family is not None and task is not None:
-        _expected_estimator(family, task)  # an unknown family is refused before loading
-    odd_nodes = sorted(nodes - _SKOPS_NODES)
-    if odd_nodes:
-        raise ModelArtifactError(f"model.skops holds objects refit does not load: {', '.join(odd_nodes)}")
-    _refuse(types - SKOPS_ALLOWED_TYPES)  # before skops builds even its audit tree
-    try:
-        untrusted = set(sio.get_untrusted_types(data=data))
-    except Exception as exc:
-        raise ModelArtifactError(f"model.skops is not a readable skops file: {_one_line(exc)}") from None
-    _refuse(untrusted - SKOPS_ALLOWED_TYPES)  # what skops' audit sees beyond the schema's labels
-    try:
-        estimator = sio.loads(data, trusted=sorted(untrusted))
-    except Exception as exc:
-        raise ModelArtifactError(f"model.skops could not be loaded: {_one_line(exc)}") from None
-    if family is not None and task is not None:
-        _check_estimator(estimator, family, task)
-    return estimator
-
-
-def _refuse(types: set[str]) -> None:
-    if types:
-        raise ModelArtifactError(f"model.skops references types refit does not trust: {', '.join(sorted(types))}")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 class _ArtifactJson(BaseModel):
     # Extra keys are tolerated (a newer refit may add some); the ones refit reads must be right.
     model_config = ConfigDict(extra="ignore", strict=True)
@@ -488,7 +312,7 @@ def _parse_json(name: str, data: bytes, model: type[_J] | None = None) -> Any:
     try:
         value = json.loads(data)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise ModelArtifactError(f"{name} is not valid JSON: {_one_line(exc)}") from None
+        raise ModelArtifactError(f"{name} is not valid JSON: {first_line(exc)}") from None
     if model is None:
         return value
     try:
@@ -727,7 +551,7 @@ def _load_torch(weights: bytes, fitted: FittedModel, device: str) -> Any:
         model = TabularMLP.from_arch(fitted.arch)
         model.load_state_dict(load_safetensors(weights), strict=True)
     except (RuntimeError, ValueError, TypeError, KeyError) as exc:
-        raise ModelArtifactError(f"weights do not fit the stored architecture: {_one_line(exc)}") from None
+        raise ModelArtifactError(f"weights do not fit the stored architecture: {first_line(exc)}") from None
     return model.to(torch.device(device)).eval()
 
 
@@ -737,6 +561,7 @@ def frame_dtypes(df: pd.DataFrame, columns: Sequence[str]) -> dict[str, str]:
 
 
 __all__ = [
+    "SKOPS_ALLOWED_TYPES",
     "FittedModel",
     "LoadedModel",
     "ModelArtifactError",

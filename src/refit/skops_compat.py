@@ -1,6 +1,10 @@
-"""Importing skops without torch.
+"""skops behind one module: importing it without torch, and loading only what refit makes.
 
-``import skops.io`` builds skops' default trusted-type list with scikit-learn's
+Loading: :func:`load_skops` admits a ``model.skops`` only if every type it names is one of
+:data:`SKOPS_ALLOWED_TYPES` (skops' own default trust admits far more), checked before anything is
+built, and, given the family and task, only if the estimator is exactly what that family makes.
+
+Importing without torch: ``import skops.io`` builds skops' default trusted-type list with scikit-learn's
 ``all_estimators()``, which walks and imports every scikit-learn subpackage, including the
 array-API shim ``sklearn.externals.array_api_compat.torch`` that imports torch when it is
 installed (about 2 s per process here). refit never uses that list (``refit.model`` passes its
@@ -13,12 +17,87 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
+import io
+import json
 import sys
 import threading
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from refit.errors import ModelArtifactError, first_line
 
 _import_lock = threading.Lock()
+
+#: Every type (``module.name``) a ``model.skops`` may reference: exactly what the families in
+#: :mod:`refit.training.sklearn_models` produce once fitted (derived by dumping each family for
+#: each task, with and without categorical columns; ``tests/unit/test_model_trust.py`` does
+#: that again, so the list cannot go stale). Nothing is admitted by package: numpy, scipy and
+#: sklearn hold classes whose ``__init__``/``__del__`` touch files (``numpy.lib.npyio.DataSource``
+#: deletes a folder when collected).
+SKOPS_ALLOWED_TYPES = frozenset(
+    {
+        # containers and plain values (skops' own nodes)
+        "builtins.dict",
+        "builtins.list",
+        "builtins.slice",
+        "builtins.str",
+        "builtins.tuple",
+        # numpy arrays, their scalar types and the generator HistGradientBoosting keeps
+        "numpy.ndarray",
+        *(f"numpy.{t.__name__}" for t in (np.bool_, np.int8, np.int16, np.int32, np.int64)),
+        *(f"numpy.{t.__name__}" for t in (np.uint8, np.uint16, np.uint32, np.uint64)),
+        *(f"numpy.{t.__name__}" for t in (np.float16, np.float32, np.float64)),
+        "numpy.random._generator.Generator",
+        # hist_gradient_boosting: the estimators and their fitted parts
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
+        "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "sklearn._loss._loss.CyHalfBinomialLoss",
+        "sklearn._loss._loss.CyHalfMultinomialLoss",
+        "sklearn._loss._loss.CyHalfSquaredError",
+        "sklearn._loss.link.IdentityLink",
+        "sklearn._loss.link.Interval",
+        "sklearn._loss.link.LogitLink",
+        "sklearn._loss.link.MultinomialLogit",
+        "sklearn._loss.loss.HalfBinomialLoss",
+        "sklearn._loss.loss.HalfMultinomialLoss",
+        "sklearn._loss.loss.HalfSquaredError",
+        "sklearn.preprocessing._label.LabelEncoder",
+        # ... its native-categorical preprocessor, and the two functions that references
+        "sklearn.compose._column_transformer.ColumnTransformer",
+        "sklearn.preprocessing._encoders.OrdinalEncoder",
+        "sklearn.preprocessing._function_transformer.FunctionTransformer",
+        "functools.partial",
+        "sklearn.utils.validation.check_array",
+        # linear: a Pipeline of (one-hot ColumnTransformer,) LogisticRegression or Ridge
+        "sklearn.pipeline.Pipeline",
+        "sklearn.preprocessing._encoders.OneHotEncoder",
+        "sklearn.linear_model._logistic.LogisticRegression",
+        "sklearn.linear_model._ridge.Ridge",
+    }
+)
+#: The skops node kinds those types are stored as; any other kind (methods, operator
+#: functions, sets, bytes, reduce-constructed objects, sparse matrices) is refused.
+_SKOPS_NODES = frozenset(
+    {
+        "DictNode",
+        "FunctionNode",
+        "JsonNode",
+        "ListNode",
+        "LossNode",
+        "NdArrayNode",
+        "ObjectNode",
+        "PartialNode",
+        "RandomGeneratorNode",
+        "SliceNode",
+        "TupleNode",
+        "TypeNode",
+    }
+)
 
 
 class _HideTorch(importlib.abc.MetaPathFinder):
@@ -44,3 +123,100 @@ def skops_io() -> ModuleType:
         finally:
             sys.meta_path.remove(hide)
     return skops.io
+
+
+def _skops_types(data: bytes) -> tuple[set[str], set[str]]:
+    """Every ``module.name`` and every node kind named anywhere in a skops file's schema."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            schema = json.loads(archive.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        raise ModelArtifactError(f"model.skops is not a readable skops file: {first_line(exc)}") from None
+    types: set[str] = set()
+    nodes: set[str] = set()
+    stack: list[Any] = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__loader__" in node or "__module__" in node or "__class__" in node:
+                loader = node.get("__loader__")
+                nodes.add(str(loader))
+                if loader != "JsonNode":  # a JSON literal: json.loads, whatever its label
+                    types.add(f"{node.get('__module__')}.{node.get('__class__')}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return types, nodes
+
+
+def _expected_estimator(family: str, task: str) -> str:
+    """What :func:`refit.training.sklearn_models._build` makes for ``family`` and ``task``."""
+    regression = task == "regression"
+    if family == "hist_gradient_boosting":
+        return "HistGradientBoostingRegressor" if regression else "HistGradientBoostingClassifier"
+    if family == "linear":
+        return f"Pipeline ending in {'Ridge' if regression else 'LogisticRegression'}"
+    raise ModelArtifactError(f"model.json names family {family!r}, which is not a scikit-learn family")
+
+
+def _check_estimator(estimator: Any, family: str, task: str) -> None:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.linear_model import LogisticRegression, Ridge
+    from sklearn.pipeline import Pipeline
+
+    regression = task == "regression"
+    expected = _expected_estimator(family, task)
+    if family == "hist_gradient_boosting":
+        ok = type(estimator) is (HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier)
+    else:
+        steps = getattr(estimator, "steps", None) if type(estimator) is Pipeline else None
+        ok = (
+            isinstance(steps, list)
+            and len(steps) in (1, 2)
+            and all(isinstance(step, tuple) and len(step) == 2 for step in steps)
+            and type(steps[-1][1]) is (Ridge if regression else LogisticRegression)
+            and (len(steps) == 1 or type(steps[0][1]) is ColumnTransformer)
+        )
+    if not ok:
+        raise ModelArtifactError(
+            f"model.skops holds a {type(estimator).__name__}, not the {expected} that model.json's "
+            f"family {family!r} ({task}) makes"
+        )
+
+
+def load_skops(data: bytes, family: str | None = None, task: str | None = None) -> Any:
+    """Load a skops estimator that references only :data:`SKOPS_ALLOWED_TYPES`.
+
+    Every type in the file is checked before anything is built (skops' own default trust
+    admits many more classes than refit makes). With ``family`` and ``task`` the loaded
+    estimator must also be exactly what that family builds.
+    """
+    sio = skops_io()
+
+    types, nodes = _skops_types(data)
+    if family is not None and task is not None:
+        _expected_estimator(family, task)  # an unknown family is refused before loading
+    odd_nodes = sorted(nodes - _SKOPS_NODES)
+    if odd_nodes:
+        raise ModelArtifactError(f"model.skops holds objects refit does not load: {', '.join(odd_nodes)}")
+    _refuse(types - SKOPS_ALLOWED_TYPES)  # before skops builds even its audit tree
+    try:
+        untrusted = set(sio.get_untrusted_types(data=data))
+    except Exception as exc:
+        raise ModelArtifactError(f"model.skops is not a readable skops file: {first_line(exc)}") from None
+    _refuse(untrusted - SKOPS_ALLOWED_TYPES)  # what skops' audit sees beyond the schema's labels
+    try:
+        estimator = sio.loads(data, trusted=sorted(untrusted))
+    except Exception as exc:
+        raise ModelArtifactError(f"model.skops could not be loaded: {first_line(exc)}") from None
+    if family is not None and task is not None:
+        _check_estimator(estimator, family, task)
+    return estimator
+
+
+def _refuse(types: set[str]) -> None:
+    if types:
+        raise ModelArtifactError(f"model.skops references types refit does not trust: {', '.join(sorted(types))}")

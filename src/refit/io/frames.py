@@ -7,7 +7,7 @@ import io
 
 import pandas as pd
 
-from refit.errors import DataError
+from refit.errors import DataError, first_line
 from refit.io.base import Store
 
 FORMATS = (".parquet", ".csv")
@@ -33,8 +33,7 @@ def parse_frame(data: bytes, name: str) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise DataError(f"{name}: file is empty (no columns)") from None
     except Exception as exc:  # pyarrow / parser errors carry long messages: keep the first line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{name}: cannot parse {fmt}: {first}") from None
+        raise DataError(f"{name}: cannot parse {fmt}: {first_line(exc)}") from None
     if not isinstance(df.index, pd.RangeIndex):
         # pandas turns the first column into the index when every row has one field more than
         # the header: the columns would silently shift by one.
