@@ -36,6 +36,7 @@ from refit.metrics import (
     combined_tolerance,
     tolerance_defaults,
 )
+from refit.records import Record
 
 DEFAULT_CONFIG_FILE = "refit.yaml"
 
@@ -68,8 +69,8 @@ def _with_metric_defaults(section: _S, metric: str) -> _S:
     return section.model_copy(update=update) if update else section
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+class _Section(Record):
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class SegmentSpec(_Section):

@@ -31,7 +31,6 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 import pandas as pd
 from pydantic import (
-    BaseModel,
     ConfigDict,
     StrictBool,
     StrictFloat,
@@ -45,6 +44,7 @@ from refit.errors import DataError, InvalidKeyError, ModelArtifactError, NotFoun
 from refit.io.base import Store
 from refit.jsonable import to_jsonable
 from refit.preprocessing import Preprocessor
+from refit.records import TolerantRecord
 from refit.skops_compat import SKOPS_ALLOWED_TYPES, load_skops
 from refit.training.common import Task
 
@@ -242,9 +242,9 @@ def save_model(
     return store.uri_for(prefix.strip("/")) if prefix.strip("/") else store.uri
 
 
-class _ArtifactJson(BaseModel):
+class _ArtifactJson(TolerantRecord):
     # Extra keys are tolerated (a newer refit may add some); the ones refit reads must be right.
-    model_config = ConfigDict(extra="ignore", strict=True)
+    model_config = ConfigDict(strict=True)
 
 
 _Label = StrictBool | StrictInt | StrictFloat | StrictStr

@@ -11,8 +11,8 @@ class Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class StoredRecord(Record):
-    """A record read back from the store, where a newer refit may have written more fields.
+class TolerantRecord(Record):
+    """A record refit reads from outside the process (the store, a sender), where a newer writer may add fields.
 
     ``extra="ignore"``: metadata written by a newer refit still reads in an older one.
     """

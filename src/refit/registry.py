@@ -82,7 +82,7 @@ from refit.io.base import Store, validate_key
 from refit.io.frames import frame_bytes, parse_frame
 from refit.io.layout import LAYOUT
 from refit.jsonable import finite_or_none
-from refit.records import StoredRecord
+from refit.records import TolerantRecord
 from refit.retry import contended
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ UNSET = _Unset.UNSET
 # --- records -------------------------------------------------------------------------------
 
 
-class DatasetRecord(StoredRecord):
+class DatasetRecord(TolerantRecord):
     """The fingerprint of one dataset a version was trained or evaluated on."""
 
     sha256: str
@@ -123,7 +123,7 @@ class DatasetRecord(StoredRecord):
     columns: int | None = None
 
 
-class ModelVersion(StoredRecord):
+class ModelVersion(TolerantRecord):
     """The immutable metadata of one registered version (``version.json``)."""
 
     schema_version: int = 1
@@ -169,7 +169,7 @@ class ModelVersion(StoredRecord):
         return f"{self.name}:{self.version}"
 
 
-class AliasEvent(StoredRecord):
+class AliasEvent(TolerantRecord):
     """One alias move in the append-only history."""
 
     seq: int
@@ -185,14 +185,14 @@ class AliasEvent(StoredRecord):
     forced: bool = Field(False, description="Moved without checking where the alias pointed.")
 
 
-class MetricDelta(StoredRecord):
+class MetricDelta(TolerantRecord):
     metric: str
     a: float | None
     b: float | None
     delta: float | None = Field(description="b - a; None when either side is missing.")
 
 
-class VersionDiff(StoredRecord):
+class VersionDiff(TolerantRecord):
     """Metrics of two versions side by side, overall and per segment."""
 
     name: str

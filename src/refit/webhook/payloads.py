@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from refit.errors import RefitError
+from refit.records import Record, TolerantRecord
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MODEL_LABELS = ("model", "refit_model")
@@ -68,18 +69,17 @@ class DispatchResult:
             raise ValueError("an accepted dispatch needs a flow_run_id")
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, coerce_numbers_to_str=True)
+class _Wire(TolerantRecord):
+    # A sender's payload: fields refit does not read are ignored, and numeric ids read as text.
+    model_config = ConfigDict(coerce_numbers_to_str=True)
 
 
-class DriftAlert(BaseModel):
+class DriftAlert(Record):
     """One drift alert for one model, whatever format it arrived in.
 
     ``alert_id`` is stable across redeliveries of the same alert, so the governor can
     de-duplicate on it (and use it in an idempotency key).
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     alert_id: str = Field(min_length=1, max_length=200)
     model: str = Field(pattern=MODEL_NAME_PATTERN)
