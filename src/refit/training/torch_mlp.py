@@ -297,6 +297,156 @@ def _check_inputs(x_num: np.ndarray, x_cat: np.ndarray, y: np.ndarray, what: str
         raise DataError(f"{what}: no rows")
 
 
+@dataclass
+class _Target:
+    """The target as the loss sees it (a regression target standardised), and that loss."""
+
+    train: np.ndarray
+    valid: np.ndarray
+    mean: float
+    std: float
+    out_dim: int
+    loss_fn: nn.Module
+
+    @property
+    def squeeze(self) -> bool:
+        return self.out_dim == 1
+
+    def output(self, logits: torch.Tensor, task: Task) -> np.ndarray:
+        """What the model answers for ``logits``, on the target's own scale."""
+        return _output_from_logits(logits, task, self.mean, self.std)
+
+
+def _target(task: Task, y: np.ndarray, y_val: np.ndarray, n_classes: int) -> _Target:
+    if task == "regression":
+        mean = float(np.mean(y))
+        std = float(np.std(y)) or 1.0
+        train, valid = ((y - mean) / std).astype(np.float32), ((y_val - mean) / std).astype(np.float32)
+        return _Target(train, valid, mean, std, 1, nn.MSELoss())
+    if task == "binary":
+        return _Target(y.astype(np.float32), y_val.astype(np.float32), 0.0, 1.0, 1, nn.BCEWithLogitsLoss())
+    if task == "multiclass":
+        return _Target(y.astype(np.int64), y_val.astype(np.int64), 0.0, 1.0, int(n_classes), nn.CrossEntropyLoss())
+    raise TrainingError(f"unknown task {task!r}")
+
+
+@dataclass
+class _Step:
+    """The model and everything that moves it one batch (and that a checkpoint keeps)."""
+
+    model: TabularMLP
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    squeeze: bool
+    amp: AutocastSettings
+    max_grad_norm: Any
+
+    def epoch(self, data: _Data, perm: torch.Tensor, batch_size: int, device: torch.device) -> float:
+        """One pass over ``data`` in ``perm`` order; the mean training loss (one host sync)."""
+        self.model.train()
+        loss_sum = torch.zeros((), device=device)
+        for xb, cb, yb in data.batches(perm, batch_size):
+            with torch.autocast(device_type=device.type, dtype=self.amp.dtype, enabled=self.amp.enabled):
+                out = self.model(xb, cb)
+                loss = self.loss_fn(out.squeeze(1) if self.squeeze else out, yb)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if self.max_grad_norm:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), float(self.max_grad_norm))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.step()
+            loss_sum += loss.detach().float() * yb.shape[0]
+        return float(loss_sum.item()) / data.n
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+@dataclass
+class _Progress:
+    """Where training stands after ``epoch`` epochs: early stopping, history, timings."""
+
+    epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_state: dict[str, torch.Tensor] | None = None
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    done: bool = False
+    stopped: bool = False
+    train_s: float = 0.0
+    samples: int = 0
+    resumed_from: int | None = None
+
+    def record(self, row: dict[str, Any], val_loss: float, model: nn.Module, patience: int, max_epochs: int) -> None:
+        """Add an epoch's row; keep the weights if it is the best so far; decide whether to stop."""
+        self.epoch = int(row["epoch"])
+        self.history.append(row)
+        if val_loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.bad_epochs = val_loss, self.epoch, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.bad_epochs += 1
+        self.stopped = self.bad_epochs >= patience
+        self.done = self.stopped or self.epoch == max_epochs
+
+    def checkpoint(self, signature: str, step: _Step) -> dict[str, Any]:
+        """Everything a rerun needs to go on exactly where this one stands."""
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "signature": signature,
+            "epoch": self.epoch,
+            "done": self.done,
+            "stopped": self.stopped,
+            **step.state(),
+            "rng": rng_state(),
+            "best_state": self.best_state,
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "history": self.history,
+            "train_s": self.train_s,
+            "samples": self.samples,
+        }
+
+
+def _resume(checkpoint: CheckpointSink | None, signature: str, step: _Step) -> _Progress:
+    """The progress of the same run from ``checkpoint`` (restoring ``step`` and the RNGs), or a fresh start."""
+    state = checkpoint.load_latest() if checkpoint is not None else None
+    if state is None or state.get("signature") != signature or state.get("format") != CHECKPOINT_FORMAT:
+        return _Progress()
+    step.restore(state)
+    set_rng_state(state["rng"])
+    return _Progress(
+        epoch=int(state["epoch"]),
+        history=list(state["history"]),
+        best_state=state["best_state"],
+        best_loss=float(state["best_loss"]),
+        best_epoch=int(state["best_epoch"]),
+        bad_epochs=int(state["bad_epochs"]),
+        done=bool(state["done"]),
+        stopped=bool(state["stopped"]),
+        train_s=float(state["train_s"]),
+        samples=int(state["samples"]),
+        resumed_from=int(state["epoch"]),
+    )
+
+
 def train_torch(
     x_num: np.ndarray,
     x_cat: np.ndarray,
@@ -318,6 +468,9 @@ def train_torch(
     data_placement: Literal["auto", "resident", "streamed"] = "auto",
 ) -> TorchResult:
     """Train a :class:`TabularMLP` with AdamW, a per-batch LR schedule and early stopping.
+
+    Long for its arguments only: the body wires the steps (:func:`_target`, :meth:`_Step.epoch`,
+    :meth:`_Progress.record`, :func:`_resume`, :func:`_result`) in their one fixed order.
 
     Args:
         x_num, x_cat, y: Training features (float32, int64) and target: class indices
@@ -351,104 +504,48 @@ def train_torch(
     seed_everything(seed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-    if task == "regression":
-        target_mean = float(np.mean(y))
-        target_std = float(np.std(y)) or 1.0
-        y_train = ((y - target_mean) / target_std).astype(np.float32)
-        y_valid = ((y_val - target_mean) / target_std).astype(np.float32)
-        out_dim = 1
-        loss_fn: nn.Module = nn.MSELoss()
-    elif task == "binary":
-        target_mean, target_std = 0.0, 1.0
-        y_train, y_valid = y.astype(np.float32), y_val.astype(np.float32)
-        out_dim = 1
-        loss_fn = nn.BCEWithLogitsLoss()
-    elif task == "multiclass":
-        target_mean, target_std = 0.0, 1.0
-        y_train, y_valid = y.astype(np.int64), y_val.astype(np.int64)
-        out_dim = int(n_classes)
-        loss_fn = nn.CrossEntropyLoss()
-    else:
-        raise TrainingError(f"unknown task {task!r}")
-    squeeze = out_dim == 1
+    target = _target(task, y, y_val, n_classes)
 
     if cardinalities is None:
         cardinalities = [
             int(max(x_cat[:, j].max(initial=0), x_cat_val[:, j].max(initial=0))) + 1 for j in range(x_cat.shape[1])
         ]
     model = TabularMLP(
-        x_num.shape[1], cardinalities, p["hidden"], float(p["dropout"]), out_dim, int(p["emb_max_dim"])
+        x_num.shape[1], cardinalities, p["hidden"], float(p["dropout"]), target.out_dim, int(p["emb_max_dim"])
     ).to(device)
-    data = _Data(x_num, x_cat, y_train, device, data_placement, cfg.device_data_budget_mb * 2**20)
+    data = _Data(x_num, x_cat, target.train, device, data_placement, cfg.device_data_budget_mb * 2**20)
     val_num, val_cat = torch.from_numpy(x_num_val), torch.from_numpy(x_cat_val)
     if data.placement == "resident":
         val_num, val_cat = val_num.to(device), val_cat.to(device)
-    val_target = torch.from_numpy(y_valid)
+    val_target = torch.from_numpy(target.valid)
 
     batch_size = p["batch_size"]
     max_epochs = p["max_epochs"]
-    steps_per_epoch = math.ceil(data.n / batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(p["lr"]), weight_decay=float(p["weight_decay"]))
-    scheduler = _make_scheduler(optimizer, p, steps_per_epoch * max_epochs)
+    scheduler = _make_scheduler(optimizer, p, math.ceil(data.n / batch_size) * max_epochs)
     amp = amp or autocast_settings(device, mixed_precision=cfg.mixed_precision)
     scaler = torch.amp.GradScaler(device.type, enabled=amp.use_grad_scaler)
+    step = _Step(model, optimizer, scheduler, scaler, target.loss_fn, target.squeeze, amp, p["max_grad_norm"])
     # A checkpoint is only resumed by the same run: same model, params, seed, data size, precision.
     signature = run_key(model.arch, p, seed, data.n, int(x_num_val.shape[0]), task, str(amp.dtype), amp[0], amp[2])
+    progress = _resume(checkpoint, signature, step)
 
-    start_epoch, history = 0, []
-    best_state: dict[str, torch.Tensor] | None = None
-    best_loss, best_epoch, bad_epochs = math.inf, 0, 0
-    done = stopped = False
-    train_s, samples = 0.0, 0
-    resumed_from: int | None = None
-    if checkpoint is not None:
-        state = checkpoint.load_latest()
-        if state is not None and state.get("signature") == signature and state.get("format") == CHECKPOINT_FORMAT:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            set_rng_state(state["rng"])
-            start_epoch = resumed_from = int(state["epoch"])
-            history = list(state["history"])
-            best_state = state["best_state"]
-            best_loss, best_epoch = float(state["best_loss"]), int(state["best_epoch"])
-            bad_epochs, done, stopped = int(state["bad_epochs"]), bool(state["done"]), bool(state["stopped"])
-            train_s, samples = float(state["train_s"]), int(state["samples"])
-
-    for epoch in range(start_epoch, max_epochs):
-        if done:
+    for epoch in range(progress.epoch, max_epochs):
+        if progress.done:
             break
         epoch_start = time.perf_counter()
-        model.train()
         # Seeded by (seed, epoch): a resumed run shuffles exactly as an uninterrupted one.
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        perm = torch.randperm(data.n, generator=generator)
-        loss_sum = torch.zeros((), device=device)
-        for xb, cb, yb in data.batches(perm, batch_size):
-            with torch.autocast(device_type=device.type, dtype=amp.dtype, enabled=amp.enabled):
-                out = model(xb, cb)
-                loss = loss_fn(out.squeeze(1) if squeeze else out, yb)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if p["max_grad_norm"]:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), float(p["max_grad_norm"]))
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            loss_sum += loss.detach().float() * yb.shape[0]
-        train_loss = float(loss_sum.item()) / data.n  # the epoch's only host sync
+        train_loss = step.epoch(data, torch.randperm(data.n, generator=generator), batch_size, device)
         epoch_train_s = time.perf_counter() - epoch_start
-        train_s += epoch_train_s
-        samples += data.n
+        progress.train_s += epoch_train_s
+        progress.samples += data.n
         if not math.isfinite(train_loss):
             raise TrainingError(f"training loss became {train_loss} in epoch {epoch + 1}; lower the learning rate")
 
         logits = _logits(model, val_num, val_cat, device, cfg.eval_batch_size, amp)
-        val_loss = float(loss_fn(logits.squeeze(1) if squeeze else logits, val_target).item())
-        metrics = score(task, y_val, _output_from_logits(logits, task, target_mean, target_std))
+        val_loss = float(target.loss_fn(logits.squeeze(1) if target.squeeze else logits, val_target).item())
+        metrics = score(task, y_val, target.output(logits, task))
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
@@ -458,66 +555,53 @@ def train_torch(
             "samples_per_s": data.n / epoch_train_s if epoch_train_s > 0 else float("nan"),
         }
         row.update({f"val_{k}": v for k, v in metrics.items()})
-        history.append(row)
-        if val_loss < best_loss:
-            best_loss, best_epoch, bad_epochs = val_loss, epoch + 1, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        stopped = bad_epochs >= p["patience"]
-        done = stopped or epoch + 1 == max_epochs
+        progress.record(row, val_loss, model, p["patience"], max_epochs)
         if checkpoint is not None:
-            checkpoint.save(
-                epoch + 1,
-                {
-                    "format": CHECKPOINT_FORMAT,
-                    "signature": signature,
-                    "epoch": epoch + 1,
-                    "done": done,
-                    "stopped": stopped,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": rng_state(),
-                    "best_state": best_state,
-                    "best_loss": best_loss,
-                    "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs,
-                    "history": history,
-                    "train_s": train_s,
-                    "samples": samples,
-                },
-            )
+            checkpoint.save(epoch + 1, progress.checkpoint(signature, step))
         if on_epoch is not None:
-            on_epoch({**row, "max_epochs": max_epochs, "best_epoch": best_epoch, "stopped": stopped})
+            on_epoch({**row, "max_epochs": max_epochs, "best_epoch": progress.best_epoch, "stopped": progress.stopped})
 
-    if best_state is None:  # pragma: no cover - at least one epoch always runs
+    return _result(model, progress, task, n_classes, p, target, device, data.placement, wall_start)
+
+
+def _result(
+    model: TabularMLP,
+    progress: _Progress,
+    task: Task,
+    n_classes: int,
+    params: dict[str, Any],
+    target: _Target,
+    device: torch.device,
+    placement: str,
+    wall_start: float,
+) -> TorchResult:
+    """The best epoch's weights (on the CPU) and what the run measured."""
+    if progress.best_state is None:  # pragma: no cover - at least one epoch always runs
         raise TrainingError("training ran no epochs")
-    model.load_state_dict(best_state)
+    model.load_state_dict(progress.best_state)
     model.eval()
     peak = _peak_memory(device)
     model = model.cpu()
-    best_row = history[best_epoch - 1]
+    best_row = progress.history[progress.best_epoch - 1]
     val_metrics = {k[len("val_") :]: v for k, v in best_row.items() if k.startswith("val_")}
     return TorchResult(
         model=model,
         arch=dict(model.arch),
         task=task,
         n_classes=int(n_classes) if task != "regression" else 0,
-        params=p,
-        target_mean=target_mean,
-        target_std=target_std,
-        history=history,
-        best_epoch=best_epoch,
-        epochs_run=len(history),
-        stopped_early=stopped,
+        params=params,
+        target_mean=target.mean,
+        target_std=target.std,
+        history=progress.history,
+        best_epoch=progress.best_epoch,
+        epochs_run=len(progress.history),
+        stopped_early=progress.stopped,
         val_metrics=val_metrics,
-        resumed_from_epoch=resumed_from,
-        samples_per_s=samples / train_s if train_s > 0 else float("nan"),
-        train_s=train_s,
+        resumed_from_epoch=progress.resumed_from,
+        samples_per_s=progress.samples / progress.train_s if progress.train_s > 0 else float("nan"),
+        train_s=progress.train_s,
         wall_s=time.perf_counter() - wall_start,
         peak_memory_bytes=peak,
         device=device_name(device),
-        data_placement=data.placement,
+        data_placement=placement,
     )
