@@ -97,39 +97,12 @@ def create_app(
         clock: Unix seconds, for the replay window.
         insecure_dev: Allow running with no secret and no token (local development only).
     """
-    keys = _secret_list(secrets if secrets is not None else (settings.webhook_secret if settings else None))
-    bearer = token if token is not None else (settings.webhook_token if settings else None)
-    if any(_is_empty(k) for k in keys) or (bearer is not None and _is_empty(bearer)):
-        raise ConfigError(
-            "REFIT_WEBHOOK_SECRET or REFIT_WEBHOOK_TOKEN is set but empty or only whitespace: "
-            "unset it or give it a value"
-        )
-    if not keys and bearer is None:
-        if not insecure_dev:
-            raise ConfigError(
-                "the drift webhook needs REFIT_WEBHOOK_SECRET or REFIT_WEBHOOK_TOKEN "
-                "(or insecure_dev=True for local development)"
-            )
-        logger.warning(
-            "!!! INSECURE: the drift webhook accepts UNAUTHENTICATED alerts (insecure_dev=True). "
-            "Anyone who can reach it can trigger retraining. Never expose it. !!!"
-        )
+    keys, bearer = _credentials(secrets, token, settings, insecure_dev)
     if max_body_bytes < 1:
         raise ConfigError("max_body_bytes must be at least 1")
     if tolerance_s <= 0:
         raise ConfigError("tolerance_s must be positive")
-    # An async function, or an object whose __call__ is one, runs on the loop; others in a thread.
-    is_async = inspect.iscoroutinefunction(dispatcher) or inspect.iscoroutinefunction(type(dispatcher).__call__)
-
-    async def dispatch(alert: DriftAlert) -> DispatchResult:
-        if is_async:
-            result = await dispatcher(alert)  # type: ignore[misc]
-        else:
-            result = await run_in_threadpool(dispatcher, alert)
-        if not isinstance(result, DispatchResult):
-            raise TypeError(f"the dispatcher returned {type(result).__name__}, not DispatchResult")
-        return result
-
+    dispatch = _awaitable(dispatcher)
     app = FastAPI(title="refit drift-alert receiver", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/healthz")
@@ -165,47 +138,105 @@ def create_app(
             logger.info("drift notification with no firing alert: acknowledged, nothing to do")
             return JSONResponse({"status": "ignored", "reason": "no firing alert (resolved)"}, status_code=200)
 
-        answers: list[dict[str, Any]] = []
-        for alert in firing:
-            try:
-                result = await dispatch(alert)
-            except DispatchUnavailable as exc:
-                logger.warning("drift alert %s for %s: dispatcher unavailable: %s", alert.alert_id, alert.model, exc)
-                wait = exc.retry_after_s if exc.retry_after_s is not None else retry_after_s
-                return JSONResponse(
-                    {"status": "unavailable", "detail": str(exc), "alert_id": alert.alert_id, "retry_after_s": wait},
-                    status_code=503,
-                    headers={"Retry-After": str(wait)},
-                )
-            except Exception:
-                logger.exception("drift alert %s for %s: the dispatcher failed", alert.alert_id, alert.model)
-                return JSONResponse(
-                    {
-                        "status": "error",
-                        "detail": "the dispatcher failed; see the receiver's log",
-                        "alert_id": alert.alert_id,
-                    },
-                    status_code=500,
-                )
-            logger.info(
-                "drift alert %s for %s (%s): %s %s",
-                alert.alert_id,
-                alert.model,
-                method,
-                result.status,
-                result.flow_run_id or result.reason or "",
-            )
-            answer: dict[str, Any] = {"status": result.status, "alert_id": alert.alert_id, "model": alert.model}
-            if result.flow_run_id is not None:
-                answer["flow_run_id"] = result.flow_run_id
-            if result.reason is not None:
-                answer["reason"] = result.reason
-            answers.append(answer)
-
-        accepted = [a for a in answers if a["status"] in ("accepted", "queued")]
-        content = dict(accepted[0] if accepted else answers[0])
-        if len(answers) > 1:
-            content["results"] = answers
-        return JSONResponse(content, status_code=202 if accepted else 200)
+        return await _dispatch_all(firing, dispatch, method, retry_after_s)
 
     return app
+
+
+def _credentials(
+    secrets: Secret | Iterable[Secret] | None, token: Secret | None, settings: Settings | None, insecure_dev: bool
+) -> tuple[list[Secret], Secret | None]:
+    """The HMAC secrets and the bearer token the receiver accepts (arguments first, then settings).
+
+    Raises:
+        ConfigError: One is set but blank, or there is neither (unless ``insecure_dev``).
+    """
+    keys = _secret_list(secrets if secrets is not None else (settings.webhook_secret if settings else None))
+    bearer = token if token is not None else (settings.webhook_token if settings else None)
+    if any(_is_empty(k) for k in keys) or (bearer is not None and _is_empty(bearer)):
+        raise ConfigError(
+            "REFIT_WEBHOOK_SECRET or REFIT_WEBHOOK_TOKEN is set but empty or only whitespace: "
+            "unset it or give it a value"
+        )
+    if not keys and bearer is None:
+        if not insecure_dev:
+            raise ConfigError(
+                "the drift webhook needs REFIT_WEBHOOK_SECRET or REFIT_WEBHOOK_TOKEN "
+                "(or insecure_dev=True for local development)"
+            )
+        logger.warning(
+            "!!! INSECURE: the drift webhook accepts UNAUTHENTICATED alerts (insecure_dev=True). "
+            "Anyone who can reach it can trigger retraining. Never expose it. !!!"
+        )
+    return keys, bearer
+
+
+def _awaitable(dispatcher: AnyDispatcher) -> Callable[[DriftAlert], Awaitable[DispatchResult]]:
+    """``dispatcher`` as a coroutine: an async one runs on the loop, any other in a worker thread."""
+    # An async function, or an object whose __call__ is one, runs on the loop; others in a thread.
+    is_async = inspect.iscoroutinefunction(dispatcher) or inspect.iscoroutinefunction(type(dispatcher).__call__)
+
+    async def dispatch(alert: DriftAlert) -> DispatchResult:
+        if is_async:
+            result = await dispatcher(alert)  # type: ignore[misc]
+        else:
+            result = await run_in_threadpool(dispatcher, alert)
+        if not isinstance(result, DispatchResult):
+            raise TypeError(f"the dispatcher returned {type(result).__name__}, not DispatchResult")
+        return result
+
+    return dispatch
+
+
+async def _dispatch_all(
+    firing: list[DriftAlert],
+    dispatch: Callable[[DriftAlert], Awaitable[DispatchResult]],
+    method: str,
+    retry_after_s: int,
+) -> JSONResponse:
+    """Dispatch each firing alert in turn; the response names the first accepted one (all, if several).
+
+    The first alert the dispatcher cannot take (503) or fails on (500) ends the request.
+    """
+    answers: list[dict[str, Any]] = []
+    for alert in firing:
+        try:
+            result = await dispatch(alert)
+        except DispatchUnavailable as exc:
+            logger.warning("drift alert %s for %s: dispatcher unavailable: %s", alert.alert_id, alert.model, exc)
+            wait = exc.retry_after_s if exc.retry_after_s is not None else retry_after_s
+            return JSONResponse(
+                {"status": "unavailable", "detail": str(exc), "alert_id": alert.alert_id, "retry_after_s": wait},
+                status_code=503,
+                headers={"Retry-After": str(wait)},
+            )
+        except Exception:
+            logger.exception("drift alert %s for %s: the dispatcher failed", alert.alert_id, alert.model)
+            return JSONResponse(
+                {
+                    "status": "error",
+                    "detail": "the dispatcher failed; see the receiver's log",
+                    "alert_id": alert.alert_id,
+                },
+                status_code=500,
+            )
+        logger.info(
+            "drift alert %s for %s (%s): %s %s",
+            alert.alert_id,
+            alert.model,
+            method,
+            result.status,
+            result.flow_run_id or result.reason or "",
+        )
+        answer: dict[str, Any] = {"status": result.status, "alert_id": alert.alert_id, "model": alert.model}
+        if result.flow_run_id is not None:
+            answer["flow_run_id"] = result.flow_run_id
+        if result.reason is not None:
+            answer["reason"] = result.reason
+        answers.append(answer)
+
+    accepted = [a for a in answers if a["status"] in ("accepted", "queued")]
+    content = dict(accepted[0] if accepted else answers[0])
+    if len(answers) > 1:
+        content["results"] = answers
+    return JSONResponse(content, status_code=202 if accepted else 200)

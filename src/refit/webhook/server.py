@@ -18,6 +18,11 @@ MAX_HEADER_COUNT = 100
 
 
 def _bounded_protocol() -> type[asyncio.Protocol] | None:
+    """uvicorn's httptools protocol with the head bounded, or None without httptools.
+
+    Long because it holds the whole class (small methods, one per parser callback): the class
+    is made here, not at import, so uvicorn and httptools load only when something serves.
+    """
     try:
         import httptools  # noqa: F401 - uvicorn's httptools protocol needs it
         from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
