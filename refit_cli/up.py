@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 import typer
@@ -51,28 +52,27 @@ def store_uri(env: dict[str, str]) -> str:
     return resolve_store_uri(env.get("REFIT_STORE"))
 
 
-def run_up(config: Path, *, ui_port: int, webhook_port: int, webhook: bool, env: dict[str, str]) -> int:
-    from refit.config import Settings, load_config
+def _credentials_problem() -> str | None:
+    """Why the webhook cannot start with the environment's secret and token, or None."""
+    from refit.config import Settings
 
-    cfg = load_config(config)  # fail fast on a bad config, before starting anything
     settings = Settings()
     given = [s.get_secret_value() for s in (settings.webhook_secret, settings.webhook_token) if s is not None]
-    if webhook and any(not value.strip() for value in given):
-        typer.echo(
+    if any(not value.strip() for value in given):
+        return (
             "error: REFIT_WEBHOOK_SECRET or REFIT_WEBHOOK_TOKEN is set but empty or only whitespace: "
-            "unset it or give it a value (export REFIT_WEBHOOK_SECRET=$(openssl rand -hex 32)).",
-            err=True,
+            "unset it or give it a value (export REFIT_WEBHOOK_SECRET=$(openssl rand -hex 32))."
         )
-        return 1
-    if webhook and not given:
-        typer.echo(
+    if not given:
+        return (
             "error: REFIT_WEBHOOK_SECRET is not set: the webhook refuses unauthenticated alerts. "
-            "Set one (export REFIT_WEBHOOK_SECRET=$(openssl rand -hex 32)) or pass --no-webhook.",
-            err=True,
+            "Set one (export REFIT_WEBHOOK_SECRET=$(openssl rand -hex 32)) or pass --no-webhook."
         )
-        return 1
-    home = prefect_home(env)
-    home.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def _lock(home: Path) -> IO[str] | None:
+    """Hold ``home``'s lock (with this pid in it) for the life of the process; None if another ``refit up`` has it."""
     lock_path = home / "refit-up.lock"
     lock = open(lock_path, "a+")  # noqa: SIM115 - held for the life of the process
     try:
@@ -84,15 +84,116 @@ def run_up(config: Path, *, ui_port: int, webhook_port: int, webhook: bool, env:
             "stop it with Ctrl-C in its terminal first",
             err=True,
         )
-        return 1
+        lock.close()
+        return None
     lock.seek(0)
     lock.truncate()
     lock.write(str(os.getpid()))
     lock.flush()
+    return lock
 
-    def _terminate(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+Procs = list[tuple[str, "subprocess.Popen[bytes]"]]
+
+
+def _prefect_api(env: dict[str, str], child_env: dict[str, str], home: Path, ui_port: int, procs: Procs) -> str | None:
+    """The Prefect API to use: ``PREFECT_API_URL``, or a local server started here (None if it did not start)."""
+    api_url = env.get("PREFECT_API_URL")
+    if api_url:
+        typer.echo(f"using the Prefect API at {api_url}")
+        return api_url
+    api_url = f"http://127.0.0.1:{ui_port}/api"
+    server_env = child_env | {
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(ui_port),
+        "PREFECT_UI_API_URL": api_url,
+    }
+    typer.echo(f"starting the Prefect server (SQLite under {home}) ...")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "server", "start"],
+        env=server_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    procs.append(("prefect server", server))
+    if not _wait_http(f"{api_url}/health", 120, server):
+        typer.echo(f"error: the Prefect server did not start on port {ui_port} (is something else using it?)", err=True)
+        return None
+    return api_url
+
+
+def _start_webhook(config: Path, port: int, env: dict[str, str], procs: Procs) -> bool:
+    hook = subprocess.Popen(
+        [str(Path(sys.executable).parent / "refit"), "webhook", "--port", str(port), "--config", str(config)],
+        env=env,
+        start_new_session=True,
+    )
+    procs.append(("webhook", hook))
+    if not _wait_http(f"http://127.0.0.1:{port}/healthz", 60, hook):
+        typer.echo(f"error: the webhook did not start on port {port}", err=True)
+        return False
+    return True
+
+
+def _announce(api_url: str, webhook: bool, webhook_port: int, model: str) -> None:
+    ui = api_url.removesuffix("/api")
+    typer.echo(f"""
+refit is up. Ctrl-C stops everything.
+  Prefect UI:   {ui}  (Deployments > retrain/retrain-manual > Run > Custom run)
+  Prefect API:  {api_url}
+  Webhook:      {f"http://127.0.0.1:{webhook_port}/alerts/drift" if webhook else "not started (--no-webhook)"}
+  Deployments:  retrain-weekly, retrain-manual, retrain-on-drift, drift-check-hourly
+""")
+    if webhook:
+        typer.echo(
+            "A signed drift alert (paste into a shell where REFIT_WEBHOOK_SECRET is set):\n"
+            + CURL_EXAMPLE.format(model=model, port=webhook_port)
+            + "\n"
+        )
+
+
+def _watch(procs: Procs) -> int:
+    """Wait until a child exits (1) or Ctrl-C / SIGTERM (KeyboardInterrupt)."""
+    while True:
+        for name, proc in procs:
+            if proc.poll() is not None:
+                typer.echo(f"error: {name} exited with {proc.returncode}; stopping", err=True)
+                return 1
+        time.sleep(1)
+
+
+def _stop(procs: Procs) -> None:
+    """SIGINT every child's process group, newest first; SIGKILL what has not stopped after 20 s."""
+    for _, proc in reversed(procs):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+    deadline = time.monotonic() + 20
+    for _, proc in reversed(procs):
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def run_up(config: Path, *, ui_port: int, webhook_port: int, webhook: bool, env: dict[str, str]) -> int:
+    from refit.config import load_config
+
+    cfg = load_config(config)  # fail fast on a bad config, before starting anything
+    problem = _credentials_problem()
+    if webhook and problem is not None:
+        typer.echo(problem, err=True)
+        return 1
+    home = prefect_home(env)
+    home.mkdir(parents=True, exist_ok=True)
+    lock = _lock(home)
+    if lock is None:
+        return 1
     signal.signal(signal.SIGTERM, _terminate)  # `kill` stops everything as cleanly as Ctrl-C
     # the served deployments and the webhook are told the same store, as an absolute URI
     child_env = env | {
@@ -100,80 +201,22 @@ def run_up(config: Path, *, ui_port: int, webhook_port: int, webhook: bool, env:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "REFIT_STORE": store_uri(env),
     }
-    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-    bin_dir = Path(sys.executable).parent
+    procs: Procs = []
     try:
-        api_url = env.get("PREFECT_API_URL")
-        if api_url:
-            typer.echo(f"using the Prefect API at {api_url}")
-        else:
-            api_url = f"http://127.0.0.1:{ui_port}/api"
-            server_env = child_env | {
-                "PREFECT_SERVER_API_HOST": "127.0.0.1",
-                "PREFECT_SERVER_API_PORT": str(ui_port),
-                "PREFECT_UI_API_URL": api_url,
-            }
-            typer.echo(f"starting the Prefect server (SQLite under {home}) ...")
-            server = subprocess.Popen(
-                [str(bin_dir / "prefect"), "server", "start"],
-                env=server_env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            procs.append(("prefect server", server))
-            if not _wait_http(f"{api_url}/health", 120, server):
-                typer.echo(
-                    f"error: the Prefect server did not start on port {ui_port} (is something else using it?)", err=True
-                )
-                return 1
+        api_url = _prefect_api(env, child_env, home, ui_port, procs)
+        if api_url is None:
+            return 1
         child_env["PREFECT_API_URL"] = api_url
-        procs.append(
-            ("deployments", subprocess.Popen([str(bin_dir / "refit"), "serve"], env=child_env, start_new_session=True))
-        )
-        if webhook:
-            hook = subprocess.Popen(
-                [str(bin_dir / "refit"), "webhook", "--port", str(webhook_port), "--config", str(config)],
-                env=child_env,
-                start_new_session=True,
-            )
-            procs.append(("webhook", hook))
-            if not _wait_http(f"http://127.0.0.1:{webhook_port}/healthz", 60, hook):
-                typer.echo(f"error: the webhook did not start on port {webhook_port}", err=True)
-                return 1
-        ui = api_url.removesuffix("/api")
-        typer.echo(f"""
-refit is up. Ctrl-C stops everything.
-  Prefect UI:   {ui}  (Deployments > retrain/retrain-manual > Run > Custom run)
-  Prefect API:  {api_url}
-  Webhook:      {f"http://127.0.0.1:{webhook_port}/alerts/drift" if webhook else "not started (--no-webhook)"}
-  Deployments:  retrain-weekly, retrain-manual, retrain-on-drift, drift-check-hourly
-""")
-        if webhook:
-            typer.echo(
-                "A signed drift alert (paste into a shell where REFIT_WEBHOOK_SECRET is set):\n"
-                + CURL_EXAMPLE.format(model=cfg.dataset.name, port=webhook_port)
-                + "\n"
-            )
-        while True:
-            for name, proc in procs:
-                if proc.poll() is not None:
-                    typer.echo(f"error: {name} exited with {proc.returncode}; stopping", err=True)
-                    return 1
-            time.sleep(1)
+        refit_bin = str(Path(sys.executable).parent / "refit")
+        procs.append(("deployments", subprocess.Popen([refit_bin, "serve"], env=child_env, start_new_session=True)))
+        if webhook and not _start_webhook(config, webhook_port, child_env, procs):
+            return 1
+        _announce(api_url, webhook, webhook_port, cfg.dataset.name)
+        return _watch(procs)
     except KeyboardInterrupt:
         typer.echo("\nstopping ...")
         return 0
     finally:
-        for _, proc in reversed(procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGINT)
-        deadline = time.monotonic() + 20
-        for _, proc in reversed(procs):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        _stop(procs)
         fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
         lock.close()
