@@ -245,6 +245,18 @@ def _dataset_record(value: DatasetRecord | DatasetFingerprint | Mapping[str, Any
     return DatasetRecord.model_validate(value)
 
 
+def _manifest_sha256(name: str, files: Mapping[str, bytes], given: str | None) -> str | None:
+    """The sha256 a version records for its manifest: of the ``manifest.json`` given, else ``given``."""
+    if MANIFEST_FILE in files:
+        recorded = hashlib.sha256(files[MANIFEST_FILE]).hexdigest()
+        if given is not None and given != recorded:
+            raise RegistryError(f"register {name}: manifest_sha256 does not match the {MANIFEST_FILE} given")
+        given = recorded
+    if given is not None and not _SHA256.fullmatch(given):
+        raise RegistryError(f"register {name}: manifest_sha256 must be 64 lowercase hex digits")
+    return given
+
+
 def _json(model: BaseModel) -> bytes:
     return model.model_dump_json(indent=2).encode()
 
@@ -349,13 +361,7 @@ class Registry:
             raise RegistryError(f"register {name}: artifact_files is empty")
         for file in files:
             validate_key(f"{self._slot(name, 0)}artifact/{file}")
-        if MANIFEST_FILE in files:
-            recorded = hashlib.sha256(files[MANIFEST_FILE]).hexdigest()
-            if manifest_sha256 is not None and manifest_sha256 != recorded:
-                raise RegistryError(f"register {name}: manifest_sha256 does not match the {MANIFEST_FILE} given")
-            manifest_sha256 = recorded
-        if manifest_sha256 is not None and not _SHA256.fullmatch(manifest_sha256):
-            raise RegistryError(f"register {name}: manifest_sha256 must be 64 lowercase hex digits")
+        manifest_sha256 = _manifest_sha256(name, files, manifest_sha256)
         if run_id is not None:
             for existing in self.list_versions(name):
                 if existing.run_id == run_id:
@@ -387,7 +393,14 @@ class Registry:
         except Exception as exc:  # e.g. numpy integers in params
             raise RegistryError(f"register {name}: metadata is not JSON-serialisable: {exc}") from None
         sample = None if reference_sample is None else frame_bytes(reference_sample, SAMPLE_FILE)
+        return self._commit(draft, files, sample)
 
+    def _commit(self, draft: ModelVersion, files: dict[str, bytes], sample: bytes | None) -> ModelVersion:
+        """Claim the next number for ``draft``, write its payload, then its ``version.json`` (the commit point).
+
+        A failure abandons the slot at once, so its number is never reused nor left half-written.
+        """
+        name = draft.name
         n = self._claim(name, draft.author)
         slot = self._slot(name, n)
         try:
