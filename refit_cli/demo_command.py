@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -74,27 +75,39 @@ def prepare_demo_store(store: Path) -> None:
     (store / DEMO_MARKER).write_text("created by 'refit demo': the next 'refit demo --store' here clears it\n")
 
 
+Say = Callable[[str], None]
+
+
 def _story(
     store_path: Path, config_path: Path, rows: int, batches: int, rows_per_batch: int, as_json: bool
 ) -> dict[str, Any]:
-    import pandas as pd
-
-    from flows.drift_check import DriftCheckParameters, drift_check
-    from flows.retrain import RetrainParameters, retrain
+    """The demo's five chapters, told as they run; returns what each retrain and the drift check found."""
     from refit.config import load_config
-    from refit.demo import write_base_data, write_production_data
+    from refit.demo import write_base_data
     from refit.io import open_store
-    from refit.pipeline import load_version, scores
-    from refit.registry import Registry
 
     cfg = load_config(config_path)
     store = open_store(str(store_path))
-    name = cfg.dataset.name
-    say = lambda text: _say(text, as_json)  # noqa: E731
+    say: Say = lambda text: _say(text, as_json)  # noqa: E731
 
     say(f"== 1/5  A subscription business: {rows:,} customers with known churn outcomes")
     base = write_base_data(store, cfg, rows=rows, seed=0)
     say(f"   wrote {base['rows']:,} rows ({base['churn_rate']:.1%} churned) to {base['uris'][0]}")
+    first = _first_retrain(config_path, store, cfg.dataset.name, say)
+    _production(store, cfg, batches, rows_per_batch, say)
+    check = _drift_check(config_path, store, say)
+    second = _drift_retrain(config_path, store, check, say)
+    say(_EPILOGUE.format(first=first.version, store_path=store_path, name=cfg.dataset.name))
+    return {
+        "store": str(store_path),
+        "first": first.model_dump(mode="json"),
+        "drift": check.model_dump(mode="json"),
+        "second": second.model_dump(mode="json") if second else None,
+    }
+
+
+def _first_retrain(config_path: Path, store: Any, name: str, say: Say) -> Any:
+    from flows.retrain import RetrainParameters, retrain
 
     say("\n== 2/5  First retrain: there is no champion yet, so only the value thresholds apply")
     first = retrain(
@@ -102,8 +115,18 @@ def _story(
     )
     say(f"   {first.headline}")
     say(f"   -> {name} version {first.version} is the champion ({first.candidate['family']})")
+    return first
 
-    champion = Registry(store).champion(name)
+
+def _production(store: Any, cfg: Any, batches: int, rows_per_batch: int, say: Say) -> None:
+    """Three weeks of requests scored by the champion, with concept drift in :data:`SEGMENT`."""
+    import pandas as pd
+
+    from refit.demo import write_production_data
+    from refit.pipeline import load_version, scores
+    from refit.registry import Registry
+
+    champion = Registry(store).champion(cfg.dataset.name)
     model = load_version(store, champion)
     start = pd.Timestamp.now(tz="UTC").floor("h") - pd.Timedelta(days=21)
     say(
@@ -125,6 +148,10 @@ def _story(
     )
     say(f"   captured {produced['rows']:,} requests; {produced['labels']:,} labels have arrived")
 
+
+def _drift_check(config_path: Path, store: Any, say: Say) -> Any:
+    from flows.drift_check import DriftCheckParameters, drift_check
+
     window_hours = 24 * 22
     say(f"\n== 4/5  Drift check: the last {window_hours // 24} days of captures vs the champion's training data")
     check = drift_check(DriftCheckParameters(config_path=str(config_path), store=store.uri, window_hours=window_hours))
@@ -135,29 +162,35 @@ def _story(
     say(f"   performance decay: {', '.join(check.decayed_segments) or 'none'}")
     say(f"   governor: {check.decision} ({check.reason}): {check.detail}")
     say(f"   Evidently report: {check.report_uri}")
+    return check
 
-    second = None
-    if check.decision == "trigger":
-        say(
-            "\n== 5/5  Retrain on base data + the labelled captures; the candidate must beat the champion "
-            "overall AND not lose any segment beyond tolerance"
-        )
-        second = retrain(
-            RetrainParameters(
-                config_path=str(config_path), store=store.uri, trigger="drift", reason=f"demo: {check.detail}"
-            )
-        )
-        say(f"   {second.headline}")
-        moved = second.champion_after != second.champion_before
-        where = f"moved to v{second.champion_after}" if moved else f"stays v{second.champion_before}"
-        say(f"   -> version {second.version} registered; champion {where}")
-        say(f"   dossier (per-segment table, intervals, plot): {second.dossier.get('markdown')}")
-    else:
+
+def _drift_retrain(config_path: Path, store: Any, check: Any, say: Say) -> Any:
+    """The retrain the governor triggered, or None when it did not."""
+    from flows.retrain import RetrainParameters, retrain
+
+    if check.decision != "trigger":
         say("\n== 5/5  The governor did not trigger a retrain, so the champion stays")
+        return None
+    say(
+        "\n== 5/5  Retrain on base data + the labelled captures; the candidate must beat the champion "
+        "overall AND not lose any segment beyond tolerance"
+    )
+    params = RetrainParameters(
+        config_path=str(config_path), store=store.uri, trigger="drift", reason=f"demo: {check.detail}"
+    )
+    second = retrain(params)
+    say(f"   {second.headline}")
+    moved = second.champion_after != second.champion_before
+    where = f"moved to v{second.champion_after}" if moved else f"stays v{second.champion_before}"
+    say(f"   -> version {second.version} registered; champion {where}")
+    say(f"   dossier (per-segment table, intervals, plot): {second.dossier.get('markdown')}")
+    return second
 
-    say(f"""
+
+_EPILOGUE = """
 What happened
-  * refit trained a first model and made it champion (v{first.version}).
+  * refit trained a first model and made it champion (v{first}).
   * Production behaviour changed for customers in region=south. Feature distributions barely moved,
     so a drift monitor on inputs alone would stay quiet; the labelled captures showed the champion's
     accuracy there had decayed, and the governor turned that into one retrain.
@@ -171,10 +204,4 @@ Explore (the demo's store is {store_path}):
   .venv/bin/refit models diff {name} 1 2
   .venv/bin/refit drift history
   .venv/bin/refit up          # Prefect UI at http://127.0.0.1:4200 with the deployments served
-""")
-    return {
-        "store": str(store_path),
-        "first": first.model_dump(mode="json"),
-        "drift": check.model_dump(mode="json"),
-        "second": second.model_dump(mode="json") if second else None,
-    }
+"""

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from refit.config import CandidateSpec, PipelineConfig
+from refit.config import CandidateSpec, PipelineConfig, TrainingConfig
 from refit.errors import ConfigError, DataError
 from refit.io.base import Store
 from refit.metrics import Task, get_metric
@@ -263,24 +263,13 @@ def search_candidates(
     the candidate against the champion); ties go to the earlier trial (config order, then
     trial order).
     """
-    from refit.training.sklearn_models import resolve_params as resolve_sklearn_params
-    from refit.training.sklearn_models import train_sklearn
-    from refit.training.torch_mlp import resolve_params as resolve_torch_params
-    from refit.training.torch_mlp import train_torch
-
     cfg = config.training
     metric = get_metric(config.gate.primary_metric)
-    n_classes = len(data.classes) if data.classes else 0
-    cards = data.preprocessor.cardinalities
     # What makes two trials of the same family and params the same run (so a rerun resumes).
     run_settings = {name: getattr(cfg, name) for name in _RUN_SETTINGS}
     # Expand and check every trial before training any: a typo fails in seconds, not hours.
     plan = [(spec, params) for spec in cfg.candidates for params in expand_params(spec, cfg.seed)]
-    for spec, params in plan:
-        if spec.family == "torch_mlp":
-            resolve_torch_params(params, cfg)
-        else:
-            resolve_sklearn_params(spec.family, params)
+    _check_plan(plan, cfg)
     trials: list[Trial] = []
     best_trial: Trial | None = None
     best_result: Any = None
@@ -289,25 +278,12 @@ def search_candidates(
         key = run_key(data.fingerprint, spec.family, params, run_settings)
         start = time.perf_counter()
         trial = Trial(index=index, family=spec.family, params=params, status="ok", run_key=key)
+        sink = None
+        if spec.family == "torch_mlp" and store is not None and cfg.checkpoint:
+            sink = CheckpointSink(store, _join(run_prefix, "checkpoints", key))
+        callback = _tagged(on_epoch, spec.family, index) if on_epoch is not None else None
         try:
-            if spec.family == "torch_mlp":
-                sink = None
-                if store is not None and cfg.checkpoint:
-                    sink = CheckpointSink(store, _join(run_prefix, "checkpoints", key))
-                callback = None
-                if on_epoch is not None:
-                    callback = _tagged(on_epoch, spec.family, index)
-                result: Any = train_torch(
-                    data.x_num, data.x_cat, data.y, data.x_num_val, data.x_cat_val, data.y_val,
-                    data.task, n_classes, params, cfg, device, sink, callback, cardinalities=cards,
-                )  # fmt: skip
-                trial.epochs, trial.best_epoch = result.epochs_run, result.best_epoch
-                trial.resumed_from_epoch = result.resumed_from_epoch
-            else:
-                result = train_sklearn(
-                    spec.family, data.x_num, data.x_cat, data.y, data.x_num_val, data.x_cat_val,
-                    data.y_val, data.task, n_classes, params, cfg, cardinalities=cards,
-                )  # fmt: skip
+            result = _fit(trial, data, cfg, device, sink, callback)
         except TrainingError as exc:
             trial.status, trial.error = "failed", str(exc)
             trial.wall_s = time.perf_counter() - start
@@ -336,6 +312,46 @@ def search_candidates(
         higher_is_better=metric.higher_is_better,
         data_fingerprint=data.fingerprint,
     )
+
+
+def _check_plan(plan: list[tuple[CandidateSpec, dict[str, Any]]], cfg: TrainingConfig) -> None:
+    """Resolve every trial's params (unknown names raise) before any trial trains."""
+    from refit.training.sklearn_models import resolve_params as resolve_sklearn_params
+    from refit.training.torch_mlp import resolve_params as resolve_torch_params
+
+    for spec, params in plan:
+        if spec.family == "torch_mlp":
+            resolve_torch_params(params, cfg)
+        else:
+            resolve_sklearn_params(spec.family, params)
+
+
+def _fit(
+    trial: Trial,
+    data: PreparedData,
+    cfg: TrainingConfig,
+    device: torch.device,
+    sink: CheckpointSink | None,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+) -> Any:
+    """Train one trial (its family's result; TrainingError if it fails); the MLP's epochs go on ``trial``."""
+    from refit.training.sklearn_models import train_sklearn
+    from refit.training.torch_mlp import train_torch
+
+    n_classes = len(data.classes) if data.classes else 0
+    cards = data.preprocessor.cardinalities
+    if trial.family != "torch_mlp":
+        return train_sklearn(
+            trial.family, data.x_num, data.x_cat, data.y, data.x_num_val, data.x_cat_val,
+            data.y_val, data.task, n_classes, trial.params, cfg, cardinalities=cards,
+        )  # fmt: skip
+    result = train_torch(
+        data.x_num, data.x_cat, data.y, data.x_num_val, data.x_cat_val, data.y_val,
+        data.task, n_classes, trial.params, cfg, device, sink, on_epoch, cardinalities=cards,
+    )  # fmt: skip
+    trial.epochs, trial.best_epoch = result.epochs_run, result.best_epoch
+    trial.resumed_from_epoch = result.resumed_from_epoch
+    return result
 
 
 def _tagged(callback: Callable[[dict[str, Any]], None], family: str, index: int) -> Callable[[dict[str, Any]], None]:
