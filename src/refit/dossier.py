@@ -82,9 +82,26 @@ def _version(v: Any) -> str:
 def _markdown(d: GateDecision, context: Mapping[str, Any], data: dict[str, dict[str, Any]], png_name: str) -> str:
     model = context.get("model_name") or context.get("model") or "model"
     cand_v, champ_v = _version(context.get("candidate_version")), _version(context.get("champion_version"))
+    lines = [f"# Promotion dossier: {model}, candidate {cand_v} vs champion {champ_v}", "", f"**{d.headline}**", ""]
+    lines += _summary_lines(d, cand_v, champ_v)
+    lines += _check_lines(d)
+    lines += _segment_lines(d)
+    lines += [f"![Per-segment gains with intervals]({png_name})", ""]
+    lines += ["## Versions and data", "", f"- model: {model}", f"- candidate: {cand_v}", f"- champion: {champ_v}", ""]
+    lines += _data_lines(data)
+    extra = {k: v for k, v in context.items() if k not in _KNOWN_CONTEXT}
+    if extra:
+        lines += ["## Context", "", *_json_block(extra)]
+    if context.get("config") is not None:
+        lines += ["## Config", "", *_json_block(context["config"])]
+    return "\n".join(lines)
+
+
+def _summary_lines(d: GateDecision, cand_v: str, champ_v: str) -> list[str]:
+    """A forced promotion's note, the overall table, and how to read the numbers."""
     label = get_metric(d.metric).label
     pct = f"{d.confidence:.0%}"
-    lines = [f"# Promotion dossier: {model}, candidate {cand_v} vs champion {champ_v}", "", f"**{d.headline}**", ""]
+    lines = []
     if d.forced:
         lines += [
             f"> Forced promotion by request: {d.force_reason}. The gate's own verdict was {VERDICT[d.gate_outcome]}.",
@@ -108,9 +125,14 @@ def _markdown(d: GateDecision, context: Mapping[str, Any], data: dict[str, dict[
             f"resamples (seed {d.seed}); segment tests: {holm}.",
             "",
         ]
+    return lines
+
+
+def _check_lines(d: GateDecision) -> list[str]:
+    """The checks table: each overall check, and the segment checks as one summary row."""
     overall_checks = [c for c in d.checks if c.name != "segment_regression"]
     segment_checks = [c for c in d.checks if c.name == "segment_regression"]
-    lines += [
+    lines = [
         "## Checks",
         "",
         "| check | scope | value | threshold | interval | margin | result | note |",
@@ -131,49 +153,52 @@ def _markdown(d: GateDecision, context: Mapping[str, Any], data: dict[str, dict[
             f"{'**FAIL**' if failed else 'pass'} | {gated} gated, {failed} failed; see Segments |"
         )
     lines.append("")
-    if d.segments:
-        lines += ["## Segments", ""]
-        if d.first_run:
-            lines += [f"| segment | rows | candidate {label} |", "|---|---|---|"]
-            lines += [f"| {_cell(s.scope)} | {s.n:,} | {_num(s.candidate)} |" for s in d.segments]
-        else:
-            lines += [
-                f"Tolerance: a gated segment fails when its loss is significantly beyond {d.max_segment_regression:g}.",
-                "",
-                f"| segment | rows | candidate | champion | gain | {pct} CI | p (harm) | p (adjusted) | result |",
-                "|---|---|---|---|---|---|---|---|---|",
-            ]
-            for s in d.segments:
-                p = "—" if s.p_harm is None else f"{s.p_harm:.3g}"
-                pa = "—" if s.p_harm_adjusted is None else f"{s.p_harm_adjusted:.3g}"
-                result = _result(s.passed) if s.gated else f"not gated ({_cell(s.note)})"
-                lines.append(
-                    f"| {_cell(s.scope)} | {s.n:,} | {_num(s.candidate)} | {_num(s.champion)} | "
-                    f"{_signed(s.gain)} | {_interval(s.ci_low, s.ci_high)} | {p} | {pa} | {result} |"
-                )
-        lines.append("")
-    lines += [f"![Per-segment gains with intervals]({png_name})", ""]
-    lines += ["## Versions and data", "", f"- model: {model}", f"- candidate: {cand_v}", f"- champion: {champ_v}", ""]
-    if data:
-        lines += ["| data | rows | fingerprint |", "|---|---|---|"]
-        for name, info in data.items():
-            rows = info.get("rows")
-            count = f"{rows:,}" if isinstance(rows, int) else ("—" if rows is None else _cell(rows))
-            lines.append(f"| {_cell(name)} | {count} | `{_cell(info.get('fingerprint', '—'))}` |")
-        lines.append("")
-    extra = {k: v for k, v in context.items() if k not in _KNOWN_CONTEXT}
-    if extra:
-        lines += ["## Context", "", "```json", json.dumps(to_jsonable(extra), indent=2, ensure_ascii=False), "```", ""]
-    if context.get("config") is not None:
+    return lines
+
+
+def _segment_lines(d: GateDecision) -> list[str]:
+    """The segments table (on a first run, the candidate's values only); nothing without segments."""
+    if not d.segments:
+        return []
+    label = get_metric(d.metric).label
+    pct = f"{d.confidence:.0%}"
+    lines = ["## Segments", ""]
+    if d.first_run:
+        lines += [f"| segment | rows | candidate {label} |", "|---|---|---|"]
+        lines += [f"| {_cell(s.scope)} | {s.n:,} | {_num(s.candidate)} |" for s in d.segments]
+    else:
         lines += [
-            "## Config",
+            f"Tolerance: a gated segment fails when its loss is significantly beyond {d.max_segment_regression:g}.",
             "",
-            "```json",
-            json.dumps(to_jsonable(context["config"]), indent=2, ensure_ascii=False),
-            "```",
-            "",
+            f"| segment | rows | candidate | champion | gain | {pct} CI | p (harm) | p (adjusted) | result |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
-    return "\n".join(lines)
+        for s in d.segments:
+            p = "—" if s.p_harm is None else f"{s.p_harm:.3g}"
+            pa = "—" if s.p_harm_adjusted is None else f"{s.p_harm_adjusted:.3g}"
+            result = _result(s.passed) if s.gated else f"not gated ({_cell(s.note)})"
+            lines.append(
+                f"| {_cell(s.scope)} | {s.n:,} | {_num(s.candidate)} | {_num(s.champion)} | "
+                f"{_signed(s.gain)} | {_interval(s.ci_low, s.ci_high)} | {p} | {pa} | {result} |"
+            )
+    lines.append("")
+    return lines
+
+
+def _data_lines(data: dict[str, dict[str, Any]]) -> list[str]:
+    if not data:
+        return []
+    lines = ["| data | rows | fingerprint |", "|---|---|---|"]
+    for name, info in data.items():
+        rows = info.get("rows")
+        count = f"{rows:,}" if isinstance(rows, int) else ("—" if rows is None else _cell(rows))
+        lines.append(f"| {_cell(name)} | {count} | `{_cell(info.get('fingerprint', '—'))}` |")
+    lines.append("")
+    return lines
+
+
+def _json_block(value: Any) -> list[str]:
+    return ["```json", json.dumps(to_jsonable(value), indent=2, ensure_ascii=False), "```", ""]
 
 
 _PlotRow = tuple[str, float | None, float | None, float | None, bool | None]
