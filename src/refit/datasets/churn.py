@@ -130,6 +130,34 @@ def _segment_mask(codes: Mapping[str, np.ndarray], segment: Mapping[str, str] | 
     return mask
 
 
+def _charges(
+    draw: Mapping[str, np.random.Generator], n: int, plan: np.ndarray, tenure: np.ndarray, factor: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Monthly and total charges: by plan, with rare large bills, monthly ones times ``factor``."""
+    charges = _PLAN_PRICE[plan] * np.exp(0.18 * draw["charges"].standard_normal(n))
+    u_outlier = draw["charges_outlier"].random(n)
+    # Rare large bills (~0.5%): enterprise add-ons, billing errors.
+    outlier = u_outlier < 0.005
+    charges = np.where(outlier, charges * (5.0 + 3000.0 * u_outlier), charges)
+    charges *= factor
+    charges = np.round(np.minimum(charges, 2000.0), 2)
+
+    total = tenure * charges * np.exp(0.05 * draw["total_noise"].standard_normal(n))
+    total = np.round(np.minimum(total, 500_000.0), 2)
+    total[draw["total_missing"].random(n) < 0.01] = np.nan
+    return charges, total
+
+
+def _engagement(draw: Mapping[str, np.random.Generator], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sessions per week and days since the last login: one engagement drives both (up, and down)."""
+    engagement = draw["engagement"].standard_normal(n)
+    sessions = np.round(np.minimum(np.exp(1.2 + 0.7 * engagement), 500.0), 1)
+    sessions[draw["sessions_missing"].random(n) < 0.02] = np.nan
+    login_scale = 6.0 * np.exp(-0.8 * engagement)
+    days = np.minimum(np.floor(draw["login"].standard_exponential(n) * login_scale), 3650)
+    return sessions, days
+
+
 def _sample_features(
     streams: Mapping[str, np.random.Generator], n: int, shift: _Shift | None = None
 ) -> dict[str, np.ndarray]:
@@ -165,30 +193,14 @@ def _sample_features(
     tenure = np.minimum(np.floor(draw["tenure"].standard_exponential(n) * tenure_mean), 240)
     tenure = tenure.astype(np.int64)
 
-    charges = _PLAN_PRICE[plan] * np.exp(0.18 * draw["charges"].standard_normal(n))
-    u_outlier = draw["charges_outlier"].random(n)
-    # Rare large bills (~0.5%): enterprise add-ons, billing errors.
-    outlier = u_outlier < 0.005
-    charges = np.where(outlier, charges * (5.0 + 3000.0 * u_outlier), charges)
-    charges *= np.where(shifted, 1.0 + 0.8 * strength, 1.0)
-    charges = np.round(np.minimum(charges, 2000.0), 2)
-
-    total = tenure * charges * np.exp(0.05 * draw["total_noise"].standard_normal(n))
-    total = np.round(np.minimum(total, 500_000.0), 2)
-    total[draw["total_missing"].random(n) < 0.01] = np.nan
+    charges, total = _charges(draw, n, plan, tenure, np.where(shifted, 1.0 + 0.8 * strength, 1.0))
 
     # Support tickets: Poisson, plus an independent Poisson when shifted (the sum is Poisson).
     tickets = draw["tickets"].poisson(0.8, n)
     extra_tickets = draw["tickets_shift"].poisson(1.5 * max(strength, 0.0), n)
     tickets = np.minimum(tickets + np.where(shifted, extra_tickets, 0), 100).astype(np.int64)
 
-    # Engagement drives both sessions (up) and days since the last login (down).
-    engagement = draw["engagement"].standard_normal(n)
-    sessions = np.round(np.minimum(np.exp(1.2 + 0.7 * engagement), 500.0), 1)
-    sessions[draw["sessions_missing"].random(n) < 0.02] = np.nan
-    login_scale = 6.0 * np.exp(-0.8 * engagement)
-    days = np.minimum(np.floor(draw["login"].standard_exponential(n) * login_scale), 3650)
-
+    sessions, days = _engagement(draw, n)
     devices = 1 + draw["devices"].poisson(np.where(plan == 2, 1.4, 0.6), n)
     autopay = draw["autopay"].random(n) < np.where(plan == 2, 0.75, 0.55)
     failures = draw["failures"].poisson(np.where(autopay, 0.08, 0.35), n)
