@@ -1,6 +1,6 @@
 """A model registry on the store: numbered immutable versions, movable aliases, an audit log.
 
-This module is the only writer of the ``registry/`` keys. It needs nothing but a
+This package is the only writer of the ``registry/`` keys. It needs nothing but a
 :class:`~refit.io.base.Store` with conditional writes (``put_if_absent``,
 ``put_if_unchanged``), so the same code runs on a local folder and on S3 with no lock server.
 
@@ -59,8 +59,6 @@ that version. Versions registered before the field existed load with a warning.
 
 from __future__ import annotations
 
-import enum
-import getpass
 import hashlib
 import json
 import logging
@@ -68,181 +66,45 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from pydantic import BaseModel, Field, field_validator
 
-from refit.errors import ConflictError, NotFoundError, PreconditionFailedError, RegistryError
+from refit.errors import NotFoundError, PreconditionFailedError, RegistryError
 from refit.fingerprint import DatasetFingerprint
 from refit.io.base import Store, validate_key
 from refit.io.frames import frame_bytes, parse_frame
 from refit.io.layout import LAYOUT
-from refit.jsonable import finite_or_none
-from refit.records import TolerantRecord
-from refit.retry import contended
+from refit.registry.aliases import CHAMPION, MAX_ATTEMPTS, UNSET, AliasMoves
+from refit.registry.records import (
+    AliasEvent,
+    DatasetRecord,
+    MetricDelta,
+    ModelVersion,
+    VersionDiff,
+    check_alias,
+    check_model_name,
+    dataset_record,
+    default_author,
+    metric_deltas,
+    record_json,
+)
 
 if TYPE_CHECKING:
     from refit.model import LoadedModel
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("refit.registry")
 
 ROOT = LAYOUT.registry
-CHAMPION = "champion"
 SAMPLE_FILE = "reference/sample.parquet"
 
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _REF = re.compile(r"(?P<name>[^@:]+)(?:@(?P<alias>[^@:]+)|:(?P<version>[^@:]+))?")
 _SEQ_DIGITS = 12
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 #: The artifact file whose sha256 a version records (refit.model.MANIFEST).
 MANIFEST_FILE = "manifest.json"
-_MAX_ATTEMPTS = 100
-
-
-class _Unset(enum.Enum):
-    UNSET = "UNSET"
-
-
-#: ``expected_current`` default: move the alias wherever it points now (recorded as forced).
-UNSET = _Unset.UNSET
-
-
-# --- records -------------------------------------------------------------------------------
-
-
-class DatasetRecord(TolerantRecord):
-    """The fingerprint of one dataset a version was trained or evaluated on."""
-
-    sha256: str
-    rows: int
-    columns: int | None = None
-
-
-class ModelVersion(TolerantRecord):
-    """The immutable metadata of one registered version (``version.json``)."""
-
-    schema_version: int = 1
-    name: str
-    version: int
-    created_at: datetime
-    author: str
-    git_commit: str | None = None
-    run_id: str | None = Field(None, description="Registering twice with one run id returns the first version.")
-    artifact_uri: str
-    artifact_files: list[str] = Field(default_factory=list, description="Files kept under versions/<n>/artifact/.")
-    datasets: dict[str, DatasetRecord] = Field(default_factory=dict)
-    params: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, float | None] = Field(default_factory=dict, description="Overall; NaN is stored as null.")
-    segment_metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
-    decision: dict[str, Any] | str | None = Field(None, description="The gate decision (outcome, checks, segments).")
-    dossier_uris: list[str] = Field(default_factory=list)
-    compared_with: int | None = Field(None, description="The champion version this one was evaluated against.")
-    tags: dict[str, str] = Field(default_factory=dict)
-    description: str = ""
-    reference_uri: str | None = Field(None, description="The drift reference sample (parquet).")
-    manifest_sha256: str | None = Field(
-        None,
-        description="sha256 of the artifact's manifest.json at registration: every load through the "
-        "registry checks it. None: registered before refit recorded it (files checked against their "
-        "own manifest only).",
-    )
-
-    @field_validator("metrics", mode="before")
-    @classmethod
-    def _metrics_finite(cls, value: Any) -> Any:
-        return {str(k): finite_or_none(v) for k, v in value.items()} if isinstance(value, Mapping) else value
-
-    @field_validator("segment_metrics", mode="before")
-    @classmethod
-    def _segments_finite(cls, value: Any) -> Any:
-        if not isinstance(value, Mapping):
-            return value
-        return {str(s): {str(k): finite_or_none(v) for k, v in m.items()} for s, m in value.items()}
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}:{self.version}"
-
-
-class AliasEvent(TolerantRecord):
-    """One alias move in the append-only history."""
-
-    seq: int
-    event_id: str
-    name: str
-    alias: str
-    action: Literal["set", "remove", "rollback"]
-    from_version: int | None
-    to_version: int | None
-    at: datetime
-    author: str
-    reason: str = ""
-    forced: bool = Field(False, description="Moved without checking where the alias pointed.")
-
-
-class MetricDelta(TolerantRecord):
-    metric: str
-    a: float | None
-    b: float | None
-    delta: float | None = Field(description="b - a; None when either side is missing.")
-
-
-class VersionDiff(TolerantRecord):
-    """Metrics of two versions side by side, overall and per segment."""
-
-    name: str
-    a: int
-    b: int
-    overall: list[MetricDelta]
-    segments: dict[str, list[MetricDelta]]
-
-    def to_frame(self) -> pd.DataFrame:
-        """One row per (segment, metric); the overall rows have segment ``None``."""
-        rows: list[tuple[str | None, str, float | None, float | None, float | None]]
-        rows = [(None, d.metric, d.a, d.b, d.delta) for d in self.overall]
-        rows += [(seg, d.metric, d.a, d.b, d.delta) for seg, ds in self.segments.items() for d in ds]
-        return pd.DataFrame(rows, columns=["segment", "metric", "a", "b", "delta"])
-
-
-# --- helpers -------------------------------------------------------------------------------
-
-
-def default_author() -> str:
-    """``REFIT_AUTHOR``, else the OS user, else ``unknown``."""
-    env = os.environ.get("REFIT_AUTHOR", "").strip()
-    if env:
-        return env
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name (some containers)
-        return "unknown"
-
-
-def _check_model_name(name: str) -> str:
-    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
-        raise RegistryError(
-            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' (starting with a letter or digit)"
-        )
-    return name
-
-
-def _check_alias(alias: str) -> str:
-    if not isinstance(alias, str) or not _ALIAS_NAME.fullmatch(alias):
-        raise RegistryError(
-            f"invalid alias {alias!r}: use lowercase letters, digits, '_' or '-', starting with a letter"
-        )
-    return alias
-
-
-def _dataset_record(value: DatasetRecord | DatasetFingerprint | Mapping[str, Any]) -> DatasetRecord:
-    if isinstance(value, DatasetFingerprint):
-        return DatasetRecord(sha256=value.sha256, rows=value.rows, columns=value.columns)
-    return DatasetRecord.model_validate(value)
 
 
 def _manifest_sha256(name: str, files: Mapping[str, bytes], given: str | None) -> str | None:
@@ -257,37 +119,10 @@ def _manifest_sha256(name: str, files: Mapping[str, bytes], given: str | None) -
     return given
 
 
-def _json(model: BaseModel) -> bytes:
-    return model.model_dump_json(indent=2).encode()
-
-
-def _show(version: int | None) -> str:
-    return "(unset)" if version is None else str(version)
-
-
-def _deltas(a: Mapping[str, float | None], b: Mapping[str, float | None]) -> list[MetricDelta]:
-    out = []
-    for metric in sorted(set(a) | set(b)):
-        va, vb = a.get(metric), b.get(metric)
-        out.append(MetricDelta(metric=metric, a=va, b=vb, delta=None if va is None or vb is None else vb - va))
-    return out
-
-
-@dataclass
-class _AliasState:
-    """Aliases at sequence ``seq``: ``aliases.json`` (``stored_seq``, read at ``token``) plus
-    the logged events after it."""
-
-    aliases: dict[str, int]
-    seq: int
-    token: str | None
-    stored_seq: int
-
-
 # --- the registry --------------------------------------------------------------------------
 
 
-class Registry:
+class Registry(AliasMoves):
     """The model registry on ``store`` (see the module docstring for layout and guarantees).
 
     Args:
@@ -304,7 +139,7 @@ class Registry:
     # keys
 
     def _model_prefix(self, name: str) -> str:
-        return LAYOUT.registry_model(_check_model_name(name), self.root)
+        return LAYOUT.registry_model(check_model_name(name), self.root)
 
     def _slot(self, name: str, version: int) -> str:
         return f"{self._model_prefix(name)}versions/{int(version)}/"
@@ -355,7 +190,7 @@ class Registry:
         """
         if (artifact_files is None) == (artifact_uri is None):
             raise RegistryError(f"register {name}: give exactly one of artifact_files and artifact_uri")
-        _check_model_name(name)
+        check_model_name(name)
         files = dict(artifact_files or {})
         if artifact_files is not None and not files:
             raise RegistryError(f"register {name}: artifact_files is empty")
@@ -376,7 +211,7 @@ class Registry:
             run_id=run_id,
             artifact_uri=artifact_uri or "",
             artifact_files=sorted(files),
-            datasets={k: _dataset_record(v) for k, v in (datasets or {}).items()},
+            datasets={k: dataset_record(v) for k, v in (datasets or {}).items()},
             params=dict(params or {}),
             metrics=dict(metrics or {}),
             segment_metrics={k: dict(v) for k, v in (segment_metrics or {}).items()},
@@ -389,7 +224,7 @@ class Registry:
             manifest_sha256=manifest_sha256,
         )
         try:
-            _json(draft)
+            record_json(draft)
         except Exception as exc:  # e.g. numpy integers in params
             raise RegistryError(f"register {name}: metadata is not JSON-serialisable: {exc}") from None
         sample = None if reference_sample is None else frame_bytes(reference_sample, SAMPLE_FILE)
@@ -414,7 +249,7 @@ class Registry:
                 update["reference_uri"] = self.store.uri_for(slot + SAMPLE_FILE)
             version = draft.model_copy(update=update)
             try:
-                self.store.put_if_absent(slot + "version.json", _json(version))  # the commit point
+                self.store.put_if_absent(slot + "version.json", record_json(version))  # the commit point
             except PreconditionFailedError:
                 raise RegistryError(
                     f"version {n} of {name} was abandoned (garbage-collected) while this registration "
@@ -439,13 +274,13 @@ class Registry:
                 "nonce": uuid.uuid4().hex,  # two claims are never the same bytes
             }
         ).encode()
-        for _ in range(_MAX_ATTEMPTS):
+        for _ in range(MAX_ATTEMPTS):
             try:
                 self.store.put_if_absent(f"{prefix}{n}/.claim", claim)
                 return n
             except PreconditionFailedError:
                 n += 1  # another writer holds n (or held it and crashed): the next one
-        raise RegistryError(f"register {name}: could not claim a version number after {_MAX_ATTEMPTS} tries")
+        raise RegistryError(f"register {name}: could not claim a version number after {MAX_ATTEMPTS} tries")
 
     def _abandon(self, name: str, n: int) -> bool:
         """Fence slot ``n`` with a tombstone and delete its payload; False if it is committed."""
@@ -604,195 +439,6 @@ class Registry:
 
     # --- aliases -------------------------------------------------------------------------
 
-    def _read_event(self, name: str, seq: int) -> AliasEvent | None:
-        try:
-            return AliasEvent.model_validate_json(self.store.get_bytes(self._event_key(name, seq)))
-        except NotFoundError:
-            return None
-
-    def _read_state(self, name: str) -> _AliasState:
-        try:
-            blob = self.store.get(self._aliases_key(name))
-            doc = json.loads(blob.data)
-            state = _AliasState({a: int(v) for a, v in doc["aliases"].items()}, int(doc["seq"]), blob.version, 0)
-        except NotFoundError:
-            state = _AliasState({}, 0, None, 0)
-        state.stored_seq = state.seq
-        # Events logged but not yet folded into aliases.json (a writer died, or is still busy).
-        while (event := self._read_event(name, state.seq + 1)) is not None:
-            if event.to_version is None:
-                state.aliases.pop(event.alias, None)
-            else:
-                state.aliases[event.alias] = event.to_version
-            state.seq = event.seq
-        return state
-
-    def _materialise(self, name: str, seq: int) -> None:
-        """Fold the log up to at least ``seq`` into ``aliases.json`` (best effort: readers replay)."""
-        key = self._aliases_key(name)
-        for _ in range(5):
-            state = self._read_state(name)
-            if state.stored_seq >= seq:
-                return
-            body = json.dumps({"seq": state.seq, "aliases": dict(sorted(state.aliases.items()))}, indent=2).encode()
-            try:
-                if state.token is None:
-                    self.store.put_if_absent(key, body)
-                else:
-                    self.store.put_if_unchanged(key, body, state.token)
-                return
-            except PreconditionFailedError:
-                continue
-            except Exception as exc:
-                log.warning("alias move %d of %s is logged but %s is stale: %s", seq, name, key, exc)
-                return
-
-    def aliases(self, name: str) -> dict[str, int]:
-        """Alias -> version, sorted by alias."""
-        return dict(sorted(self._read_state(name).aliases.items()))
-
-    def _move(
-        self,
-        name: str,
-        alias: str,
-        action: Literal["set", "remove", "rollback"],
-        target: Callable[[_AliasState], int | None],
-        expected_current: int | None | _Unset,
-        reason: str,
-        author: str | None,
-        forced: bool = False,
-        exclusive: bool = False,
-    ) -> AliasEvent:
-        """Append the event moving ``alias`` to ``target(state)`` (see the module docstring).
-
-        The event at ``state.seq + 1`` is created only if absent, so the move is a
-        compare-and-swap against the whole state it was computed from. ``exclusive``: when
-        another writer already made this very move from ``expected_current``, that is a
-        conflict, not a no-op (two operators, not one task retried).
-        """
-        who = author or default_author()
-        event_id = uuid.uuid4().hex
-        for _ in contended(_MAX_ATTEMPTS):
-            state = self._read_state(name)
-            current = state.aliases.get(alias)
-            raced = expected_current is not UNSET and current != expected_current
-            if raced and exclusive:
-                raise self._conflict(name, alias, expected_current, current)
-            to = target(state)
-            if to == current:
-                previous = next((e for e in reversed(self.history(name, alias)) if e.seq <= state.seq), None)
-                if previous is not None:
-                    return previous  # already there (e.g. a retried move): a no-op
-                raise RegistryError(f"{name} has no alias {alias!r}")
-            if raced:
-                raise self._conflict(name, alias, expected_current, current)
-            event = AliasEvent(
-                seq=state.seq + 1,
-                event_id=event_id,
-                name=name,
-                alias=alias,
-                action=action,
-                from_version=current,
-                to_version=to,
-                at=self._clock(),
-                author=who,
-                reason=reason,
-                forced=forced or (expected_current is UNSET and action != "rollback"),
-            )
-            try:
-                self.store.put_if_absent(self._event_key(name, event.seq), _json(event))  # the commit point
-            except PreconditionFailedError:
-                logged = self._read_event(name, event.seq)
-                if logged is None or logged.event_id != event_id:
-                    continue  # another move took this sequence number: re-read and re-check
-            self._materialise(name, event.seq)
-            log.info("%s of %s: %s -> %s (%s)", alias, name, _show(current), _show(to), reason)
-            return event
-        raise ConflictError(f"{alias} of {name}: too many concurrent moves; re-read and retry")
-
-    @staticmethod
-    def _conflict(name: str, alias: str, expected: int | None | _Unset, current: int | None) -> ConflictError:
-        return ConflictError(
-            f"{alias} of {name} moved from {_show(expected if isinstance(expected, int) else None)} to "
-            f"{_show(current)} by another writer; re-read and retry"
-        )
-
-    def set_alias(
-        self,
-        name: str,
-        alias: str,
-        version: int,
-        expected_current: int | None | _Unset = UNSET,
-        reason: str = "",
-        author: str | None = None,
-        forced: bool = False,
-        exclusive: bool = False,
-    ) -> AliasEvent:
-        """Point ``alias`` at a committed ``version`` by compare-and-swap.
-
-        ``expected_current`` is where the caller believes the alias points (``None``: not
-        set); if it points elsewhere the move raises :class:`ConflictError`. Left out, the
-        alias moves wherever it points and the event is marked ``forced``. Moving an alias to
-        where it already points (a retried task, or a twin writer that won) writes nothing
-        and returns the event that put it there; with ``exclusive`` (an operator's command,
-        which no one retries) a twin writer that won is a conflict like any other move.
-        """
-        _check_alias(alias)
-        self.get_version(name, version)  # committed, or RegistryError
-        v = int(version)
-        return self._move(name, alias, "set", lambda s: v, expected_current, reason, author, forced, exclusive)
-
-    def promote(
-        self,
-        name: str,
-        version: int,
-        expected_current: int | None | _Unset = UNSET,
-        reason: str = "",
-        author: str | None = None,
-        forced: bool = False,
-        exclusive: bool = False,
-    ) -> AliasEvent:
-        """``set_alias(name, "champion", ...)``; ``forced`` records a promotion the gate did not approve."""
-        return self.set_alias(name, CHAMPION, version, expected_current, reason, author, forced, exclusive)
-
-    def remove_alias(
-        self,
-        name: str,
-        alias: str,
-        expected_current: int | None | _Unset = UNSET,
-        reason: str = "",
-        author: str | None = None,
-    ) -> AliasEvent:
-        """Unset ``alias`` (compare-and-swap as in :meth:`set_alias`)."""
-        _check_alias(alias)
-        return self._move(name, alias, "remove", lambda s: None, expected_current, reason, author)
-
-    def rollback(
-        self,
-        name: str,
-        reason: str,
-        author: str | None = None,
-        alias: str = CHAMPION,
-        expected_current: int | None | _Unset = UNSET,
-    ) -> AliasEvent:
-        """Move ``alias`` back to the version it pointed at before its current one.
-
-        Rollbacks stack: after 1 -> 2 -> 3, two rollbacks give 2 and then 1; a third fails.
-        So two operators undoing the same promotion must say which one they undo:
-        ``expected_current`` (the version they saw) is compared inside the compare-and-swap,
-        and of two such rollbacks exactly one moves the alias; the other gets a
-        :class:`ConflictError`. Left out, the rollback undoes whatever is current.
-        """
-        _check_alias(alias)
-
-        def target(state: _AliasState) -> int | None:
-            lineage = _lineage(e for e in self.history(name, alias) if e.seq <= state.seq)
-            if len(lineage) < 2 or lineage[-2] is None:
-                raise RegistryError(f"{alias} of {name} has no previous version to roll back to")
-            return lineage[-2]
-
-        return self._move(name, alias, "rollback", target, expected_current, reason, author, exclusive=True)
-
     def history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
         """Every alias move of ``name`` (or of one alias), oldest first."""
         prefix = f"{self._model_prefix(name)}history/"
@@ -834,12 +480,12 @@ class Registry:
         m = _REF.fullmatch(ref.strip()) if isinstance(ref, str) else None
         if m is None:
             raise RegistryError(f"invalid model reference {ref!r}: use NAME, NAME@ALIAS or NAME:VERSION")
-        name = _check_model_name(m["name"])
+        name = check_model_name(m["name"])
         if m["version"] is not None:
             if not m["version"].isdigit():
                 raise RegistryError(f"invalid model reference {ref!r}: the version after ':' must be a number")
             return self.get_version(name, int(m["version"]))
-        alias = _check_alias(m["alias"] or CHAMPION)
+        alias = check_alias(m["alias"] or CHAMPION)
         aliases = self.aliases(name)
         if alias not in aliases:
             if not self._version_numbers(name):
@@ -856,8 +502,8 @@ class Registry:
             name=name,
             a=va.version,
             b=vb.version,
-            overall=_deltas(va.metrics, vb.metrics),
-            segments={s: _deltas(va.segment_metrics.get(s, {}), vb.segment_metrics.get(s, {})) for s in segments},
+            overall=metric_deltas(va.metrics, vb.metrics),
+            segments={s: metric_deltas(va.segment_metrics.get(s, {}), vb.segment_metrics.get(s, {})) for s in segments},
         )
 
     def _version_or_alias(self, name: str, ref: int | str) -> ModelVersion:
@@ -872,15 +518,17 @@ def _promote_bound(mv: ModelVersion) -> bool:
     return str(outcome or mv.tags.get("outcome", "")).upper() == "PROMOTE"
 
 
-def _lineage(events: Iterable[AliasEvent]) -> list[int | None]:
-    """The stack of versions an alias held: moves push, rollbacks pop."""
-    stack: list[int | None] = []
-    for e in events:
-        if e.action == "rollback":
-            if stack:
-                stack.pop()
-            if not stack or stack[-1] != e.to_version:
-                stack.append(e.to_version)
-        elif not stack or stack[-1] != e.to_version:
-            stack.append(e.to_version)
-    return stack
+__all__ = [
+    "CHAMPION",
+    "MANIFEST_FILE",
+    "ROOT",
+    "SAMPLE_FILE",
+    "UNSET",
+    "AliasEvent",
+    "DatasetRecord",
+    "MetricDelta",
+    "ModelVersion",
+    "Registry",
+    "VersionDiff",
+    "default_author",
+]
