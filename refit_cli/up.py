@@ -113,31 +113,49 @@ def _prefect_api(env: dict[str, str], child_env: dict[str, str], home: Path, ui_
         "PREFECT_UI_API_URL": api_url,
     }
     typer.echo(f"starting the Prefect server (SQLite under {home}) ...")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "prefect"), "server", "start"],
-        env=server_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    started = _start(
+        procs,
+        "prefect server",
+        ["prefect", "server", "start"],
+        server_env,
+        f"{api_url}/health",
+        120,
+        quiet=True,
     )
-    procs.append(("prefect server", server))
-    if not _wait_http(f"{api_url}/health", 120, server):
+    if not started:
         typer.echo(f"error: the Prefect server did not start on port {ui_port} (is something else using it?)", err=True)
         return None
     return api_url
 
 
 def _start_webhook(config: Path, port: int, env: dict[str, str], procs: Procs) -> bool:
-    hook = subprocess.Popen(
-        [str(Path(sys.executable).parent / "refit"), "webhook", "--port", str(port), "--config", str(config)],
-        env=env,
-        start_new_session=True,
-    )
-    procs.append(("webhook", hook))
-    if not _wait_http(f"http://127.0.0.1:{port}/healthz", 60, hook):
+    argv = ["refit", "webhook", "--port", str(port), "--config", str(config)]
+    if not _start(procs, "webhook", argv, env, f"http://127.0.0.1:{port}/healthz", 60):
         typer.echo(f"error: the webhook did not start on port {port}", err=True)
         return False
     return True
+
+
+def _start(
+    procs: Procs,
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    health_url: str,
+    timeout_s: float,
+    *,
+    quiet: bool = False,
+) -> bool:
+    """Start ``argv`` (a command of this environment) in its own session and wait until ``health_url`` answers."""
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / argv[0]), *argv[1:]],
+        env=env,
+        stdout=subprocess.DEVNULL if quiet else None,
+        stderr=subprocess.DEVNULL if quiet else None,
+        start_new_session=True,
+    )
+    procs.append((name, proc))
+    return _wait_http(health_url, timeout_s, proc)
 
 
 def _announce(api_url: str, webhook: bool, webhook_port: int, model: str) -> None:
