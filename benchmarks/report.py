@@ -131,6 +131,20 @@ def markdown(results: dict[str, Any]) -> str:
         f"{m['load_average_at_start']} (the machine is shared: compare ratios within one run).",
         "",
     ]
+    lines += _partial_runs(results)
+    lines += _training_budget(results)
+    lines += _sizes_section(results)
+    lines += _webhook_section(results)
+    lines += _ratios_section(results)
+    if results["errors"]:
+        lines += ["## Errors", ""] + [f"- {k}: {e}" for k, e in results["errors"].items()] + [""]
+    lines += ["Reproduce: `make bench` (all sizes) or `make bench SIZES=1000000`; raw numbers in `latest.json`.", ""]
+    return "\n".join(lines)
+
+
+def _partial_runs(results: dict[str, Any]) -> list[str]:
+    """Where figures were merged in from a later, partial run."""
+    lines: list[str] = []
     for p in results.get("partial_runs", []):
         pm = p["machine"]
         lines += [
@@ -139,6 +153,12 @@ def markdown(results: dict[str, Any]) -> str:
             f"{', '.join(p['only'])}.",
             "",
         ]
+    return lines
+
+
+def _training_budget(results: dict[str, Any]) -> list[str]:
+    """The candidates and budgets the retrain ran with."""
+    lines: list[str] = []
     t = results["settings"]["config"]["training"]
     cands = "; ".join(f"{c['family']} {c.get('params', {})}" for c in t["candidates"])
     lines += [
@@ -147,99 +167,115 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['settings']['config']['gate'].get('bootstrap_resamples', 1000)} bootstrap resamples.",
         "",
     ]
-    if results["sizes"]:
-        lines += [
-            "## Retrain stages (plain `refit.pipeline` steps), seconds / peak RSS MB",
-            "",
-            "| rows | data MB | "
-            + " | ".join(STAGE_NAMES.get(s, s) for s in STAGES)
-            + " | retrain total | peak RSS MB | drift check |",
-            "|---:|---:|" + "---:|" * (len(STAGES) + 3),
-        ]
-        for rows, r in sorted(results["sizes"].items(), key=lambda kv: int(kv[0])):
-            cells = [f"{int(rows):,}", _n(r["data"]["data_mb"], 0)]
-            for s in STAGES:
-                st = r["stages"].get(s)
-                cells.append(f"{st['s']:.2f} / {st['peak_rss_mb']:,.0f}" if st else "-")
-            cells += [f"{r['retrain_s']:.1f}", f"{r['retrain_max_rss_mb']:,.0f}"]
-            d = r["stages"].get("drift")
-            cells.append(f"{d['s']:.2f} / {d['peak_rss_mb']:,.0f}" if d else "-")
-            lines.append("| " + " | ".join(cells) + " |")
-        with_parts = [(rows, r) for rows, r in sorted(results["sizes"].items(), key=lambda kv: int(kv[0]))
-                      if "parts_s" in r["stages"].get("load_validate", {})]  # fmt: skip
-        if with_parts:
-            lines += [
-                "",
-                "load+validate in parts, seconds: reading the sources and captures, validating them "
-                "(pandera, quarantine written), staging the valid rows (parquet + fingerprint). Each is one call "
-                "inside the retrain, the process's first (`validation_rows_per_s` below is warm, best of 5)",
-                "",
-                "| rows | load | validate | stage | validated rows/s |",
-                "|---:|---:|---:|---:|---:|",
-            ]
-            for rows, r in with_parts:
-                p = r["stages"]["load_validate"]["parts_s"]
-                rate = int(rows) / p["validate"] if p["validate"] > 0 else None
-                lines.append(
-                    f"| {int(rows):,} | {p['load']:.2f} | {p['validate']:.2f} | {p['stage']:.2f} | {_n(rate)} |"
-                )
+    return lines
+
+
+def _sizes_section(results: dict[str, Any]) -> list[str]:
+    """The retrain, stage by stage, at each size."""
+    if not results["sizes"]:
+        return []
+    lines: list[str] = []
+    lines += [
+        "## Retrain stages (plain `refit.pipeline` steps), seconds / peak RSS MB",
+        "",
+        "| rows | data MB | "
+        + " | ".join(STAGE_NAMES.get(s, s) for s in STAGES)
+        + " | retrain total | peak RSS MB | drift check |",
+        "|---:|---:|" + "---:|" * (len(STAGES) + 3),
+    ]
+    for rows, r in sorted(results["sizes"].items(), key=lambda kv: int(kv[0])):
+        cells = [f"{int(rows):,}", _n(r["data"]["data_mb"], 0)]
+        for s in STAGES:
+            st = r["stages"].get(s)
+            cells.append(f"{st['s']:.2f} / {st['peak_rss_mb']:,.0f}" if st else "-")
+        cells += [f"{r['retrain_s']:.1f}", f"{r['retrain_max_rss_mb']:,.0f}"]
+        d = r["stages"].get("drift")
+        cells.append(f"{d['s']:.2f} / {d['peak_rss_mb']:,.0f}" if d else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    with_parts = [(rows, r) for rows, r in sorted(results["sizes"].items(), key=lambda kv: int(kv[0]))
+                  if "parts_s" in r["stages"].get("load_validate", {})]  # fmt: skip
+    if with_parts:
         lines += [
             "",
-            "Peak RSS is the process's (sampled every 10 ms during the stage; the total column is the "
-            "kernel's high-water mark). Data MB: the base frame in memory, shared string objects counted "
-            "once. The smoke test loads the model in a fresh process, whose memory is not counted. "
-            "Drift: `check_drift(report=False)` of a production window of the same size against the registered "
-            "50,000-row reference sample.",
+            "load+validate in parts, seconds: reading the sources and captures, validating them "
+            "(pandera, quarantine written), staging the valid rows (parquet + fingerprint). Each is one call "
+            "inside the retrain, the process's first (`validation_rows_per_s` below is warm, best of 5)",
             "",
+            "| rows | load | validate | stage | validated rows/s |",
+            "|---:|---:|---:|---:|---:|",
         ]
+        for rows, r in with_parts:
+            p = r["stages"]["load_validate"]["parts_s"]
+            rate = int(rows) / p["validate"] if p["validate"] > 0 else None
+            lines.append(f"| {int(rows):,} | {p['load']:.2f} | {p['validate']:.2f} | {p['stage']:.2f} | {_n(rate)} |")
+    lines += [
+        "",
+        "Peak RSS is the process's (sampled every 10 ms during the stage; the total column is the "
+        "kernel's high-water mark). Data MB: the base frame in memory, shared string objects counted "
+        "once. The smoke test loads the model in a fresh process, whose memory is not counted. "
+        "Drift: `check_drift(report=False)` of a production window of the same size against the registered "
+        "50,000-row reference sample.",
+        "",
+    ]
+    return lines
+
+
+def _webhook_section(results: dict[str, Any]) -> list[str]:
+    """The drift-alert webhook under load, Prefect up and down."""
     hook = results.get("benchmarks", {}).get("webhook")
-    if hook:
-        lines += [
-            "## Drift-alert webhook under load (`refit webhook`, uvicorn, loopback)",
-            "",
-            "| Prefect | alerts | at once | req/s | p50 ms | p99 ms | max ms | first 1,000 p50 / p99 | "
-            "last 1,000 p50 / p99 | status codes | runs created | outbox left | CPU ms per alert: server / client |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
-        ]
-        for scenario, label in (("prefect_up", "up"), ("prefect_down", "down")):
-            s = hook.get(scenario)
-            if not s:
-                continue
-            f, last = s["first_1000"], s["last_1000"]
-            lines.append(
-                f"| {label} | {s['alerts']:,} | {s['concurrency']} | {s['req_per_s']:,.0f} | {s['p50_ms']:.0f} | "
-                f"{s['p99_ms']:.0f} | {s['max_ms']:.0f} | {f['p50_ms']:.0f} / {f['p99_ms']:.0f} | "
-                f"{last['p50_ms']:.0f} / {last['p99_ms']:.0f} | "
-                f"{', '.join(f'{k}: {v:,}' for k, v in sorted(s['status_codes'].items()))} | "
-                f"{s.get('runs_created', '-')} | {s['outbox_left']} | "
-                f"{s.get('server_cpu_ms_per_alert', '-')} / {s.get('client_cpu_ms_per_alert', '-')} |"
-            )
-        lines += [
-            "",
-            "Every alert has its own id, so each is decided and recorded: the ledger ends "
-            f"{hook['prefect_up']['ledger_entries']:,} entries long, in "
-            f"{hook['prefect_up'].get('ledger_objects', '-')} objects (decisions taken while a write is in "
-            "flight are recorded together). The load generator, a minimal HTTP/1.1 client on asyncio streams "
-            "with one keep-alive connection per sender, runs on the same machine and its CPU time is in the "
-            "latencies; the Prefect server's start-up is not counted.",
-            "",
-        ]
-    if results["ratios"]:
-        lines += [
-            "## Ratios against baselines (same run)",
-            "",
-            "| name | value | target | met | measured |",
-            "|---|---:|---:|---|---|",
-        ]
-        for name in RATIO_ORDER:
-            r = results["ratios"].get(name)
-            if r is None:
-                continue
-            value = r["value"] if isinstance(r["value"], bool) else _n(r["value"])
-            target = f"{r['op']} {_n(r['target']) if not isinstance(r['target'], bool) else r['target']}"
-            lines.append(f"| `{name}` | {value} | {target} | {_met(r)} | {_ratio_detail(name, r)} |")
-        lines.append("")
-    if results["errors"]:
-        lines += ["## Errors", ""] + [f"- {k}: {e}" for k, e in results["errors"].items()] + [""]
-    lines += ["Reproduce: `make bench` (all sizes) or `make bench SIZES=1000000`; raw numbers in `latest.json`.", ""]
-    return "\n".join(lines)
+    if not hook:
+        return []
+    lines: list[str] = []
+    lines += [
+        "## Drift-alert webhook under load (`refit webhook`, uvicorn, loopback)",
+        "",
+        "| Prefect | alerts | at once | req/s | p50 ms | p99 ms | max ms | first 1,000 p50 / p99 | "
+        "last 1,000 p50 / p99 | status codes | runs created | outbox left | CPU ms per alert: server / client |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for scenario, label in (("prefect_up", "up"), ("prefect_down", "down")):
+        s = hook.get(scenario)
+        if not s:
+            continue
+        f, last = s["first_1000"], s["last_1000"]
+        lines.append(
+            f"| {label} | {s['alerts']:,} | {s['concurrency']} | {s['req_per_s']:,.0f} | {s['p50_ms']:.0f} | "
+            f"{s['p99_ms']:.0f} | {s['max_ms']:.0f} | {f['p50_ms']:.0f} / {f['p99_ms']:.0f} | "
+            f"{last['p50_ms']:.0f} / {last['p99_ms']:.0f} | "
+            f"{', '.join(f'{k}: {v:,}' for k, v in sorted(s['status_codes'].items()))} | "
+            f"{s.get('runs_created', '-')} | {s['outbox_left']} | "
+            f"{s.get('server_cpu_ms_per_alert', '-')} / {s.get('client_cpu_ms_per_alert', '-')} |"
+        )
+    lines += [
+        "",
+        "Every alert has its own id, so each is decided and recorded: the ledger ends "
+        f"{hook['prefect_up']['ledger_entries']:,} entries long, in "
+        f"{hook['prefect_up'].get('ledger_objects', '-')} objects (decisions taken while a write is in "
+        "flight are recorded together). The load generator, a minimal HTTP/1.1 client on asyncio streams "
+        "with one keep-alive connection per sender, runs on the same machine and its CPU time is in the "
+        "latencies; the Prefect server's start-up is not counted.",
+        "",
+    ]
+    return lines
+
+
+def _ratios_section(results: dict[str, Any]) -> list[str]:
+    """Every ratio against its baseline, in report order."""
+    if not results["ratios"]:
+        return []
+    lines: list[str] = []
+    lines += [
+        "## Ratios against baselines (same run)",
+        "",
+        "| name | value | target | met | measured |",
+        "|---|---:|---:|---|---|",
+    ]
+    for name in RATIO_ORDER:
+        r = results["ratios"].get(name)
+        if r is None:
+            continue
+        value = r["value"] if isinstance(r["value"], bool) else _n(r["value"])
+        target = f"{r['op']} {_n(r['target']) if not isinstance(r['target'], bool) else r['target']}"
+        lines.append(f"| `{name}` | {value} | {target} | {_met(r)} | {_ratio_detail(name, r)} |")
+    lines.append("")
+    return lines
