@@ -93,6 +93,145 @@ def scaling(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _bench_validation(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    rows = args.ratio_rows
+    r = run_in_subprocess("validation:run", {"rows": rows})
+    results["benchmarks"]["validation"] = r
+    results["ratios"]["validation_rows_per_s"] = ratio(
+        r["validate_frame_rows_per_s"], 3_000_000, ">=", seconds=r["validate_frame_s"], rows=r["rows"]
+    )
+    results["ratios"]["validation_vs_pandas"] = ratio(
+        r["pandas_checks_s"] / r["validate_frame_s"],
+        1.0,
+        ">=",
+        validate_frame_s=r["validate_frame_s"],
+        pandas_checks_s=r["pandas_checks_s"],
+        note="pandas s / refit s: > 1 is faster",
+    )
+
+
+def _bench_bootstrap(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    rows = args.ratio_rows
+    r = run_in_subprocess("bootstrap:run", {"rows": rows})
+    results["benchmarks"]["bootstrap"] = r
+    results["ratios"]["gate_bootstrap_s"] = ratio(
+        r["seconds"],
+        5.0,
+        "<=",
+        rows=r["rows"],
+        resamples=r["resamples"],
+        segments=r["segments"],
+        runs_s=r["runs_s"],
+    )
+
+
+def _bench_torch_speed(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    rows, config = args.ratio_rows, str(args.config)
+    r = run_in_subprocess("torch_speed:run", {"rows": rows, "config_path": config})
+    results["benchmarks"]["torch"] = r
+    results["ratios"]["torch_speedup"] = ratio(
+        r["train_torch_cpu_samples_per_s"] / r["naive_dataloader_samples_per_s"],
+        3.0,
+        ">=",
+        train_torch_samples_per_s=r["train_torch_cpu_samples_per_s"],
+        naive_samples_per_s=r["naive_dataloader_samples_per_s"],
+        threads=r["torch_threads"],
+        cuda=r["cuda"],
+    )
+
+
+def _bench_drift(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    rows, config = args.ratio_rows, str(args.config)
+    r = run_in_subprocess("drift:run", {"rows": rows, "config_path": config})
+    results["benchmarks"]["drift"] = r
+    results["ratios"]["drift_speedup"] = ratio(
+        r["evidently_s"] / r["refit_s"],
+        10.0,
+        ">=",
+        refit_s=r["refit_s"],
+        refit_no_report_s=r["refit_no_report_s"],
+        evidently_s=r["evidently_s"],
+        evidently_peak_rss_mb=r["evidently_peak_rss_mb"],
+        refit_peak_rss_mb=r["refit_peak_rss_mb"],
+    )
+    results["ratios"]["drift_verdict_agrees"] = {
+        "value": r["verdict_agrees"],
+        "target": True,
+        "op": "==",
+        "met": bool(r["verdict_agrees"]),
+        "refit": r["refit"],
+        "evidently": r["evidently"],
+        "columns_agree": r["columns_agree"],
+    }
+
+
+def _bench_orchestration(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    rows, config = args.ratio_rows, str(args.config)
+    r = run_in_subprocess(
+        "orchestration:run",
+        {"rows": rows, "config_path": config, "reps": args.orchestration_reps, "cold_reps": args.cold_reps},
+    )
+    results["benchmarks"]["orchestration"] = r
+    results["ratios"]["orchestration_overhead"] = ratio(
+        r["ratio"],
+        1.10,
+        "<=",
+        flow_s=r["flow_s"],
+        plain_s=r["plain_s"],
+        reps=r["reps"],
+        pair_ratios=r["pair_ratios"],
+        ratio_of_means=round(r["ratio_of_means"], 4),
+        api_server_cpu_s=r["api_server_cpu_s"],
+        cold_process=r["cold_process"],
+        server_startup_s_excluded=r["server_startup_s"],
+        flow_outside_steps_s=r["flow_outside_steps_s"],
+        flow_outside_steps_share=round(r["flow_outside_steps_share"], 4),
+    )
+
+
+def _bench_webhook(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    config = str(args.config)
+    r = run_in_subprocess(
+        "webhook:run",
+        {"alerts": args.webhook_alerts, "concurrency": args.webhook_concurrency, "config_path": config},
+    )
+    results["benchmarks"]["webhook"] = r
+    for scenario, name in (("prefect_up", "webhook_p99_ms"), ("prefect_down", "webhook_p99_ms_prefect_down")):
+        s = r[scenario]
+        results["ratios"][name] = ratio(
+            s["p99_ms"],
+            250.0,
+            "<=",
+            req_per_s=s["req_per_s"],
+            p50_ms=s["p50_ms"],
+            alerts=s["alerts"],
+            concurrency=s["concurrency"],
+            first_1000=s["first_1000"],
+            last_1000=s["last_1000"],
+        )
+    up = r["prefect_up"]
+    results["ratios"]["webhook_flat"] = ratio(
+        up["last_1000"]["p50_ms"] / up["first_1000"]["p50_ms"],
+        1.5,
+        "<=",
+        first_1000=up["first_1000"],
+        last_1000=up["last_1000"],
+        ledger_entries=up["ledger_entries"],
+        note="p50 of the last 1,000 alerts / p50 of the first 1,000 (Prefect up)",
+    )
+
+
+#: The ratio benchmarks, in the order they run: each runs in a subprocess and adds its figures.
+_RATIO_BENCHMARKS = {
+    "validation": _bench_validation,
+    "bootstrap": _bench_bootstrap,
+    "torch": _bench_torch_speed,
+    "drift": _bench_drift,
+    "orchestration": _bench_orchestration,
+    "webhook": _bench_webhook,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000, 10_000_000])
@@ -149,131 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{name} done in {time.perf_counter() - t0:.0f}s")
         save()
 
-    def validation() -> None:
-        r = run_in_subprocess("validation:run", {"rows": rows})
-        results["benchmarks"]["validation"] = r
-        results["ratios"]["validation_rows_per_s"] = ratio(
-            r["validate_frame_rows_per_s"], 3_000_000, ">=", seconds=r["validate_frame_s"], rows=r["rows"]
-        )
-        results["ratios"]["validation_vs_pandas"] = ratio(
-            r["pandas_checks_s"] / r["validate_frame_s"],
-            1.0,
-            ">=",
-            validate_frame_s=r["validate_frame_s"],
-            pandas_checks_s=r["pandas_checks_s"],
-            note="pandas s / refit s: > 1 is faster",
-        )
-
-    def bootstrap() -> None:
-        r = run_in_subprocess("bootstrap:run", {"rows": rows})
-        results["benchmarks"]["bootstrap"] = r
-        results["ratios"]["gate_bootstrap_s"] = ratio(
-            r["seconds"],
-            5.0,
-            "<=",
-            rows=r["rows"],
-            resamples=r["resamples"],
-            segments=r["segments"],
-            runs_s=r["runs_s"],
-        )
-
-    def torch_speed() -> None:
-        r = run_in_subprocess("torch_speed:run", {"rows": rows, "config_path": config})
-        results["benchmarks"]["torch"] = r
-        results["ratios"]["torch_speedup"] = ratio(
-            r["train_torch_cpu_samples_per_s"] / r["naive_dataloader_samples_per_s"],
-            3.0,
-            ">=",
-            train_torch_samples_per_s=r["train_torch_cpu_samples_per_s"],
-            naive_samples_per_s=r["naive_dataloader_samples_per_s"],
-            threads=r["torch_threads"],
-            cuda=r["cuda"],
-        )
-
-    def drift() -> None:
-        r = run_in_subprocess("drift:run", {"rows": rows, "config_path": config})
-        results["benchmarks"]["drift"] = r
-        results["ratios"]["drift_speedup"] = ratio(
-            r["evidently_s"] / r["refit_s"],
-            10.0,
-            ">=",
-            refit_s=r["refit_s"],
-            refit_no_report_s=r["refit_no_report_s"],
-            evidently_s=r["evidently_s"],
-            evidently_peak_rss_mb=r["evidently_peak_rss_mb"],
-            refit_peak_rss_mb=r["refit_peak_rss_mb"],
-        )
-        results["ratios"]["drift_verdict_agrees"] = {
-            "value": r["verdict_agrees"],
-            "target": True,
-            "op": "==",
-            "met": bool(r["verdict_agrees"]),
-            "refit": r["refit"],
-            "evidently": r["evidently"],
-            "columns_agree": r["columns_agree"],
-        }
-
-    def orchestration() -> None:
-        r = run_in_subprocess(
-            "orchestration:run",
-            {"rows": rows, "config_path": config, "reps": args.orchestration_reps, "cold_reps": args.cold_reps},
-        )
-        results["benchmarks"]["orchestration"] = r
-        results["ratios"]["orchestration_overhead"] = ratio(
-            r["ratio"],
-            1.10,
-            "<=",
-            flow_s=r["flow_s"],
-            plain_s=r["plain_s"],
-            reps=r["reps"],
-            pair_ratios=r["pair_ratios"],
-            ratio_of_means=round(r["ratio_of_means"], 4),
-            api_server_cpu_s=r["api_server_cpu_s"],
-            cold_process=r["cold_process"],
-            server_startup_s_excluded=r["server_startup_s"],
-            flow_outside_steps_s=r["flow_outside_steps_s"],
-            flow_outside_steps_share=round(r["flow_outside_steps_share"], 4),
-        )
-
-    def webhook() -> None:
-        r = run_in_subprocess(
-            "webhook:run",
-            {"alerts": args.webhook_alerts, "concurrency": args.webhook_concurrency, "config_path": config},
-        )
-        results["benchmarks"]["webhook"] = r
-        for scenario, name in (("prefect_up", "webhook_p99_ms"), ("prefect_down", "webhook_p99_ms_prefect_down")):
-            s = r[scenario]
-            results["ratios"][name] = ratio(
-                s["p99_ms"],
-                250.0,
-                "<=",
-                req_per_s=s["req_per_s"],
-                p50_ms=s["p50_ms"],
-                alerts=s["alerts"],
-                concurrency=s["concurrency"],
-                first_1000=s["first_1000"],
-                last_1000=s["last_1000"],
-            )
-        up = r["prefect_up"]
-        results["ratios"]["webhook_flat"] = ratio(
-            up["last_1000"]["p50_ms"] / up["first_1000"]["p50_ms"],
-            1.5,
-            "<=",
-            first_1000=up["first_1000"],
-            last_1000=up["last_1000"],
-            ledger_entries=up["ledger_entries"],
-            note="p50 of the last 1,000 alerts / p50 of the first 1,000 (Prefect up)",
-        )
-
     log(f"sizes {args.sizes}, ratio benchmarks at {rows:,} rows, results in {args.out}")
     step("sizes", lambda: bench_sizes(args.sizes, config, results, save))
     results["ratios"]["scaling"] = scaling(results)
-    step("validation", validation)
-    step("bootstrap", bootstrap)
-    step("torch", torch_speed)
-    step("drift", drift)
-    step("orchestration", orchestration)
-    step("webhook", webhook)
+    for name, bench in _RATIO_BENCHMARKS.items():
+        step(name, lambda bench=bench: bench(args, results))
     save()
     log(f"all done in {time.perf_counter() - started:.0f}s: {args.out / 'latest.md'}")
     failed = [k for k in results["errors"] if not partial or k in args.only or k.split()[0] in args.only]
