@@ -74,19 +74,14 @@ def run(
 
 
 def _run(root: Path, rows: int, config_path: str, reps: int, cold_reps: int) -> dict[str, Any]:
-    from benchmarks.common import timed_calls
+    from benchmarks.common import import_step_modules, timed_calls
     from benchmarks.retrain import generate
 
     seed_store = root / "seed"
     generated = generate(rows, str(seed_store), config_path)
     from prefect.testing.utilities import prefect_test_harness
 
-    import refit.dossier  # noqa: F401
-    import refit.evaluation  # noqa: F401
-    import refit.model  # noqa: F401
-    import refit.registry  # noqa: F401
-    import refit.smoke  # noqa: F401
-    import refit.training.search  # noqa: F401
+    import_step_modules()
     from flows.retrain import RetrainParameters, retrain
 
     def fresh_store(name: str) -> str:
@@ -97,34 +92,19 @@ def _run(root: Path, rows: int, config_path: str, reps: int, cold_reps: int) -> 
     #: The refit steps, timed inside either kind of run (the flow's tasks call them the same way).
     step_targets = {name: (("refit.pipeline", name),) for name in STEPS}
 
-    def cpu() -> dict[str, float]:
-        """CPU seconds so far: this process, and the API server (the harness's subprocess)."""
-        import psutil
-
-        me = psutil.Process()
-        servers = [c for c in me.children(recursive=True) if "uvicorn" in " ".join(c.cmdline())]
-        own = me.cpu_times()
-        return {
-            "process": own.user + own.system,
-            "api_server": sum(c.cpu_times().user + c.cpu_times().system for c in servers),
-        }
-
-    def cpu_since(before: dict[str, float]) -> dict[str, float]:
-        return {k: round(v - before[k], 2) for k, v in cpu().items()}
-
     def timed_plain(i: int) -> dict[str, Any]:
         store = fresh_store(f"plain-{i}")
-        before = cpu()
+        before = _cpu()
         start = time.perf_counter()
         with timed_calls(step_targets) as steps:
             result = plain_retrain(store, config_path)
         wall = round(time.perf_counter() - start, 2)
-        return {"s": wall, "steps_s": _rounded(steps), "cpu_s": cpu_since(before), **result}
+        return {"s": wall, "steps_s": _rounded(steps), "cpu_s": _cpu_since(before), **result}
 
     def timed_flow(i: int) -> dict[str, Any]:
         os.environ["REFIT_STORE"] = fresh_store(f"flow-{i}")
         params = RetrainParameters(config_path=config_path, trigger="manual")
-        before = cpu()
+        before = _cpu()
         start = time.perf_counter()
         with timed_calls(step_targets) as steps:
             result = retrain(params)
@@ -132,7 +112,7 @@ def _run(root: Path, rows: int, config_path: str, reps: int, cold_reps: int) -> 
         return {
             "s": wall,
             "steps_s": _rounded(steps),
-            "cpu_s": cpu_since(before),
+            "cpu_s": _cpu_since(before),
             "outcome": result.outcome,
             "version": result.version,
             "candidate": result.candidate.get("family"),
@@ -170,6 +150,20 @@ def _run(root: Path, rows: int, config_path: str, reps: int, cold_reps: int) -> 
         for i in range(cold_reps):
             order = ("plain", "flow") if i % 2 == 0 else ("flow", "plain")
             cold.append({mode: _cold_run(mode, fresh_store(f"cold-{mode}-{i}"), config_path, env) for mode in order})
+    return _figures(rows, reps, generated, startup_s, warm_up_s, plain, flow, cold)
+
+
+def _figures(
+    rows: int,
+    reps: int,
+    generated: dict[str, Any],
+    startup_s: float,
+    warm_up_s: float,
+    plain: list[dict[str, Any]],
+    flow: list[dict[str, Any]],
+    cold: list[dict[str, float]],
+) -> dict[str, Any]:
+    """The runs, and the overhead figures drawn from them."""
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY
 
     plain_s = sum(r["s"] for r in plain)
@@ -206,6 +200,23 @@ def _run(root: Path, rows: int, config_path: str, reps: int, cold_reps: int) -> 
             "ratio": statistics.median(c["flow"] / c["plain"] for c in cold) if cold else None,
         },
     }
+
+
+def _cpu() -> dict[str, float]:
+    """CPU seconds so far: this process, and the API server (the harness's subprocess)."""
+    import psutil
+
+    me = psutil.Process()
+    servers = [c for c in me.children(recursive=True) if "uvicorn" in " ".join(c.cmdline())]
+    own = me.cpu_times()
+    return {
+        "process": own.user + own.system,
+        "api_server": sum(c.cpu_times().user + c.cpu_times().system for c in servers),
+    }
+
+
+def _cpu_since(before: dict[str, float]) -> dict[str, float]:
+    return {k: round(v - before[k], 2) for k, v in _cpu().items()}
 
 
 def _cold_run(mode: str, store: str, config_path: str, env: dict[str, str]) -> float:

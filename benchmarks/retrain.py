@@ -83,18 +83,12 @@ LOAD_VALIDATE_PARTS = {
 
 def retrain(rows: int, store: str, config_path: str, drift: bool = True) -> dict[str, Any]:
     """Every retrain stage on ``rows`` rows, timed, with the peak RSS seen during each."""
-    # Import what the stages import lazily, so that no stage is charged for an import.
-    import refit.dossier  # noqa: F401
-    import refit.evaluation  # noqa: F401
-    import refit.model  # noqa: F401
-    import refit.registry  # noqa: F401
-    import refit.smoke  # noqa: F401
-    import refit.training.search  # noqa: F401
-    from benchmarks.common import RssSampler, peak_rss_mb, timed_calls
+    from benchmarks.common import RssSampler, import_step_modules, peak_rss_mb, timed_calls
     from refit import pipeline
     from refit.config import load_config
     from refit.io import open_store
 
+    import_step_modules()  # what the stages import lazily: no stage is charged for an import
     config = load_config(config_path)
     st = open_store(store)
     out: dict[str, Any] = {"rows": rows}
@@ -114,32 +108,12 @@ def retrain(rows: int, store: str, config_path: str, drift: bool = True) -> dict
             record["parts_s"]["stage"] = round(record["s"] - sum(parts.values()), 3)
 
         run = pipeline.run_retrain(st, config, pipeline.RetrainOptions(tags={"trigger": "bench"}), around=stage)
-        data, splits, candidate = run.need("data"), run.need("splits"), run.need("candidate")
-        smoke, evaluation, version = run.need("smoke"), run.need("evaluation"), run.need("version")
+        version = run.need("version")
         retrain_stages = dict(rss.stages)
         out["retrain_s"] = round(sum(s["s"] for s in retrain_stages.values()), 2)
         out["retrain_peak_rss_mb"] = max(s["peak_rss_mb"] for s in retrain_stages.values())
         out["retrain_max_rss_mb"] = round(peak_rss_mb(), 1)
-        out["result"] = {
-            "valid_rows": data.rows,
-            "quarantined": data.invalid_rows,
-            "split_rows": splits.rows,
-            "candidate": candidate.family,
-            "candidate_params": candidate.params,
-            "validation_roc_auc": candidate.validation_metrics.get("roc_auc"),
-            "trials": [
-                {
-                    "family": t["family"],
-                    "train_s": round(t["train_s"], 2),
-                    "primary": t.get("primary"),
-                    "samples_per_s": t.get("samples_per_s"),
-                }
-                for t in candidate.trials
-            ],
-            "smoke_passed": bool(smoke.passed),
-            "gate": evaluation.outcome,
-            "version": version.version,
-        }
+        out["result"] = _summary(run)
         if drift:
             from refit.drift import check_drift
             from refit.registry import Registry
@@ -170,3 +144,29 @@ def retrain(rows: int, store: str, config_path: str, drift: bool = True) -> dict
             }
     out["stages"] = rss.stages
     return out
+
+
+def _summary(run: Any) -> dict[str, Any]:
+    """What the retrain produced, for the results file."""
+    data, splits, candidate = run.need("data"), run.need("splits"), run.need("candidate")
+    smoke, evaluation, version = run.need("smoke"), run.need("evaluation"), run.need("version")
+    return {
+        "valid_rows": data.rows,
+        "quarantined": data.invalid_rows,
+        "split_rows": splits.rows,
+        "candidate": candidate.family,
+        "candidate_params": candidate.params,
+        "validation_roc_auc": candidate.validation_metrics.get("roc_auc"),
+        "trials": [
+            {
+                "family": t["family"],
+                "train_s": round(t["train_s"], 2),
+                "primary": t.get("primary"),
+                "samples_per_s": t.get("samples_per_s"),
+            }
+            for t in candidate.trials
+        ],
+        "smoke_passed": bool(smoke.passed),
+        "gate": evaluation.outcome,
+        "version": version.version,
+    }
