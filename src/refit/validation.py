@@ -405,10 +405,14 @@ def validate_frame(
             break
         except SchemaErrors as exc:
             fc = exc.failure_cases
+            messages = [(str(error).splitlines() or [""])[0] for error in exc.schema_errors]
         except SchemaError as exc:  # non-lazy error path (should not happen with lazy=True)
             raise ValidationFailedError(f"{', '.join(source_names)}: {shorten(str(exc).splitlines()[0])}") from None
         rows = _row_failures(fc)
         if rows.empty:
+            # pandera may refuse without naming a failure case (a unique column's repeated missing values)
+            if not fc["index"].isna().any():
+                raise ValidationFailedError(f"{', '.join(source_names)}: {shorten('; '.join(messages))}")
             frame = fc[fc["index"].isna()].iloc[0]
             raise ValidationFailedError(
                 f"{', '.join(source_names)}: column {frame['column']} fails {frame['check']}: "
@@ -457,7 +461,7 @@ def _quarantine_frame(
             + ": "
             + failures["check"].map(_short_rule)
             + " (got "
-            + failures["failure_case"].map(lambda v: shorten(str(v)))
+            + failures["failure_case"].astype(object).map(lambda v: shorten(str(v)))
             + ")"
         )
         .groupby("index")["reason"]

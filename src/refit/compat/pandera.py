@@ -178,15 +178,15 @@ def _coerced_column(
         if prepared is None:
             return None
         series = prepared
-    if not want.check(Engine.dtype(series.dtype)):
-        if not coerce:
-            return None
+    # pandera coerces whenever coercion is on, even to a dtype its check accepts as it is
+    # (int64 data in a nullable Int64 column comes back as Int64): so does this path.
+    if coerce and series.dtype != getattr(want, "type", None):
         try:
             series = want.try_coerce(series)
         except Exception:  # pandera reports which values failed, with its own message
             return None
-        if not want.check(Engine.dtype(series.dtype)):
-            return None
+    if not want.check(Engine.dtype(series.dtype)):
+        return None
     return series
 
 
