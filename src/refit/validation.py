@@ -172,22 +172,15 @@ def _row_failures(fc: pd.DataFrame) -> pd.DataFrame:
         dups = rows[uniq]
         first = dups.groupby([dups["column"], dups["failure_case"]], dropna=False, sort=False)["index"].transform("min")
         rows = rows[~uniq | (rows["index"] != first.reindex(rows.index))]
-    # A value that failed dtype coercion also "fails" dtype(...) on the same row: one reason is enough.
-    coerce_rows = set(
-        zip(
-            rows.loc[rows["check"].astype(str).str.startswith("coerce_dtype"), "column"],
-            rows.loc[rows["check"].astype(str).str.startswith("coerce_dtype"), "index"],
-            strict=True,
-        )
-    )
-    if coerce_rows:
-        is_dtype = rows["check"].astype(str).str.startswith("dtype(")
-        dup_dtype = [
-            is_dtype.iloc[i] and (c, ix) in coerce_rows
-            for i, (c, ix) in enumerate(zip(rows["column"], rows["index"], strict=True))
-        ]
-        rows = rows[~np.asarray(dup_dtype, dtype=bool)]
-    return rows
+    # A column whose coercion failed was checked as it came, uncoerced: its dtype(...) failures
+    # repeat the coercion's, and its other rules judged raw values ("4" is not in [0, 5], 4 is).
+    # Only the coercion failures and missing values are sure; the rows they leave are checked
+    # again, coerced, on the next pass.
+    check = rows["check"].astype(str)
+    coercion = check.str.startswith("coerce_dtype")
+    sure = coercion | (check == "not_nullable")
+    uncoerced = rows["column"].isin(set(rows.loc[coercion, "column"])) & ~sure
+    return rows[~uncoerced]
 
 
 _BOOL_WORDS = {word: True for word in TRUE_SPELLINGS} | {word: False for word in FALSE_SPELLINGS}

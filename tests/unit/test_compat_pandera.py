@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pytest
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import HealthCheck, assume, event, example, given, note, settings
 from hypothesis import strategies as st
 from pandera.errors import SchemaError, SchemaErrors
 from pandera.typing.pandas import Series
@@ -165,6 +165,7 @@ INT64_INTO_NULLABLE_INT = _case("int", {"nullable": True}, [-2, 3])  # pandera r
 CATEGORY_FAILURE = _case("category", {"isin": ["a", "b"]}, ["c"], object)  # a category-typed failure case
 REPEATED_MISSING_UNIQUE = _case("int", {"nullable": True, "unique": True}, [None, None, 3], object)  # no row named
 NUMBERS_AND_NUMERIC_STRINGS = _case("int", {"nullable": True}, [-2, "4"], object)  # Int64 cast fails as a whole
+CHECK_BESIDE_A_COERCION_FAILURE = _case("int", {"isin": list(range(6))}, [None, "4"], object)  # "4" is 4: valid
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,6 +182,13 @@ def public_path() -> Iterator[None]:
             yield
         finally:
             pandera_compat.fast_path_available.cache_clear()
+
+
+def _note(schema: type[BaseSchema], df: pd.DataFrame) -> None:
+    """Say what a failing example holds (the frame's repr hides its values' types)."""
+    columns = schema.to_schema().columns.items()
+    note(f"schema: {[(n, str(c.dtype), c.nullable, c.unique, [str(k) for k in c.checks]) for n, c in columns]}")
+    note(f"frame: {[(n, str(df[n].dtype), df[n].tolist()) for n in df.columns]}")
 
 
 def _validate(df: pd.DataFrame, schema: type[BaseSchema]) -> ValidationResult | str:
@@ -242,10 +250,12 @@ def test_public_path_validates_every_frame_with_pandera(monkeypatch: pytest.Monk
 @example(case=CATEGORY_FAILURE)
 @example(case=REPEATED_MISSING_UNIQUE)
 @example(case=NUMBERS_AND_NUMERIC_STRINGS)
+@example(case=CHECK_BESIDE_A_COERCION_FAILURE)
 def test_fast_path_and_public_path_give_the_same_valid_rows_and_quarantine(
     case: tuple[type[BaseSchema], pd.DataFrame],
 ) -> None:
     schema, df = case
+    _note(schema, df)
     fast = _validate(df, schema)
     event("every row valid" if isinstance(fast, ValidationResult) and fast.quarantine.empty else "some row refused")
     with public_path():
@@ -285,11 +295,20 @@ def _pandera_rejects(row: pd.DataFrame, schema: type[BaseSchema]) -> bool | None
     return False
 
 
+def _strings_among_nullable_ints(df: pd.DataFrame, schema: type[BaseSchema]) -> bool:
+    """Does an object column cast to the nullable Int64 hold strings beside other values?"""
+    for name, column in schema.to_schema().columns.items():
+        mixed = {isinstance(v, str) for v in df[name] if not _missing(v)} == {True, False}
+        if str(column.dtype) == "Int64" and df[name].dtype == object and mixed:
+            return True
+    return False
+
+
 @PROPERTY
 @given(case=cases(allow_unique=False))
 @example(case=INT64_INTO_NULLABLE_INT)
 @example(case=CATEGORY_FAILURE)
-@example(case=NUMBERS_AND_NUMERIC_STRINGS)
+@example(case=CHECK_BESIDE_A_COERCION_FAILURE)
 def test_quarantine_is_exactly_what_pandera_and_the_lossless_rule_reject(
     case: tuple[type[BaseSchema], pd.DataFrame],
 ) -> None:
@@ -297,10 +316,14 @@ def test_quarantine_is_exactly_what_pandera_and_the_lossless_rule_reject(
     the rows that pass alone must pass together. (Uniqueness is a property of the frame, not of
     a row: the parity test above covers it.)
 
-    pandera coerces a column as a whole, and may refuse it with no row to blame (pandas casts
-    neither a mix of numbers and numeric strings to Int64, while it casts each alone): refit
-    then stops the run with the column and the rule, and only then."""
+    pandera coerces a column as a whole, and may refuse it with no row to blame: refit then
+    stops the run with the column and the rule, and only then. One mix is left out: pandas
+    casts a column to the nullable Int64 as a whole, so numbers beside numeric strings (or
+    booleans beside them) fail together where each casts alone, and pandera then blames rows
+    that pass on their own. refit follows pandera there; the parity test above covers it."""
     schema, df = case
+    assume(not _strings_among_nullable_ints(df, schema))
+    _note(schema, df)
     as_read, refused = _as_read(df, schema)
     judged = {i: _pandera_rejects(as_read.iloc[[i]], schema) for i in range(len(df)) if i not in refused}
     passing = [i for i, bad in judged.items() if bad is False]
