@@ -127,3 +127,28 @@ def test_report_reads_the_same_scores_and_verdicts_on_both_paths(case: dict[str,
     assert counted is not None and counted[0] == int(per_column["x"][1])
     assert public_counted is None
     assert "<html" in html.lower() and "<html" in public_html.lower()
+
+
+def test_report_read_falls_back_to_the_public_lookup_when_the_serialised_form_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Inside the tested range, a snapshot whose metric type strings are not the ones the
+    shortcut reads (an Evidently patch release renaming them) is read the public way."""
+    rng = np.random.default_rng(7)
+    reference = pd.DataFrame({"x": rng.normal(0, 1, 200)})
+    current = pd.DataFrame({"x": rng.normal(1, 1, 200)})
+    args = {
+        "reference": reference,
+        "current": current,
+        "kinds": {"x": "numerical"},
+        "methods": {"x": "wasserstein"},
+        "thresholds": {"x": 0.1},
+        "features": ["x"],
+        "prediction": None,
+        "drift_share": 0.5,
+    }
+    expected, counted, _ = evidently_compat.run_report(**args)  # type: ignore[arg-type]
+    monkeypatch.setattr(evidently_compat, "_VALUE_DRIFT", "evidently:metric_v3:ValueDrift")
+    renamed, renamed_counted, _ = evidently_compat.run_report(**args)  # type: ignore[arg-type]
+    assert renamed == expected and expected["x"][1] is True
+    assert counted == (1, 1.0) and renamed_counted is None

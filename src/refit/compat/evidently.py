@@ -227,10 +227,11 @@ def run_report(
     if prediction:
         items.append(_value_drift(prediction, methods[prediction], thresholds[prediction]))
     snapshot = _run(items, reference, current, kinds)
+    tested = [*features, *([prediction] if prediction else [])]
     if internals_available():
         per_column, counted = _read_serialised(snapshot)
-    else:
-        tested = [*features, *([prediction] if prediction else [])]
-        per_column = _verdicts_by_id(snapshot, {c: _value_drift(c, methods[c], thresholds[c]) for c in tested})
-        counted = None
-    return per_column, counted, snapshot.get_html_str(as_iframe=False)
+        if set(per_column) == set(tested):
+            return per_column, counted, snapshot.get_html_str(as_iframe=False)
+        # the serialised form is not the one this module reads: look the results up instead
+    per_column = _verdicts_by_id(snapshot, {c: _value_drift(c, methods[c], thresholds[c]) for c in tested})
+    return per_column, None, snapshot.get_html_str(as_iframe=False)
