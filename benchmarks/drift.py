@@ -37,17 +37,16 @@ def evidently_full(reference: pd.DataFrame, current: pd.DataFrame, columns: list
     """DataDriftPreset on the whole frames; per column (score, drifted) and the dataset verdict."""
     import numpy as np
     from evidently import DataDefinition, Dataset, Report
-    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
-    from evidently.legacy.core import ColumnType
     from evidently.presets import DataDriftPreset
+
+    from refit.compat.evidently import default_threshold
 
     kinds = {c: _kind(reference[c]) for c in columns}
     methods = {c: cfg.num_method if kinds[c] == "numerical" else cfg.cat_method for c in columns}
     thresholds = {}
     for c in columns:
         given = cfg.num_threshold if kinds[c] == "numerical" else cfg.cat_threshold
-        ctype = ColumnType.Numerical if kinds[c] == "numerical" else ColumnType.Categorical
-        thresholds[c] = given if given is not None else get_registered_stattest(methods[c], ctype).default_threshold
+        thresholds[c] = given if given is not None else default_threshold(methods[c], kinds[c])
 
     def plain(df: pd.DataFrame) -> pd.DataFrame:  # float64 numbers, object categories (what Evidently takes)
         return pd.DataFrame(

@@ -423,7 +423,7 @@ def import_schema(path: str) -> Any:
     """
     import sys
 
-    from pandera.api.pandas.model import DataFrameModel
+    from pandera.pandas import DataFrameModel
 
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:

@@ -1,8 +1,9 @@
 """Drift and performance decay of a production window against the model's reference data.
 
-This is the only module that imports Evidently (lazily, inside the functions that run it:
-the import costs seconds and most callers only need the result types or the history). It
-returns our own typed results, so an Evidently upgrade changes this file and nothing else.
+Evidently runs behind :mod:`refit.compat.evidently`, the only module that imports it (lazily,
+inside the functions that run it: the import costs seconds and most callers only need the
+result types or the history). This module returns our own typed results, so an Evidently
+upgrade changes that module and nothing else.
 
 How a check runs:
 
@@ -31,24 +32,23 @@ from __future__ import annotations
 import io
 import json
 import uuid
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from refit.compat import evidently as evidently_compat
+from refit.compat.evidently import ColumnKind
 from refit.config import DriftConfig
 from refit.errors import ConfigError, DataError
 from refit.io.base import Store
 from refit.io.layout import LAYOUT
 from refit.jsonable import finite_or_none
 from refit.metrics import get_metric
-
-ColumnKind = Literal["numerical", "categorical"]
 
 #: Strata of a datetime ``stratify_by`` column: equal-width buckets over the frame's span.
 TIME_BUCKETS = 24
@@ -231,12 +231,8 @@ def _threshold(column: str, kind: ColumnKind, cfg: DriftConfig) -> float | None:
 
 def _check_method(column: str, kind: ColumnKind, method: str) -> float:
     """The method's default threshold; ConfigError when Evidently has no such test."""
-    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
-    from evidently.legacy.core import ColumnType
-
-    column_type = ColumnType.Numerical if kind == "numerical" else ColumnType.Categorical
     try:
-        return float(get_registered_stattest(method, column_type).default_threshold)
+        return evidently_compat.default_threshold(method, kind)
     except ValueError as exc:
         raise ConfigError(f"drift method {method!r} for {kind} column {column!r}: {exc}") from None
 
@@ -341,87 +337,7 @@ def _plan(
 
 
 # --------------------------------------------------------------------------------------------
-# Evidently
-
-
-def _evidently_version() -> str:
-    from evidently import __version__
-
-    return f"evidently {__version__}"
-
-
-def _run_evidently(plan: _Plan, cfg: DriftConfig) -> Any:
-    """Run DataDriftPreset (features) and ValueDrift (prediction) on the sampled frames."""
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.metrics import ValueDrift
-    from evidently.presets import DataDriftPreset
-
-    columns = [*plan.features, *([plan.prediction] if plan.prediction else [])]
-    definition = DataDefinition(
-        numerical_columns=[c for c in columns if plan.kinds[c] == "numerical"],
-        categorical_columns=[c for c in columns if plan.kinds[c] == "categorical"],
-    )
-    items: list[Any] = []
-    if plan.features:
-        items.append(
-            DataDriftPreset(
-                columns=plan.features,
-                drift_share=cfg.drift_share,
-                per_column_method={c: plan.methods[c] for c in plan.features},
-                per_column_threshold={c: plan.thresholds[c] for c in plan.features},
-            )
-        )
-    if plan.prediction:
-        p = plan.prediction
-        items.append(ValueDrift(column=p, method=plan.methods[p], threshold=plan.thresholds[p]))
-    report = Report(items, include_tests=True)
-    with warnings.catch_warnings():
-        # Evidently 0.7 calls pandas APIs that warn about future pandas behaviour.
-        warnings.simplefilter("ignore", FutureWarning)
-        return report.run(
-            Dataset.from_pandas(plan.current, data_definition=definition),
-            Dataset.from_pandas(plan.reference, data_definition=definition),
-        )
-
-
-def _run_stattests(plan: _Plan) -> dict[str, tuple[float, bool]]:
-    """Per column (score, drifted) from the stat tests DataDriftPreset runs, without the report.
-
-    The same registered Evidently test, threshold and cleaning (infinities and missing values
-    dropped) as ``get_one_column_drift``, which each of the preset's ``ValueDrift`` metrics
-    calls; the preset adds plotly widgets for every column, which cost seconds and are only
-    needed for the HTML report. ``tests/unit/test_drift.py`` checks both give equal results.
-    """
-    from evidently.legacy.calculations.stattests.registry import get_stattest
-    from evidently.legacy.core import ColumnType
-
-    out: dict[str, tuple[float, bool]] = {}
-    for column in [*plan.features, *([plan.prediction] if plan.prediction else [])]:
-        kind = ColumnType.Numerical if plan.kinds[column] == "numerical" else ColumnType.Categorical
-        ref = plan.reference[column].dropna()
-        cur = plan.current[column].dropna()
-        test = get_stattest(ref, cur, kind, plan.methods[column])
-        outcome = test(ref, cur, kind, plan.thresholds[column])
-        out[column] = (float(outcome.drift_score), bool(outcome.drifted))
-    return out
-
-
-def _read_snapshot(snapshot: Any) -> tuple[dict[str, tuple[float, bool]], tuple[int, float] | None]:
-    """Per column (score, drifted) from ValueDrift, and (count, share) from DriftedColumnsCount."""
-    data = snapshot.dict()
-    failed = {t["metric_config"]["metric_id"]: t["status"] == "FAIL" for t in data["tests"] if t.get("id") == "drift"}
-    per_column: dict[str, tuple[float, bool]] = {}
-    counted: tuple[int, float] | None = None
-    for metric in data["metrics"]:
-        kind = metric["config"]["type"]
-        if kind == "evidently:metric_v2:ValueDrift":
-            column = metric["config"]["column"]
-            if metric["id"] not in failed:
-                raise RuntimeError(f"Evidently returned no drift verdict for column {column!r}")
-            per_column[column] = (float(metric["value"]), failed[metric["id"]])
-        elif kind == "evidently:metric_v2:DriftedColumnsCount":
-            counted = (int(metric["value"]["count"]), float(metric["value"]["share"]))
-    return per_column, counted
+# Results
 
 
 def _assemble(
@@ -470,7 +386,7 @@ def _assemble(
         sample_size=cfg.sample_size,
         stratified_by=cfg.stratify_by,
         seed=seed,
-        engine=_evidently_version(),
+        engine=evidently_compat.engine_version(),
     )
 
 
@@ -512,11 +428,20 @@ def check_drift(
         per_column: dict[str, tuple[float, bool]] = {}
         html = "<html><body>No testable columns.</body></html>" if report else None
     elif report:
-        snapshot = _run_evidently(plan, cfg)
-        per_column, counted = _read_snapshot(snapshot)
-        html = snapshot.get_html_str(as_iframe=False)
+        per_column, counted, html = evidently_compat.run_report(
+            plan.reference,
+            plan.current,
+            plan.kinds,
+            plan.methods,
+            plan.thresholds,
+            plan.features,
+            plan.prediction,
+            cfg.drift_share,
+        )
     else:
-        per_column = _run_stattests(plan)
+        per_column = evidently_compat.run_stattests(
+            plan.reference, plan.current, plan.kinds, plan.methods, plan.thresholds
+        )
     result = _assemble(plan, per_column, counted, columns, cfg, seed, len(reference), len(current))
     return DriftCheck(result=result, html=html)
 

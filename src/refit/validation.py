@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from pandera.errors import SchemaError, SchemaErrors
 
+from refit.compat import pandera as pandera_compat
 from refit.errors import ValidationFailedError
 
 SOURCE_COLUMN = "_refit_source"
@@ -171,22 +172,15 @@ def _row_failures(fc: pd.DataFrame) -> pd.DataFrame:
         dups = rows[uniq]
         first = dups.groupby([dups["column"], dups["failure_case"]], dropna=False, sort=False)["index"].transform("min")
         rows = rows[~uniq | (rows["index"] != first.reindex(rows.index))]
-    # A value that failed dtype coercion also "fails" dtype(...) on the same row: one reason is enough.
-    coerce_rows = set(
-        zip(
-            rows.loc[rows["check"].astype(str).str.startswith("coerce_dtype"), "column"],
-            rows.loc[rows["check"].astype(str).str.startswith("coerce_dtype"), "index"],
-            strict=True,
-        )
-    )
-    if coerce_rows:
-        is_dtype = rows["check"].astype(str).str.startswith("dtype(")
-        dup_dtype = [
-            is_dtype.iloc[i] and (c, ix) in coerce_rows
-            for i, (c, ix) in enumerate(zip(rows["column"], rows["index"], strict=True))
-        ]
-        rows = rows[~np.asarray(dup_dtype, dtype=bool)]
-    return rows
+    # A column whose coercion failed was checked as it came, uncoerced: its dtype(...) failures
+    # repeat the coercion's, and its other rules judged raw values ("4" is not in [0, 5], 4 is).
+    # Only the coercion failures and missing values are sure; the rows they leave are checked
+    # again, coerced, on the next pass.
+    check = rows["check"].astype(str)
+    coercion = check.str.startswith("coerce_dtype")
+    sure = coercion | (check == "not_nullable")
+    uncoerced = rows["column"].isin(set(rows.loc[coercion, "column"])) & ~sure
+    return rows[~uncoerced]
 
 
 _BOOL_WORDS = {word: True for word in TRUE_SPELLINGS} | {word: False for word in FALSE_SPELLINGS}
@@ -348,116 +342,17 @@ def _lossless_coercion(df: pd.DataFrame, schema: Any) -> tuple[pd.DataFrame, pd.
     return (df.assign(**changed) if changed else df), failures
 
 
-def _coerced_column(series: pd.Series, column: Any, coerce: bool) -> pd.Series | None:
-    """``series`` as pandera would leave it after coercion and its dtype check, or None when
-    either would fail (or could not be decided here, e.g. a dtype this path does not know)."""
-    from pandera.engines.pandas_engine import Engine
-
-    want = column.dtype
-    if want is None:
-        return series
-    if str(want) == "str":
-        # pandera's check maps isinstance(x, str) over every value in Python; infer_dtype is
-        # the same test in one C pass ("string": every value, or every non-missing one, is a str).
-        if series.dtype != object:
-            return None
-        if pd.api.types.infer_dtype(series, skipna=False) == "string":
-            return series
-        nullable_strings = column.nullable and pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty")
-        return series if nullable_strings else None
-    if coerce:  # the lossless rule first: pandera's astype would turn "no" into True, 0.6 into 0
-        series, lossy = _lossless_column(series, column)
-        if any(mask.any() for mask, _ in lossy):
-            return None
-    if not want.check(Engine.dtype(series.dtype)):
-        if not coerce:
-            return None
-        try:
-            series = want.try_coerce(series)
-        except Exception:  # pandera reports which values failed, with its own message
-            return None
-        if not want.check(Engine.dtype(series.dtype)):
-            return None
-    return series
-
-
-def _is_unique(series: pd.Series) -> bool:
-    values = series.to_numpy()
-    if values.dtype.kind in "iu" and len(values) > 1 and bool((values[1:] > values[:-1]).all()):
-        return True  # strictly increasing (ids as written): no hashing needed
-    return not bool(series.duplicated().any())
-
-
-def _check_passes(check: Any, series: pd.Series, has_nulls: bool) -> bool:
-    """Does every value pass ``check``? Through pandera, except that a vectorised check of a
-    column without missing values calls its function directly: pandera would only add a
-    null scan (``hasnans``, tens of ms per million strings) that drops nothing."""
-    if has_nulls or check.element_wise:
-        return bool(check(series).check_passed)
-    import pandera.backends.pandas.builtin_checks  # noqa: F401 - registers the pandas versions of isin, ge ...
-
-    try:
-        output = check._check_fn(series, **check._check_kwargs)
-    except Exception:  # not callable on its own after all: pandera's own call decides
-        return bool(check(series).check_passed)
-    return bool(output.all()) if hasattr(output, "all") else bool(output)
+def _lossless_prepared(series: pd.Series, column: Any) -> pd.Series | None:
+    """``series`` ready for pandera's coercion, or None when the lossless rule refuses a value."""
+    series, lossy = _lossless_column(series, column)
+    return None if any(mask.any() for mask, _ in lossy) else series
 
 
 def _fast_valid(df: pd.DataFrame, schema: Any) -> pd.DataFrame | None:
-    """The coerced frame when every row passes every rule of ``schema``; else None.
-
-    pandera's lazy validation is built to collect failure cases, and pays for it on clean data
-    too (a Python-level ``isinstance`` per string value, copies of the frame): most of a second
-    per million rows. Most batches are clean, so this path checks the same rules first, each
-    vectorised over whole columns: the lossless rule (:func:`_lossless_column`), pandera's own
-    dtype coercion and dtype check, ``nullable``, ``unique``, and every column ``Check`` object
-    of the schema, called as pandera calls it.
-    Any failure, and any schema feature this path does not cover (index, frame-level checks or
-    uniqueness, parsers, regex columns ...), returns None and pandera
-    validates the frame and reports the failure cases as before.
-    """
-    from pandera.api.pandas.container import DataFrameSchema
-
-    if not isinstance(schema, DataFrameSchema) or schema.index is not None or schema.checks or schema.unique:
-        return None
-    if getattr(schema, "parsers", None) or schema.add_missing_columns or schema.drop_invalid_rows or schema.ordered:
-        return None
-    out: dict[str, pd.Series] = {}
-    for name, column in schema.columns.items():
-        if not column.required and name not in df.columns:
-            continue  # an optional column left out (checked like any other when present)
-        if column.regex or getattr(column, "parsers", None) or name not in df.columns:
-            return None
-        if column.drop_invalid_rows or column.default is not None:
-            return None
-        series = _coerced_column(df[name], column, bool(schema.coerce or column.coerce))
-        if series is None:
-            return None
-        if series.dtype.kind in "iub":
-            has_nulls = False
-        elif str(column.dtype) == "str":  # _coerced_column told strings from missing values
-            has_nulls = column.nullable and bool(series.isna().any())
-        else:
-            has_nulls = bool(series.isna().any())
-        if has_nulls and not column.nullable:
-            return None
-        if column.unique and not _is_unique(series):
-            return None
-        for check in column.checks:
-            if check.groupby is not None:
-                return None
-            try:
-                passed = _check_passes(check, series, has_nulls)
-            except Exception:  # pandera records the error as a failure of this check
-                return None
-            if not passed:
-                return None
-        out[name] = series
-    extra = [c for c in df.columns if c not in out]
-    if extra and (schema.strict is True or schema.strict == "filter"):
-        return None  # check_frame_shape has already rejected unknown columns under strict
-    changed = {n: s for n, s in out.items() if s is not df[n]}
-    return df.assign(**changed) if changed else df
+    """The coerced frame when every row passes every rule of ``schema`` (the lossless rule
+    first, then pandera's); else None, and pandera validates the frame and reports the failure
+    cases. See :mod:`refit.compat.pandera` for why, and for the guard that keeps it pandera's twin."""
+    return pandera_compat.validate_clean(df, schema, prepare=_lossless_prepared)
 
 
 def validate_frame(
@@ -503,10 +398,14 @@ def validate_frame(
             break
         except SchemaErrors as exc:
             fc = exc.failure_cases
+            messages = [(str(error).splitlines() or [""])[0] for error in exc.schema_errors]
         except SchemaError as exc:  # non-lazy error path (should not happen with lazy=True)
             raise ValidationFailedError(f"{', '.join(source_names)}: {shorten(str(exc).splitlines()[0])}") from None
         rows = _row_failures(fc)
         if rows.empty:
+            # pandera may refuse without naming a failure case (a unique column's repeated missing values)
+            if not fc["index"].isna().any():
+                raise ValidationFailedError(f"{', '.join(source_names)}: {shorten('; '.join(messages))}")
             frame = fc[fc["index"].isna()].iloc[0]
             raise ValidationFailedError(
                 f"{', '.join(source_names)}: column {frame['column']} fails {frame['check']}: "
@@ -555,7 +454,7 @@ def _quarantine_frame(
             + ": "
             + failures["check"].map(_short_rule)
             + " (got "
-            + failures["failure_case"].map(lambda v: shorten(str(v)))
+            + failures["failure_case"].astype(object).map(lambda v: shorten(str(v)))
             + ")"
         )
         .groupby("index")["reason"]

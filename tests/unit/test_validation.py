@@ -178,7 +178,7 @@ def _pandera_valid(df: pd.DataFrame, schema_model: object) -> pd.DataFrame:
 
 
 def test_clean_frame_skips_pandera_and_matches_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pandera.api.pandas.container import DataFrameSchema
+    from pandera.pandas import DataFrameSchema
 
     df = churn_rows(300)
     # values that need coercion: narrower ints and floats, a microsecond timestamp

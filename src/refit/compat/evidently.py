@@ -1,0 +1,237 @@
+"""Evidently behind one module: every call refit makes into it, and the shortcuts among them.
+
+``refit.drift`` decides what to test (samples, methods, thresholds) and what the results mean;
+this module runs the tests. Evidently is imported inside the functions (the import costs
+seconds; importing ``refit.drift`` must not pay it).
+
+Two shortcuts reach past Evidently's public API, and are taken only while the installed
+Evidently is in :data:`TESTED` and has what they use (:func:`internals_available`):
+
+* the stat-test registry of the ``evidently.legacy`` namespace, to look up a method's default
+  threshold and to run a column's test directly, without the per-column plots of a report
+  (seconds on a wide frame);
+* reading the drift report from its serialised form (``Snapshot.dict()`` and its metric type
+  strings), which also yields Evidently's own drifted-column count to cross-check.
+
+Otherwise the public path gives the same numbers, slower: a ``Report`` of one ``ValueDrift``
+metric per column, its results looked up by metric id in ``Snapshot.metric_results`` (and a
+one-column report on a small frame for a method's default threshold).
+``tests/unit/test_compat_evidently.py`` checks both paths against each other.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from refit import compat
+
+#: Evidently versions the shortcuts are tested with: at least the first, older than the second.
+TESTED = ("0.7.23", "0.8")
+
+ColumnKind = Literal["numerical", "categorical"]
+#: Per column: (score, drifted).
+Verdicts = dict[str, tuple[float, bool]]
+
+_VALUE_DRIFT = "evidently:metric_v2:ValueDrift"
+_DRIFTED_COLUMNS_COUNT = "evidently:metric_v2:DriftedColumnsCount"
+
+
+@functools.cache
+def internals_available() -> bool:
+    """Is the installed Evidently one the shortcuts know? Decided once per process."""
+    if not compat.version_in_range("evidently", *TESTED):
+        return False
+    try:
+        from evidently.legacy.calculations.stattests.registry import get_registered_stattest, get_stattest
+        from evidently.legacy.core import ColumnType
+    except ImportError:
+        compat.log.warning("evidently.legacy is gone: refit runs Evidently's public API (slower)")
+        return False
+    return callable(get_registered_stattest) and callable(get_stattest) and hasattr(ColumnType, "Numerical")
+
+
+def engine_version() -> str:
+    """``"evidently <version>"``, as drift results record it."""
+    from evidently import __version__
+
+    return f"evidently {__version__}"
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    # Evidently 0.7 calls pandas APIs that warn about future pandas behaviour.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+def _dataset(frame: pd.DataFrame, kinds: Mapping[str, ColumnKind]) -> Any:
+    from evidently import DataDefinition, Dataset
+
+    definition = DataDefinition(
+        numerical_columns=[c for c in frame.columns if kinds[c] == "numerical"],
+        categorical_columns=[c for c in frame.columns if kinds[c] == "categorical"],
+    )
+    return Dataset.from_pandas(frame, data_definition=definition)
+
+
+def _value_drift(column: str, method: str, threshold: float | None) -> Any:
+    from evidently.metrics import ValueDrift
+
+    return ValueDrift(column=column, method=method, threshold=threshold)
+
+
+def _run(items: list[Any], reference: pd.DataFrame, current: pd.DataFrame, kinds: Mapping[str, ColumnKind]) -> Any:
+    from evidently import Report
+
+    with _quiet():
+        return Report(items, include_tests=True).run(_dataset(current, kinds), _dataset(reference, kinds))
+
+
+def _verdicts_by_id(snapshot: Any, metrics: Mapping[str, Any]) -> Verdicts:
+    """Per column (score, drifted) of its ``ValueDrift`` metric, looked up by metric id."""
+    out: Verdicts = {}
+    for column, metric in metrics.items():
+        result = snapshot.metric_results[metric.get_metric_id()]
+        tests = [t for t in result.tests if t.id == "drift"]
+        if not tests:
+            raise RuntimeError(f"Evidently returned no drift verdict for column {column!r}")
+        out[column] = (float(result.value), str(getattr(tests[0].status, "value", tests[0].status)) == "FAIL")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# A method's default threshold
+
+
+@functools.cache
+def _probe_threshold(method: str, kind: ColumnKind) -> float:
+    """The threshold a ``ValueDrift`` metric resolves for ``method`` when given none."""
+    values: list[Any] = list(np.linspace(0.0, 1.0, 20)) if kind == "numerical" else ["a", "b"] * 10
+    frame = pd.DataFrame({"probe": pd.Series(values, dtype="float64" if kind == "numerical" else object)})
+    try:
+        snapshot = _run([_value_drift("probe", method, None)], frame, frame, {"probe": kind})
+    except Exception as exc:
+        raise ValueError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+    return float(snapshot.tests_results[0].metric_config.params["threshold"])
+
+
+def default_threshold(method: str, kind: ColumnKind) -> float:
+    """The default threshold of Evidently's stat test ``method`` for a ``kind`` column.
+
+    Raises:
+        ValueError: Evidently has no such test for that kind of column.
+    """
+    if not internals_available():
+        return _probe_threshold(method, kind)
+    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+    from evidently.legacy.core import ColumnType
+
+    column_type = ColumnType.Numerical if kind == "numerical" else ColumnType.Categorical
+    return float(get_registered_stattest(method, column_type).default_threshold)
+
+
+# --------------------------------------------------------------------------------------------
+# Stat tests without a report
+
+
+def run_stattests(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    kinds: Mapping[str, ColumnKind],
+    methods: Mapping[str, str],
+    thresholds: Mapping[str, float],
+) -> Verdicts:
+    """Per column of ``reference`` (score, drifted), by the stat tests ``DataDriftPreset`` runs.
+
+    The same registered Evidently test, threshold and cleaning (infinities and missing values
+    dropped) as ``get_one_column_drift``, which each of the preset's ``ValueDrift`` metrics
+    calls; the preset adds plotly widgets for every column, which cost seconds and are only
+    needed for the HTML report.
+    """
+    columns = list(reference.columns)
+    if not internals_available():
+        metrics = {c: _value_drift(c, methods[c], thresholds[c]) for c in columns}
+        return _verdicts_by_id(_run(list(metrics.values()), reference, current, kinds), metrics)
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    out: Verdicts = {}
+    for column in columns:
+        kind = ColumnType.Numerical if kinds[column] == "numerical" else ColumnType.Categorical
+        ref = reference[column].dropna()
+        cur = current[column].dropna()
+        test = get_stattest(ref, cur, kind, methods[column])
+        outcome = test(ref, cur, kind, thresholds[column])
+        out[column] = (float(outcome.drift_score), bool(outcome.drifted))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+
+
+def _read_serialised(snapshot: Any) -> tuple[Verdicts, tuple[int, float] | None]:
+    """Per column (score, drifted) from ValueDrift, and (count, share) from DriftedColumnsCount."""
+    data = snapshot.dict()
+    failed = {t["metric_config"]["metric_id"]: t["status"] == "FAIL" for t in data["tests"] if t.get("id") == "drift"}
+    per_column: Verdicts = {}
+    counted: tuple[int, float] | None = None
+    for metric in data["metrics"]:
+        kind = metric["config"]["type"]
+        if kind == _VALUE_DRIFT:
+            column = metric["config"]["column"]
+            if metric["id"] not in failed:
+                raise RuntimeError(f"Evidently returned no drift verdict for column {column!r}")
+            per_column[column] = (float(metric["value"]), failed[metric["id"]])
+        elif kind == _DRIFTED_COLUMNS_COUNT:
+            counted = (int(metric["value"]["count"]), float(metric["value"]["share"]))
+    return per_column, counted
+
+
+def run_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    kinds: Mapping[str, ColumnKind],
+    methods: Mapping[str, str],
+    thresholds: Mapping[str, float],
+    features: Sequence[str],
+    prediction: str | None,
+    drift_share: float,
+) -> tuple[Verdicts, tuple[int, float] | None, str]:
+    """Run ``DataDriftPreset`` on ``features`` and ``ValueDrift`` on ``prediction``.
+
+    Returns:
+        Per column (score, drifted); Evidently's (drifted count, share) of the features when
+        it could be read (None on the public path); the HTML report.
+    """
+    from evidently.presets import DataDriftPreset
+
+    items: list[Any] = []
+    if features:
+        items.append(
+            DataDriftPreset(
+                columns=list(features),
+                drift_share=drift_share,
+                per_column_method={c: methods[c] for c in features},
+                per_column_threshold={c: thresholds[c] for c in features},
+            )
+        )
+    if prediction:
+        items.append(_value_drift(prediction, methods[prediction], thresholds[prediction]))
+    snapshot = _run(items, reference, current, kinds)
+    tested = [*features, *([prediction] if prediction else [])]
+    if internals_available():
+        per_column, counted = _read_serialised(snapshot)
+        if set(per_column) == set(tested):
+            return per_column, counted, snapshot.get_html_str(as_iframe=False)
+        # the serialised form is not the one this module reads: look the results up instead
+    per_column = _verdicts_by_id(snapshot, {c: _value_drift(c, methods[c], thresholds[c]) for c in tested})
+    return per_column, None, snapshot.get_html_str(as_iframe=False)
