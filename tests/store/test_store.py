@@ -862,28 +862,6 @@ def test_local_real_os_errors_are_store_errors(local_store: LocalStore) -> None:
     assert temp_files(local_store.root) == []
 
 
-@pytest.mark.parametrize(
-    ("error", "retried"),
-    [
-        (StoreError("S3 unreachable on get s3://b/k"), True),
-        (StoreError("cannot write /s/k: Input/output error (EIO)", transient=True), True),
-        (StoreError("cannot write /s/k: No space left on device (ENOSPC)", transient=False), False),
-        (NotFoundError("not found: /s/k"), False),
-        (AccessDeniedError("access denied"), False),
-        (PreconditionFailedError("precondition failed"), False),
-        (DataError("bad rows"), False),
-    ],
-)
-def test_tasks_retry_only_transient_store_errors(error: Exception, retried: bool) -> None:
-    from tasks.common import transient_store_error
-
-    class FailedState:
-        def result(self) -> None:
-            raise error
-
-    assert transient_store_error(None, None, FailedState()) is retried
-
-
 @pytest.mark.parametrize(("status", "transient"), [(500, True), (503, True), (429, True), (400, False), (409, False)])
 def test_s3_other_errors_are_transient_only_when_a_retry_may_pass(status: int, transient: bool) -> None:
     store = S3Store("s3://bkt/p", client=None)
