@@ -611,6 +611,7 @@ def _run_procs(target: Callable[..., None], args_for: Callable[[int], tuple]) ->
     return [p.exitcode for p in procs]
 
 
+@pytest.mark.slow  # forked processes
 def test_race_put_if_absent_processes(local_store: LocalStore) -> None:
     for round_ in range(2):
         key = f"race/proc-lease-{round_}"
@@ -621,6 +622,7 @@ def test_race_put_if_absent_processes(local_store: LocalStore) -> None:
     assert temp_files(local_store.root) == []
 
 
+@pytest.mark.slow  # forked processes
 def test_race_counter_processes_no_lost_update(local_store: LocalStore) -> None:
     local_store.put_bytes("counter", b"0")
     per_proc = 10
