@@ -96,6 +96,29 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One Prefect API for the session (a fresh SQLite database, ~20 s to start); its URL.
+
+    The flow tests run against it in process; the CLI tests hand its URL to ``refit retrain``
+    and ``refit drift`` so that each of those processes does not start a temporary server of its
+    own (15 to 20 s each).
+    """
+    import tempfile
+
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="refit-prefect-home-"))
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with (
+        prefect_test_harness(server_startup_timeout=120),
+        temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+    ):
+        url = PREFECT_API_URL.value()
+        assert url, "prefect_test_harness set no API URL"
+        yield str(url)
+
+
+@pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's ThreadedMotoServer: a real S3 API over HTTP on 127.0.0.1."""
     from moto.server import ThreadedMotoServer
