@@ -24,6 +24,10 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# One OpenMP / BLAS thread (before scikit-learn or torch load; inherited by every subprocess):
+# the tests fit tiny data, where threads cost more than they give, and on a busy 2-core machine
+# spinning OpenMP workers stretched a 120-row fit from under 1 s to 20 s. Set it to override.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 TESTS = Path(__file__).resolve().parent

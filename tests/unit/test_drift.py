@@ -234,6 +234,7 @@ def _window(drift: str, segment: dict[str, str] | None, rows: int) -> pd.DataFra
     return frame
 
 
+@pytest.mark.slow  # Evidently's full preset on 50,000 rows, three times: seconds each
 @pytest.mark.parametrize(
     ("drift", "segment", "expect_dataset", "expect_columns"),
     [
