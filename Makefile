@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SIZES  ?= 100000 1000000 10000000
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: setup demo test lint bench lock clean
+.PHONY: setup demo test test-fast lint bench lock clean
 
 setup: $(STAMP)
 
@@ -21,8 +21,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(BIN)/refit demo
 
+# The whole suite (CI). test-fast is the edit loop: in-process tests only (unit/ and store/,
+# nothing marked slow or e2e; tests/conftest.py marks cli/, flows/ and e2e/ by directory).
 test: setup
 	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not e2e" tests/unit tests/store
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,11 +1,21 @@
-"""Shared fixtures: a real S3-protocol server on loopback, stores on both backends."""
+"""Shared fixtures: a real S3-protocol server on loopback, stores on both backends.
+
+Also the two lanes: ``make test`` runs everything, ``make test-fast`` leaves out tests marked
+``slow`` or ``e2e``. Whole directories are marked here (cli/ runs the ``refit`` command, flows/
+starts a Prefect API, e2e/ real servers); a test elsewhere that starts a process must carry
+``@pytest.mark.slow`` itself, and :func:`processes_only_when_slow` fails it when it does not.
+"""
 
 from __future__ import annotations
 
+import multiprocessing.process
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,12 +24,102 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+# One OpenMP / BLAS thread (before scikit-learn or torch load; inherited by every subprocess):
+# the tests fit tiny data, where threads cost more than they give, and on a busy 2-core machine
+# spinning OpenMP workers stretched a 120-row fit from under 1 s to 20 s. Set it to override.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+TESTS = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+
+#: Directories whose every test starts a process or a server, and the markers they get.
+MARKED_DIRECTORIES: dict[str, tuple[str, ...]] = {
+    "cli": ("slow",),  # the `refit` command in a subprocess
+    "flows": ("slow",),  # a session-wide prefect_test_harness (a Prefect API subprocess)
+    "e2e": ("slow", "e2e"),  # a real prefect server, `refit serve`, `refit webhook`, Chromium
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            top = Path(str(item.path)).resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            continue
+        for name in MARKED_DIRECTORIES.get(top, ()):
+            item.add_marker(name)
+
+
+class UnmarkedProcessError(AssertionError):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def processes_only_when_slow(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A test that starts a Python process (2 to 4 s of imports each) must be marked ``slow``.
+
+    Keeps ``make test-fast`` fast as tests are added: an unmarked test that starts Python in a
+    subprocess (``python``, ``refit``, ``prefect``, the smoke test's child) or a multiprocessing
+    process fails here, naming what it started.
+    """
+    if request.node.get_closest_marker("slow") is not None:
+        yield
+        return
+    started: list[str] = []
+
+    def refuse(what: str) -> None:
+        started.append(what)
+        raise UnmarkedProcessError(f"{request.node.nodeid} starts {what} but is not marked slow: add @pytest.mark.slow")
+
+    popen_init = subprocess.Popen.__init__
+
+    def popen(self, args, *more, **kwargs):  # type: ignore[no-untyped-def]
+        argv = [args] if isinstance(args, (str, os.PathLike)) else list(args)
+        program = Path(str(argv[0]).split()[0])
+        # Python or a console script of this environment (refit, prefect, lint-imports); libraries'
+        # own quick probes (uname, lscpu) are not what makes a test slow
+        if program.parent == VENV_BIN or program.name.startswith("python"):
+            refuse(f"a subprocess ({' '.join(map(str, argv))[:120]})")
+        popen_init(self, args, *more, **kwargs)
+
+    def start(self) -> None:  # type: ignore[no-untyped-def]
+        refuse(f"a multiprocessing process ({self.name})")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", popen)
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start)
+    yield
+    if started:  # also when the test caught the error itself
+        pytest.fail(f"{request.node.nodeid} started {started[0]} but is not marked slow: add @pytest.mark.slow")
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[str]:
+    """One Prefect API for the session (a fresh SQLite database, ~20 s to start); its URL.
+
+    The flow tests run against it in process; the CLI tests hand its URL to ``refit retrain``
+    and ``refit drift`` so that each of those processes does not start a temporary server of its
+    own (15 to 20 s each).
+    """
+    import tempfile
+
+    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="refit-prefect-home-"))
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with (
+        prefect_test_harness(server_startup_timeout=120),
+        temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}),
+    ):
+        url = PREFECT_API_URL.value()
+        assert url, "prefect_test_harness set no API URL"
+        yield str(url)
 
 
 @pytest.fixture(scope="session")

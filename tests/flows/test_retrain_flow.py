@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from flows.retrain import RetrainParameters, retrain
+from flows.retrain import RetrainParameters, RetrainResult, retrain
 from refit import pipeline
+from refit.io import open_store
 from refit.io.frames import read_frame
 from refit.registry import Registry
 from tests.flows.helpers import make_project, write_config
@@ -21,9 +23,32 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no
     return config, store
 
 
-def test_first_run_without_champion_promotes_and_records_lineage(project) -> None:  # type: ignore[no-untyped-def]
-    config, store = project
-    result = retrain(RetrainParameters(config_path=str(config), reason="first"))
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RetrainResult]:
+    """The flow's first run on a new project, once for this module: its folder and its result.
+
+    Tests that need a champion start from a copy of this folder (``champion_project``).
+    """
+    folder = tmp_path_factory.mktemp("first-run")
+    config, _ = make_project(folder, rows=6000)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REFIT_STORE", str(folder / "store"))
+        result = retrain(RetrainParameters(config_path=str(config), reason="first"))
+    return folder, result
+
+
+@pytest.fixture
+def champion_project(first_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A copy of the first run's project, its version 1 the champion."""
+    folder = tmp_path / "p"
+    shutil.copytree(first_run[0], folder)
+    monkeypatch.setenv("REFIT_STORE", str(folder / "store"))
+    return folder / "refit.yaml", open_store(str(folder / "store"))
+
+
+def test_first_run_without_champion_promotes_and_records_lineage(first_run) -> None:  # type: ignore[no-untyped-def]
+    folder, result = first_run
+    store = open_store(str(folder / "store"))
     assert result.outcome == "PROMOTE" and result.version == 1
     assert result.champion_before is None and result.champion_after == 1
     assert result.headline.startswith("PROMOTED: first model")
@@ -72,9 +97,9 @@ def test_tiny_data_is_inconclusive_and_champion_stays(tmp_path: Path, monkeypatc
     assert Registry(store).aliases("churn")["champion"] == 1
 
 
-def test_crash_between_register_and_promote_leaves_registry_consistent(project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    config, store = project
-    retrain(RetrainParameters(config_path=str(config)))
+def test_crash_between_register_and_promote_leaves_registry_consistent(champion_project, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    config, store = champion_project
+    assert Registry(store).aliases("churn") == {"champion": 1}
 
     def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise RuntimeError("worker died between register and promote")
@@ -95,11 +120,10 @@ def test_crash_between_register_and_promote_leaves_registry_consistent(project, 
     assert reg.aliases("churn") == {"champion": 1}
 
 
-def test_force_needs_reason_and_is_recorded(project) -> None:  # type: ignore[no-untyped-def]
-    config, store = project
+def test_force_needs_reason_and_is_recorded(champion_project) -> None:  # type: ignore[no-untyped-def]
+    config, store = champion_project
     with pytest.raises(ValidationError, match="force=true needs a reason"):
         RetrainParameters(config_path=str(config), force=True)
-    retrain(RetrainParameters(config_path=str(config)))
     forced = retrain(RetrainParameters(config_path=str(config), force=True, reason="hotfix for incident 42"))
     assert forced.forced is True and forced.champion_after == forced.version == 2
     assert forced.headline.startswith("FORCED PROMOTION (reason: hotfix for incident 42)")

@@ -10,10 +10,10 @@ from prefect import flow
 import tasks.retrain as retrain_tasks
 from refit.config import load_config
 from refit.data import ValidatedData
-from refit.errors import StoreError
+from refit.errors import AccessDeniedError, DataError, NotFoundError, PreconditionFailedError, StoreError
 from refit.io import LocalStore, Store
 from refit.io.base import Blob
-from tasks.common import IO_RETRY_COUNT
+from tasks.common import IO_RETRY_COUNT, transient_store_error
 from tests.flows.helpers import make_project
 
 
@@ -89,3 +89,25 @@ def test_a_transient_fault_that_persists_fails_after_the_retries(
     with pytest.raises(StoreError, match="unreachable"):
         run_load_and_validate(tmp_path, monkeypatch, store)
     assert store.listings == IO_RETRY_COUNT + 1
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (StoreError("S3 unreachable on get s3://b/k"), True),
+        (StoreError("cannot write /s/k: Input/output error (EIO)", transient=True), True),
+        (StoreError("cannot write /s/k: No space left on device (ENOSPC)", transient=False), False),
+        (NotFoundError("not found: /s/k"), False),
+        (AccessDeniedError("access denied"), False),
+        (PreconditionFailedError("precondition failed"), False),
+        (DataError("bad rows"), False),
+    ],
+)
+def test_tasks_retry_only_transient_store_errors(error: Exception, retried: bool) -> None:
+    """The retry condition itself, for every kind of store fault (the tests above run three through Prefect)."""
+
+    class FailedState:
+        def result(self) -> None:
+            raise error
+
+    assert transient_store_error(None, None, FailedState()) is retried

@@ -596,6 +596,7 @@ def test_a_closed_writer_refuses_rows_and_removes_its_empty_temp_spill(local_sto
         writer.log(features(1), [0.5], model_version="1")
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_rows_still_queued_when_the_process_exits_without_close_are_written(tmp_path: Path) -> None:
     """A server that stops without ``close()``: the exit hook drains the queue into the store."""
     import subprocess

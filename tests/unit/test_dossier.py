@@ -106,6 +106,7 @@ def test_writes_to_a_folder_and_a_store(tmp_path: Path, rejected: GateDecision, 
     assert local_store.get_bytes("models/churn/7/dossier.png") == out["png"]
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_importing_and_rendering_leave_matplotlib_global_state_alone(rejected: GateDecision) -> None:
     code = "import sys\nimport refit.dossier\nassert 'matplotlib' not in sys.modules\n"
     subprocess.run([sys.executable, "-c", code], check=True)

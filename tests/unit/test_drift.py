@@ -218,6 +218,7 @@ def test_bad_inputs_fail_clearly() -> None:
         check_drift(ref, ref, ["at"], None, DriftConfig(), seed=0, report=False)
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_importing_drift_does_not_import_evidently() -> None:
     code = "import sys, refit.drift; assert 'evidently' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -233,6 +234,7 @@ def _window(drift: str, segment: dict[str, str] | None, rows: int) -> pd.DataFra
     return frame
 
 
+@pytest.mark.slow  # Evidently's full preset on 50,000 rows, three times: seconds each
 @pytest.mark.parametrize(
     ("drift", "segment", "expect_dataset", "expect_columns"),
     [

@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import refit
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_core_never_imports_prefect() -> None:
     modules = sorted(m.name for m in pkgutil.walk_packages(refit.__path__, "refit.") if not m.name.endswith("__main__"))
     assert "refit.validation" in modules and "refit.io.s3" in modules
@@ -26,6 +29,7 @@ def test_core_never_imports_prefect() -> None:
     assert out.stdout.strip() == "0", out.stdout + out.stderr
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_import_contracts() -> None:
     lint = Path(sys.executable).parent / "lint-imports"
     out = subprocess.run([str(lint)], capture_output=True, text=True, cwd=ROOT)

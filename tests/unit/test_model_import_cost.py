@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from refit.io.local import LocalStore
@@ -29,6 +30,7 @@ LOAD_AND_PREDICT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_loading_and_scoring_a_sklearn_model_does_not_import_torch(tmp_path: Path) -> None:
     train, val = split(churn_frame(400))
     config = make_config("churn", candidates=[{"family": "hist_gradient_boosting", "params": {"max_iter": 15}}])

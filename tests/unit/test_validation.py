@@ -258,6 +258,7 @@ def test_fault_hidden_behind_a_coercion_failure_is_found_on_the_next_pass() -> N
     assert result.valid["tenure_months"].dtype == np.int64 and len(result.valid) == 48
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_fast_path_works_in_a_fresh_process() -> None:
     """pandera registers its pandas checks lazily (on a first validate): the fast path must not
     depend on some earlier call having done it."""

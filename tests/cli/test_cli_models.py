@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,7 +19,8 @@ from tests.flows.helpers import make_project
 REFIT = str(Path(sys.executable).parent / "refit")
 
 
-def run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], cwd: Path, timeout: int = 600, api: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``refit ARGS`` in ``cwd``; commands that run a flow get ``api``, the session's Prefect API."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REFIT_", "PREFECT_API"))}
     env |= {
         "REFIT_STORE": str(cwd / "store"),
@@ -26,6 +28,8 @@ def run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedP
         "PREFECT_HOME": str(cwd / "prefect-home"),
         "PREFECT_LOGGING_LEVEL": "WARNING",
     }
+    if api is not None:
+        env["PREFECT_API_URL"] = api
     return subprocess.run([REFIT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -33,6 +37,25 @@ def run(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedP
 def project(tmp_path: Path):  # type: ignore[no-untyped-def]
     config, store = make_project(tmp_path, rows=5000)
     return tmp_path, config, store
+
+
+@pytest.fixture(scope="module")
+def champion_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project whose registry holds version 1 as champion, trained once for this module."""
+    folder = tmp_path_factory.mktemp("cli-champion")
+    config, store = make_project(folder, rows=5000)
+    assert _register(store, config) == 1
+    return folder
+
+
+@pytest.fixture
+def champion_project(champion_folder: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A copy of ``champion_folder`` of the test's own (store paths are relative to the folder)."""
+    from refit.io import open_store
+
+    folder = tmp_path / "p"
+    shutil.copytree(champion_folder, folder)
+    return folder, folder / "refit.yaml", open_store(str(folder / "store"))
 
 
 def _register(store, config_path: Path, promote: bool = True) -> int:  # type: ignore[no-untyped-def]
@@ -55,9 +78,8 @@ def test_train_prints_the_artifact_and_json_has_trials(project) -> None:  # type
     assert sum(as_json["data"]["rows"].values()) == 5000
 
 
-def test_models_list_show_diff_promote_rollback(project) -> None:  # type: ignore[no-untyped-def]
-    folder, config, store = project
-    assert _register(store, config) == 1
+def test_models_list_show_diff_promote_rollback(champion_project) -> None:  # type: ignore[no-untyped-def]
+    folder, config, store = champion_project
     assert _register(store, config, promote=False) == 2
     listing = json.loads(run(["models", "list", "--json"], folder).stdout)
     assert listing["models"] == [
@@ -77,9 +99,9 @@ def test_models_list_show_diff_promote_rollback(project) -> None:  # type: ignor
     assert missing.returncode == 1 and "Traceback" not in missing.stderr and "9" in missing.stderr
 
 
-def test_retrain_and_drift_from_the_cli(project) -> None:  # type: ignore[no-untyped-def]
+def test_retrain_and_drift_from_the_cli(project, prefect_api: str) -> None:  # type: ignore[no-untyped-def]
     folder, _, _ = project
-    first = run(["retrain", "--json"], folder)
+    first = run(["retrain", "--json"], folder, api=prefect_api)
     assert first.returncode == 0, first.stderr[-2000:]
     result = json.loads(first.stdout.strip().splitlines()[-1])
     assert result["outcome"] == "PROMOTE" and result["version"] == 1
@@ -101,7 +123,7 @@ def test_retrain_and_drift_from_the_cli(project) -> None:  # type: ignore[no-unt
         folder,
     )
     assert gen.returncode == 0, gen.stderr
-    drift = run(["drift", "--window-hours", "400", "--json"], folder)
+    drift = run(["drift", "--window-hours", "400", "--json"], folder, api=prefect_api)
     assert drift.returncode == 0, drift.stderr[-2000:]
     report = json.loads(drift.stdout.strip().splitlines()[-1])
     assert report["drift_detected"] is True and report["drift_share"] >= 0.3
@@ -110,15 +132,14 @@ def test_retrain_and_drift_from_the_cli(project) -> None:  # type: ignore[no-unt
     assert [d["decision"]["action"] for d in history["decisions"]] == ["trigger"]
 
 
-def test_models_gc_cleans_a_slot_a_crashed_run_left(project) -> None:  # type: ignore[no-untyped-def]
+def test_models_gc_cleans_a_slot_a_crashed_run_left(champion_project) -> None:  # type: ignore[no-untyped-def]
     """A run that claimed version 2 and died while copying its artifact: `refit models gc`
     fences the slot and deletes the payload; the committed version 1 is untouched."""
     from datetime import UTC, datetime, timedelta
 
     from refit.registry import Registry
 
-    folder, config_path, store = project
-    assert _register(store, config_path) == 1
+    folder, config_path, store = champion_project
     prefix = "registry/churn/versions/2/"
     claimed = datetime.now(UTC) - timedelta(hours=3)
     store.put_if_absent(prefix + ".claim", json.dumps({"claimed_at": claimed.isoformat()}).encode())
@@ -196,7 +217,7 @@ def test_models_gc_removes_old_runs_and_killed_writes_and_names_unpromoted_versi
 
 
 @pytest.mark.slow
-def test_retrain_dry_run_refuses_a_tampered_champion(tmp_path: Path) -> None:
+def test_retrain_dry_run_refuses_a_tampered_champion(champion_project, tmp_path: Path, prefect_api: str) -> None:  # type: ignore[no-untyped-def]
     """The filed scenarios, as a user meets them: `refit retrain --dry-run` loads the champion.
     An edited preprocessing.json with its manifest recomputed no longer loads as version 1 (the
     registry's sha); a version with no recorded sha still gets the skops allow-list, and a
@@ -204,17 +225,15 @@ def test_retrain_dry_run_refuses_a_tampered_champion(tmp_path: Path) -> None:
     from refit.registry import Registry
     from tests.unit.test_model_trust import data_source_gadget, replant
 
-    folder = tmp_path
-    # a generous latency limit: the smoke test must not stop the run before it loads the champion
-    config_path, store = make_project(folder, rows=5000, training={"smoke_max_ms_per_1k_rows": 1e6})
-    assert _register(store, config_path) == 1
+    # the project's latency limit is generous: the smoke test must not stop the run before it loads the champion
+    folder, _, store = champion_project
     artifact = store.root / "registry/churn/versions/1/artifact"
     pristine = {f.name: f.read_bytes() for f in artifact.iterdir()}
 
     prep = json.loads(pristine["preprocessing.json"])
     prep["centers"] = [c + 5.0 for c in prep["centers"]]
     replant(artifact, "preprocessing.json", json.dumps(prep).encode())
-    out = run(["retrain", "--dry-run"], folder)
+    out = run(["retrain", "--dry-run"], folder, api=prefect_api)
     assert out.returncode == 1  # (Prefect logs the failed task's traceback; refit's own error is one line)
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and last.endswith(
@@ -233,14 +252,14 @@ def test_retrain_dry_run_refuses_a_tampered_champion(tmp_path: Path) -> None:
     (target / "keep.txt").write_text("keep")
     estimator = Registry(store).load_model("churn", 1).fitted.estimator
     replant(artifact, "model.skops", data_source_gadget(estimator, target))
-    out = run(["retrain", "--dry-run"], folder)
+    out = run(["retrain", "--dry-run"], folder, api=prefect_api)
     assert out.returncode == 1
     last = out.stderr.strip().splitlines()[-1]
     assert last == "error: model.skops references types refit does not trust: numpy.lib.npyio.DataSource"
     assert (target / "keep.txt").read_text() == "keep"
 
 
-def test_train_and_retrain_use_the_capture_window_of_the_config(tmp_path: Path) -> None:
+def test_train_and_retrain_use_the_capture_window_of_the_config(tmp_path: Path, prefect_api: str) -> None:
     """`refit train` and `refit retrain` join the same labelled captures: those of the last
     training.window_days of the YAML (train used to take all of them, retrain the last 30 days)."""
     from datetime import UTC, datetime, timedelta
@@ -269,7 +288,7 @@ def test_train_and_retrain_use_the_capture_window_of_the_config(tmp_path: Path) 
 
     trained = run(["train", "--json"], tmp_path)
     assert trained.returncode == 0, trained.stderr[-2000:]
-    retrained = run(["retrain", "--dry-run", "--json"], tmp_path)
+    retrained = run(["retrain", "--dry-run", "--json"], tmp_path, api=prefect_api)
     assert retrained.returncode == 0, retrained.stderr[-2000:]
     train_data = json.loads(trained.stdout)["data"]
     retrain_data = json.loads(retrained.stdout.strip().splitlines()[-1])["data"]

@@ -91,6 +91,9 @@ def test_the_demo_runs_end_to_end_on_a_new_folder(tmp_path: Path) -> None:
         tmp_path,
         PREFECT_HOME=str(tmp_path / "prefect-home"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        # no PREFECT_API_URL: the demo starts Prefect's temporary server, as on a fresh clone; its
+        # default 20 s to start is too short on a loaded CI machine
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="120",
     )
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
