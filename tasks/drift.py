@@ -12,8 +12,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from refit import monitoring
+from refit.capture import CaptureWindow
 from refit.config import PipelineConfig
-from refit.monitoring import CaptureWindow, DriftReport, GovernorOutcome, Reference
+from refit.monitoring import DriftReport, GovernorOutcome, Reference
 from tasks.common import io_task, open_run_store
 from tasks.names import DRIFT_EVENT, RETRAIN_ON_DRIFT_FULL_NAME
 

@@ -587,7 +587,7 @@ class _YamlTooLarge(Exception):
     """The document expands to more than MAX_YAML_NODES values, or an alias contains itself."""
 
 
-class _BoundedLoader(yaml.SafeLoader):
+class _BoundedLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
     """PyYAML's SafeLoader, counting each node as if every alias were expanded in place."""
 
     def __init__(self, stream: str) -> None:

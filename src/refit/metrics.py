@@ -282,7 +282,7 @@ def _finalize(metric: str, S: np.ndarray) -> np.ndarray:
     if metric in ("log_loss", "brier", "accuracy", "mae", "mape"):
         return _ratio(S[1], S[0])
     if metric == "rmse":
-        return np.sqrt(_ratio(S[1], S[0]))
+        return np.asarray(np.sqrt(_ratio(S[1], S[0])))
     if metric == "f1":
         tp, fp, fn = S
         return _ratio(2 * tp, 2 * tp + fp + fn)
@@ -297,7 +297,7 @@ def _finalize(metric: str, S: np.ndarray) -> np.ndarray:
 
 def _sums(F: np.ndarray, bins: np.ndarray | None, W: np.ndarray) -> np.ndarray:
     if bins is None:
-        return (F.T @ W)[None]
+        return np.asarray(F.T @ W)[None]
     S = np.zeros((ECE_BINS, F.shape[1], W.shape[1]))
     for b in np.unique(bins):
         rows = bins == b

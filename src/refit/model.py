@@ -106,7 +106,8 @@ class FittedModel:
         out = self.output(df)
         if self.task == "regression":
             return out
-        return np.asarray(self.classes, dtype=object if _mixed(self.classes) else None)[np.argmax(out, axis=1)]
+        classes = np.asarray(self.classes, dtype=object if _mixed(self.classes) else None)
+        return np.asarray(classes[np.argmax(out, axis=1)])
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -149,7 +149,7 @@ class ReplayResult:
         fig = Figure(figsize=(10, 4.5), dpi=110)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
-        ends = date2num([w.end for w in self.windows])
+        ends = date2num([w.end for w in self.windows])  # type: ignore[no-untyped-call]
         for attr, label, style in (
             ("serving_metric", "serving champion", "-o"),
             ("frozen_metric", f"first model (v{self.first_version})", "--"),
@@ -161,7 +161,7 @@ class ReplayResult:
         for w in self.windows:
             if w.decision == "trigger":
                 ax.axvline(
-                    float(date2num(w.end)),
+                    float(date2num(w.end)),  # type: ignore[no-untyped-call]
                     color=colors.get(w.retrain_outcome or "", "#e08214"),
                     linestyle="--",
                     linewidth=1,
@@ -171,9 +171,9 @@ class ReplayResult:
                 ax.plot([], [], "--", color=color, label=f"retrain: {outcome}")
         ax.set_ylabel(self.metric + (" (higher is better)" if self.higher_is_better else " (lower is better)"))
         ax.set_title(f"Replay of {self.model}: windows of {_span(self.window)}")
-        locator = AutoDateLocator()
+        locator = AutoDateLocator()  # type: ignore[no-untyped-call]
         ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(AutoDateFormatter(locator))
+        ax.xaxis.set_major_formatter(AutoDateFormatter(locator))  # type: ignore[no-untyped-call]
         ax.legend(fontsize=8, loc="best")
         fig.autofmt_xdate()
         buf = io.BytesIO()

@@ -40,7 +40,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 def rng_state() -> dict[str, Any]:
     """Every global RNG state, as tensors and plain types (``weights_only``-loadable)."""
     version, internal, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
         "python": {
             "version": int(version),

@@ -23,7 +23,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -114,7 +114,7 @@ def skops_io() -> ModuleType:
     if "skops.io" in sys.modules or "torch" in sys.modules:
         import skops.io
 
-        return skops.io
+        return cast(ModuleType, skops.io)
     with _import_lock:
         hide = _HideTorch()
         sys.meta_path.insert(0, hide)
@@ -122,7 +122,7 @@ def skops_io() -> ModuleType:
             import skops.io
         finally:
             sys.meta_path.remove(hide)
-    return skops.io
+    return cast(ModuleType, skops.io)
 
 
 def _skops_types(data: bytes) -> tuple[set[str], set[str]]:

@@ -27,7 +27,7 @@ def _mix64(x: np.ndarray) -> np.ndarray:
         x = x * _M1
         x = x ^ (x >> np.uint64(27))
         x = x * _M2
-        return x ^ (x >> np.uint64(31))
+        return np.asarray(x ^ (x >> np.uint64(31)))
 
 
 def unit_hash(ids: pd.Series, salt: str) -> np.ndarray:

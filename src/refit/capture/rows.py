@@ -102,7 +102,7 @@ def utc_times(values: Any, n: int, name: str, clock: Callable[[], float]) -> np.
         raise ValueError(f"{name} must have one value per row ({n}), got {len(parsed)}")
     if parsed.isna().any():
         raise ValueError(f"{name} must not contain missing values")
-    return parsed.tz_convert("UTC").tz_localize(None).as_unit("ns").to_numpy()
+    return np.asarray(parsed.tz_convert("UTC").tz_localize(None).as_unit("ns").to_numpy())
 
 
 def sampled(ids: np.ndarray, rate: float, key: bytes) -> np.ndarray | None:

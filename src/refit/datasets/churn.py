@@ -303,7 +303,7 @@ def _base_window(start: pd.Timestamp | str | None, end: pd.Timestamp | str | Non
     if start is None and end is None:
         return DEFAULT_BASE_END - span, DEFAULT_BASE_END
     if start is None:
-        end_ts = _to_utc(end)  # type: ignore[arg-type]
+        end_ts = _to_utc(end)
         return end_ts - span, end_ts
     start_ts = _to_utc(start)
     end_ts = start_ts + span if end is None else _to_utc(end)
@@ -314,7 +314,7 @@ def _base_window(start: pd.Timestamp | str | None, end: pd.Timestamp | str | Non
 
 def _object_values(codes: np.ndarray, names: Sequence[str]) -> np.ndarray:
     """Category codes -> an object array of plain ``str`` (what the schemas expect)."""
-    return np.array(names, dtype=object)[codes]
+    return np.asarray(np.array(names, dtype=object)[codes])
 
 
 def _frame(features: Mapping[str, np.ndarray], columns: Mapping[str, object]) -> pd.DataFrame:

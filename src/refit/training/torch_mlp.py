@@ -131,7 +131,8 @@ class TabularMLP(nn.Module):
         parts = [x_num] if self.arch["n_numeric"] else []
         parts += [emb(x_cat[:, j]) for j, emb in enumerate(self.embeddings)]
         x = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-        return self.mlp(x)
+        out: torch.Tensor = self.mlp(x)
+        return out
 
 
 @dataclass

@@ -251,7 +251,7 @@ def _from_alertmanager(payload: AlertmanagerPayload, default_model: str | None) 
             DriftAlert(
                 alert_id=f"am-{digest[:24]}",
                 model=model,
-                status=status,  # type: ignore[arg-type]
+                status=status,
                 source="alertmanager",
                 reason=reason or labels.get("alertname"),
                 drift_share=max(shares) if shares else None,
