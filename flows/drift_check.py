@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from pydantic import AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, AwareDatetime, BaseModel, Field
 
+from flows.parameters import RunParameters
 from refit.config import resolve_run_parameters
 from refit.io import resolve_store_uri
 from refit.monitoring import no_data_detail
@@ -22,17 +23,9 @@ from tasks.drift import (
 from tasks.retrain import load_pipeline_config
 
 
-class DriftCheckParameters(BaseModel):
+class DriftCheckParameters(RunParameters):
     """What one drift check looks at (the Prefect UI renders this as a form)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    config_path: str = Field("refit.yaml", description="Pipeline config (YAML), as seen by the worker.")
-    store: str | None = Field(
-        None,
-        description="Store URI (a folder, or s3://bucket/prefix) this run reads and writes "
-        "(empty: REFIT_STORE of the worker, else ./.refit).",
-    )
     window_hours: int | None = Field(
         None, ge=1, description="Captured requests of the last N hours (empty: drift.window_hours of the config)."
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from prefect import flow
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
+from flows.parameters import RunParameters
 from refit.config import resolve_run_parameters
 from refit.io import resolve_store_uri
 from refit.pipeline import new_run_id
@@ -23,17 +24,9 @@ from tasks.retrain import (
 )
 
 
-class RetrainParameters(BaseModel):
+class RetrainParameters(RunParameters):
     """What one retrain run does (the Prefect UI renders this as a form)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    config_path: str = Field("refit.yaml", description="Pipeline config (YAML), as seen by the worker.")
-    store: str | None = Field(
-        None,
-        description="Store URI (a folder, or s3://bucket/prefix) this run reads and writes "
-        "(empty: REFIT_STORE of the worker, else ./.refit).",
-    )
     window_days: float | None = Field(
         None,
         ge=0,

@@ -9,7 +9,8 @@ from typing import Any
 
 import pandas as pd
 
-from refit.config import PipelineConfig, import_object
+from refit.config import PipelineConfig
+from refit.contracts import import_object
 from refit.errors import DataError, NotFoundError
 from refit.fingerprint import DatasetFingerprint, fingerprint_frame
 from refit.io import Store, open_location

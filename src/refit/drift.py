@@ -32,14 +32,13 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
 
 from refit.compat import evidently as evidently_compat
 from refit.compat.evidently import ColumnKind
@@ -48,7 +47,7 @@ from refit.errors import ConfigError, DataError
 from refit.io.base import Store
 from refit.io.layout import LAYOUT
 from refit.jsonable import finite_or_none
-from refit.metrics import get_metric
+from refit.records import Record
 
 #: Strata of a datetime ``stratify_by`` column: equal-width buckets over the frame's span.
 TIME_BUCKETS = 24
@@ -65,11 +64,7 @@ _HISTORY_RUN_FIELDS = ["drift_share", "drift_detected", "reference_sample_rows",
 _HISTORY_COLUMNS = ["at", "run_id", "role", *_HISTORY_COLUMN_FIELDS, *_HISTORY_RUN_FIELDS]
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ColumnDrift(_Record):
+class ColumnDrift(Record):
     """The drift test of one column.
 
     ``score`` is a p-value for tests (drift when below ``threshold``) and a distance for
@@ -88,7 +83,7 @@ class ColumnDrift(_Record):
     note: str | None = None
 
 
-class DriftResult(_Record):
+class DriftResult(Record):
     """Drift of one window: per feature, the dataset verdict, and the prediction's drift.
 
     ``drift_share`` is the share of drifted features among those judged: a feature with no
@@ -444,184 +439,6 @@ def check_drift(
         )
     result = _assemble(plan, per_column, counted, columns, cfg, seed, len(reference), len(current))
     return DriftCheck(result=result, html=html)
-
-
-# --------------------------------------------------------------------------------------------
-# Performance decay
-
-
-class SegmentDecay(_Record):
-    """The champion's metric on recent labelled rows of one segment, against registration.
-
-    ``drop`` is the point estimate (positive: worse than at registration); ``ci_low`` /
-    ``ci_high`` its bootstrap interval; ``p_value`` the one-sided bootstrap p-value of "the
-    drop is within the tolerance", ``p_adjusted`` Holm's within the segmentation.
-    """
-
-    segment: str  # "overall" or "column=value"
-    n_rows: int
-    current: float | None
-    registered: float | None
-    drop: float | None  # positive: worse than at registration
-    decayed: bool
-    note: str | None = None
-    tolerance: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    p_value: float | None = None
-    p_adjusted: float | None = None
-
-
-class DecayResult(_Record):
-    """Performance decay of the champion, overall and per segment."""
-
-    metric: str
-    higher_is_better: bool
-    tolerance: float
-    overall: SegmentDecay
-    segments: list[SegmentDecay]
-    decayed: bool
-    n_labelled: int
-    confidence: float = 0.95
-    n_resamples: int = 0
-
-    @property
-    def decayed_segments(self) -> list[str]:
-        return [s.segment for s in [self.overall, *self.segments] if s.decayed]
-
-
-def compute_decay(
-    y_true: Sequence[float] | np.ndarray | pd.Series,
-    y_score: Sequence[float] | np.ndarray | pd.Series,
-    registered: Mapping[str, float],
-    cfg: DriftConfig,
-    metric: str,
-    segments: Mapping[str, Any] | pd.DataFrame | None = None,
-    seed: int = 0,
-) -> DecayResult:
-    """Has the champion got worse on recent labelled data than it was at registration, beyond
-    the tolerance, by more than chance explains?
-
-    The metric and its direction come from ``refit.metrics`` (the gate's ``primary_metric``,
-    the one registration stores); the segments are the gate's. The window's metric is
-    bootstrapped over its rows (``cfg.decay_resamples``, the gate's vectorised kernels), and a
-    segment decays only when its drop from the registered value is significantly beyond
-    ``cfg.decay_limit`` of that value: the one-sided bootstrap p-value of "drop <= tolerance",
-    Holm-adjusted within each segmentation (``region``; ``region×plan``), is at most
-    ``(1 - decay_confidence) / 2``, so the interval's lower bound clears the tolerance. Segments
-    with fewer than ``cfg.decay_min_rows`` labelled rows, an undefined metric (one class only),
-    or no registered value are reported but never decay.
-
-    Args:
-        y_true: Labels; rows whose label is missing (not arrived yet) are dropped.
-        y_score: The champion's scores (probability of the positive class) or predictions.
-        registered: Metric values at registration: ``"overall"`` and segment keys
-            (``refit.evaluation.segment_key``: ``"region=north"``, ``"region×plan=north×pro"``).
-        cfg: Tolerance, minimum rows, resamples and confidence.
-        metric: A name from ``refit.metrics.METRICS``.
-        segments: Each segmentation's label of every row, aligned with ``y_true``
-            (``refit.evaluation.segment_labels``: bins, labels and crossings included).
-        seed: Seed of the resamples.
-    """
-    from refit.evaluation import metric_bootstrap
-    from refit.evaluation.gate import holm_adjust
-
-    m = get_metric(metric)
-    truth = np.asarray(pd.Series(y_true, dtype="float64"))
-    score = np.asarray(pd.Series(y_score, dtype="float64"))
-    if truth.shape != score.shape:
-        raise DataError(f"y_true has {truth.shape[0]} rows but y_score has {score.shape[0]}")
-    labelled = ~np.isnan(truth) & ~np.isnan(score)
-    undefined = "one class only" if "binary" in m.tasks else f"{m.name} undefined"
-    groups = _decay_groups(segments, len(truth), labelled)
-    boot = (
-        metric_bootstrap(
-            m.tasks[0], m.name, truth[labelled], score[labelled], groups, n_resamples=cfg.decay_resamples, seed=seed
-        )
-        if labelled.any()
-        else []
-    )
-    alpha = (1 - cfg.decay_confidence) / 2
-    judged: list[SegmentDecay] = []
-    for rep in boot:
-        base = registered.get(rep.scope)
-        tol = cfg.decay_limit(base)
-        row = SegmentDecay(
-            segment=rep.scope, n_rows=rep.n, current=rep.point, registered=base, drop=None, decayed=False, tolerance=tol
-        )
-        valid = rep.replicates[np.isfinite(rep.replicates)]
-        if rep.n < cfg.decay_min_rows:
-            row = row.model_copy(update={"note": f"fewer than {cfg.decay_min_rows} labelled rows"})
-        elif rep.point is None or len(valid) < 0.9 * cfg.decay_resamples:
-            row = row.model_copy(update={"note": undefined})
-        elif base is None:
-            row = row.model_copy(update={"note": "no registered value"})
-        else:
-            sign = 1.0 if m.higher_is_better else -1.0
-            drops = sign * (base - valid)
-            lo, hi = np.quantile(drops, [alpha, 1 - alpha])
-            row = row.model_copy(
-                update={
-                    "drop": sign * (base - rep.point),
-                    "ci_low": float(lo),
-                    "ci_high": float(hi),
-                    "p_value": float(np.mean(drops <= tol)),
-                }
-            )
-        judged.append(row)
-    judged = _holm_within_segmentations(judged, alpha, cfg.decay_holm, holm_adjust)
-    if not judged:  # no labelled row at all
-        note = f"fewer than {cfg.decay_min_rows} labelled rows"
-        base = registered.get("overall")
-        judged = [
-            SegmentDecay(
-                segment="overall", n_rows=0, current=None, registered=base, drop=None, decayed=False, note=note
-            )
-        ]
-    overall, per_segment = judged[0], judged[1:]
-    return DecayResult(
-        metric=m.name,
-        higher_is_better=m.higher_is_better,
-        tolerance=cfg.decay_limit(registered.get("overall")),
-        overall=overall,
-        segments=per_segment,
-        decayed=overall.decayed or any(s.decayed for s in per_segment),
-        n_labelled=int(labelled.sum()),
-        confidence=cfg.decay_confidence,
-        n_resamples=cfg.decay_resamples,
-    )
-
-
-def _decay_groups(
-    segments: Mapping[str, Any] | pd.DataFrame | None, n: int, labelled: np.ndarray
-) -> dict[str, pd.Categorical]:
-    """Each segmentation's labels of the labelled rows, every category kept (a segment without
-    labelled rows is still reported)."""
-    out: dict[str, pd.Categorical] = {}
-    for name, values in ({} if segments is None else segments).items():
-        cat = values.array if isinstance(values, pd.Series) else values
-        if not isinstance(cat, pd.Categorical):
-            cat = pd.Categorical(np.asarray(cat, dtype=object))
-        if len(cat) != n:
-            raise DataError(f"segment {name!r} has {len(cat)} rows but y_true has {n}")
-        out[str(name)] = cat[labelled]
-    return out
-
-
-def _holm_within_segmentations(
-    rows: list[SegmentDecay], alpha: float, holm: bool, adjust: Callable[[Sequence[float]], list[float]]
-) -> list[SegmentDecay]:
-    """``decayed`` from the p-values, Holm-adjusted within each segmentation (overall alone)."""
-    families: dict[str, list[int]] = {}
-    for i, row in enumerate(rows):
-        if row.p_value is not None:
-            families.setdefault(row.segment.split("=", 1)[0], []).append(i)
-    out = list(rows)
-    for members in families.values():
-        raw = [float(rows[i].p_value) for i in members]  # type: ignore[arg-type]
-        for i, p in zip(members, adjust(raw) if holm else raw, strict=True):
-            out[i] = rows[i].model_copy(update={"p_adjusted": p, "decayed": p <= alpha})
-    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -154,7 +154,7 @@ class DriftReport:
     """What the drift step found, with links to what it stored."""
 
     result: Any  # refit.drift.DriftResult
-    decay: Any | None  # refit.drift.DecayResult
+    decay: Any | None  # refit.decay.DecayResult
     report_uri: str
     history_key: str
     window_start: datetime
@@ -217,8 +217,8 @@ def judge_decay(
 ) -> Any:
     """The champion's decay on labelled rows, judged as the gate judged it at registration:
     in ``gate.primary_metric`` and on the gate's own segments (bins, labels, crossings), so
-    every segment key matches a registered one. Returns a ``refit.drift.DecayResult``."""
-    from refit.drift import compute_decay
+    every segment key matches a registered one. Returns a ``refit.decay.DecayResult``."""
+    from refit.decay import compute_decay
     from refit.evaluation import segment_labels
 
     ds = config.dataset

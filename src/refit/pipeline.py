@@ -62,7 +62,7 @@ def load_and_validate(
     ``as_of`` trains on what was known then: captures with an event time in the ``window_days``
     before it, and only the labels that had arrived by it (default: now, every label)."""
     from refit.capture import load_labelled_captures
-    from refit.config import schema_columns
+    from refit.contracts import schema_columns
 
     end = as_of or datetime.now(UTC)
     since = None if window_days is None else pd.Timestamp(end - timedelta(days=window_days))

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from refit.config import PipelineConfig, schema_columns
+from refit.config import PipelineConfig
+from refit.contracts import schema_columns
 from refit.errors import DataError, RefitError
 from refit.io import Store
 from refit.io.layout import LAYOUT

@@ -159,7 +159,7 @@ def test_a_metric_of_the_task_loads() -> None:
     ],
 )
 def test_schema_must_be_a_dataframe_model(schema: str, says: str, capsys: pytest.CaptureFixture[str]) -> None:
-    from refit.config import import_object, import_schema
+    from refit.contracts import import_object, import_schema
 
     raw = demo_raw()
     raw["dataset"]["schema"] = schema
@@ -173,7 +173,7 @@ def test_schema_must_be_a_dataframe_model(schema: str, says: str, capsys: pytest
 
 
 def test_schema_subclasses_are_accepted() -> None:
-    from refit.config import import_schema
+    from refit.contracts import import_schema
     from schemas.base import BaseSchema
     from schemas.churn import ChurnCaptureSchema
     from tests.fixtures.housing import HousingSchema
@@ -186,7 +186,7 @@ def test_schema_subclasses_are_accepted() -> None:
 def test_schema_module_that_fails_on_import_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "broken_schema_mod.py").write_text("raise RuntimeError('boom\\nsecond line')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    from refit.config import import_schema
+    from refit.contracts import import_schema
 
     with pytest.raises(ConfigError, match=r"^cannot import 'broken_schema_mod' \(from 'broken_schema_mod:X'\): boom$"):
         import_schema("broken_schema_mod:X")

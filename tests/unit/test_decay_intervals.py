@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from refit.config import DriftConfig
-from refit.drift import compute_decay
+from refit.decay import compute_decay
 
 TRUE_AUC = 0.80  # of the score below on this population, measured on 400,000 rows
 

@@ -14,12 +14,12 @@ import pytest
 
 from refit.config import DatasetConfig, DriftConfig, GateConfig, PipelineConfig, SegmentSpec
 from refit.datasets import FEATURE_COLUMNS, churn_probability, generate_base, generate_production
+from refit.decay import compute_decay
 from refit.drift import (
     ColumnDrift,
     DriftResult,
     append_drift_history,
     check_drift,
-    compute_decay,
     plot_drift_history,
     read_drift_history,
     stratified_sample_positions,

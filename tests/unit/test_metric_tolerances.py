@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from refit.config import PipelineConfig, parse_config
-from refit.drift import compute_decay
+from refit.decay import compute_decay
 from refit.evaluation import Outcome, evaluate_gate
 
 

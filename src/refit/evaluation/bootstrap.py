@@ -167,6 +167,30 @@ def _comparisons(
     return rows
 
 
+def _run(
+    metric: str,
+    yv: np.ndarray,
+    scores: list[np.ndarray],
+    segments: Mapping[str, Any] | None,
+    n_resamples: int,
+    seed: int,
+    n_jobs: int | None,
+) -> tuple[list[Grouping], list[np.ndarray], np.ndarray, np.ndarray]:
+    """The groups, and both score vectors' metric per group on unit weights and per resample."""
+    grs = groupings(segments, len(yv))
+    bounds = np.cumsum([0] + [len(gr.labels) for gr in grs])
+    group_ids = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+    n_groups = int(bounds[-1])
+    with _thread_map(n_jobs) as pmap, one_blas_thread():
+        spaces = None
+        if get_metric(metric).kernel == "auc":
+            yv, scores, grs, spaces = _champion_order(yv, scores, grs, pmap)
+        plans = _build_plans(metric, yv, scores, grs, group_ids, spaces, pmap)
+        point = _point_estimates(plans, yv, spaces, n_groups, pmap)
+        values = _resampled_values(plans, yv, spaces, n_groups, n_resamples, seed, pmap)
+    return grs, group_ids, point, values
+
+
 def paired_bootstrap(
     task: Task,
     metric: str,
@@ -213,17 +237,7 @@ def paired_bootstrap(
     if n == 0:
         raise DataError("cannot evaluate on zero rows")
     scores = [_as_scores(task, cand_score, n, "cand_score"), _as_scores(task, champ_score, n, "champ_score")]
-    grs = groupings(segments, n)
-    bounds = np.cumsum([0] + [len(gr.labels) for gr in grs])
-    group_ids = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    n_groups = int(bounds[-1])
-    with _thread_map(n_jobs) as pmap, one_blas_thread():
-        spaces = None
-        if get_metric(metric).kernel == "auc":
-            yv, scores, grs, spaces = _champion_order(yv, scores, grs, pmap)
-        plans = _build_plans(metric, yv, scores, grs, group_ids, spaces, pmap)
-        point = _point_estimates(plans, yv, spaces, n_groups, pmap)
-        values = _resampled_values(plans, yv, spaces, n_groups, n_resamples, seed, pmap)
+    grs, group_ids, point, values = _run(metric, yv, scores, segments, n_resamples, seed, n_jobs)
     rows = _comparisons(grs, group_ids, point, values, confidence)
     return PairedBootstrap(
         metric=metric, confidence=confidence, n_resamples=n_resamples, seed=seed, overall=rows[0], segments=rows[1:]
@@ -267,17 +281,7 @@ def metric_bootstrap(
     if n == 0:
         raise DataError("cannot evaluate on zero rows")
     sv = _as_scores(task, score, n, "score")
-    grs = groupings(segments, n)
-    bounds = np.cumsum([0] + [len(gr.labels) for gr in grs])
-    group_ids = [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-    n_groups = int(bounds[-1])
-    with _thread_map(n_jobs) as pmap, one_blas_thread():
-        scores, spaces = [sv, sv], None
-        if get_metric(metric).kernel == "auc":
-            yv, scores, grs, spaces = _champion_order(yv, scores, grs, pmap)
-        plans = _build_plans(metric, yv, scores, grs, group_ids, spaces, pmap)
-        point = _point_estimates(plans, yv, spaces, n_groups, pmap)
-        values = _resampled_values(plans, yv, spaces, n_groups, n_resamples, seed, pmap)
+    grs, group_ids, point, values = _run(metric, yv, [sv, sv], segments, n_resamples, seed, n_jobs)
     out: list[MetricReplicates] = []
     for gr, ids in zip(grs, group_ids, strict=True):
         sizes = np.bincount(gr.codes, minlength=len(gr.labels))

@@ -1,0 +1,189 @@
+"""Performance decay: has the champion got worse on recent labelled data than at registration?
+
+Judged in the gate's metric, on the gate's segments, with intervals: the window's metric is
+bootstrapped with the gate's own kernels (``refit.evaluation.metric_bootstrap``) and a drop
+counts only when it is significantly beyond the tolerance. The drift check
+(``refit.monitoring``) calls :func:`compute_decay` on the labelled part of its window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from refit.config import DriftConfig
+from refit.errors import DataError
+from refit.metrics import get_metric
+from refit.records import Record
+
+
+class SegmentDecay(Record):
+    """The champion's metric on recent labelled rows of one segment, against registration.
+
+    ``drop`` is the point estimate (positive: worse than at registration); ``ci_low`` /
+    ``ci_high`` its bootstrap interval; ``p_value`` the one-sided bootstrap p-value of "the
+    drop is within the tolerance", ``p_adjusted`` Holm's within the segmentation.
+    """
+
+    segment: str  # "overall" or "column=value"
+    n_rows: int
+    current: float | None
+    registered: float | None
+    drop: float | None  # positive: worse than at registration
+    decayed: bool
+    note: str | None = None
+    tolerance: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    p_adjusted: float | None = None
+
+
+class DecayResult(Record):
+    """Performance decay of the champion, overall and per segment."""
+
+    metric: str
+    higher_is_better: bool
+    tolerance: float
+    overall: SegmentDecay
+    segments: list[SegmentDecay]
+    decayed: bool
+    n_labelled: int
+    confidence: float = 0.95
+    n_resamples: int = 0
+
+    @property
+    def decayed_segments(self) -> list[str]:
+        return [s.segment for s in [self.overall, *self.segments] if s.decayed]
+
+
+def compute_decay(
+    y_true: Sequence[float] | np.ndarray | pd.Series,
+    y_score: Sequence[float] | np.ndarray | pd.Series,
+    registered: Mapping[str, float],
+    cfg: DriftConfig,
+    metric: str,
+    segments: Mapping[str, Any] | pd.DataFrame | None = None,
+    seed: int = 0,
+) -> DecayResult:
+    """Has the champion got worse on recent labelled data than it was at registration, beyond
+    the tolerance, by more than chance explains?
+
+    The metric and its direction come from ``refit.metrics`` (the gate's ``primary_metric``,
+    the one registration stores); the segments are the gate's. The window's metric is
+    bootstrapped over its rows (``cfg.decay_resamples``, the gate's vectorised kernels), and a
+    segment decays only when its drop from the registered value is significantly beyond
+    ``cfg.decay_limit`` of that value: the one-sided bootstrap p-value of "drop <= tolerance",
+    Holm-adjusted within each segmentation (``region``; ``region×plan``), is at most
+    ``(1 - decay_confidence) / 2``, so the interval's lower bound clears the tolerance. Segments
+    with fewer than ``cfg.decay_min_rows`` labelled rows, an undefined metric (one class only),
+    or no registered value are reported but never decay.
+
+    Args:
+        y_true: Labels; rows whose label is missing (not arrived yet) are dropped.
+        y_score: The champion's scores (probability of the positive class) or predictions.
+        registered: Metric values at registration: ``"overall"`` and segment keys
+            (``refit.evaluation.segment_key``: ``"region=north"``, ``"region×plan=north×pro"``).
+        cfg: Tolerance, minimum rows, resamples and confidence.
+        metric: A name from ``refit.metrics.METRICS``.
+        segments: Each segmentation's label of every row, aligned with ``y_true``
+            (``refit.evaluation.segment_labels``: bins, labels and crossings included).
+        seed: Seed of the resamples.
+    """
+    from refit.evaluation import metric_bootstrap
+    from refit.evaluation.gate import holm_adjust
+
+    m = get_metric(metric)
+    truth = np.asarray(pd.Series(y_true, dtype="float64"))
+    score = np.asarray(pd.Series(y_score, dtype="float64"))
+    if truth.shape != score.shape:
+        raise DataError(f"y_true has {truth.shape[0]} rows but y_score has {score.shape[0]}")
+    labelled = ~np.isnan(truth) & ~np.isnan(score)
+    undefined = "one class only" if "binary" in m.tasks else f"{m.name} undefined"
+    groups = _decay_groups(segments, len(truth), labelled)
+    boot = (
+        metric_bootstrap(
+            m.tasks[0], m.name, truth[labelled], score[labelled], groups, n_resamples=cfg.decay_resamples, seed=seed
+        )
+        if labelled.any()
+        else []
+    )
+    alpha = (1 - cfg.decay_confidence) / 2
+    sign = 1.0 if m.higher_is_better else -1.0
+    judged = [_judge(rep, registered.get(rep.scope), cfg, sign, alpha, undefined) for rep in boot]
+    judged = _holm_within_segmentations(judged, alpha, cfg.decay_holm, holm_adjust)
+    if not judged:  # no labelled row at all
+        note = f"fewer than {cfg.decay_min_rows} labelled rows"
+        base = registered.get("overall")
+        judged = [
+            SegmentDecay(
+                segment="overall", n_rows=0, current=None, registered=base, drop=None, decayed=False, note=note
+            )
+        ]
+    overall, per_segment = judged[0], judged[1:]
+    return DecayResult(
+        metric=m.name,
+        higher_is_better=m.higher_is_better,
+        tolerance=cfg.decay_limit(registered.get("overall")),
+        overall=overall,
+        segments=per_segment,
+        decayed=overall.decayed or any(s.decayed for s in per_segment),
+        n_labelled=int(labelled.sum()),
+        confidence=cfg.decay_confidence,
+        n_resamples=cfg.decay_resamples,
+    )
+
+
+def _judge(rep: Any, base: float | None, cfg: DriftConfig, sign: float, alpha: float, undefined: str) -> SegmentDecay:
+    """One group's decay: its drop from ``base`` with the bootstrap interval and the one-sided
+    p-value of "drop <= tolerance" (``decayed`` is set once the family's p-values are adjusted)."""
+    tol = cfg.decay_limit(base)
+    row = SegmentDecay(
+        segment=rep.scope, n_rows=rep.n, current=rep.point, registered=base, drop=None, decayed=False, tolerance=tol
+    )
+    valid = rep.replicates[np.isfinite(rep.replicates)]
+    if rep.n < cfg.decay_min_rows:
+        return row.model_copy(update={"note": f"fewer than {cfg.decay_min_rows} labelled rows"})
+    if rep.point is None or len(valid) < 0.9 * cfg.decay_resamples:
+        return row.model_copy(update={"note": undefined})
+    if base is None:
+        return row.model_copy(update={"note": "no registered value"})
+    drops = sign * (base - valid)
+    lo, hi = np.quantile(drops, [alpha, 1 - alpha])
+    update = {"drop": sign * (base - rep.point), "ci_low": float(lo), "ci_high": float(hi)}
+    return row.model_copy(update={**update, "p_value": float(np.mean(drops <= tol))})
+
+
+def _decay_groups(
+    segments: Mapping[str, Any] | pd.DataFrame | None, n: int, labelled: np.ndarray
+) -> dict[str, pd.Categorical]:
+    """Each segmentation's labels of the labelled rows, every category kept (a segment without
+    labelled rows is still reported)."""
+    out: dict[str, pd.Categorical] = {}
+    for name, values in ({} if segments is None else segments).items():
+        cat = values.array if isinstance(values, pd.Series) else values
+        if not isinstance(cat, pd.Categorical):
+            cat = pd.Categorical(np.asarray(cat, dtype=object))
+        if len(cat) != n:
+            raise DataError(f"segment {name!r} has {len(cat)} rows but y_true has {n}")
+        out[str(name)] = cat[labelled]
+    return out
+
+
+def _holm_within_segmentations(
+    rows: list[SegmentDecay], alpha: float, holm: bool, adjust: Callable[[Sequence[float]], list[float]]
+) -> list[SegmentDecay]:
+    """``decayed`` from the p-values, Holm-adjusted within each segmentation (overall alone)."""
+    families: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        if row.p_value is not None:
+            families.setdefault(row.segment.split("=", 1)[0], []).append(i)
+    out = list(rows)
+    for members in families.values():
+        raw = [float(rows[i].p_value) for i in members]  # type: ignore[arg-type]
+        for i, p in zip(members, adjust(raw) if holm else raw, strict=True):
+            out[i] = rows[i].model_copy(update={"p_adjusted": p, "decayed": p <= alpha})
+    return out
