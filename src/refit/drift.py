@@ -254,6 +254,9 @@ def _plan(
     cfg: DriftConfig,
     seed: int,
 ) -> _Plan:
+    """What the check will compare: the columns and their kinds, each column's method and
+    threshold, and the seeded samples of both frames. One function: it is a sequence of input
+    checks (each a one-line error naming the column), every step feeding the next."""
     if len(reference) == 0:
         raise DataError("the reference frame is empty")
     if len(current) == 0:
