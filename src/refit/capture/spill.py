@@ -17,6 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -55,8 +56,9 @@ class SpillingWriter:
     _spill_root: Path | None
     _next_seq: int
 
-    def _write(self, kind: str, part: str, frame: pd.DataFrame, deadline: float) -> bool:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by CaptureWriter, the class this half belongs to
+
+        def _write(self, kind: str, part: str, frame: pd.DataFrame, deadline: float) -> bool: ...
 
     def _retry_spill(self, deadline: float) -> bool:
         """Write spilled batches, oldest first; False as soon as the store fails or time is up."""

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from refit.errors import ConflictError, NotFoundError, PreconditionFailedError, RegistryError
 from refit.io.base import Store
@@ -51,17 +51,15 @@ class AliasMoves:
     store: Store
     _clock: Callable[[], datetime]
 
-    def _event_key(self, name: str, seq: int) -> str:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by Registry, the class this half belongs to
 
-    def _aliases_key(self, name: str) -> str:
-        raise NotImplementedError
+        def _event_key(self, name: str, seq: int) -> str: ...
 
-    def get_version(self, name: str, version: int) -> ModelVersion:
-        raise NotImplementedError
+        def _aliases_key(self, name: str) -> str: ...
 
-    def history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
-        raise NotImplementedError
+        def get_version(self, name: str, version: int) -> ModelVersion: ...
+
+        def history(self, name: str, alias: str | None = None) -> list[AliasEvent]: ...
 
     def _read_event(self, name: str, seq: int) -> AliasEvent | None:
         try:
