@@ -1,4 +1,4 @@
-"""``refit train``, ``refit retrain`` and ``refit models ...``."""
+"""``refit train`` and ``refit models ...`` (``refit retrain``: retrain_command.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from refit_cli.options import AS_OF_OPT, CONFIG_OPT, JSON_OPT, WINDOW_DAYS_OPT, parse_as_of
+from refit_cli.options import CONFIG_OPT, JSON_OPT, WINDOW_DAYS_OPT
 from refit_cli.output import cli_errors, emit
 
 models_app = typer.Typer(no_args_is_help=True, help="Inspect and move registered model versions.")
@@ -87,61 +87,12 @@ def train(
     emit(result, as_json, lambda r: r["artifact_uri"])
 
 
-def retrain(
-    config: Annotated[Path, CONFIG_OPT] = Path("refit.yaml"),
-    window_days: Annotated[float | None, WINDOW_DAYS_OPT] = None,
-    force: Annotated[bool, typer.Option("--force", help="Promote despite the gate (needs --reason).")] = False,
-    reason: Annotated[str | None, typer.Option(help="Why: kept with the version and the promotion.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Evaluate only; register nothing.")] = False,
-    as_of: Annotated[str | None, AS_OF_OPT] = None,
-    as_json: Annotated[bool, JSON_OPT] = False,
-) -> None:
-    """Run the retrain flow now, in this process (Prefect's API from PREFECT_API_URL, else a local one)."""
-    with cli_errors(as_json):
-        from pydantic import ValidationError
-
-        from refit.errors import ConfigError
-
-        try:
-            from flows.retrain import RetrainParameters
-            from flows.retrain import retrain as retrain_flow
-            from refit.io import resolve_store_uri
-
-            params = RetrainParameters(
-                config_path=str(config),
-                store=resolve_store_uri(),
-                window_days=window_days,
-                as_of=parse_as_of(as_of),
-                force=force,
-                reason=reason,
-                dry_run=dry_run,
-                trigger="cli",
-            )
-        except ValidationError as exc:
-            raise ConfigError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
-        result = retrain_flow(params)
-    emit(result.model_dump(mode="json"), as_json, _human_retrain)
-
-
-def _human_retrain(r: dict[str, Any]) -> str:
-    lines = [r["headline"]]
-    if r.get("version") is not None:
-        lines.append(
-            f"registered {r['model']} version {r['version']}; champion: "
-            f"{r.get('champion_before') or 'none'} -> {r.get('champion_after') or 'none'}"
-        )
-    elif r.get("dry_run"):
-        lines.append("dry run: nothing registered")
-    if r.get("dossier", {}).get("markdown"):
-        lines.append(f"dossier: {r['dossier']['markdown']}")
-    return "\n".join(lines)
-
-
 def _registry() -> Any:
     from refit.io import store_from_settings
     from refit.registry import Registry
+    from refit_cli.preflight import existing_store
 
-    return Registry(store_from_settings())
+    return Registry(store_from_settings(uri=existing_store()))
 
 
 @models_app.command("list")

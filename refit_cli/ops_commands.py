@@ -9,9 +9,13 @@ from typing import Annotated, Any
 import typer
 
 from refit_cli.options import AS_OF_OPT, CONFIG_OPT, JSON_OPT, WINDOW_DAYS_OPT, parse_as_of
-from refit_cli.output import cli_errors, emit
+from refit_cli.output import DRIFT_TRIGGER_EXIT, cli_errors, emit, quiet_expected_errors
 
-drift_app = typer.Typer(help="Check captured traffic for drift against the champion's reference.")
+drift_app = typer.Typer(
+    help="Check captured traffic for drift against the champion's reference. Exit status: 0 no retrain "
+    f"triggered (no drift, suppressed, or no data), {DRIFT_TRIGGER_EXIT} the governor triggers a retrain "
+    "(--exit-zero: 0), 1 an error."
+)
 
 
 @drift_app.callback(invoke_without_command=True)
@@ -27,17 +31,30 @@ def drift(
         bool, typer.Option("--retrain", help="When the governor says trigger, retrain here now.")
     ] = False,
     window_days: Annotated[float | None, WINDOW_DAYS_OPT] = None,
+    exit_zero: Annotated[
+        bool, typer.Option("--exit-zero", help=f"Exit 0 even when the governor triggers (else {DRIFT_TRIGGER_EXIT}).")
+    ] = False,
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
-    """Run the drift-check flow now, in this process (with --retrain, the retrain too, as of the same time)."""
+    """Run the drift-check flow now, in this process (with --retrain, the retrain too, as of the same time).
+
+    Exit status: 0 when the governor does not trigger a retrain (no drift, suppressed, or no
+    data in the window), 3 when it triggers (--exit-zero: 0), 1 on an error. The config and the
+    store are checked before Prefect starts. `refit drift [--config F] [--json] history` passes
+    its options on to `history`.
+    """
     if ctx.invoked_subcommand is not None:
+        ctx.obj = {"config": config, "as_json": as_json}
         return
     with cli_errors(as_json):
-        from flows.drift_check import DriftCheckParameters, drift_check
-        from refit.io import resolve_store_uri
+        from refit_cli.preflight import checked_inputs
 
-        store = resolve_store_uri()
+        _, store = checked_inputs(config)
         when = parse_as_of(as_of)
+
+        from flows.drift_check import DriftCheckParameters, drift_check
+
+        quiet_expected_errors()
         result = drift_check(
             DriftCheckParameters(
                 config_path=str(config), store=store, window_hours=window_hours, window_rows=window_rows, as_of=when
@@ -60,6 +77,8 @@ def drift(
             result["retrain"] = f"retrained in this process: {run.headline}"
             result["retrain_result"] = run.model_dump(mode="json")
     emit(result, as_json, _human_drift)
+    if result["decision"] == "trigger" and not exit_zero:
+        raise typer.Exit(DRIFT_TRIGGER_EXIT)
 
 
 def _human_drift(r: dict[str, Any]) -> str:
@@ -77,19 +96,23 @@ def _human_drift(r: dict[str, Any]) -> str:
 
 @drift_app.command("history")
 def drift_history(
-    config: Annotated[Path, CONFIG_OPT] = Path("refit.yaml"),
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Pipeline config (YAML).")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of per-column scores over time here.")] = None,
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
     """Per-column drift scores over time, and every governor decision (trigger or suppress, and why)."""
+    parent = ctx.obj if isinstance(ctx.obj, dict) else {}
+    as_json = as_json or bool(parent.get("as_json"))
+    config = config or parent.get("config") or Path("refit.yaml")
     with cli_errors(as_json):
-        from refit.config import load_config
         from refit.drift import plot_drift_history, read_drift_history
         from refit.io import store_from_settings
         from refit.policy import Ledger
+        from refit_cli.preflight import checked_inputs
 
-        cfg = load_config(config)
-        store = store_from_settings()
+        cfg, store_uri = checked_inputs(config)
+        store = store_from_settings(uri=store_uri)
         history = read_drift_history(store, cfg.dataset.name)
         ledger = Ledger(store, cfg.dataset.name).entries()
         if plot is not None and len(history):
@@ -162,14 +185,34 @@ def webhook(
             dispatcher.stop()
 
 
-def serve() -> None:
+def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="Pipeline config of every deployment (default: REFIT_CONFIG_PATH, else refit.yaml).",
+        ),
+    ] = None,
+) -> None:
     """Serve the deployments (schedules, manual runs, the drift trigger) from this process, on REFIT_STORE."""
-    from prefect import serve as prefect_serve
+    with cli_errors(False):
+        from deployments.settings import DeploymentSettings
+        from refit.config import load_config
+        from refit.io import resolve_store_uri
 
-    from deployments.definitions import build_deployments
-    from refit.io import resolve_store_uri
+        settings = DeploymentSettings()
+        if config is not None:
+            # absolute: the runs' worker may start in another folder
+            settings = settings.model_copy(update={"config_path": str(config.resolve())})
+        load_config(settings.config_path)  # a bad config is one line here, not a red run every hour
 
-    prefect_serve(*build_deployments(store=resolve_store_uri()), pause_on_shutdown=False)
+        from prefect import serve as prefect_serve
+
+        from deployments.definitions import build_deployments
+
+        deployments = build_deployments(settings, store=resolve_store_uri())
+    prefect_serve(*deployments, pause_on_shutdown=False)
 
 
 def up(

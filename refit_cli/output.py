@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -11,6 +12,13 @@ from typing import Any
 import typer
 
 from refit.errors import RefitError
+
+#: ``refit retrain``'s exit status per outcome (1: an error). One home: ``--help``, the README and
+#: the tests read it.
+RETRAIN_EXIT_CODES: dict[str, int] = {"PROMOTE": 0, "REJECT": 3, "INCONCLUSIVE": 4, "SMOKE_FAILED": 5}
+#: ``refit drift``: 0 when the governor does not trigger a retrain, 3 when it does (``--exit-zero``: 0).
+DRIFT_TRIGGER_EXIT = 3
+ERROR_EXIT = 1
 
 
 def emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
@@ -30,4 +38,46 @@ def cli_errors(as_json: bool) -> Iterator[None]:
         if as_json:
             sys.stdout.write(json.dumps({"ok": False, "error": message, "error_type": type(exc).__name__}) + "\n")
         typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(ERROR_EXIT) from None
+
+
+def _refit_error_names() -> tuple[str, ...]:
+    names: list[str] = []
+    todo: list[type[BaseException]] = [RefitError]
+    while todo:
+        cls = todo.pop()
+        names.append(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return tuple(f"{name}: " for name in names)
+
+
+class _ExpectedErrorsOffTheTerminal(logging.Filter):
+    """Drop, from the terminal only, what Prefect logs about a run that failed on a refit error.
+
+    The run's own log (Prefect's API handler, on the flow- and task-run loggers) keeps the
+    traceback for the UI; the terminal gets the one line of :func:`cli_errors` instead of ~80.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names = _refit_error_names()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(("prefect.flow_runs", "prefect.task_runs")):
+            return True
+        if record.exc_info and isinstance(record.exc_info[1], RefitError):
+            return False
+        if record.levelno >= logging.INFO and "Finished in state Failed" in record.getMessage():
+            return not any(name in record.getMessage() for name in self.names)
+        return True
+
+
+def quiet_expected_errors() -> None:
+    """Install :class:`_ExpectedErrorsOffTheTerminal` on Prefect's console handlers (after ``import prefect``)."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and not any(
+            isinstance(f, _ExpectedErrorsOffTheTerminal) for f in handler.filters
+        ):
+            handler.addFilter(_ExpectedErrorsOffTheTerminal())

@@ -166,6 +166,9 @@ refit is up. Ctrl-C stops everything.
   Prefect API:  {api_url}
   Webhook:      {f"http://127.0.0.1:{webhook_port}/alerts/drift" if webhook else "not started (--no-webhook)"}
   Deployments:  retrain-weekly, retrain-manual, retrain-on-drift, drift-check-hourly
+
+In a second terminal, point Prefect's CLI (and refit retrain / refit drift) at this server first:
+  {export_line(api_url)}
 """)
     if webhook:
         typer.echo(
@@ -173,6 +176,11 @@ refit is up. Ctrl-C stops everything.
             + CURL_EXAMPLE.format(model=model, port=webhook_port)
             + "\n"
         )
+
+
+def export_line(api_url: str) -> str:
+    """The exact line a second terminal pastes so ``prefect deployment run`` finds these deployments."""
+    return f"export PREFECT_API_URL={api_url}"
 
 
 def _watch(procs: Procs) -> int:
@@ -226,7 +234,9 @@ def run_up(config: Path, *, ui_port: int, webhook_port: int, webhook: bool, env:
             return 1
         child_env["PREFECT_API_URL"] = api_url
         refit_bin = str(Path(sys.executable).parent / "refit")
-        procs.append(("deployments", subprocess.Popen([refit_bin, "serve"], env=child_env, start_new_session=True)))
+        # every deployment runs with the config `refit up` was given, as an absolute path
+        serve_argv = [refit_bin, "serve", "--config", str(config.resolve())]
+        procs.append(("deployments", subprocess.Popen(serve_argv, env=child_env, start_new_session=True)))
         if webhook and not _start_webhook(config, webhook_port, child_env, procs):
             return 1
         _announce(api_url, webhook, webhook_port, cfg.dataset.name)

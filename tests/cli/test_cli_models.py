@@ -124,7 +124,7 @@ def test_retrain_and_drift_from_the_cli(project, prefect_api: str) -> None:  # t
     )
     assert gen.returncode == 0, gen.stderr
     drift = run(["drift", "--window-hours", "400", "--json"], folder, api=prefect_api)
-    assert drift.returncode == 0, drift.stderr[-2000:]
+    assert drift.returncode == 3, drift.stderr[-2000:]  # the governor triggers: exit 3
     report = json.loads(drift.stdout.strip().splitlines()[-1])
     assert report["drift_detected"] is True and report["drift_share"] >= 0.3
     assert report["decision"] == "trigger" and "no listener started a retrain" in report["retrain"]
