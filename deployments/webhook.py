@@ -125,7 +125,11 @@ class PrefectDispatcher:
 
     def __call__(self, alert: DriftAlert) -> DispatchResult:
         if alert.model != self.model:
-            return DispatchResult(status="ignored", reason=f"unknown model {alert.model!r}")
+            return DispatchResult(
+                status="unknown_model",
+                reason=f"unknown model {alert.model!r}: this receiver serves {self.model!r}; "
+                "the alert was not delivered",
+            )
         now = datetime.now(UTC)
         hour = now.replace(minute=0, second=0, microsecond=0)
         signal = DriftSignal(

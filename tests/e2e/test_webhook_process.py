@@ -258,3 +258,20 @@ def test_a_whitespace_only_secret_is_refused_at_startup_with_one_line(root: Path
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "empty or only whitespace" in lines[0], done.stderr
+
+
+def test_an_alert_for_an_unknown_model_gets_404_and_is_not_recorded(prefect_down: Receiver) -> None:
+    """Not 200 `ignored`: a sender that typed the model name must learn that nothing was delivered."""
+    body = json.dumps({"alert_id": f"typo-{uuid.uuid4().hex[:6]}", "model": "chrun", "drift_share": 0.5}).encode()
+    outbox_before = prefect_down.outbox()
+    response = httpx.post(
+        f"{prefect_down.url}/alerts/drift",
+        content=body,
+        headers={"X-Refit-Signature": sign(body, SECRET)},
+        timeout=10,
+    )
+    assert response.status_code == 404, response.text
+    answer = response.json()
+    assert answer["status"] == "unknown_model" and answer["model"] == "chrun"
+    assert "serves 'churn'" in answer["reason"] and "not delivered" in answer["reason"]
+    assert prefect_down.outbox() == outbox_before

@@ -236,7 +236,10 @@ async def _dispatch_all(
         answers.append(answer)
 
     accepted = [a for a in answers if a["status"] in ("accepted", "queued")]
-    content = dict(accepted[0] if accepted else answers[0])
+    unknown = [a for a in answers if a["status"] == "unknown_model"]
+    content = dict(accepted[0] if accepted else unknown[0] if unknown else answers[0])
     if len(answers) > 1:
         content["results"] = answers
-    return JSONResponse(content, status_code=202 if accepted else 200)
+    # an alert for a model this receiver does not serve was not delivered: 404, never a 200 the
+    # sender would take for "done" (a batch with an accepted alert is 202 and lists every result)
+    return JSONResponse(content, status_code=202 if accepted else 404 if unknown else 200)

@@ -45,7 +45,7 @@ class DispatchUnavailable(RefitError):
         self.retry_after_s = retry_after_s
 
 
-DispatchStatus = Literal["accepted", "queued", "suppressed", "ignored"]
+DispatchStatus = Literal["accepted", "queued", "suppressed", "ignored", "unknown_model"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,8 @@ class DispatchResult:
     ``accepted``: a flow run was started (``flow_run_id`` set). ``queued``: the alert is kept
     (in an outbox) and its run will be started when the orchestrator answers; ``reason`` says
     why it is not started yet. ``suppressed``: the governor held it back (cooldown, cap,
-    duplicate; ``reason`` says which). ``ignored``: nothing to do.
+    duplicate; ``reason`` says which). ``ignored``: nothing to do. ``unknown_model``: this
+    receiver serves another model; the alert was not delivered (HTTP 404, so the sender knows).
     """
 
     status: DispatchStatus
@@ -63,7 +64,7 @@ class DispatchResult:
     reason: str | None = None
 
     def __post_init__(self) -> None:
-        if self.status not in ("accepted", "queued", "suppressed", "ignored"):
+        if self.status not in ("accepted", "queued", "suppressed", "ignored", "unknown_model"):
             raise ValueError(f"unknown dispatch status {self.status!r}")
         if self.status == "accepted" and not self.flow_run_id:
             raise ValueError("an accepted dispatch needs a flow_run_id")
