@@ -7,8 +7,8 @@ from typing import Any
 from prefect import flow
 from pydantic import AliasChoices, AwareDatetime, BaseModel, Field
 
-from flows.parameters import RunParameters
-from refit.config import resolve_run_parameters
+from flows.parameters import RunBudget, RunParameters, with_deployment_defaults
+from refit.config import PipelineConfig, resolve_run_parameters
 from refit.io import resolve_store_uri
 from refit.monitoring import no_data_detail
 from tasks.drift import (
@@ -18,6 +18,7 @@ from tasks.drift import (
     find_drift_listener,
     load_capture_window,
     load_reference,
+    publish_drift_check,
     validate_captures,
 )
 from tasks.retrain import load_pipeline_config
@@ -71,35 +72,43 @@ def drift_check(params: DriftCheckParameters = DriftCheckParameters()) -> DriftC
     Args:
         params: Which config and store, and which window of captured traffic.
     """
+    params = with_deployment_defaults(params)  # a partial `-p params=...` keeps the deployment's defaults
     config = load_pipeline_config(params.config_path)
     params = resolve_run_parameters(params, config)
     store = resolve_store_uri(params.store)  # chosen once; every task gets it
-    reference = load_reference(store, config)
-    window = load_capture_window(store, config, params.as_of, params.window_hours, params.window_rows)
+    # a hung step fails the run instead of holding its slot forever (timeouts of the config)
+    budget, step_s = RunBudget(config.timeouts.drift_check_s, "this drift check"), config.timeouts.step_s
+    reference = budget.step(load_reference, step_s)(store, config)
+    window = budget.step(load_capture_window, step_s)(
+        store, config, params.as_of, params.window_hours, params.window_rows
+    )
     if window.rows == 0:
         detail = no_data_detail(store, config, window)
         print(detail)
-        return DriftCheckResult(
-            model=config.dataset.name,
-            store=store,
-            champion_version=reference.version,
-            drift_detected=False,
-            drift_share=0.0,
-            drifted_columns=[],
-            decay_detected=False,
-            decayed_segments=[],
-            decision="none",
-            reason="no-data",
-            detail=detail,
-            report_uri="",
-            sample_size=0,
-            current_rows=0,
-            labelled_rows=0,
-            retrain="no retrain: no captured requests in the window",
+        return _published(
+            config,
+            DriftCheckResult(
+                model=config.dataset.name,
+                store=store,
+                champion_version=reference.version,
+                drift_detected=False,
+                drift_share=0.0,
+                drifted_columns=[],
+                decay_detected=False,
+                decayed_segments=[],
+                decision="none",
+                reason="no-data",
+                detail=detail,
+                report_uri="",
+                sample_size=0,
+                current_rows=0,
+                labelled_rows=0,
+                retrain="no retrain: no captured requests in the window",
+            ),
         )
-    current = validate_captures(store, config, window)
-    report = compute_drift(store, config, reference, current, window)
-    outcome = ask_governor(store, config, reference, report, params.as_of)
+    current = budget.step(validate_captures, step_s)(store, config, window)
+    report = budget.step(compute_drift, step_s)(store, config, reference, current, window)
+    outcome = budget.step(ask_governor, step_s)(store, config, reference, report, params.as_of)
     result = DriftCheckResult(
         model=config.dataset.name,
         store=store,
@@ -118,13 +127,18 @@ def drift_check(params: DriftCheckParameters = DriftCheckParameters()) -> DriftC
         labelled_rows=report.labelled_rows,
     )
     if not outcome.trigger:
-        return result.model_copy(update={"retrain": f"no retrain: {outcome.reason}"})
-    emit_drift_event(store, config, outcome)
-    listener = find_drift_listener()
+        return _published(config, result.model_copy(update={"retrain": f"no retrain: {outcome.reason}"}))
+    budget.step(emit_drift_event, step_s)(store, config, outcome)
+    listener = budget.step(find_drift_listener, step_s)()
     note = (
         f"event emitted; {listener['deployment']} listens and starts the retrain"
         if listener["exists"]
         else f"event emitted, but no listener started a retrain ({listener['deployment']} is not deployed: "
         "run `refit up`, or `refit drift --retrain` to retrain in this process)"
     )
-    return result.model_copy(update={"event_emitted": True, "listener": listener, "retrain": note})
+    return _published(config, result.model_copy(update={"event_emitted": True, "listener": listener, "retrain": note}))
+
+
+def _published(config: PipelineConfig, result: DriftCheckResult) -> DriftCheckResult:
+    publish_drift_check.with_options(timeout_seconds=config.timeouts.step_s)(config, result.model_dump(mode="json"))
+    return result

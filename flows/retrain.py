@@ -7,7 +7,7 @@ from typing import Any, Literal
 from prefect import flow
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
-from flows.parameters import RunParameters
+from flows.parameters import RunBudget, RunParameters, with_deployment_defaults
 from refit.config import resolve_run_parameters
 from refit.io import resolve_store_uri
 from refit.pipeline import new_run_id
@@ -81,14 +81,17 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
     Args:
         params: What this run does: config file, store, data window, force/dry-run, reason.
     """
+    params = with_deployment_defaults(params)  # a partial `-p params=...` keeps the deployment's defaults
     config = load_pipeline_config(params.config_path)
     params = resolve_run_parameters(params, config)
     store = resolve_store_uri(params.store)  # chosen once; every task gets it
     run_id = new_run_id()
-    data = load_and_validate(store, config, run_id, params.window_days, params.as_of)
-    splits = split_data(store, config, data, run_id)
-    candidate = train_candidates(store, config, splits, run_id)
-    smoke = smoke_test_candidate(store, config, splits, candidate)
+    # a hung step fails the run instead of holding its slot forever (timeouts of the config)
+    budget, step_s = RunBudget(config.timeouts.retrain_s, "this retrain"), config.timeouts.step_s
+    data = budget.step(load_and_validate, step_s)(store, config, run_id, params.window_days, params.as_of)
+    splits = budget.step(split_data, step_s)(store, config, data, run_id)
+    candidate = budget.step(train_candidates, config.timeouts.training_s)(store, config, splits, run_id)
+    smoke = budget.step(smoke_test_candidate, step_s)(store, config, splits, candidate)
     base = {
         "run_id": run_id,
         "model": config.dataset.name,
@@ -114,9 +117,11 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
         result = RetrainResult(
             **base, outcome="SMOKE_FAILED", headline="smoke test failed: " + "; ".join(smoke.reasons)
         )
-        publish_summary(config, result.model_dump())
+        budget.step(publish_summary, step_s)(store, config, result.model_dump(mode="json"))
         return result
-    evaluation = evaluate_candidate(store, config, splits, candidate, run_id, params.force, params.reason)
+    evaluation = budget.step(evaluate_candidate, step_s)(
+        store, config, splits, candidate, run_id, params.force, params.reason
+    )
     decision = evaluation.decision
     result = RetrainResult(
         **base,
@@ -129,14 +134,12 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
     )
     if not params.dry_run:
         tags: dict[str, str] = {"trigger": params.trigger}
-        version = register_model(store, config, splits, candidate, evaluation, run_id, params.reason, tags)
+        version = budget.step(register_model, step_s)(
+            store, config, splits, candidate, evaluation, run_id, params.reason, tags
+        )
         result = result.model_copy(update={"version": version.version})
         if evaluation.promote:
-            promote_model(store, config, version.version, evaluation, params.reason)
+            budget.step(promote_model, step_s)(store, config, version.version, evaluation, params.reason)
             result = result.model_copy(update={"champion_after": version.version})
-    publish_summary(
-        config,
-        result.model_dump()
-        | {"dossier_markdown": evaluation.dossier.get("markdown"), "dossier_png": evaluation.dossier.get("png")},
-    )
+    budget.step(publish_summary, step_s)(store, config, result.model_dump(mode="json"))
     return result

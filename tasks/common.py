@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
+from urllib.parse import quote
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
@@ -55,3 +58,48 @@ def io_task(name: str) -> Callable[[Callable[P, R]], Task[P, R]]:
         retry_delay_seconds=IO_RETRY_DELAY_S,
         retry_condition_fn=transient_store_error,
     )
+
+
+# --- artifacts: what the Prefect UI shows ---------------------------------------------------------
+
+
+def artifact_key(model: str, kind: str) -> str:
+    """One key per model and kind of artifact, so the UI's Artifacts page keeps each one's history.
+
+    Prefect keys allow lowercase letters, digits and dashes only.
+    """
+    return re.sub(r"[^a-z0-9-]+", "-", f"{model}-{kind}".lower()).strip("-")
+
+
+def store_link(uri: str) -> tuple[str, str]:
+    """(link, text) for a store URI: a local path as ``file://``; an S3 object as its AWS console
+    page, the ``s3://`` URI as the text (paste it into ``aws s3 cp``)."""
+    if uri.startswith("s3://"):
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        return f"https://s3.console.aws.amazon.com/s3/object/{bucket}?prefix={quote(key)}", uri
+    path = Path(uri.removeprefix("file://")).resolve()
+    return path.as_uri(), str(path)
+
+
+def flat_rows(values: Mapping[str, Any], prefix: str = "") -> list[dict[str, str]]:
+    """A nested result as ``item``/``value`` rows with dotted names: no Python reprs in a table."""
+    rows: list[dict[str, str]] = []
+    for name, value in values.items():
+        item = f"{prefix}{name}"
+        if isinstance(value, Mapping):
+            rows.extend(flat_rows(value, prefix=f"{item}.") if value else [{"item": item, "value": ""}])
+        elif isinstance(value, (list, tuple)):
+            rows.append({"item": item, "value": ", ".join(_cell(v) for v in value)})
+        else:
+            rows.append({"item": item, "value": _cell(value)})
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items())
+    return str(value)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 from prefect import get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
@@ -15,7 +15,7 @@ from refit import monitoring
 from refit.capture import CaptureWindow
 from refit.config import PipelineConfig
 from refit.monitoring import DriftReport, GovernorOutcome, Reference
-from tasks.common import io_task, open_run_store
+from tasks.common import artifact_key, flat_rows, io_task, open_run_store, store_link
 from tasks.names import DRIFT_EVENT, RETRAIN_ON_DRIFT_FULL_NAME
 
 
@@ -78,14 +78,36 @@ def compute_drift(
         logger.info(
             "decay on %d labelled rows: %s", report.labelled_rows, ", ".join(report.decay.decayed_segments) or "none"
         )
+    model = config.dataset.name
     create_table_artifact(
-        key=f"{config.dataset.name}-drift",
+        key=artifact_key(model, "drift"),
         table=monitoring.drift_summary_rows(report),
         description=f"Per-column drift (share {result.drift_share:.2f})",
     )
+    link, text = store_link(report.report_uri)
     create_link_artifact(
-        link=report.report_uri, link_text="Evidently drift report", key=f"{config.dataset.name}-drift-report"
+        key=artifact_key(model, "drift-report"), link=link, link_text=text, description="Evidently drift report"
     )
+    if report.decay is not None:
+        decay = report.decay
+        create_table_artifact(
+            key=artifact_key(model, "decay"),
+            table=[
+                {
+                    "segment": s.segment,
+                    "rows": s.n_rows,
+                    f"{decay.metric} now": s.current,
+                    f"{decay.metric} at registration": s.registered,
+                    "drop": s.drop,
+                    "tolerance": s.tolerance if s.tolerance is not None else decay.tolerance,
+                    "decayed": s.decayed,
+                    "note": s.note or "",
+                }
+                for s in [decay.overall, *decay.segments]
+            ],
+            description=f"Performance decay of the champion on {decay.n_labelled:,} labelled rows: "
+            + (", ".join(decay.decayed_segments) or "none decayed"),
+        )
     return report
 
 
@@ -128,3 +150,18 @@ def find_drift_listener(deployment: str = RETRAIN_ON_DRIFT_FULL_NAME) -> dict[st
         except ObjectNotFound:
             return {"deployment": deployment, "exists": False}
     return {"deployment": deployment, "exists": True, "id": str(found.id), "paused": bool(found.paused)}
+
+
+@task(name="publish-drift-check", cache_policy=NO_CACHE)
+def publish_drift_check(config: PipelineConfig, result: dict[str, Any]) -> None:
+    """The check's verdict and the governor's decision (or "no data") as one markdown artifact per model."""
+    model = config.dataset.name
+    decision = f"**governor: {result['decision']}** ({result['reason']}): {result['detail']}"
+    rows = flat_rows({k: v for k, v in result.items() if k not in ("decision", "reason", "detail")})
+    table = "\n".join(["| item | value |", "|---|---|", *(f"| {r['item']} | {r['value']} |" for r in rows)])
+    create_markdown_artifact(
+        key=artifact_key(model, "governor"),
+        markdown=f"# Drift check of {model} (champion v{result['champion_version']})\n\n{decision}\n\n"
+        f"{result.get('retrain', '')}\n\n{table}\n",
+        description=f"governor: {result['decision']} ({result['reason']})",
+    )

@@ -14,8 +14,9 @@ from prefect.events import emit_event
 from refit import pipeline
 from refit.config import PipelineConfig, load_config
 from refit.data import ValidatedData
+from refit.dossier import for_display
 from refit.pipeline import CandidateHandle, EvaluationHandle, SplitHandles
-from tasks.common import io_task, open_run_store
+from tasks.common import artifact_key, flat_rows, io_task, open_run_store, store_link
 
 if TYPE_CHECKING:
     from refit.registry import AliasEvent, ModelVersion
@@ -44,7 +45,7 @@ def load_and_validate(
     if handle.quarantine_uri:
         summary = json.loads(pipeline.read_text(store, handle.summary_uri))
         create_table_artifact(
-            key=f"{config.dataset.name}-quarantine",
+            key=artifact_key(config.dataset.name, "quarantine"),
             table=[
                 {
                     "column": f["column"],
@@ -98,7 +99,7 @@ def train_candidates(store_uri: str, config: PipelineConfig, splits: SplitHandle
         candidate.train_s,
     )
     create_table_artifact(
-        key=f"{config.dataset.name}-trials",
+        key=artifact_key(config.dataset.name, "trials"),
         table=[
             {
                 "trial": t["index"],
@@ -144,10 +145,6 @@ def evaluate_candidate(
     evaluation = pipeline.evaluate_candidate(store, config, splits, candidate, run_id, force=force, reason=reason)
     decision = evaluation.decision
     get_run_logger().info("gate: %s", decision.headline)
-    markdown = pipeline.read_text(store, evaluation.dossier["markdown"])
-    create_markdown_artifact(
-        markdown=markdown, key=f"{config.dataset.name}-dossier", description=f"Decision dossier: {decision.outcome}"
-    )
     return evaluation
 
 
@@ -200,16 +197,40 @@ def promote_model(
 
 
 @task(name="publish-summary", cache_policy=NO_CACHE)
-def publish_summary(config: PipelineConfig, summary: dict[str, Any]) -> None:
-    """The run's summary table, and links to the model artifact and the dossier."""
+def publish_summary(store_uri: str, config: PipelineConfig, summary: dict[str, Any]) -> None:
+    """The run's summary (a flat table), its dossier (chart embedded, titled with the version) and
+    links to the model artifact and the dossier file: one artifact key per kind, so the UI keeps
+    each kind's history."""
+    model = config.dataset.name
     create_table_artifact(
-        key=f"{config.dataset.name}-retrain-summary",
-        table=[{"item": k, "value": str(v)} for k, v in summary.items()],
+        key=artifact_key(model, "retrain-summary"),
+        table=flat_rows({k: v for k, v in summary.items() if k != "dossier"}),
         description=summary.get("headline") or "retrain summary",
     )
-    for name in ("artifact_uri", "dossier_markdown", "dossier_png"):
-        if summary.get(name):
-            create_link_artifact(link=str(summary[name]), link_text=name.replace("_", " "))
+    dossier = summary.get("dossier") or {}
+    if dossier.get("markdown") and dossier.get("png"):
+        store = open_run_store(store_uri)
+        version = summary.get("version")
+        candidate = f"version {version}" if version is not None else f"of run {summary['run_id']} (not registered)"
+        markdown = for_display(
+            pipeline.read_text(store, dossier["markdown"]), pipeline.read_bytes(store, dossier["png"]), candidate
+        )
+        title = f"{model} version {version}" if version is not None else f"{model} run {summary['run_id']}"
+        create_markdown_artifact(
+            markdown=markdown, key=artifact_key(model, "dossier"), description=f"{title}: {summary.get('outcome')}"
+        )
+        link, text = store_link(dossier["markdown"])
+        create_link_artifact(
+            key=artifact_key(model, "dossier-file"), link=link, link_text=text, description=f"Dossier of {title}"
+        )
+    if summary.get("artifact_uri"):
+        link, text = store_link(str(summary["artifact_uri"]))
+        create_link_artifact(
+            key=artifact_key(model, "model-artifact"),
+            link=link,
+            link_text=text,
+            description=f"Model artifact of {model} run {summary.get('run_id')}",
+        )
 
 
 def _emit(event: str, model: str, version: int, payload: dict[str, Any]) -> None:

@@ -334,6 +334,23 @@ class RetentionConfig(_Section):
     )
 
 
+class TimeoutsConfig(_Section):
+    """How long Prefect lets a run and its steps go on before it stops them (seconds).
+
+    A hung step (a stalled store mount, a stuck training) must not hold the one-retrain slot
+    forever while queued runs pile up behind it: a timed-out step fails its run, which frees it.
+    """
+
+    training_s: float = Field(
+        4 * 3600.0, gt=0, description="The train-candidates step: every family's search and final fit."
+    )
+    step_s: float = Field(
+        1800.0, gt=0, description="Every other step (load and validate, split, smoke test, evaluate, register, ...)."
+    )
+    retrain_s: float = Field(6 * 3600.0, gt=0, description="A whole retrain run (a deployment's or the CLI's).")
+    drift_check_s: float = Field(1800.0, gt=0, description="A whole drift-check run.")
+
+
 class PipelineConfig(_Section):
     """What one run does. Frozen: stored beside every model it produces."""
 
@@ -344,6 +361,7 @@ class PipelineConfig(_Section):
     gate: GateConfig = Field(default_factory=GateConfig, validate_default=True)
     drift: DriftConfig = Field(default_factory=DriftConfig, validate_default=True)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
 
     @field_validator("gate")
     @classmethod

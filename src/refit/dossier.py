@@ -346,3 +346,24 @@ def read_decision(payload: bytes) -> GateDecision:
 
 
 __all__ = ["Dossier", "FILES", "read_decision", "write_dossier"]
+
+
+def for_display(markdown: str, png: bytes, candidate: str) -> str:
+    """The dossier as a UI shows it: the chart embedded (a ``data:`` URI, so no relative file is
+    left to break) and the candidate named in the title (``version 3`` once registered; the
+    dossier on disk is written before registration and names the run).
+
+    Args:
+        markdown: The stored ``dossier.md``.
+        png: The stored ``dossier.png``.
+        candidate: What to call the candidate, e.g. ``"version 3"`` or ``"dry run abc123"``.
+    """
+    import base64
+    import re
+
+    encoded = base64.b64encode(png).decode("ascii")
+    shown = markdown.replace(f"]({FILES['png']})", f"](data:image/png;base64,{encoded})")
+    lines = shown.split("\n")
+    if lines and lines[0].startswith("# Promotion dossier:"):
+        lines[0] = re.sub(r", candidate .* vs champion ", f", candidate {candidate} vs champion ", lines[0], count=1)
+    return "\n".join(lines)

@@ -411,10 +411,14 @@ def promote_version(
     )
 
 
+def read_bytes(store: Store, uri: str) -> bytes:
+    """Read an object given by its URI in ``store``."""
+    return store.get_bytes(uri.removeprefix(store.uri.rstrip("/") + "/"))
+
+
 def read_text(store: Store, uri: str) -> str:
     """Read a text object given by its URI in ``store``."""
-    key = uri.removeprefix(store.uri.rstrip("/") + "/")
-    return store.get_bytes(key).decode()
+    return read_bytes(store, uri).decode()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,52 @@
+"""The config's timeouts reach Prefect: a hung step times out and fails its run (freeing the
+concurrency-1 slot) instead of holding it forever."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from flows.retrain import RetrainParameters, retrain
+from refit.config import TimeoutsConfig, load_config
+from tests.flows.helpers import make_project
+
+
+def test_a_hung_step_times_out_and_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    config, _ = make_project(tmp_path, rows=300, timeouts={"step_s": 3})
+    assert load_config(config).timeouts.step_s == 3
+    monkeypatch.setenv("REFIT_STORE", str(tmp_path / "store"))
+    # a data file that never delivers a byte, as on a stalled mount: a FIFO nobody writes
+    stalled = tmp_path / "store" / "datasets" / "churn" / "base" / "zz-stalled.parquet"
+    os.mkfifo(stalled)
+
+    def unblock() -> None:  # only if the step did not time out: then this test fails instead of hanging
+        with contextlib.suppress(OSError):
+            os.close(os.open(stalled, os.O_WRONLY | os.O_NONBLOCK))
+
+    watchdog = threading.Timer(120, unblock)
+    watchdog.start()
+    try:
+        state = retrain(RetrainParameters(config_path=str(config)), return_state=True)
+    finally:
+        watchdog.cancel()
+    assert state.is_failed()
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    timed_out = {t.name.rsplit("-", 1)[0]: t.state.name for t in tasks if t.state is not None}
+    assert timed_out.get("load-and-validate") == "TimedOut", timed_out
+
+
+def test_timeouts_have_defaults_and_refuse_nonsense() -> None:
+    defaults = TimeoutsConfig()
+    assert defaults.training_s > defaults.step_s > 0 and defaults.retrain_s >= defaults.training_s
+    with pytest.raises(ValueError, match="step_s"):
+        TimeoutsConfig(step_s=0)
