@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from refit_cli.options import AS_OF_OPT, CONFIG_OPT, JSON_OPT, WINDOW_DAYS_OPT, parse_as_of
-from refit_cli.output import DRIFT_TRIGGER_EXIT, cli_errors, emit, quiet_expected_errors
+from refit_cli.output import DRIFT_TRIGGER_EXIT, cli_errors, emit, heartbeat, quiet_expected_errors
 
 drift_app = typer.Typer(
     help="Check captured traffic for drift against the champion's reference. Exit status: 0 no retrain "
@@ -55,25 +55,27 @@ def drift(
         from flows.drift_check import DriftCheckParameters, drift_check
 
         quiet_expected_errors()
-        result = drift_check(
-            DriftCheckParameters(
-                config_path=str(config), store=store, window_hours=window_hours, window_rows=window_rows, as_of=when
-            )
-        ).model_dump(mode="json")
+        with heartbeat("drift check", as_json):
+            result = drift_check(
+                DriftCheckParameters(
+                    config_path=str(config), store=store, window_hours=window_hours, window_rows=window_rows, as_of=when
+                )
+            ).model_dump(mode="json")
         if retrain and result["decision"] == "trigger":
             from flows.retrain import RetrainParameters
             from flows.retrain import retrain as retrain_flow
 
-            run = retrain_flow(
-                RetrainParameters(
-                    config_path=str(config),
-                    store=store,
-                    window_days=window_days,
-                    as_of=when,
-                    trigger="drift",
-                    reason=f"refit drift --retrain: {result['detail']}",
+            with heartbeat("retrain", as_json):
+                run = retrain_flow(
+                    RetrainParameters(
+                        config_path=str(config),
+                        store=store,
+                        window_days=window_days,
+                        as_of=when,
+                        trigger="drift",
+                        reason=f"refit drift --retrain: {result['detail']}",
+                    )
                 )
-            )
             result["retrain"] = f"retrained in this process: {run.headline}"
             result["retrain_result"] = run.model_dump(mode="json")
     emit(result, as_json, _human_drift)

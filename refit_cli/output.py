@@ -81,3 +81,56 @@ def quiet_expected_errors() -> None:
             isinstance(f, _ExpectedErrorsOffTheTerminal) for f in handler.filters
         ):
             handler.addFilter(_ExpectedErrorsOffTheTerminal())
+
+
+class _StepTracker(logging.Filter):
+    """Remembers which task run logged last (it lets every record through)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step: str | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = getattr(record, "task_run_name", None)
+        if name:
+            self.step = str(name)
+        return True
+
+
+#: Seconds between two heartbeat lines (``REFIT_HEARTBEAT_S`` overrides).
+HEARTBEAT_S = 15.0
+
+
+@contextmanager
+def heartbeat(what: str, as_json: bool) -> Iterator[None]:
+    """While a flow runs in this process, a line on stderr every ``HEARTBEAT_S``: which step runs
+    and for how long, so a long training is never a silent terminal. Only on a terminal: nothing
+    under ``--json`` or when stderr is not a TTY (CI logs, pipes)."""
+    import os
+    import threading
+    import time
+
+    if as_json or not sys.stderr.isatty():
+        yield
+        return
+    every = float(os.environ.get("REFIT_HEARTBEAT_S", HEARTBEAT_S))
+    tracker = _StepTracker()
+    task_logger = logging.getLogger("prefect.task_runs")
+    task_logger.addFilter(tracker)
+    done = threading.Event()
+    started = time.monotonic()
+
+    def beat() -> None:
+        while not done.wait(every):
+            step = f"step {tracker.step}" if tracker.step else "starting"
+            sys.stderr.write(f"... {what}: {step}, {time.monotonic() - started:.0f} s so far\n")
+            sys.stderr.flush()
+
+    thread = threading.Thread(target=beat, name="refit-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(timeout=2)
+        task_logger.removeFilter(tracker)

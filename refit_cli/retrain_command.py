@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from refit_cli.options import AS_OF_OPT, CONFIG_OPT, JSON_OPT, WINDOW_DAYS_OPT, parse_as_of
-from refit_cli.output import RETRAIN_EXIT_CODES, cli_errors, emit, quiet_expected_errors
+from refit_cli.output import RETRAIN_EXIT_CODES, cli_errors, emit, heartbeat, quiet_expected_errors
 
 
 def retrain(
@@ -52,7 +52,8 @@ def retrain(
         except ValidationError as exc:
             raise ConfigError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
         quiet_expected_errors()
-        result = retrain_flow(params)
+        with heartbeat("retrain", as_json):
+            result = retrain_flow(params)
     emit(result.model_dump(mode="json"), as_json, _human_retrain)
     raise typer.Exit(RETRAIN_EXIT_CODES.get(result.outcome, 1))
 

@@ -15,6 +15,9 @@ from refit.config import TimeoutsConfig, load_config
 from tests.flows.helpers import make_project
 
 
+# pytest-timeout's default method holds SIGALRM, and Prefect then falls back to a watcher thread
+# that cannot interrupt a blocked read; without it (a served run, the CLI) Prefect uses the alarm
+@pytest.mark.timeout(900, method="thread")
 def test_a_hung_step_times_out_and_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -26,7 +29,10 @@ def test_a_hung_step_times_out_and_fails_the_run(tmp_path: Path, monkeypatch: py
     stalled = tmp_path / "store" / "datasets" / "churn" / "base" / "zz-stalled.parquet"
     os.mkfifo(stalled)
 
+    unblocked = threading.Event()
+
     def unblock() -> None:  # only if the step did not time out: then this test fails instead of hanging
+        unblocked.set()
         with contextlib.suppress(OSError):
             os.close(os.open(stalled, os.O_WRONLY | os.O_NONBLOCK))
 
@@ -36,6 +42,7 @@ def test_a_hung_step_times_out_and_fails_the_run(tmp_path: Path, monkeypatch: py
         state = retrain(RetrainParameters(config_path=str(config)), return_state=True)
     finally:
         watchdog.cancel()
+    assert not unblocked.is_set(), "the step was not stopped by its timeout: the test had to unblock it"
     assert state.is_failed()
     with get_client(sync_client=True) as client:
         tasks = client.read_task_runs(
