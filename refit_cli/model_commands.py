@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -95,30 +94,107 @@ def _registry() -> Any:
     return Registry(store_from_settings(uri=existing_store()))
 
 
+def _primary_metric(version: Any) -> tuple[str | None, float | None]:
+    """The metric the gate judged ``version`` by, and its value."""
+    decision = version.decision if isinstance(version.decision, dict) else {}
+    metric = decision.get("metric") or next(iter(version.metrics), None)
+    return metric, (version.metrics.get(metric) if metric else None)
+
+
+def _when(at: Any) -> str:
+    from datetime import datetime
+
+    moment = datetime.fromisoformat(at) if isinstance(at, str) else at
+    return moment.strftime("%Y-%m-%d %H:%M UTC") if moment is not None else "-"
+
+
+def model_summary(reg: Any, name: str) -> dict[str, Any]:
+    """One model's row of ``refit models list``: versions, aliases, champion's metric, last change."""
+    from refit.registry import CHAMPION
+
+    versions = reg.list_versions(name)
+    aliases = reg.aliases(name)
+    events = reg.history(name)
+    champion = next((v for v in versions if v.version == aliases.get(CHAMPION)), None)
+    metric, value = _primary_metric(champion) if champion is not None else (None, None)
+    changes = [(v.created_at, f"registered version {v.version} by {v.author}") for v in versions]
+    changes += [(e.at, f"{e.alias} {_show(e.from_version)} -> {_show(e.to_version)} by {e.author}") for e in events]
+    last_at, last_what = max(changes, key=lambda c: c[0]) if changes else (None, None)
+    return {
+        "name": name,
+        "versions": [v.version for v in versions],
+        "aliases": aliases,
+        "latest": versions[-1].created_at if versions else None,
+        "champion": {"version": champion.version, "metric": metric, "value": value} if champion else None,
+        "last_change": {"at": last_at, "what": last_what} if last_at else None,
+    }
+
+
+def _show(version: int | None) -> str:
+    return "(unset)" if version is None else str(version)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _human_list(r: dict[str, Any]) -> str:
+    if not r["models"]:
+        return "no models yet"
+    rows = []
+    for m in r["models"]:
+        champ = m["champion"]
+        value = champ and champ["value"]
+        rows.append(
+            [
+                m["name"],
+                f"{len(m['versions'])} ({m['versions'][0]}..{m['versions'][-1]})" if m["versions"] else "0",
+                ", ".join(f"{a}={v}" for a, v in m["aliases"].items()) or "-",
+                f"{champ['metric']} {value:.4f}" if champ and value is not None else "-",
+                f"{_when(m['last_change']['at'])}: {m['last_change']['what']}" if m["last_change"] else "-",
+            ]
+        )
+    return _table(rows, ["NAME", "VERSIONS", "ALIASES", "CHAMPION METRIC", "LAST CHANGE"])
+
+
 @models_app.command("list")
 def models_list(as_json: Annotated[bool, JSON_OPT] = False) -> None:
-    """Every model, its versions and aliases."""
+    """Every model: versions, aliases, the champion's metric and the last change, as a table."""
     with cli_errors(as_json):
         reg = _registry()
-        out = []
-        for name in reg.list_models():
-            versions = reg.list_versions(name)
-            out.append(
-                {
-                    "name": name,
-                    "versions": [v.version for v in versions],
-                    "aliases": reg.aliases(name),
-                    "latest": versions[-1].created_at if versions else None,
-                }
-            )
-    emit(
-        {"models": out},
-        as_json,
-        lambda r: (
-            "\n".join(f"{m['name']}: versions {m['versions']}, aliases {m['aliases']}" for m in r["models"])
-            or "no models yet"
-        ),
-    )
+        out = [model_summary(reg, name) for name in reg.list_models()]
+    emit({"models": out}, as_json, _human_list)
+
+
+def _human_show(r: dict[str, Any]) -> str:
+    decision = r.get("decision") if isinstance(r.get("decision"), dict) else {}
+    lines = [
+        f"{r['name']} version {r['version']}"
+        + (f"  [{', '.join(r['aliases_here'])}]" if r.get("aliases_here") else ""),
+        f"  registered  {_when(r['created_at'])} by {r['author']}"
+        + (f" (run {r['run_id']})" if r.get("run_id") else ""),
+        f"  git commit  {r.get('git_commit') or '-'}",
+        f"  artifact    {r['artifact_uri']}",
+        f"  params      {', '.join(f'{k}={v}' for k, v in r['params'].items()) or '-'}",
+        "  metrics     " + (", ".join(f"{k}={v:.4f}" for k, v in r["metrics"].items() if v is not None) or "-"),
+    ]
+    if decision:
+        lines.append(f"  decision    {decision.get('outcome')}: {decision.get('headline', '')}")
+    if r.get("compared_with") is not None:
+        lines.append(f"  compared    with version {r['compared_with']}")
+    for name, ds in r.get("datasets", {}).items():
+        lines.append(f"  data        {name}: {ds['rows']:,} rows, sha256 {ds['sha256'][:12]}")
+    if r.get("dossier_uris"):
+        lines.append(f"  dossier     {r['dossier_uris'][0]}")
+    if r.get("description"):
+        lines.append(f"  reason      {r['description']}")
+    for key in ("note", "integrity"):
+        if r.get(key):
+            lines.append(f"  note        {r[key]}")
+    lines.append("  (--json for everything)")
+    return "\n".join(lines)
 
 
 @models_app.command("show")
@@ -126,15 +202,94 @@ def models_show(
     ref: Annotated[str, typer.Argument(help="NAME, NAME@ALIAS or NAME:VERSION")],
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
-    """One version's metadata: lineage, metrics, decision."""
+    """One version: who, when, params, metrics, decision, data (a summary; --json for everything)."""
     with cli_errors(as_json):
         reg = _registry()
         version = reg.resolve(ref)
         data = version.model_dump(mode="json")
+        data["aliases_here"] = sorted(a for a, v in reg.aliases(version.name).items() if v == version.version)
         data["note"] = reg.promotion_note(version)
         if version.manifest_sha256 is None:
             data["integrity"] = "no manifest sha256 recorded: its artifact cannot be verified against the registry"
-    emit(data, as_json, lambda r: json.dumps(r, indent=2, default=str))
+    emit(data, as_json, _human_show)
+
+
+alias_app = typer.Typer(no_args_is_help=True, help="Set or remove an alias (recorded in the history: who, why).")
+models_app.add_typer(alias_app, name="alias")
+REASON_OPT = typer.Option(help="Why (recorded in the history).")
+
+
+def _human_event(r: dict[str, Any]) -> str:
+    return f"{r['alias']} of {r['name']}: {_show(r['from_version'])} -> {_show(r['to_version'])}"
+
+
+@alias_app.command("set")
+def alias_set(
+    name: str,
+    alias: str,
+    version: int,
+    reason: Annotated[str, REASON_OPT] = "",
+    as_json: Annotated[bool, JSON_OPT] = False,
+) -> None:
+    """Point ALIAS of NAME at VERSION (champion too: recorded as forced, like `models promote`)."""
+    with cli_errors(as_json):
+        event = _registry().set_alias(name, alias, version, reason=reason)
+    emit(event.model_dump(mode="json"), as_json, _human_event)
+
+
+@alias_app.command("rm")
+def alias_rm(
+    name: str,
+    alias: str,
+    version: Annotated[int | None, typer.Argument(help="The version you expect it to point at (checked).")] = None,
+    reason: Annotated[str, REASON_OPT] = "",
+    as_json: Annotated[bool, JSON_OPT] = False,
+) -> None:
+    """Remove ALIAS of NAME; with VERSION, only if it still points there."""
+    from refit.errors import RegistryError
+    from refit.registry import UNSET
+
+    with cli_errors(as_json):
+        reg = _registry()
+        current = reg.aliases(name).get(alias)
+        if current is None:
+            raise RegistryError(f"{name} has no alias {alias!r} (aliases: {reg.aliases(name) or 'none'})")
+        if version is not None and current != version:
+            raise RegistryError(f"{alias} of {name} points at version {current}, not {version}: nothing removed")
+        event = reg.remove_alias(name, alias, expected_current=UNSET if version is None else version, reason=reason)
+    emit(event.model_dump(mode="json"), as_json, _human_event)
+
+
+@models_app.command("history")
+def models_history(
+    name: str,
+    alias: Annotated[str | None, typer.Option(help="Only this alias.")] = None,
+    as_json: Annotated[bool, JSON_OPT] = False,
+) -> None:
+    """Every alias move of NAME: who, when, from, to, why."""
+    with cli_errors(as_json):
+        reg = _registry()
+        reg.list_versions(name) or reg.get_version(name, 1)  # an unknown model fails with its name
+        events = [e.model_dump(mode="json") for e in reg.history(name, alias)]
+
+    def human(r: dict[str, Any]) -> str:
+        rows = [
+            [
+                _when(e["at"]),
+                e["author"],
+                e["alias"],
+                e["action"] + (" (forced)" if e["forced"] else ""),
+                _show(e["from_version"]),
+                _show(e["to_version"]),
+                e["reason"] or "-",
+            ]
+            for e in r["events"]
+        ]
+        return (
+            _table(rows, ["WHEN", "WHO", "ALIAS", "ACTION", "FROM", "TO", "WHY"]) if rows else f"{name}: no alias moves"
+        )
+
+    emit({"model": name, "events": events}, as_json, human)
 
 
 EXPECT_OPT = typer.Option(
@@ -205,13 +360,97 @@ def models_rollback(
 
 
 @models_app.command("diff")
-def models_diff(name: str, a: str, b: str, as_json: Annotated[bool, JSON_OPT] = False) -> None:
-    """Metrics of two versions (numbers or aliases) overall and per segment, side by side."""
+def models_diff(
+    name: str,
+    a: str,
+    b: str,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Re-score on this labelled CSV/parquet file (default: the store's holdout)."),
+    ] = None,
+    config: Annotated[Path, CONFIG_OPT] = Path("refit.yaml"),
+    recorded_only: Annotated[
+        bool, typer.Option("--recorded-only", help="Only the metrics recorded at registration; score nothing.")
+    ] = False,
+    as_json: Annotated[bool, JSON_OPT] = False,
+) -> None:
+    """Versions A and B (numbers or aliases): both re-scored on one common data set, compared by
+    the gate's paired bootstrap (B - A, overall and per segment); also their recorded metrics."""
     with cli_errors(as_json):
-        diff = _registry().diff(name, int(a) if a.isdigit() else a, int(b) if b.isdigit() else b)
-        data = diff.model_dump(mode="json")
-        table = diff.to_frame().to_string(index=False)
-    emit(data, as_json, lambda r: table)
+        reg = _registry()
+        diff = reg.diff(name, int(a) if a.isdigit() else a, int(b) if b.isdigit() else b)
+        out = diff.model_dump(mode="json")
+        recorded = diff.to_frame()
+        table = recorded[recorded["segment"].isna()].drop(columns="segment").to_string(index=False)
+        if not recorded_only:
+            from refit import scoring
+
+            cfg = _diff_config(config, reg, name, diff.b)
+            frame = scoring.store_holdout(reg.store, cfg) if data is None else scoring.file_data(data)
+            va, vb = reg.get_version(name, diff.a), reg.get_version(name, diff.b)
+            out["rescored"] = scoring.rescore_versions(reg, name, va, vb, frame, cfg)
+    emit(out, as_json, lambda r: _human_diff(r, table))
+
+
+def _diff_config(path: Path, reg: Any, name: str, version: int) -> Any:
+    """The project's config, else the one stored with version ``version``'s artifact."""
+    from refit.config import load_config, parse_config
+
+    if path.is_file():
+        return load_config(path)
+    return parse_config(reg.load_model(name, version).config, f"the config stored with {name}:{version}")
+
+
+def _human_diff(r: dict[str, Any], table: str) -> str:
+    lines = [f"recorded at registration, overall ({r['name']} {r['a']} vs {r['b']}; per segment: --json):", table]
+    re = r.get("rescored")
+    if re:
+        d = re["data"]
+        lines += [
+            "",
+            f"re-scored on {d['source']} ({d['rows']:,} rows, sha256 {d['fingerprint'][:12]}):",
+        ]
+        rows = [
+            [
+                c["scope"],
+                f"{c['n']:,}",
+                _num(c["a"]),
+                _num(c["b"]),
+                _num(c["difference"]),
+                f"[{_num(c['ci_low'])}, {_num(c['ci_high'])}]",
+                _num(c["p_value"]),
+            ]
+            for c in [re["overall"], *re["segments"]]
+        ]
+        ci = f"{re['confidence']:.0%} CI"
+        lines.append(_table(rows, ["SCOPE", "ROWS", f"{re['metric']} A", f"{re['metric']} B", "B - A", ci, "P"]))
+    return "\n".join(lines)
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def predict(
+    ref: Annotated[str, typer.Argument(help="NAME@ALIAS, NAME:VERSION, or NAME (its champion).")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="Rows to score (CSV or parquet).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Scored rows go here (CSV/parquet).")],
+    as_json: Annotated[bool, JSON_OPT] = False,
+) -> None:
+    """Batch-score a file with a registered version; the input is checked against its training schema."""
+    with cli_errors(as_json):
+        from refit import scoring
+
+        reg = _registry()
+        version = reg.resolve(ref)
+        model = reg.load_model(version.name, version)
+        scored = scoring.predict_frame(model, scoring.read_input(input), str(input))
+        scoring.write_output(scored, output)
+    emit(
+        {"ok": True, "model": version.ref, "input": str(input), "output": str(output), "rows": len(scored)},
+        as_json,
+        lambda r: f"scored {r['rows']:,} rows with {r['model']}: {r['output']}",
+    )
 
 
 @models_app.command("gc")

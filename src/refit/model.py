@@ -466,8 +466,13 @@ def load(
     client: Any = None,
     device: str = "cpu",
     manifest_sha256: str | None = None,
+    registry: Store | None = None,
 ) -> LoadedModel:
-    """Load an artifact from a local path, a ``file://`` or ``s3://`` URI, or ``(store, prefix)``.
+    """Load an artifact from a registry reference (``churn@champion``, ``churn:3``), a local
+    path, a ``file://`` or ``s3://`` URI, or ``(store, prefix)``.
+
+    A reference is resolved in the registry on ``registry`` (default: the store of the
+    ``REFIT_*`` settings) and loaded pinned to the manifest sha256 it recorded.
 
     Every file's hash is checked before anything is parsed; a mismatch is a
     :class:`ModelArtifactError` and nothing is deserialised. ``manifest_sha256`` (the
@@ -475,6 +480,8 @@ def load(
     was pinned (:attr:`LoadedModel.pinned`). Malformed JSON files are a
     :class:`ModelArtifactError` too, never a ``KeyError`` or ``TypeError``.
     """
+    if isinstance(source, str) and prefix is None and _is_model_ref(source):
+        return _load_registered(source, registry, client, device)
     store, prefix = _resolve(source, prefix, client)
     try:
         files = read_artifact(store, prefix, manifest_sha256)  # all hashes verified here, before any parsing
@@ -536,6 +543,21 @@ def load(
         manifest_sha256=_sha256(files[MANIFEST]),
         pinned=manifest_sha256 is not None,
     )
+
+
+def _is_model_ref(source: str) -> bool:
+    from refit.registry.records import is_model_ref
+
+    return is_model_ref(source) and not Path(source).exists()
+
+
+def _load_registered(ref: str, registry: Store | None, client: Any, device: str) -> LoadedModel:
+    from refit.io import store_from_settings
+    from refit.registry import Registry
+
+    reg = Registry(registry if registry is not None else store_from_settings())
+    version = reg.resolve(ref)
+    return reg.load_model(version.name, version, client=client, device=device)
 
 
 def _load_torch(weights: bytes, fitted: FittedModel, device: str) -> Any:

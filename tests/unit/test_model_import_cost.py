@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,8 @@ import pytest
 import torch
 
 from refit.io.local import LocalStore
-from refit.model import save_model
+from refit.model import read_artifact, save_model
+from refit.registry import Registry
 from refit.training.search import select_candidate
 from tests.unit.training_frames import churn_frame, make_config, split
 
@@ -23,7 +25,7 @@ LOAD_AND_PREDICT = textwrap.dedent(
     import pandas as pd
     import refit.model
     assert "torch" not in sys.modules, "import refit.model imported torch"
-    loaded = refit.model.load(sys.argv[1])
+    loaded = refit.model.load(sys.argv[1])  # a path, or a registry reference (REFIT_STORE)
     proba = loaded.predict_proba(pd.read_parquet(sys.argv[2]))[:, 1]
     print(json.dumps({"torch": "torch" in sys.modules, "proba": proba.tolist()}))
     """
@@ -35,15 +37,20 @@ def test_loading_and_scoring_a_sklearn_model_does_not_import_torch(tmp_path: Pat
     train, val = split(churn_frame(400))
     config = make_config("churn", candidates=[{"family": "hist_gradient_boosting", "params": {"max_iter": 15}}])
     result = select_candidate(train, val, config, None, "", torch.device("cpu"))
-    uri = save_model(LocalStore(tmp_path / "store"), "m", result.best, config, result.trials)
+    store = LocalStore(tmp_path / "store")
+    uri = save_model(store, "m", result.best, config, result.trials)
+    Registry(store).register("churn", artifact_files=read_artifact(store, "m"))
+    Registry(store).promote("churn", 1)
     val.to_parquet(tmp_path / "val.parquet")
-    done = subprocess.run(
-        [sys.executable, "-c", LOAD_AND_PREDICT, uri, str(tmp_path / "val.parquet")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    out = json.loads(done.stdout)
-    assert out["torch"] is False
-    np.testing.assert_allclose(out["proba"], result.best.predict_proba(val)[:, 1], atol=1e-9, rtol=0)
+    for source in (uri, "churn@champion"):
+        done = subprocess.run(
+            [sys.executable, "-c", LOAD_AND_PREDICT, source, str(tmp_path / "val.parquet")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "REFIT_STORE": str(tmp_path / "store")},
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        out = json.loads(done.stdout)
+        assert out["torch"] is False
+        np.testing.assert_allclose(out["proba"], result.best.predict_proba(val)[:, 1], atol=1e-9, rtol=0)

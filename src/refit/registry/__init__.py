@@ -79,6 +79,7 @@ from refit.io.frames import frame_bytes, parse_frame
 from refit.io.layout import LAYOUT
 from refit.registry.aliases import CHAMPION, MAX_ATTEMPTS, UNSET, AliasMoves
 from refit.registry.records import (
+    MODEL_REF,
     AliasEvent,
     DatasetRecord,
     MetricDelta,
@@ -88,6 +89,7 @@ from refit.registry.records import (
     check_model_name,
     dataset_record,
     default_author,
+    is_model_ref,
     metric_deltas,
     record_json,
 )
@@ -100,7 +102,7 @@ log = logging.getLogger("refit.registry")
 ROOT = LAYOUT.registry
 SAMPLE_FILE = "reference/sample.parquet"
 
-_REF = re.compile(r"(?P<name>[^@:]+)(?:@(?P<alias>[^@:]+)|:(?P<version>[^@:]+))?")
+_REF = MODEL_REF
 _SEQ_DIGITS = 12
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 #: The artifact file whose sha256 a version records (refit.model.MANIFEST).
@@ -531,4 +533,5 @@ __all__ = [
     "Registry",
     "VersionDiff",
     "default_author",
+    "is_model_ref",
 ]

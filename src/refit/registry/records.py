@@ -19,6 +19,17 @@ from refit.records import TolerantRecord
 
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _ALIAS_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+#: ``NAME``, ``NAME@ALIAS`` or ``NAME:VERSION``: how a registered version is referred to.
+MODEL_REF = re.compile(r"(?P<name>[^@:]+)(?:@(?P<alias>[^@:]+)|:(?P<version>[^@:]+))?")
+
+
+def is_model_ref(text: str) -> bool:
+    """Whether ``text`` names a registered version explicitly (``NAME@ALIAS`` or ``NAME:VERSION``)
+    rather than a path or URI: no slash, and an ``@`` or a ``:`` after a valid model name."""
+    if "/" in text or "\\" in text:
+        return False
+    m = MODEL_REF.fullmatch(text.strip())
+    return bool(m and (m["alias"] or m["version"]) and _MODEL_NAME.fullmatch(m["name"]))
 
 
 class DatasetRecord(TolerantRecord):
