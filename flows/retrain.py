@@ -11,6 +11,7 @@ from flows.parameters import RunBudget, RunParameters, with_deployment_defaults
 from refit.config import resolve_run_parameters
 from refit.io import resolve_store_uri
 from refit.pipeline import new_run_id
+from refit.tracking import tracking_enabled
 from tasks.retrain import (
     evaluate_candidate,
     load_and_validate,
@@ -20,6 +21,7 @@ from tasks.retrain import (
     register_model,
     smoke_test_candidate,
     split_data,
+    track_run,
     train_candidates,
 )
 
@@ -113,10 +115,15 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
             "as_of": None if params.as_of is None else params.as_of.isoformat(),
         },
     }
+    tracked = tracking_enabled(config)
     if not smoke.passed:
         result = RetrainResult(
             **base, outcome="SMOKE_FAILED", headline="smoke test failed: " + "; ".join(smoke.reasons)
         )
+        if tracked:  # a tracking timeout never fails the run (return_state)
+            budget.step(track_run, step_s)(
+                store, config, run_id, splits, candidate, smoke, None, None, params.trigger, return_state=True
+            )
         budget.step(publish_summary, step_s)(store, config, result.model_dump(mode="json"))
         return result
     evaluation = budget.step(evaluate_candidate, step_s)(
@@ -132,6 +139,7 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
         champion_before=evaluation.champion_version,
         champion_after=evaluation.champion_version,
     )
+    version = None
     if not params.dry_run:
         tags: dict[str, str] = {"trigger": params.trigger}
         version = budget.step(register_model, step_s)(
@@ -141,5 +149,9 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
         if evaluation.promote:
             budget.step(promote_model, step_s)(store, config, version.version, evaluation, params.reason)
             result = result.model_copy(update={"champion_after": version.version})
+    if tracked:  # a tracking timeout never fails the run (return_state)
+        budget.step(track_run, step_s)(
+            store, config, run_id, splits, candidate, smoke, evaluation, version, params.trigger, return_state=True
+        )
     budget.step(publish_summary, step_s)(store, config, result.model_dump(mode="json"))
     return result

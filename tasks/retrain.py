@@ -21,6 +21,7 @@ from tasks.common import artifact_key, flat_rows, io_task, open_run_store, store
 if TYPE_CHECKING:
     from refit.registry import AliasEvent, ModelVersion
     from refit.smoke import SmokeReport
+    from refit.tracking import TrackingReport
 
 
 @task(name="load-config", cache_policy=NO_CACHE)
@@ -194,6 +195,35 @@ def promote_model(
         {"from_version": event.from_version, "forced": event.forced, "reason": event.reason},
     )
     return event
+
+
+@task(name="track-run", cache_policy=NO_CACHE)
+def track_run(
+    store_uri: str,
+    config: PipelineConfig,
+    run_id: str,
+    splits: SplitHandles,
+    candidate: CandidateHandle,
+    smoke: SmokeReport,
+    evaluation: EvaluationHandle | None,
+    version: ModelVersion | None,
+    trigger: str,
+) -> TrackingReport:
+    """Log the run to MLflow (nested trials, datasets, dossier) and mirror the registry; never fails the run."""
+    from prefect.runtime import flow_run
+
+    tags = {"refit.trigger": trigger, "prefect.flow_run_id": str(flow_run.id or "")}
+    if flow_run.ui_url:
+        tags["prefect.flow_run_url"] = str(flow_run.ui_url)
+    report = pipeline.track_run(
+        open_run_store(store_uri), config, run_id, splits, candidate, smoke, evaluation, version, tags
+    )
+    logger = get_run_logger()
+    if report.ok:
+        logger.info("tracked as MLflow run %s at %s", report.run_id, report.uri)
+    else:
+        logger.warning("MLflow tracking skipped: %s", report.error)
+    return report
 
 
 @task(name="publish-summary", cache_policy=NO_CACHE)

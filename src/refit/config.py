@@ -351,6 +351,23 @@ class TimeoutsConfig(_Section):
     drift_check_s: float = Field(1800.0, gt=0, description="A whole drift-check run.")
 
 
+class TrackingConfig(_Section):
+    """Experiment tracking on MLflow (``refit.tracking``): off unless a tracking URI is set.
+
+    Tracking never fails nor blocks a retrain: when MLflow cannot be reached the run logs one
+    warning and goes on, and the next tracked run catches the registry mirror up.
+    """
+
+    mlflow_uri: str | None = Field(
+        None,
+        description="MLflow tracking server, e.g. http://127.0.0.1:5000 (else MLFLOW_TRACKING_URI; neither: off).",
+    )
+    experiment: str | None = Field(None, description="MLflow experiment (default: the dataset's name).")
+    timeout_s: float = Field(
+        30.0, gt=0, description="Per request to MLflow; a dead server is given up on after one try."
+    )
+
+
 class PipelineConfig(_Section):
     """What one run does. Frozen: stored beside every model it produces."""
 
@@ -362,6 +379,7 @@ class PipelineConfig(_Section):
     drift: DriftConfig = Field(default_factory=DriftConfig, validate_default=True)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("gate")
     @classmethod

@@ -32,6 +32,7 @@ from refit.splits import SPLIT_NAMES, assign_splits, split_part
 if TYPE_CHECKING:  # imported where used: the smoke test and the registry load heavier modules
     from refit.registry import AliasEvent, ModelVersion
     from refit.smoke import SmokeReport
+    from refit.tracking import TrackingReport
 
 REFERENCE_SAMPLE_ROWS = 50_000
 
@@ -154,6 +155,7 @@ class CandidateHandle:
     train_s: float
     samples_per_s: float | None
     peak_memory_mb: float | None
+    best_trial: int | None = None
 
 
 def _prepared_splits(store: Store, config: PipelineConfig, splits: SplitHandles) -> Any:
@@ -215,6 +217,7 @@ def train_candidates(
         train_s=wall,
         samples_per_s=best.samples_per_s,
         peak_memory_mb=env.get("peak_memory_mb"),
+        best_trial=best.index,
     )
 
 
@@ -416,6 +419,80 @@ def read_bytes(store: Store, uri: str) -> bytes:
     return store.get_bytes(uri.removeprefix(store.uri.rstrip("/") + "/"))
 
 
+# ---------------------------------------------------------------------------------------------
+# track (optional: MLflow)
+
+
+def _started_at(run_id: str) -> datetime | None:
+    try:
+        return datetime.strptime(run_id.split("-", 1)[0], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def track_run(
+    store: Store,
+    config: PipelineConfig,
+    run_id: str,
+    splits: SplitHandles,
+    candidate: CandidateHandle,
+    smoke: Any = None,
+    evaluation: EvaluationHandle | None = None,
+    version: Any = None,
+    tags: dict[str, str] | None = None,
+) -> TrackingReport:
+    """Log this retrain to MLflow and mirror the registry (``refit.tracking``); never raises."""
+    from refit.model import git_commit
+    from refit.tracking import RetrainRecord, track_retrain
+
+    decision = None if evaluation is None else evaluation.decision.model_dump(mode="json")
+    outcome = "SMOKE_FAILED" if smoke is not None and not smoke.passed else (decision or {}).get("outcome", "")
+    all_tags = {
+        "mlflow.source.git.commit": git_commit() or "",
+        "refit.outcome": str(outcome),
+        "refit.store": store.uri,
+        **({"refit.version": str(version.version)} if version is not None else {}),
+        **(tags or {}),
+    }
+    lineage = splits.lineage()
+    params = {
+        "family": candidate.family,
+        **{f"candidate.{k}": v for k, v in candidate.params.items()},
+        "seed": config.training.seed,
+        "primary_metric": candidate.primary_metric,
+        "device": candidate.device,
+    }
+    metrics: dict[str, float | None] = {
+        **{f"val_{k}": v for k, v in candidate.validation_metrics.items()},
+        **({} if evaluation is None else {f"test_{k}": v for k, v in evaluation.candidate_metrics.items()}),
+        "train_s": candidate.train_s,
+        "samples_per_s": candidate.samples_per_s,
+        "peak_memory_mb": candidate.peak_memory_mb,
+        **{f"rows_{name}": fp.rows for name, fp in splits.fingerprints.items()},
+    }
+    dossier = (
+        [] if evaluation is None else [u.removeprefix(store.uri.rstrip("/") + "/") for u in evaluation.dossier.values()]
+    )
+    record = RetrainRecord(
+        run_id=run_id,
+        model=config.dataset.name,
+        started_at=_started_at(run_id),
+        tags=all_tags,
+        params=params,
+        datasets={
+            name: {"key": key, "sha256": lineage[name]["sha256"], "rows": lineage[name]["rows"]}
+            for name, key in splits.keys.items()
+        },
+        trials=candidate.trials,
+        best_trial=candidate.best_trial,
+        metrics=metrics,
+        decision=decision,
+        artifact_key=candidate.artifact_key,
+        dossier_keys=dossier,
+    )
+    return track_retrain(store, config, record)
+
+
 def read_text(store: Store, uri: str) -> str:
     """Read a text object given by its URI in ``store``."""
     return read_bytes(store, uri).decode()
@@ -454,6 +531,7 @@ class RetrainRun:
     evaluation: EvaluationHandle | None = None
     version: Any = None  # refit.registry.ModelVersion
     promotion: Any = None  # refit.registry.AliasEvent
+    tracking: Any = None  # refit.tracking.TrackingReport
     steps: list[str] = field(default_factory=list)
 
     def need(self, name: str) -> Any:
@@ -507,6 +585,19 @@ def _promote(r: RetrainRun) -> None:
     r.promotion = promote_version(r.store, r.config, r.need("version").version, r.need("evaluation"), r.options.reason)
 
 
+def _track(r: RetrainRun) -> None:
+    r.tracking = track_run(
+        r.store, r.config, r.run_id, r.need("splits"), r.need("candidate"), r.smoke, r.evaluation, r.version,
+        {"refit.trigger": r.options.tags.get("trigger", "runner")},
+    )  # fmt: skip
+
+
+def _tracked(r: RetrainRun) -> bool:
+    from refit.tracking import tracking_enabled
+
+    return r.candidate is not None and tracking_enabled(r.config)
+
+
 #: The retrain recipe, in order. The flow (``flows/retrain.py``) composes the same steps through
 #: tasks of the same names; ``tests/flows/test_retrain_steps.py`` fails when the two differ.
 RETRAIN_STEPS: tuple[RetrainStep, ...] = (
@@ -517,6 +608,7 @@ RETRAIN_STEPS: tuple[RetrainStep, ...] = (
     RetrainStep("evaluate-candidate", _evaluate, applies=lambda r: bool(r.need("smoke").passed)),
     RetrainStep("register-model", _register, applies=lambda r: r.evaluation is not None and not r.options.dry_run),
     RetrainStep("promote-model", _promote, applies=lambda r: r.version is not None and r.need("evaluation").promote),
+    RetrainStep("track-run", _track, applies=_tracked),
 )
 RETRAIN_STEP_NAMES: tuple[str, ...] = tuple(step.name for step in RETRAIN_STEPS)
 

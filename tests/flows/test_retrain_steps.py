@@ -52,9 +52,26 @@ def twin_projects(seed_project: Path, tmp_path: Path, monkeypatch: pytest.Monkey
     return flow_dir, plain_dir
 
 
-@pytest.mark.parametrize("dry_run", [False, True], ids=["promote", "dry-run"])
-def test_flow_and_runner_run_the_same_steps_in_the_same_order(twin_projects, dry_run: bool) -> None:  # type: ignore[no-untyped-def]
+def _track_to(folder: Path, uri: str) -> None:
+    """Turn tracking on in the project's config."""
+    import yaml
+
+    raw = yaml.safe_load((folder / "refit.yaml").read_text())
+    raw["tracking"] = {"mlflow_uri": uri, "timeout_s": 2}
+    (folder / "refit.yaml").write_text(yaml.safe_dump(raw))
+
+
+@pytest.mark.parametrize(
+    ("dry_run", "tracked"), [(False, False), (True, False), (False, True)], ids=["promote", "dry-run", "tracked"]
+)
+def test_flow_and_runner_run_the_same_steps_in_the_same_order(twin_projects, dry_run: bool, tracked: bool) -> None:  # type: ignore[no-untyped-def]
     flow_dir, plain_dir = twin_projects
+    if tracked:  # MLflow unreachable: the track-run step still runs (and warns) in both
+        from tests.conftest import free_port
+
+        dead = f"http://127.0.0.1:{free_port()}"
+        _track_to(flow_dir, dead)
+        _track_to(plain_dir, dead)
     state = retrain(RetrainParameters(config_path=str(flow_dir / "refit.yaml"), dry_run=dry_run), return_state=True)
     result = state.result()
     assert result.outcome == "PROMOTE"  # the first model: every step applies (register and promote unless dry)
@@ -64,7 +81,9 @@ def test_flow_and_runner_run_the_same_steps_in_the_same_order(twin_projects, dry
     run = pipeline.run_retrain(open_store(str(plain_dir / "store")), cfg, pipeline.RetrainOptions(dry_run=dry_run))
     assert run.need("evaluation").outcome == "PROMOTE"
 
-    expected = pipeline.RETRAIN_STEP_NAMES[:5] if dry_run else pipeline.RETRAIN_STEP_NAMES
+    names = [n for n in pipeline.RETRAIN_STEP_NAMES if n != "track-run"]
+    expected = names[:5] if dry_run else names
+    expected = [*expected, "track-run"] if tracked else expected
     assert run.steps == list(expected)
     # Every task the flow ran is a step of the recipe (or config/summary), in the recipe's order:
     # a step added to one of them and not the other fails here.

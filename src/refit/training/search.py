@@ -117,6 +117,10 @@ class Trial:
     resumed_from_epoch: int | None = None
     samples_per_s: float | None = None
     error: str | None = None
+    #: Per-epoch (torch) or final (scikit-learn) train/validation metrics, for charts.
+    history: list[dict[str, Any]] = field(default_factory=list)
+    peak_memory_bytes: int | None = None
+    device: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -294,6 +298,9 @@ def search_candidates(
         trial.train_s, trial.wall_s = result.train_s, time.perf_counter() - start
         trial.resolved_params = dict(result.params)
         trial.samples_per_s = result.samples_per_s
+        trial.history = [dict(row) for row in result.history]
+        trial.peak_memory_bytes = result.peak_memory_bytes
+        trial.device = str(getattr(result, "device", "cpu"))
         trials.append(trial)
         if metric.is_better(trial.primary, best_trial.primary if best_trial else None):
             best_trial, best_result = trial, result
