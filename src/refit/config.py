@@ -139,8 +139,15 @@ class CandidateSpec(_Section):
 
     family: Literal["torch_mlp", "hist_gradient_boosting", "linear"]
     params: dict[str, Any] = Field(default_factory=dict)
-    search: Literal["grid", "random"] = "grid"
+    search: Literal["grid", "random", "optuna"] = Field(
+        "grid",
+        description="grid (lists, in order), random (lists and ranges, seeded) or optuna (TPE, seeded; "
+        "torch trials pruned on the per-epoch validation metric).",
+    )
     budget: int = Field(4, ge=1, description="Most trials for this family.")
+    time_budget_s: float | None = Field(
+        None, gt=0, description="optuna: ask for no new trial after this many seconds (None: the budget only)."
+    )
 
 
 class TrainingConfig(_Section):

@@ -3,7 +3,9 @@
 A candidate's ``params`` mix three kinds of values: a list is a grid of values, a mapping
 ``{low, high[, log][, int]}`` is a range (random search only), anything else is fixed. ``grid``
 search walks the grid in a fixed order (keys sorted, values as written) up to ``budget``
-trials; ``random`` draws ``budget`` configurations from a generator seeded by the run seed.
+trials; ``random`` draws ``budget`` configurations from a generator seeded by the run seed;
+``optuna`` asks a seeded TPE sampler for up to ``budget`` (and within ``time_budget_s``), pruning
+torch trials on their per-epoch validation metric (:mod:`refit.training.optuna_search`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -53,6 +56,9 @@ def expand_params(spec: CandidateSpec, seed: int) -> list[dict[str, Any]]:
     ranges = [n for n in names if _is_range(params[n])]
     grid_axes = [params[n] if isinstance(params[n], list) else [params[n]] for n in names]
 
+    if spec.search == "optuna":
+        # The study asks as it goes; one configuration (ranges at their low end) checks the names.
+        return [{n: _low(params[n]) for n in names}]
     if spec.search == "grid":
         if ranges:
             raise ConfigError(
@@ -77,6 +83,14 @@ def expand_params(spec: CandidateSpec, seed: int) -> list[dict[str, Any]]:
         seen.add(key)
         trials.append(trial)
     return trials
+
+
+def _low(value: Any) -> Any:
+    if isinstance(value, list):
+        return value[0]
+    if _is_range(value):
+        return int(value["low"]) if value.get("int") else float(value["low"])
+    return value
 
 
 def _family_salt(family: str) -> int:
@@ -121,6 +135,8 @@ class Trial:
     history: list[dict[str, Any]] = field(default_factory=list)
     peak_memory_bytes: int | None = None
     device: str | None = None
+    #: Optuna's record of the trial (number, state) when the family used ``search: optuna``.
+    study: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -272,27 +288,34 @@ def search_candidates(
     # What makes two trials of the same family and params the same run (so a rerun resumes).
     run_settings = {name: getattr(cfg, name) for name in _RUN_SETTINGS}
     # Expand and check every trial before training any: a typo fails in seconds, not hours.
-    plan = [(spec, params) for spec in cfg.candidates for params in expand_params(spec, cfg.seed)]
-    _check_plan(plan, cfg)
+    plan = {id(spec): expand_params(spec, cfg.seed) for spec in cfg.candidates}
+    _check_plan([(spec, params) for spec in cfg.candidates for params in plan[id(spec)]], cfg)
     trials: list[Trial] = []
-    best_trial: Trial | None = None
-    best_result: Any = None
-    for spec, params in plan:
+    best: list[Any] = [None, None]  # the best trial and its training result
+
+    def fit(spec: CandidateSpec, params: dict[str, Any], hook: Callable[[dict[str, Any]], None] | None) -> Trial:
         index = len(trials)
         key = run_key(data.fingerprint, spec.family, params, run_settings)
         start = time.perf_counter()
         trial = Trial(index=index, family=spec.family, params=params, status="ok", run_key=key)
+        trials.append(trial)
         sink = None
         if spec.family == "torch_mlp" and store is not None and cfg.checkpoint:
             sink = CheckpointSink(store, _join(run_prefix, "checkpoints", key))
-        callback = _tagged(on_epoch, spec.family, index) if on_epoch is not None else None
+        callback = _callbacks(on_epoch, hook, spec.family, index, trial)
         try:
             result = _fit(trial, data, cfg, device, sink, callback)
         except TrainingError as exc:
             trial.status, trial.error = "failed", str(exc)
             trial.wall_s = time.perf_counter() - start
-            trials.append(trial)
-            continue
+            return trial
+        except Exception as exc:
+            from refit.training.optuna_search import TrialPruned
+
+            if not isinstance(exc, TrialPruned):
+                raise
+            trial.status, trial.epochs, trial.wall_s = "pruned", exc.epoch, time.perf_counter() - start
+            return trial
         trial.metrics = dict(result.val_metrics)
         trial.primary = result.val_metrics.get(metric.name)
         trial.train_s, trial.wall_s = result.train_s, time.perf_counter() - start
@@ -301,9 +324,21 @@ def search_candidates(
         trial.history = [dict(row) for row in result.history]
         trial.peak_memory_bytes = result.peak_memory_bytes
         trial.device = str(getattr(result, "device", "cpu"))
-        trials.append(trial)
-        if metric.is_better(trial.primary, best_trial.primary if best_trial else None):
-            best_trial, best_result = trial, result
+        if metric.is_better(trial.primary, best[0].primary if best[0] else None):
+            best[0], best[1] = trial, result
+        return trial
+
+    for spec in cfg.candidates:
+        if spec.search == "optuna":
+            from refit.training.optuna_search import run_study
+
+            run_study(
+                spec, cfg.seed, _family_salt(spec.family), metric.higher_is_better, metric.name, partial(fit, spec)
+            )
+        else:
+            for params in plan[id(spec)]:
+                fit(spec, params, None)
+    best_trial, best_result = best
     if best_trial is None:
         problems = "; ".join(
             f"{t.family}#{t.index}: {t.error or f'validation {metric.name} is {t.primary}'}" for t in trials
@@ -361,11 +396,26 @@ def _fit(
     return result
 
 
-def _tagged(callback: Callable[[dict[str, Any]], None], family: str, index: int) -> Callable[[dict[str, Any]], None]:
-    def tagged(row: dict[str, Any]) -> None:
-        callback({**row, "family": family, "trial": index})
+def _callbacks(
+    progress: Callable[[dict[str, Any]], None] | None,
+    hook: Callable[[dict[str, Any]], None] | None,
+    family: str,
+    index: int,
+    trial: Trial,
+) -> Callable[[dict[str, Any]], None] | None:
+    """The epoch callback of one trial: progress (tagged with family and trial), then the
+    search's own hook (Optuna's pruning), which keeps the history of a trial it stops."""
+    if progress is None and hook is None:
+        return None
 
-    return tagged
+    def on_epoch(row: dict[str, Any]) -> None:
+        if progress is not None:
+            progress({**row, "family": family, "trial": index})
+        if hook is not None:
+            trial.history.append({k: v for k, v in row.items() if k not in ("max_epochs", "best_epoch", "stopped")})
+            hook(row)
+
+    return on_epoch
 
 
 def _fitted(result: Any, trial: Trial, data: PreparedData, config: PipelineConfig) -> FittedModel:
