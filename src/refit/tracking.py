@@ -450,6 +450,9 @@ def _mirror_aliases(client: Any, name: str, aliases: Mapping[str, int], present:
     for alias, version in aliases.items():
         target = present.get(version)
         if target is not None and str(current.get(alias)) != target:
-            client.set_registered_model_alias(name, alias, target)
+            try:
+                client.set_registered_model_alias(name, alias, target)
+            except Exception as exc:  # e.g. MLflow reserves "latest" and "v<N>": the others still move
+                log.warning("MLflow refused alias %r of %s: %s", alias, name, first_line(exc))
     for alias in set(current) - set(aliases):
         client.delete_registered_model_alias(name, alias)

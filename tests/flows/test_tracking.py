@@ -118,13 +118,16 @@ def test_mlflow_down_never_fails_a_retrain_and_the_next_run_catches_the_mirror_u
     assert outage.version.version == 2 and Registry(store).aliases(name) == {"champion": 2}
     assert not outage.tracking.ok and "Connection refused" in outage.tracking.error
     warned = [r.getMessage() for r in caplog.records if r.name == "refit.tracking"]
+    caplog.clear()
     assert len(warned) == 1 and "the retrain goes on" in warned[0] and "\n" not in warned[0]
 
     client = MlflowClient(mlflow_server, registry_uri=mlflow_server)
     assert client.get_model_version_by_alias(name, "champion").tags["refit.version"] == "1"  # stale while down
 
+    Registry(store).set_alias(name, "latest", 1, reason="a name MLflow reserves")
     caught_up = pipeline.run_retrain(store, live, pipeline.RetrainOptions(dry_run=True))
     assert caught_up.tracking.ok and caught_up.tracking.mirrored == [2]
+    assert any("MLflow refused alias 'latest'" in r.getMessage() for r in caplog.records)
     versions = {v.tags["refit.version"]: v for v in client.search_model_versions(f"name = '{name}'")}
     assert sorted(versions) == ["1", "2"] and versions["2"].version == "2"
     champion = client.get_model_version_by_alias(name, "champion")
