@@ -150,6 +150,22 @@ class CandidateSpec(_Section):
     )
 
 
+#: The torch MLP's batch size when neither the YAML nor the candidate sets one: as large as
+#: leaves at least AUTO_BATCH_MIN_STEPS optimizer steps per epoch, within [AUTO_BATCH_MIN,
+#: AUTO_BATCH_MAX]. A fixed 2048 gave a 1,000-row dataset one step per epoch and a model that
+#: never learned; at 100,000 rows and more the batch is 2048 as before.
+AUTO_BATCH_MIN_STEPS = 50
+AUTO_BATCH_MIN = 8
+AUTO_BATCH_MAX = 2048
+
+
+def auto_batch_size(rows: int | None) -> int:
+    """The batch size for ``rows`` training rows (None, unknown: :data:`AUTO_BATCH_MAX`)."""
+    if rows is None:
+        return AUTO_BATCH_MAX
+    return max(AUTO_BATCH_MIN, min(AUTO_BATCH_MAX, rows // AUTO_BATCH_MIN_STEPS))
+
+
 class TrainingConfig(_Section):
     seed: int = 42
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
@@ -160,7 +176,12 @@ class TrainingConfig(_Section):
         ]
     )
     max_epochs: int = Field(30, ge=1)
-    batch_size: int = Field(2048, ge=1)
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="torch MLP rows per step; None: adapted to the data (at least 50 steps per epoch, "
+        "at most 2048 rows; refit.config.auto_batch_size).",
+    )
     patience: int = Field(4, ge=1)
     smoke_sample_rows: int = Field(2000, ge=10)
     smoke_max_ms_per_1k_rows: float = Field(2000.0, gt=0)

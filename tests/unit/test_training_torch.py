@@ -245,3 +245,23 @@ def test_predict_torch_in_chunks_matches_one_pass(churn) -> None:  # type: ignor
     one = predict_torch(model, data[3], data[4], "binary", chunk=10_000)
     many = predict_torch(model, data[3], data[4], "binary", chunk=7)
     np.testing.assert_allclose(one, many, atol=1e-7)
+
+
+def test_batch_size_adapts_to_the_data_unless_set() -> None:
+    from refit.config import AUTO_BATCH_MAX, auto_batch_size
+
+    assert TrainingConfig().batch_size is None
+    assert [auto_batch_size(n) for n in (100, 1000, 10_000, 1_000_000, None)] == [8, 20, 200, AUTO_BATCH_MAX, 2048]
+    assert resolve_params({}, TrainingConfig(), rows=1000)["batch_size"] == 20
+    assert resolve_params({}, TrainingConfig(batch_size=512), rows=1000)["batch_size"] == 512  # the YAML's
+    assert resolve_params({"batch_size": 64}, TrainingConfig(batch_size=512), rows=1000)["batch_size"] == 64
+
+
+def test_small_data_learns_with_the_default_batch_size() -> None:
+    """1,000 rows with the YAML's defaults: a fixed batch of 2048 gave one optimizer step per
+    epoch and a model no better than the mean; the adapted batch gives 50."""
+    pre, data = arrays(regression_frame(1200), ["a", "b", "kind"], "y")
+    assert 800 <= len(data[2]) <= 1100
+    result = train_torch(*data, "regression", 0, {"hidden": [32]}, TrainingConfig(max_epochs=8, num_threads=1), CPU)
+    assert result.params["batch_size"] == len(data[2]) // 50
+    assert result.val_metrics["rmse"] < 0.5 * float(np.std(data[5]))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from refit.config import TrainingConfig
+from refit.config import TrainingConfig, auto_batch_size
 from refit.device import AutocastSettings, autocast_settings, device_name
 from refit.errors import ConfigError, DataError
 from refit.seeds import rng_state, seed_everything, set_rng_state
@@ -44,7 +44,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "emb_max_dim": 16,
     "schedule": "onecycle",  # or "cosine" (linear warmup then cosine decay)
     "warmup_fraction": 0.1,
-    "batch_size": None,  # None: TrainingConfig.batch_size
+    "batch_size": None,  # None: TrainingConfig.batch_size, else adapted to the data (auto_batch_size)
     "max_epochs": None,  # None: TrainingConfig.max_epochs
     "patience": None,  # None: TrainingConfig.patience
     "max_grad_norm": "config",  # "config": TrainingConfig.max_grad_norm; None: off
@@ -53,8 +53,12 @@ DEFAULT_PARAMS: dict[str, Any] = {
 EpochCallback = Callable[[dict[str, Any]], None]
 
 
-def resolve_params(params: dict[str, Any] | None, cfg: TrainingConfig) -> dict[str, Any]:
-    """Defaults + ``params``, with config-level defaults filled in; unknown names are an error."""
+def resolve_params(params: dict[str, Any] | None, cfg: TrainingConfig, rows: int | None = None) -> dict[str, Any]:
+    """Defaults + ``params``, with config-level defaults filled in; unknown names are an error.
+
+    A batch size set by neither follows the number of training ``rows``
+    (:func:`refit.config.auto_batch_size`), so small data gets enough optimizer steps.
+    """
     params = dict(params or {})
     unknown = sorted(set(params) - set(DEFAULT_PARAMS))
     if unknown:
@@ -62,7 +66,7 @@ def resolve_params(params: dict[str, Any] | None, cfg: TrainingConfig) -> dict[s
             f"unknown torch_mlp params: {', '.join(unknown)} (known: {', '.join(sorted(DEFAULT_PARAMS))})"
         )
     out = {**DEFAULT_PARAMS, **params}
-    out["batch_size"] = int(out["batch_size"] or cfg.batch_size)
+    out["batch_size"] = int(out["batch_size"] or cfg.batch_size or auto_batch_size(rows))
     out["max_epochs"] = int(out["max_epochs"] or cfg.max_epochs)
     out["patience"] = int(out["patience"] or cfg.patience)
     if out["max_grad_norm"] == "config":
@@ -498,7 +502,7 @@ def train_torch(
     _check_inputs(x_num_val, x_cat_val, y_val, "validation data")
     x_num, x_num_val = x_num.astype(np.float32, copy=False), x_num_val.astype(np.float32, copy=False)
     x_cat, x_cat_val = x_cat.astype(np.int64, copy=False), x_cat_val.astype(np.int64, copy=False)
-    p = resolve_params(params, cfg)
+    p = resolve_params(params, cfg, rows=len(y))
     seed = cfg.seed if seed is None else int(seed)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
