@@ -49,6 +49,8 @@ def build_deployments(settings: DeploymentSettings | None = None, store: str | N
                 # the store the drift was found in; an event that names none: the worker's REFIT_STORE
                 "store": "{{ event.payload.store | default(none) }}",
                 "window_days": settings.window_days,
+                # the retrain runs as of the drifted window's end, the drift check's clock
+                "as_of": "{{ event.payload.window_end | default(none) }}",
                 "trigger": "drift",
                 "reason": "drift detected on {{ event.resource.id }}: {{ event.payload.reason }}",
                 "drift": "{{ event.payload }}",

@@ -136,8 +136,8 @@ class PrefectDispatcher:
             model=alert.model,
             source="alert",
             alert_id=alert.alert_id,
-            window_start=hour - timedelta(hours=1),
-            window_end=hour,
+            window_start=(alert.window_end or hour) - timedelta(hours=1),
+            window_end=alert.window_end or hour,
             champion_version=self._champion(),
             drift_detected=True,
             drift_share=alert.drift_share,
@@ -212,13 +212,15 @@ class PrefectDispatcher:
         self._failed_at = None
         return run_id
 
-    def start_prefect_run(self, alert: DriftAlert) -> str:
-        """Create the run of ``retrain-on-drift`` for this alert (idempotent per alert id)."""
-        params = {
+    def run_parameters(self, alert: DriftAlert) -> dict[str, Any]:
+        """What this alert's retrain is told, over the deployment's defaults."""
+        return {
             "config_path": self.config_path,
             "store": self.store.uri,  # the run writes where this alert's decision was recorded
             "trigger": "drift",
             "reason": f"drift alert {alert.alert_id}: {alert.reason or 'no reason given'}",
+            # the retrain trains on what was known when the drifted window ended (the data's time)
+            "as_of": None if alert.window_end is None else alert.window_end.isoformat(),
             "drift": {
                 "alert_id": alert.alert_id,
                 "source": alert.source,
@@ -227,6 +229,10 @@ class PrefectDispatcher:
                 "severity": alert.severity,
             },
         }
+
+    def start_prefect_run(self, alert: DriftAlert) -> str:
+        """Create the run of ``retrain-on-drift`` for this alert (idempotent per alert id)."""
+        params = self.run_parameters(alert)
         client = self._prefect_client()
         deployment = client.read_deployment_by_name(self.deployment)
         # A run's parameters replace the deployment's `params` object whole: start from the

@@ -167,6 +167,15 @@ def test_a_drift_triggered_retrain_runs_on_the_store_the_drift_was_found_in() ->
     assert _render_trigger({"reason": "share 0.4"})["store"] is None
 
 
+def test_a_drift_triggered_retrain_runs_as_of_the_drifted_windows_end() -> None:
+    end = "2012-08-01T00:00:00+00:00"
+    rendered = _render_trigger({"reason": "share 0.4", "window_end": end})
+    assert rendered["as_of"] == end
+    validate({"params": rendered}, _schema(retrain), raise_on_error=True)
+    # an event that names no window: the retrain runs as of now
+    assert _render_trigger({"reason": "share 0.4"})["as_of"] is None
+
+
 def test_retrain_manual_and_on_drift_have_no_schedule() -> None:
     d = _by_name()
     assert d[RETRAIN_MANUAL].schedules == [] and d[RETRAIN_MANUAL].triggers == []
@@ -216,6 +225,7 @@ def test_drift_trigger_parameters_validate_once_rendered() -> None:
         | {
             "reason": "drift detected on refit.model.churn: drift share 0.42",
             "drift": {"drift_share": 0.42, "drifted_columns": ["monthly_charges"]},
+            "as_of": "2026-03-02T12:00:00+00:00",
         }
     }
     validate(rendered, _schema(retrain), raise_on_error=True)

@@ -209,3 +209,38 @@ def test_store_reads_per_alert_do_not_grow_with_the_ledger(tmp_path: Path, confi
     late = reads_of_ten(420)
     assert len(store.list(f"governor/{MODEL}/ledger/")) == 430
     assert late <= early, (early, late)
+
+
+def test_an_alerts_window_end_is_the_retrains_as_of(tmp_path: Path, config_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from refit.webhook import PayloadError, parse_alerts
+
+    end = datetime(2012, 8, 1, tzinfo=UTC)
+    body = {"alert_id": "w-1", "model": MODEL, "drift_share": 0.4, "window": {"end": "2012-08-01T00:00:00Z"}}
+    [generic] = parse_alerts(json.dumps(body))
+    assert generic.window_end == end
+    [flat] = parse_alerts(json.dumps({"alert_id": "w-2", "model": MODEL, "window_end": "2012-08-01T02:00:00+02:00"}))
+    assert flat.window_end == end
+    manager = {
+        "version": "4",
+        "groupKey": "g",
+        "status": "firing",
+        "alerts": [
+            {"status": "firing", "labels": {"model": MODEL}, "annotations": {"window_end": "2012-08-01T00:00:00Z"}}
+        ],
+    }
+    [am] = parse_alerts(json.dumps(manager))
+    assert am.window_end == end
+    with pytest.raises(PayloadError, match="window end 'yesterday' is not an ISO 8601 time"):
+        parse_alerts(json.dumps(body | {"window": {"end": "yesterday"}}))
+
+    prefect = FakePrefect()
+    store = LocalStore(tmp_path / "store")
+    dispatcher = make_dispatcher(store, config_path, prefect)
+    assert dispatcher(generic).status == "accepted"
+    # the retrain runs as of the alert's window, and the governor recorded that window, not the wall clock
+    assert dispatcher.run_parameters(generic)["as_of"] == "2012-08-01T00:00:00+00:00"
+    assert Ledger(store, MODEL).entries()[-1].signal.window_end == end
+    # an alert that names no window: the retrain runs as of now
+    assert dispatcher.run_parameters(alert("plain"))["as_of"] is None

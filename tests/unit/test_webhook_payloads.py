@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -106,6 +107,7 @@ def test_generic_alert_is_normalised() -> None:
         drift_share=0.42,
         drifted_columns=("tenure", "monthly_charges"),
         window={"start": "2026-11-02T08:00:00Z", "end": "2026-11-03T08:00:00Z"},
+        window_end=datetime(2026, 11, 3, 8, tzinfo=UTC),  # the retrain runs as of then
         severity="warning",
         labels={"team": "growth", "attempt": "2"},
     )

@@ -15,10 +15,10 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, ConfigDict, Field, ValidationError, field_validator
 
 from refit.errors import RefitError
 from refit.records import Record, TolerantRecord
@@ -90,6 +90,9 @@ class DriftAlert(Record):
     drift_share: float | None = Field(None, ge=0.0, le=1.0)
     drifted_columns: tuple[str, ...] = ()
     window: str | dict[str, Any] | None = None
+    window_end: AwareDatetime | None = Field(
+        None, description="When the drifted window ended, in the data's time: the retrain runs as of then."
+    )
     severity: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
     group_key: str | None = Field(default=None, description="Alertmanager's groupKey.")
@@ -119,6 +122,7 @@ class GenericAlert(_Wire):
     drift_share: float | None = Field(None, ge=0.0, le=1.0)
     drifted_columns: list[str] = Field(default_factory=list, max_length=10_000)
     window: str | dict[str, Any] | None = None
+    window_end: AwareDatetime | None = Field(None, description="Or window.end: the drifted window's end.")
     severity: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -206,6 +210,21 @@ def _common_labels(label_sets: Iterable[dict[str, str]]) -> dict[str, str]:
     return {k: v for k, v in sets[0].items() if all(s.get(k) == v for s in sets[1:])}
 
 
+def _window_end(window: str | dict[str, Any] | None) -> datetime | None:
+    """``window.end`` of a generic alert (or an Alertmanager ``window_end`` annotation) as a
+    UTC time; a value that is not an ISO 8601 time with a zone is a one-line error."""
+    if not isinstance(window, dict) or window.get("end") in (None, ""):
+        return None
+    value = window["end"]
+    try:
+        end = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        raise PayloadError(f"window end {str(value)[:40]!r} is not an ISO 8601 time") from None
+    if end.tzinfo is None:
+        raise PayloadError(f"window end {str(value)[:40]!r} has no time zone")
+    return end.astimezone(UTC)
+
+
 def _fingerprint(alert: AlertmanagerAlert) -> str:
     if alert.fingerprint:
         return alert.fingerprint
@@ -224,6 +243,7 @@ def _from_generic(alert: GenericAlert, default_model: str | None) -> DriftAlert:
         drift_share=alert.drift_share,
         drifted_columns=tuple(alert.drifted_columns),
         window=alert.window,
+        window_end=alert.window_end or _window_end(alert.window),
         severity=alert.severity,
         labels=dict(alert.labels),
     )
@@ -248,6 +268,7 @@ def _from_alertmanager(payload: AlertmanagerPayload, default_model: str | None) 
         labels = _common_labels(a.labels for a in alerts)
         shares = [s for a in annotations for s in [_float_or_none(a.get("drift_share"))] if s is not None]
         columns = sorted({c for a in annotations for c in _columns(a.get("drifted_columns"))})
+        ends = [e for a in annotations for e in [_window_end({"end": a.get("window_end")})] if e is not None]
         out.append(
             DriftAlert(
                 alert_id=f"am-{digest[:24]}",
@@ -257,6 +278,7 @@ def _from_alertmanager(payload: AlertmanagerPayload, default_model: str | None) 
                 reason=reason or labels.get("alertname"),
                 drift_share=max(shares) if shares else None,
                 drifted_columns=tuple(columns),
+                window_end=max(ends) if ends else None,
                 severity=labels.get("severity"),
                 labels=labels,
                 group_key=payload.groupKey,
