@@ -251,6 +251,14 @@ class GateConfig(_Section):
     confidence: float = Field(0.95, gt=0.5, lt=1.0, description="Two-sided level of every interval.")
     bootstrap_resamples: int = Field(1000, ge=100)
     seed: int = Field(0, description="Seed of the bootstrap resamples.")
+    evaluate_on: Literal["holdout", "recent", "both"] = Field(
+        "holdout",
+        description="Which rows the gate judges: the whole holdout; the test rows of the last recent_days "
+        "(production as it is now; fewer than recent_min_rows fall back to the holdout, saying so); or both "
+        "(REJECT on either, PROMOTE on both).",
+    )
+    recent_days: float = Field(30.0, gt=0, description="evaluate_on recent/both: the window, in event time.")
+    recent_min_rows: int = Field(200, ge=1, description="evaluate_on recent/both: fewer recent test rows fall back.")
     holm: bool = Field(True, description="Holm-Bonferroni across the gated segments' regression tests.")
     holm_scope: Literal["segmentation", "all"] = Field(
         "segmentation", description="Correct within each segmentation (region; region×plan), or across all segments."

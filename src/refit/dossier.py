@@ -107,6 +107,8 @@ def _summary_lines(d: GateDecision, cand_v: str, champ_v: str) -> list[str]:
             f"> Forced promotion by request: {d.force_reason}. The gate's own verdict was {VERDICT[d.gate_outcome]}.",
             "",
         ]
+    if d.evaluation_note:  # gate.evaluate_on: which rows were judged, or why not the recent ones
+        lines += [f"Judged on {d.evaluation_note} (`gate.evaluate_on: {d.evaluated_on}`).", ""]
     lines += [
         f"| {label} (overall, {d.n_rows:,} rows) | candidate {cand_v} | champion {champ_v} | gain | {pct} CI |",
         "|---|---|---|---|---|",

@@ -300,7 +300,7 @@ def evaluate_candidate(
 ) -> EvaluationHandle:
     """Score candidate and champion on the same test rows; run the gate; write the dossier."""
     from refit.dossier import write_dossier
-    from refit.evaluation import evaluate_gate
+    from refit.evaluation.recent import judge
     from refit.metrics import compute_metrics
     from refit.model import load
 
@@ -314,18 +314,8 @@ def evaluate_candidate(
     if champion is not None:
         champ_model = load_version(store, champion)
         champ_scores = scores(champ_model, test_df, ds.task)
-    segment_cols = sorted({s.column for s in ds.segments})
-    decision = evaluate_gate(
-        ds.task,
-        y,
-        cand_scores,
-        champ_scores,
-        test_df[segment_cols] if segment_cols else None,
-        config.gate,
-        ds,
-        force=force,
-        force_reason=reason,
-    )
+    # the rows gate.evaluate_on names: the holdout, its most recent window, or both
+    decision = judge(ds.task, y, cand_scores, champ_scores, test_df, config.gate, ds, force=force, force_reason=reason)
     del test_df
     release_arrow_memory()
     context = {

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
+from pydantic import Field
 
 from refit.evaluation.segments import OVERALL, segment_key
 from refit.records import Record
@@ -134,6 +135,8 @@ class GateDecision(Record):
     segments: list[SegmentResult]
     reasons: list[str]
     headline: str
+    evaluated_on: str = Field("holdout", description="holdout, recent or both (gate.evaluate_on, after any fallback).")
+    evaluation_note: str = Field("", description="Which rows were judged, or why the recent window was not.")
 
     @property
     def promote(self) -> bool:
