@@ -114,6 +114,20 @@ class DatasetConfig(_Section):
     features: list[str] | None = Field(
         None, description="Feature columns; default: every schema column but id, timestamp and target."
     )
+    positive_class: str | None = Field(
+        None,
+        description="binary with string labels (Yes/No): the label that counts as positive (1) for every "
+        "metric, the gate and decay; 0/1 and boolean labels need none.",
+    )
+
+    def gate_labels(self, values: Any) -> Any:
+        """The labels every metric judges: for ``binary`` with a ``positive_class``, 1 where the
+        label is that class and 0 elsewhere; the values as they are otherwise."""
+        import numpy as np
+
+        if self.task != "binary" or self.positive_class is None:
+            return np.asarray(values)
+        return (np.asarray(values).astype(str) == self.positive_class).astype(np.uint8)
 
     @field_validator("task", mode="before")
     @classmethod

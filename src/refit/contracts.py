@@ -85,7 +85,7 @@ def _column_kind(dtype: Any) -> str:
     return "text"
 
 
-#: Which declared target kinds each task can judge (string labels are not supported yet).
+#: Which declared target kinds each task can judge (binary also takes strings with a positive_class).
 _TARGET_KINDS: dict[str, tuple[str, ...]] = {
     "binary": ("int", "bool", "float"),
     "multiclass": ("int",),
@@ -127,11 +127,23 @@ def check_against_schema(config: PipelineConfig, source: str = "<config>") -> No
         if column not in columns:
             raise missing(key, column)
     target_kind = _column_kind(columns[ds.target].dtype)
-    if target_kind not in _TARGET_KINDS[ds.task]:
+    if ds.task == "binary" and target_kind == "text" and ds.positive_class is None:
+        raise ConfigError(
+            f"{source}: dataset.positive_class: column '{ds.target}' holds string labels "
+            f"({columns[ds.target].dtype} in {ds.schema_path}); name the label that counts as positive, "
+            "e.g. positive_class: 'Yes'"
+        )
+    if ds.positive_class is not None and (ds.task != "binary" or target_kind != "text"):
+        raise ConfigError(
+            f"{source}: dataset.positive_class: only a binary task with string labels takes one "
+            f"(task {ds.task}, '{ds.target}' declared {columns[ds.target].dtype}); remove it"
+        )
+    allowed = (*_TARGET_KINDS[ds.task], "text") if ds.positive_class is not None else _TARGET_KINDS[ds.task]
+    if target_kind not in allowed:
         raise ConfigError(
             f"{source}: dataset.target: column '{ds.target}' is declared {columns[ds.target].dtype} in "
             f"{ds.schema_path}, and task {ds.task} needs {' or '.join(_TARGET_KINDS[ds.task])} labels "
-            "(string labels are not supported yet: map them to 0/1 in the data or the schema's parser)"
+            "(string labels: binary with dataset.positive_class; multiclass is not judged by any gate metric yet)"
         )
     for i, spec in enumerate(ds.segments):
         kind = _column_kind(columns[spec.column].dtype)

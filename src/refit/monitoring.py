@@ -223,7 +223,7 @@ def judge_decay(
 
     ds = config.dataset
     return compute_decay(
-        labelled[ds.target].to_numpy(),
+        ds.gate_labels(labelled[ds.target]),
         scores,
         registered,
         config.drift,
@@ -238,7 +238,7 @@ def _champion_scores(store: Store, config: PipelineConfig, reference: Reference,
     from refit.registry import Registry
 
     model = load_version(store, Registry(store).get_version(reference.model, reference.version))
-    return scores(model, df, config.dataset.task)
+    return scores(model, df, config.dataset.task, config.dataset.positive_class)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from refit.config import PipelineConfig, resolve_run_parameters
 from refit.data import ValidatedData, run_stamp, stage_validated
-from refit.errors import NotFoundError, RefitError
+from refit.errors import DataError, NotFoundError, RefitError
 from refit.fingerprint import DatasetFingerprint, fingerprint_frame
 from refit.io import Store
 from refit.io.frames import read_frame, release_arrow_memory, write_frame
@@ -263,12 +263,24 @@ class EvaluationHandle:
         return str(self.decision.outcome)
 
 
-def scores(model: Any, df: pd.DataFrame, task: str) -> np.ndarray:
-    """What the gate compares: P(positive class) for binary, values for regression."""
+def scores(model: Any, df: pd.DataFrame, task: str, positive_class: str | None = None) -> np.ndarray:
+    """What the gate compares: P(positive class) for binary, values for regression.
+
+    The positive class is ``dataset.positive_class`` when the labels are strings (a model's
+    classes are sorted, so "No" < "Yes" and the positive one may be either), else the second.
+    """
     if task == "regression":
         return np.asarray(model.predict(df), dtype=np.float64)
     proba = np.asarray(model.predict_proba(df), dtype=np.float64)
-    return proba[:, 1] if proba.ndim == 2 and proba.shape[1] == 2 else proba
+    if not (proba.ndim == 2 and proba.shape[1] == 2):
+        return proba
+    column = 1
+    if positive_class is not None:
+        classes = [str(c) for c in (model.classes or [])]
+        if positive_class not in classes:
+            raise DataError(f"dataset.positive_class {positive_class!r} is not a class of the model ({classes})")
+        column = classes.index(positive_class)
+    return proba[:, column]
 
 
 def load_version(store: Store, version: Any) -> Any:
@@ -306,14 +318,14 @@ def evaluate_candidate(
 
     ds = config.dataset
     test_df = read_frame(store, splits.keys["test"])
-    y = test_df[ds.target].to_numpy()
+    y = ds.gate_labels(test_df[ds.target])
     cand_model = load(store, candidate.artifact_key)
-    cand_scores = scores(cand_model, test_df, ds.task)
+    cand_scores = scores(cand_model, test_df, ds.task, ds.positive_class)
     champion = champion_version(store, ds.name)
     champ_scores = None
     if champion is not None:
         champ_model = load_version(store, champion)
-        champ_scores = scores(champ_model, test_df, ds.task)
+        champ_scores = scores(champ_model, test_df, ds.task, ds.positive_class)
     # the rows gate.evaluate_on names: the holdout, its most recent window, or both
     decision = judge(ds.task, y, cand_scores, champ_scores, test_df, config.gate, ds, force=force, force_reason=reason)
     del test_df

@@ -269,7 +269,7 @@ def replay(
     if initial.promotion is None:
         raise RefitError(f"replay: the first model was not promoted ({_headline(initial)})")
     first_version = int(initial.version.version)
-    models = _ModelCache(store, ds.task)
+    models = _ModelCache(store, ds.task, ds.positive_class)
     baseline = _baseline_score(store, initial)
     metric = config.gate.primary_metric
     timeline: list[ReplayWindow] = []
@@ -342,9 +342,10 @@ def _checked_history(history: pd.DataFrame, config: PipelineConfig, label_delay:
 class _ModelCache:
     """Each registered version loaded once (through the registry's integrity check)."""
 
-    def __init__(self, store: Store, task: str) -> None:
+    def __init__(self, store: Store, task: str, positive_class: str | None = None) -> None:
         self.store = store
         self.task = task
+        self.positive_class = positive_class
         self._models: dict[int, Any] = {}
 
     def scores(self, version: Any, rows: pd.DataFrame) -> np.ndarray:
@@ -353,16 +354,16 @@ class _ModelCache:
         number = int(version.version)
         if number not in self._models:
             self._models[number] = load_version(self.store, version)
-        return scores(self._models[number], rows, self.task)
+        return scores(self._models[number], rows, self.task, self.positive_class)
 
 
 def _baseline_score(store: Store, run: Any) -> float:
     """The naive model: the mean of the first model's training target (the positive rate for binary)."""
     from refit.io.frames import read_frame
 
-    target = run.config.dataset.target
+    ds = run.config.dataset
     train = read_frame(store, run.need("splits").keys["train"])
-    return float(pd.to_numeric(train[target]).mean())
+    return float(pd.to_numeric(pd.Series(ds.gate_labels(train[ds.target]))).mean())
 
 
 def _live_metrics(
@@ -375,7 +376,7 @@ def _live_metrics(
     labelled = rows[rows[ds.target].notna()]
     if labelled.empty:
         return None, None, None
-    y = pd.to_numeric(labelled[ds.target]).to_numpy(dtype=np.float64)
+    y = pd.to_numeric(pd.Series(ds.gate_labels(labelled[ds.target]))).to_numpy(dtype=np.float64)
     metric = config.gate.primary_metric
     frozen = Registry(models.store).get_version(ds.name, first)
     return (

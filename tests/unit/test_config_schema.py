@@ -74,6 +74,15 @@ def test_a_schema_module_beside_the_config_loads_without_pythonpath(tmp_path: Pa
     assert cfg.feature_columns == ["station", "temperature"]
 
 
+def test_string_labels_load_with_their_positive_class(tmp_path: Path, fresh_path: None) -> None:
+    cfg = load_config(_project(tmp_path, "myschemas_p", target="busy", task="binary", positive_class="Yes"))
+    assert cfg.dataset.positive_class == "Yes" and cfg.gate.primary_metric == "roc_auc"
+    assert cfg.dataset.gate_labels(["Yes", "No", "No", "Yes"]).tolist() == [1, 0, 0, 1]
+    # numbers and booleans are judged as they are
+    (tmp_path / "n").mkdir()
+    assert load_config(_project(tmp_path / "n", "myschemas_q")).dataset.gate_labels([1.5, 2.0]).tolist() == [1.5, 2.0]
+
+
 def test_a_missing_schema_module_says_where_modules_are_looked_for(tmp_path: Path, fresh_path: None) -> None:
     path = _project(tmp_path, "myschemas_b", schema="nowhere_pkg.bikes:BikeRides")
     with pytest.raises(ConfigError) as err:
@@ -104,8 +113,18 @@ def test_a_missing_schema_module_says_where_modules_are_looked_for(tmp_path: Pat
         ),
         (
             {"target": "busy", "task": "binary"},
-            "dataset.target: column 'busy' is declared str in myschemas_{n}.bikes:BikeRides, and task binary "
-            "needs int or bool or float labels (string labels are not supported yet",
+            "dataset.positive_class: column 'busy' holds string labels (str in myschemas_{n}.bikes:BikeRides); "
+            "name the label that counts as positive, e.g. positive_class: 'Yes'",
+        ),
+        (
+            {"positive_class": "Yes"},
+            "dataset.positive_class: only a binary task with string labels takes one (task regression, 'rides' "
+            "declared float64); remove it",
+        ),
+        (
+            {"target": "busy", "task": "regression"},
+            "dataset.target: column 'busy' is declared str in myschemas_{n}.bikes:BikeRides, and task regression "
+            "needs int or float labels",
         ),
         (
             {"features": ["station", "rides"]},

@@ -203,9 +203,12 @@ def prepare_data(train_df: pd.DataFrame, val_df: pd.DataFrame, config: PipelineC
         if not (np.isfinite(y).all() and np.isfinite(y_val).all()):
             raise DataError(f"regression target {target!r} has infinite values")
     else:
-        if task == "binary":
+        positive = config.dataset.positive_class
+        if task == "binary" and positive is None:
             _check_binary_labels(target, train_df[target], val_df[target])
         labels = sorted(pd.unique(train_df[target]), key=lambda v: (str(type(v)), v))
+        if task == "binary" and positive is not None:
+            labels = _negative_then_positive(target, labels, positive)
         classes = [_plain(v) for v in labels]
         if len(classes) < 2:
             raise DataError(f"target {target!r} has a single class in the training split: {classes}")
@@ -230,6 +233,16 @@ def prepare_data(train_df: pd.DataFrame, val_df: pd.DataFrame, config: PipelineC
         feature_dtypes=frame_dtypes(train_df, features),
         fingerprint=fingerprint,
     )
+
+
+def _negative_then_positive(target: str, labels: list[Any], positive: str) -> list[Any]:
+    """String labels in the order every binary head and metric assumes: negative, then
+    ``dataset.positive_class`` (so "No" may be the positive one of "No"/"Yes")."""
+    if positive not in [str(v) for v in labels] or len(labels) != 2:
+        shown = ", ".join(map(str, labels[:5]))
+        raise DataError(f"a binary task with positive_class {positive!r} needs two labels in {target!r}, one of them "
+                        f"{positive!r}; got: {shown}")  # fmt: skip
+    return sorted(labels, key=lambda v: str(v) == positive)
 
 
 def _check_binary_labels(target: str, *columns: pd.Series) -> None:
