@@ -328,6 +328,9 @@ def evaluate_candidate(
         champ_scores = scores(champ_model, test_df, ds.task, ds.positive_class)
     # the rows gate.evaluate_on names: the holdout, its most recent window, or both
     decision = judge(ds.task, y, cand_scores, champ_scores, test_df, config.gate, ds, force=force, force_reason=reason)
+    seg_metrics = {s.scope: {"n": s.n, config.gate.primary_metric: s.candidate} for s in decision.segments}
+    if decision.evaluated_on != "holdout":  # registration records the whole holdout, as for every version
+        seg_metrics = holdout_segment_metrics(test_df, y, cand_scores, config)
     del test_df
     release_arrow_memory()
     context = {
@@ -346,7 +349,6 @@ def evaluate_candidate(
         for name, ext in (("json", "json"), ("markdown", "md"), ("png", "png"))
     }
     metrics = compute_metrics(ds.task, y, cand_scores)
-    seg_metrics = {s.scope: {"n": s.n, config.gate.primary_metric: s.candidate} for s in decision.segments}
     return EvaluationHandle(
         decision=decision,
         champion_version=champion.version if champion else None,
@@ -354,6 +356,26 @@ def evaluate_candidate(
         candidate_metrics=metrics,
         segment_metrics=seg_metrics,
     )
+
+
+def holdout_segment_metrics(
+    test_df: pd.DataFrame, y: np.ndarray, cand_scores: np.ndarray, config: PipelineConfig
+) -> dict[str, dict[str, Any]]:
+    """The candidate's gate metric per segment value on the whole holdout: what registration
+    stores (and decay is judged against) whichever rows ``gate.evaluate_on`` judged."""
+    from refit.evaluation import segment_key, segment_masks
+    from refit.metrics import metric_value
+
+    metric = config.gate.primary_metric
+    out: dict[str, dict[str, Any]] = {}
+    for segment, values in segment_masks(test_df.reset_index(drop=True), config.dataset).items():
+        for value, rows in values.items():
+            if len(rows):
+                out[segment_key(segment, value)] = {
+                    "n": len(rows),
+                    metric: metric_value(metric, y[rows], cand_scores[rows]),
+                }
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -108,3 +108,16 @@ def test_first_run_has_nothing_to_compare_and_says_so() -> None:
 def test_an_unknown_evaluate_on_is_one_line_naming_the_key() -> None:
     with pytest.raises(ConfigError, match=r"invalid value for 'gate.evaluate_on'"):
         _gate(evaluate_on="latest")
+
+
+def test_registration_records_the_whole_holdout_whichever_rows_were_judged() -> None:
+    from refit.pipeline import holdout_segment_metrics
+
+    frame, y, cand, champ = _season_change()
+    cfg = parse_config({"dataset": DATASET.model_dump(mode="json", by_alias=True), "gate": {"min_segment_size": 100}})
+    holdout = judge("regression", y, cand, champ, frame, cfg.gate, DATASET)
+    recorded = holdout_segment_metrics(frame, y, cand, cfg)
+    # the same values the gate reports when it judges the holdout
+    assert recorded == {s.scope: {"n": s.n, "rmse": pytest.approx(s.candidate)} for s in holdout.segments}
+    recent = judge("regression", y, cand, champ, frame, _gate(evaluate_on="recent"), DATASET)
+    assert {s.n for s in recent.segments} == {150} and {v["n"] for v in recorded.values()} == {650}
