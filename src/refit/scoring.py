@@ -122,11 +122,11 @@ def rescore_versions(
     for version in (a, b):
         model = registry.load_model(name, version)
         check_features(model, df, data.source)
-        loaded[version.version] = scores(model, df, ds.task)
+        loaded[version.version] = scores(model, df, ds.task, ds.positive_class)
     boot = paired_bootstrap(
         ds.task,
         gate.primary_metric,
-        df[ds.target].to_numpy(),
+        np.asarray(ds.gate_labels(df[ds.target])),
         loaded[b.version],
         loaded[a.version],
         segment_labels(df, ds) if ds.segments else None,

@@ -99,3 +99,13 @@ def test_string_labels_train_gate_and_register_in_the_positive_class(
     assert decision.champion_value is not None and decision.champion_value > 0.8
     assert {s.scope for s in decision.segments} == {"plan=basic", "plan=pro"}
     assert decision.ci_low is not None and decision.ci_high is not None
+
+    # `refit models diff` re-scores both versions on one holdout in the positive class's terms
+    from refit.registry import Registry
+    from refit.scoring import rescore_versions, store_holdout
+
+    registry = Registry(store)
+    versions = {v.version: v for v in registry.list_versions("renewals")}
+    diff = rescore_versions(registry, "renewals", versions[1], versions[2], store_holdout(store, cfg), cfg)
+    assert diff["metric"] == "roc_auc"
+    assert diff["overall"]["a"] > 0.8 and diff["overall"]["b"] > 0.8  # 1 - AUC if "Yes" were scored
