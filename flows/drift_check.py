@@ -19,6 +19,7 @@ from tasks.drift import (
     load_capture_window,
     load_reference,
     publish_drift_check,
+    record_drift_check,
     validate_captures,
 )
 from tasks.retrain import load_pipeline_config
@@ -109,6 +110,7 @@ def drift_check(params: DriftCheckParameters = DriftCheckParameters()) -> DriftC
     current = budget.step(validate_captures, step_s)(store, config, window)
     report = budget.step(compute_drift, step_s)(store, config, reference, current, window)
     outcome = budget.step(ask_governor, step_s)(store, config, reference, report, params.as_of)
+    report = budget.step(record_drift_check, step_s)(store, config, report, outcome)
     result = DriftCheckResult(
         model=config.dataset.name,
         store=store,
@@ -128,7 +130,7 @@ def drift_check(params: DriftCheckParameters = DriftCheckParameters()) -> DriftC
     )
     if not outcome.trigger:
         return _published(config, result.model_copy(update={"retrain": f"no retrain: {outcome.reason}"}))
-    budget.step(emit_drift_event, step_s)(store, config, outcome)
+    budget.step(emit_drift_event, step_s)(store, config, outcome, report.report_uri)
     listener = budget.step(find_drift_listener, step_s)()
     note = (
         f"event emitted; {listener['deployment']} listens and starts the retrain"

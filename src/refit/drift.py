@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import uuid
 import zlib
 from collections.abc import Mapping, Sequence
@@ -129,8 +130,19 @@ def score_ratio(method: str, score: float | None, threshold: float | None) -> fl
 
 #: Evidently's tests whose score is a p-value (their drift is a score below the threshold).
 _P_VALUE_TESTS = frozenset(
-    {"ks", "chisquare", "z", "t_test", "mannw", "anderson", "cramer_von_mises", "fisher_exact", "g_test", "es",
-     "empirical_mmd"}
+    {
+        "ks",
+        "chisquare",
+        "z",
+        "t_test",
+        "mannw",
+        "anderson",
+        "cramer_von_mises",
+        "fisher_exact",
+        "g_test",
+        "es",
+        "empirical_mmd",
+    }
 )
 
 
@@ -245,7 +257,8 @@ class StoreNullCache:
             names = sorted(nulls)
             buf = io.BytesIO()
             arrays = {f"n{i}": nulls[name] for i, name in enumerate(names)}
-            np.savez_compressed(buf, __keys__=np.frombuffer(json.dumps(names).encode(), dtype=np.uint8), **arrays)
+            arrays["__keys__"] = np.frombuffer(json.dumps(names).encode(), dtype=np.uint8)
+            np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
             self.store.put_bytes(LAYOUT.drift_calibration(self.model, self.version, bucket), buf.getvalue())
         self._dirty.clear()
 
@@ -385,6 +398,8 @@ def _check_method(column: str, kind: ColumnKind, method: str, cfg: DriftConfig) 
         if kind != "categorical":
             raise ConfigError(f"drift method {method!r} for {kind} column {column!r}: categorical columns only")
         return NEW_VALUE_THRESHOLD
+    if cfg.threshold_mode == "calibrated":
+        return math.nan  # the threshold comes from the null; no Evidently import on this path
     try:
         return evidently_compat.default_threshold(method, kind)
     except ValueError as exc:
@@ -403,6 +418,7 @@ class _Plan:
     features: list[str]  # testable features, in order
     prediction: str | None  # the prediction column when testable
     untestable: dict[str, ColumnDrift]  # columns decided without Evidently (no values)
+    counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # non-missing (reference, current)
 
 
 def _plan(
@@ -449,6 +465,7 @@ def _plan(
     cur_cols: dict[str, pd.Series] = {}
     features: list[str] = []
     untestable: dict[str, ColumnDrift] = {}
+    counts: dict[str, tuple[int, int]] = {}
     for column in keep:
         kind = _kind(ref_s[column], column, cfg)
         _refuse_dates(current[column], column)
@@ -468,12 +485,13 @@ def _plan(
         if n_ref == 0 or n_cur == 0:
             # Evidently refuses an empty column. No values in the current window while the
             # reference has some is a change worth flagging; no reference values is not testable.
+            fixed = threshold if threshold is not None else default
             untestable[column] = ColumnDrift(
                 column=column,
                 kind=kind,
                 method=method,
                 score=None,
-                threshold=threshold if threshold is not None else default,
+                threshold=None if math.isnan(fixed) else fixed,
                 drifted=n_ref > 0,
                 n_reference=n_ref,
                 n_current=n_cur,
@@ -481,6 +499,7 @@ def _plan(
             )
             continue
         kinds[column], methods[column] = kind, method
+        counts[column] = (n_ref, n_cur)
         thresholds[column] = threshold if threshold is not None else default
         ref_cols[column], cur_cols[column] = ref_col, cur_col
         if column != pred:
@@ -494,6 +513,7 @@ def _plan(
         features=features,
         prediction=pred,
         untestable=untestable,
+        counts=counts,
     )
 
 
@@ -524,8 +544,12 @@ def _score(plan: _Plan, column: str) -> float:
 def _null_key(plan: _Plan, column: str, draws: int) -> str:
     """What a column's null depends on: its reference values, test and number of draws."""
     ref = plan.reference[column].dropna()
-    values = pd.util.hash_pandas_object(ref.astype(str) if plan.kinds[column] == "categorical" else ref, index=False)
-    digest = hashlib.sha256(np.sort(values.to_numpy()).tobytes()).hexdigest()[:16]
+    if plan.kinds[column] == "numerical":
+        content = np.sort(ref.to_numpy(dtype=np.float64)).tobytes()
+    else:
+        counts = ref.value_counts()
+        content = json.dumps(sorted(zip(map(repr, counts.index), counts.tolist(), strict=True))).encode()
+    digest = hashlib.sha256(content).hexdigest()[:16]
     return f"{column}|{plan.kinds[column]}|{plan.methods[column]}|{len(ref)}|{draws}|{digest}"
 
 
@@ -542,7 +566,7 @@ def _calibrated(plan: _Plan, cfg: DriftConfig, seed: int, nulls: NullCache) -> d
     bucket_of: dict[str, int] = {}
     for column in tested:
         observed[column] = _score(plan, column)
-        bucket = drift_null.size_bucket(int(plan.current[column].notna().sum()))
+        bucket = drift_null.size_bucket(plan.counts[column][1])
         key = _null_key(plan, column, draws)
         null = nulls.get(bucket, key)
         if null is None:
@@ -583,7 +607,9 @@ def _fixed(plan: _Plan, evidently: Mapping[str, tuple[float, bool]]) -> dict[str
     for column in [*plan.features, *([plan.prediction] if plan.prediction else [])]:
         if plan.methods[column] == drift_null.NEW_VALUE:
             score = _score(plan, column)
-            out[column] = _Verdict(score=score, drifted=score >= plan.thresholds[column], threshold=plan.thresholds[column])
+            out[column] = _Verdict(
+                score=score, drifted=score >= plan.thresholds[column], threshold=plan.thresholds[column]
+            )
     return out
 
 
@@ -611,8 +637,8 @@ def _assemble(
             score=finite_or_none(v.score),
             threshold=v.threshold if np.isfinite(v.threshold) else None,
             drifted=v.drifted,
-            n_reference=int(plan.reference[column].notna().sum()),
-            n_current=int(plan.current[column].notna().sum()),
+            n_reference=plan.counts[column][0],
+            n_current=plan.counts[column][1],
             p_value=v.p_value,
             level=v.level,
             null_draws=v.draws,
@@ -764,11 +790,14 @@ def _with_header(html: str, header: str) -> str:
 # History
 
 
-def append_drift_history(store: Store, model: str, result: DriftResult, at: datetime) -> str:
+def append_drift_history(
+    store: Store, model: str, result: DriftResult, at: datetime, extra: Mapping[str, Any] | None = None
+) -> str:
     """Store one run's result under ``drift/<model>/history/<timestamp>-<id>.json``.
 
     One object per run (never a read-modify-write), so concurrent checks cannot lose one.
-    The timestamp leads the key, so listing order is time order. Returns the key.
+    The timestamp leads the key, so listing order is time order. ``extra`` (the decision, the
+    decay table, the report's key) is stored beside the result. Returns the key.
     """
     if at.tzinfo is None:
         raise ValueError("at must be timezone-aware")
@@ -776,16 +805,60 @@ def append_drift_history(store: Store, model: str, result: DriftResult, at: date
     run_id = uuid.uuid4().hex[:12]
     key = f"{LAYOUT.drift_history(model)}{at.strftime('%Y%m%dT%H%M%S%fZ')}-{run_id}.json"
     body = {"at": at.isoformat(), "run_id": run_id, "model": model, "result": result.model_dump(mode="json")}
-    store.put_if_absent(key, json.dumps(body, sort_keys=True).encode())
+    body.update(dict(extra or {}))
+    store.put_if_absent(key, json.dumps(body, sort_keys=True, default=str).encode())
     return key
+
+
+def latest_drift_record(store: Store, model: str) -> dict[str, Any] | None:
+    """The last stored check of ``model`` (its JSON body), or None before the first."""
+    keys = [k for k in store.list(LAYOUT.drift_history(model)) if k.endswith(".json")]
+    if not keys:
+        return None
+    body: dict[str, Any] = json.loads(store.get_bytes(keys[-1]))
+    return body
+
+
+def _report_time(key: str) -> datetime | None:
+    stem = key.rsplit("/", 1)[-1].removesuffix(".html")
+    for fmt in ("%Y%m%dT%H%M%S%fZ", "%Y%m%dT%H%M%SZ"):
+        try:
+            return datetime.strptime(stem, fmt).replace(tzinfo=UTC)
+        except ValueError:
+            continue
+    return None
+
+
+def prune_reports(store: Store, model: str, cfg: DriftConfig, now: datetime) -> list[str]:
+    """Remove HTML reports beyond ``cfg.keep_reports``, older than ``cfg.keep_reports_days``
+    (before ``now``, the check's own clock) or past ``cfg.reports_max_mb`` in all, oldest first.
+    Check results (JSON) are never removed here. Returns the removed keys."""
+    reports = sorted(k for k in store.list(LAYOUT.drift_reports(model)) if k.endswith(".html"))
+    cutoff = now.astimezone(UTC).timestamp() - cfg.keep_reports_days * 86_400
+    keep: list[str] = []
+    removed: list[str] = []
+    total = 0
+    cap = cfg.reports_max_mb * 1_000_000
+    for key in reversed(reports):  # newest first
+        when = _report_time(key)
+        too_old = when is not None and when.timestamp() < cutoff
+        size = store.size(key) if not too_old and len(keep) < cfg.keep_reports else 0
+        if too_old or len(keep) >= cfg.keep_reports or (keep and total + size > cap):
+            store.delete(key)
+            removed.append(key)
+            continue
+        keep.append(key)
+        total += size
+    return removed
 
 
 def read_drift_history(store: Store, model: str) -> pd.DataFrame:
     """Every stored run of ``model``, one row per (run, column), in time order.
 
     Columns: ``at`` (UTC), ``run_id``, ``column``, ``role`` (feature or prediction),
-    ``method``, ``score``, ``threshold``, ``drifted``, and the run's ``drift_share``,
-    ``drift_detected`` and sample sizes.
+    ``method``, ``score``, ``threshold``, ``p_value``, ``drifted``, ``ratio`` (score over
+    threshold: 1.0 is the line), the run's ``drift_share``, ``drift_detected``, mode and sample
+    sizes, and the decision stored with it (``decision``, ``decision_reason``, ``decay_detected``).
     """
     rows: list[dict[str, Any]] = []
     for key in store.list(LAYOUT.drift_history(model)):
@@ -794,48 +867,84 @@ def read_drift_history(store: Store, model: str) -> pd.DataFrame:
         # Read as plain JSON, not as DriftResult: old records stay readable when it grows.
         body = json.loads(store.get_bytes(key))
         result = body["result"]
+        decision = body.get("decision") or {}
         run = {
             "at": body["at"],
             "run_id": body["run_id"],
             **{k: result.get(k) for k in _HISTORY_RUN_FIELDS},
+            "decision": decision.get("action"),
+            "decision_reason": decision.get("reason"),
+            "decay_detected": decision.get("decay_detected"),
         }
         tested = [(c, "feature") for c in result["columns"]]
         if result.get("prediction") is not None:
             tested.append((result["prediction"], "prediction"))
         for col, role in tested:
-            rows.append({**run, "role": role, **{k: col.get(k) for k in _HISTORY_COLUMN_FIELDS}})
+            ratio = score_ratio(col.get("method", ""), col.get("score"), col.get("threshold"))
+            rows.append({**run, "role": role, **{k: col.get(k) for k in _HISTORY_COLUMN_FIELDS}, "ratio": ratio})
     frame = pd.DataFrame(rows, columns=_HISTORY_COLUMNS)
     frame["at"] = pd.to_datetime(frame["at"], utc=True)
-    frame["score"] = frame["score"].astype("float64")
-    frame["threshold"] = frame["threshold"].astype("float64")
+    for name in ("score", "threshold", "p_value", "ratio"):
+        frame[name] = frame[name].astype("float64")
     return frame.sort_values(["at", "run_id", "role", "column"], kind="stable").reset_index(drop=True)
 
 
+#: The plot's score/threshold axis is clipped to this range (log scale): a far-off score
+#: cannot flatten the others.
+_RATIO_CLIP = (0.01, 100.0)
+
+
 def plot_drift_history(history: pd.DataFrame, title: str | None = None) -> bytes:
-    """PNG of per-column scores over time (drifted points marked) and the drift share.
+    """PNG of each column's score over its threshold across windows (1.0 is the line; log scale,
+    clipped to 0.01..100), window time on x, drifted points marked, and the decisions below.
 
     Uses matplotlib's Agg canvas directly, so it never touches the global backend.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 6.5), dpi=100)
+    fig = Figure(figsize=(12, 7), dpi=100)
     FigureCanvasAgg(fig)
-    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[4, 1])
     if history.empty:
         top.text(0.5, 0.5, "no drift history yet", ha="center", va="center", transform=top.transAxes)
     else:
-        for column, rows in history.groupby("column", sort=True):
-            rows = rows.sort_values("at")
-            (line,) = top.plot(rows["at"], rows["score"], marker=".", label=str(column))
-            hits = rows[rows["drifted"].astype(bool)]
-            top.scatter(hits["at"], hits["score"], marker="x", s=60, color=line.get_color())
+        columns = sorted(history["column"].astype(str).unique())
+        colours = [f"C{i}" for i in range(10)]
+        styles = ["-", "--", ":"]
+        for i, column in enumerate(columns):
+            rows = history[history["column"] == column].sort_values("at")
+            ratio = rows["ratio"].clip(*_RATIO_CLIP)
+            top.plot(
+                rows["at"],
+                ratio,
+                linestyle=styles[(i // 10) % len(styles)],
+                color=colours[i % 10],
+                marker=".",
+                linewidth=1,
+                label=column,
+            )
+            hits = rows["drifted"].astype(bool).to_numpy()
+            top.scatter(rows["at"][hits], ratio[hits], marker="x", s=50, color=colours[i % 10], zorder=3)
+        top.axhline(1.0, color="black", linewidth=1.5)
+        top.set_yscale("log")
+        top.set_ylim(*_RATIO_CLIP)
+        top.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         runs = history.drop_duplicates("run_id").sort_values("at")
-        bottom.plot(runs["at"], runs["drift_share"], marker="o", color="black")
-        bottom.set_ylim(0, 1)
-        top.legend(fontsize=7, ncol=2, loc="upper left")
-    top.set_ylabel("score (x: drifted)")
-    bottom.set_ylabel("drift share")
+        bottom.plot(runs["at"], runs["drift_share"], color="grey", linewidth=1)
+        markers = {"trigger": ("^", "red"), "suppress": ("v", "orange"), "none": ("o", "green")}
+        for action, (marker, colour) in markers.items():
+            these = runs[runs["decision"] == action]
+            if len(these):
+                bottom.scatter(these["at"], these["drift_share"], marker=marker, color=colour, s=40, label=action)
+        unknown = runs[runs["decision"].isna()]
+        if len(unknown):
+            bottom.scatter(unknown["at"], unknown["drift_share"], marker="o", color="grey", s=15, label="(no decision)")
+        bottom.set_ylim(-0.05, 1.05)
+        bottom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    top.set_ylabel("score / threshold (x: drifted)")
+    bottom.set_ylabel("share drifted")
+    bottom.set_xlabel("window end (UTC)")
     top.set_title(title or "Drift history")
     fig.autofmt_xdate()
     fig.tight_layout()

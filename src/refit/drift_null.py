@@ -110,15 +110,21 @@ def score_counts(method: str, kind: ColumnKind, counts: Counts) -> np.ndarray:
 def _wasserstein(
     support: np.ndarray, ref: np.ndarray, cur: np.ndarray, nr: np.ndarray, nc: np.ndarray
 ) -> np.ndarray:
-    """``wasserstein_distance(ref, cur) / max(std(ref), 0.001)`` (scipy's integral of |F - G|)."""
+    """``wasserstein_distance(ref, cur) / max(std(ref), 0.001)`` (scipy's integral of |F - G|).
+
+    F - G is one cumulative sum of the share differences; the integral and the moments are
+    matrix-vector products (no second rows x support temporary)."""
     if len(support) < 2:
         return np.zeros(len(ref))
     dx = np.diff(support)
-    f = np.cumsum(ref[:, :-1], axis=1) / nr[:, None]
-    g = np.cumsum(cur[:, :-1], axis=1) / nc[:, None]
-    distance = (np.abs(f - g) * dx).sum(axis=1)
-    mean = (ref * support).sum(axis=1) / nr
-    var = (ref * (support[None, :] - mean[:, None]) ** 2).sum(axis=1) / nr
+    diff = ref[:, :-1] / nr[:, None]
+    diff -= cur[:, :-1] / nc[:, None]
+    np.cumsum(diff, axis=1, out=diff)
+    np.abs(diff, out=diff)
+    distance = diff @ dx
+    centred = support - support.mean()  # the variance is shift-free; centring keeps it exact
+    mean = ref @ centred / nr
+    var = np.maximum(ref @ (centred * centred) / nr - mean * mean, 0.0)
     return np.asarray(distance / np.maximum(np.sqrt(var), 0.001))
 
 
@@ -148,9 +154,7 @@ def _psi(p: np.ndarray, q: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return np.asarray(terms.sum(axis=1))
 
 
-def _chisquare(
-    ref: np.ndarray, cur: np.ndarray, nr: np.ndarray, nc: np.ndarray, keep: np.ndarray
-) -> np.ndarray:
+def _chisquare(ref: np.ndarray, cur: np.ndarray, nr: np.ndarray, nc: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """scipy's ``chisquare(f_obs=current, f_exp=reference * n_cur / n_ref)`` p-value."""
     from scipy import stats
 
