@@ -11,20 +11,19 @@ How a check runs:
    and stratified by ``cfg.stratify_by`` when it is set (24 equal time buckets for a datetime
    column, the values of any other column), so a million-row window costs what 20,000 rows
    cost and every hour (or segment) keeps its share of the sample.
-2. Every column gets an explicit Evidently method (``cfg.num_method`` / ``cfg.cat_method``,
-   overridden by ``cfg.column_methods``) and threshold (``cfg.column_thresholds``, else the
-   type default, else the method's). Evidently's automatic choice depends on the row count
-   (KS and chi-square p-values up to 1,000 rows, distances above), and p-values shrink as
-   samples grow; the default distances (normed Wasserstein, Jensen-Shannon) estimate a
-   property of the two distributions instead, so the verdict on the sample matches
-   ``DataDriftPreset`` on the full data (``tests/unit/test_drift.py`` checks it).
-3. :func:`check_drift`, the one entry point, runs the stat tests on the samples with those
-   methods, thresholds and ``cfg.drift_share``. With ``report=True`` (what the drift-check
-   flow asks for) it runs Evidently's ``DataDriftPreset``, reads the per-column scores,
-   verdicts and the dataset verdict back from the snapshot into :class:`DriftResult`, and
-   renders the HTML report from the same snapshot. With ``report=False`` it calls the same
-   Evidently stat tests directly, skipping the preset's per-column plots, which are most of
-   its run time: the same result, no report.
+2. Every column gets a kind (categorical: strings, booleans, declared columns, whole numbers
+   with few values) and an explicit method (``cfg.num_method`` / ``cfg.cat_method``,
+   overridden by ``cfg.column_methods``; a column constant in the reference: the bounded
+   new-value test). Evidently's automatic choice depends on the row count, so it is never used.
+3. :func:`check_drift`, the one entry point, scores each column. ``threshold_mode:
+   calibrated`` (default): the score of :func:`refit.drift_null.score_counts` (Evidently's stat
+   test) gets a p-value from the null distribution of that score for a window of the same size
+   drawn from the reference (cached per champion and size bucket, :class:`StoreNullCache`),
+   and Holm across the features at ``cfg.alpha`` decides. ``fixed``: Evidently's stat tests at
+   the configured thresholds and the drift-share rule.
+4. :func:`render_report` renders Evidently's ``DataDriftPreset`` report of the same samples at
+   the thresholds the verdict used, only when the report is stored (it is most of a check's
+   time); the flow stores it when the decision changes (``refit.monitoring.record_drift_check``).
 """
 
 from __future__ import annotations
@@ -339,7 +338,7 @@ def _refuse_dates(values: pd.Series, column: str) -> None:
         raise DataError(f"column {column!r} is a date or time; drift is checked on features only")
 
 
-def _kind(values: pd.Series, column: str, cfg: DriftConfig) -> ColumnKind:
+def column_kind(values: pd.Series, column: str, cfg: DriftConfig) -> ColumnKind:
     """Categories: strings and booleans, columns the config declares, and whole numbers with at
     most ``cfg.categorical_max_values`` distinct values (0/1 flags, a count of devices): a
     distance over two values says less than their shares do."""
@@ -467,7 +466,7 @@ def _plan(
     untestable: dict[str, ColumnDrift] = {}
     counts: dict[str, tuple[int, int]] = {}
     for column in keep:
-        kind = _kind(ref_s[column], column, cfg)
+        kind = column_kind(ref_s[column], column, cfg)
         _refuse_dates(current[column], column)
         if kind == "numerical" and not pd.api.types.is_numeric_dtype(current[column]):
             kind = "categorical"  # e.g. numbers in reference, strings in current

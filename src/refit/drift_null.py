@@ -107,9 +107,7 @@ def score_counts(method: str, kind: ColumnKind, counts: Counts) -> np.ndarray:
     return _chisquare(ref, cur, nr, nc, present)
 
 
-def _wasserstein(
-    support: np.ndarray, ref: np.ndarray, cur: np.ndarray, nr: np.ndarray, nc: np.ndarray
-) -> np.ndarray:
+def _wasserstein(support: np.ndarray, ref: np.ndarray, cur: np.ndarray, nr: np.ndarray, nc: np.ndarray) -> np.ndarray:
     """``wasserstein_distance(ref, cur) / max(std(ref), 0.001)`` (scipy's integral of |F - G|).
 
     F - G is one cumulative sum of the share differences; the integral and the moments are
