@@ -267,6 +267,8 @@ class DriftConfig(_Section):
     Wasserstein / Jensen-Shannon above), so a sampled check and a full one could otherwise use
     different tests. The defaults are distances, which do not grow more sensitive with the
     sample size the way p-values do: the verdict on a sample matches the one on the full data.
+    With ``threshold_mode: calibrated`` (default) their thresholds come from the reference's own
+    null distribution for the window's size, and ``alpha`` bounds the false-alarm rate.
     """
 
     window_hours: int | None = Field(24, ge=1)
