@@ -257,7 +257,10 @@ def null_scores(
 
 
 def p_value(observed: float, null: np.ndarray, method: str) -> float:
-    """Share of null scores at least as extreme as ``observed``, +1 smoothed."""
+    """Share of null scores at least as extreme as ``observed``, +1 smoothed (1.0 for a score
+    that is not a number: e.g. a chi-square over one category, which says nothing)."""
+    if not math.isfinite(observed) and not (higher_is_drift(method) and observed == math.inf):
+        return 1.0
     if higher_is_drift(method):
         extreme = int(np.count_nonzero(null >= observed))
     else:
