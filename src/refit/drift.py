@@ -120,29 +120,11 @@ def score_ratio(method: str, score: float | None, threshold: float | None) -> fl
     """Score over threshold for distances, threshold over score for p-values (both: > 1 drifts)."""
     if score is None or threshold is None:
         return None
-    if method in drift_null.P_VALUE_METHODS or method in _P_VALUE_TESTS:
+    if method in drift_null.P_VALUE_METHODS:
         return float(threshold / score) if score > 0 else (float("inf") if threshold > 0 else 0.0)
     if threshold == 0:
         return float("inf") if score > 0 else 0.0
     return float(score / threshold)
-
-
-#: Evidently's tests whose score is a p-value (their drift is a score below the threshold).
-_P_VALUE_TESTS = frozenset(
-    {
-        "ks",
-        "chisquare",
-        "z",
-        "t_test",
-        "mannw",
-        "anderson",
-        "cramer_von_mises",
-        "fisher_exact",
-        "g_test",
-        "es",
-        "empirical_mmd",
-    }
-)
 
 
 class DriftResult(Record):
@@ -759,9 +741,9 @@ def render_report(check: DriftCheck, header: str = "") -> str:
         t = by_name[column].threshold
         thresholds[column] = float(t) if t is not None else float(np.finfo(np.float64).max)
     features = [c for c in plan.features if c in evidently_cols]
-    share = plan_share = check.result.drift_share_threshold
-    if check.result.threshold_mode == "calibrated":
-        share = np.nextafter(1.0 / len(features), 0.0) if features else plan_share
+    share = check.result.drift_share_threshold
+    if check.result.threshold_mode == "calibrated" and features:
+        share = np.nextafter(1.0 / len(features), 0.0)  # any drifted column, as refit decides
     _, _, html = evidently_compat.run_report(
         plan.reference[evidently_cols],
         plan.current[evidently_cols],

@@ -36,8 +36,24 @@ SCORED: dict[str, tuple[ColumnKind, ...]] = {
     "chisquare": ("categorical",),
     NEW_VALUE: ("categorical",),
 }
-#: Methods whose score is a p-value: drift when it is small.
-P_VALUE_METHODS = frozenset({"chisquare"})
+#: Evidently's stat tests whose score is a p-value: drift when it is small (the others are
+#: distances: drift when large). Only ``chisquare`` among them is scored here.
+P_VALUE_METHODS = frozenset(
+    {
+        "anderson",
+        "chisquare",
+        "cramer_von_mises",
+        "empirical_mmd",
+        "es",
+        "fisher_exact",
+        "g_test",
+        "ks",
+        "mannw",
+        "TVD",
+        "t_test",
+        "z",
+    }
+)
 #: Evidently bins a numeric column into Sturges bins only when the reference has more distinct
 #: values than this (``get_binned_data``); below it, each value is its own bin.
 _BINNED_ABOVE = 20
