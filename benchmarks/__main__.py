@@ -26,7 +26,7 @@ from typing import Any
 from benchmarks.common import BENCH_CONFIG, BENCH_DIR, log, machine, ratio, run_in_subprocess
 from benchmarks.report import write_results
 
-BENCHMARKS = ("sizes", "validation", "bootstrap", "torch", "drift", "orchestration", "webhook")
+BENCHMARKS = ("sizes", "validation", "bootstrap", "torch", "drift", "drift_rates", "orchestration", "webhook")
 RATIO_ROWS = 1_000_000
 
 
@@ -150,9 +150,28 @@ def _bench_drift(args: argparse.Namespace, results: dict[str, Any]) -> None:
         ">=",
         refit_s=r["refit_s"],
         refit_no_report_s=r["refit_no_report_s"],
+        refit_cold_s=r["refit_cold_s"],
         evidently_s=r["evidently_s"],
         evidently_peak_rss_mb=r["evidently_peak_rss_mb"],
         refit_peak_rss_mb=r["refit_peak_rss_mb"],
+    )
+    results["ratios"]["drift_path_s"] = ratio(
+        r["flow"]["with_report_s"],
+        3.0,
+        "<=",
+        rows=r["flow"]["rows"],
+        warm_s=r["flow"]["warm_s"],
+        report_s=r["flow"]["report_s"],
+        cold_s=r["flow"]["cold_s"],
+        call=r["flow"]["call"],
+    )
+    results["ratios"]["drift_storage_mb"] = ratio(
+        (r["flow"]["html_bytes"] + r["flow"]["json_bytes"]) / 1e6,
+        1.0,
+        "<=",
+        html_bytes=r["flow"]["html_bytes"],
+        json_bytes=r["flow"]["json_bytes"],
+        note="one check with its HTML report (the shared Evidently script is stored once per model)",
     )
     results["ratios"]["drift_verdict_agrees"] = {
         "value": r["verdict_agrees"],
@@ -162,7 +181,34 @@ def _bench_drift(args: argparse.Namespace, results: dict[str, Any]) -> None:
         "refit": r["refit"],
         "evidently": r["evidently"],
         "columns_agree": r["columns_agree"],
+        "note": "threshold_mode: fixed on the sample vs DataDriftPreset on the full window",
     }
+    small = run_in_subprocess("drift:time_flow_path", {"rows": 100_000, "config_path": config})
+    results["benchmarks"]["drift_path_100k"] = small
+
+
+def _bench_drift_rates(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    r = run_in_subprocess(
+        "drift:rates",
+        {"sizes": args.drift_rate_sizes, "windows": args.drift_windows, "config_path": str(args.config)},
+    )
+    results["benchmarks"]["drift_rates"] = r
+    for size, row in r["sizes"].items():
+        worst = max(row["generator"]["calibrated"], row.get("self_split", {}).get("calibrated", 0.0))
+        results["ratios"][f"drift_false_alarms_{size}"] = ratio(
+            worst,
+            0.01,
+            "<=",
+            generator=row["generator"],
+            self_split=row.get("self_split"),
+            note="share of in-distribution windows that alarm (calibrated, alpha "
+            f"{r['alpha']}); evidently_fixed: the same windows at Evidently's default thresholds",
+        )
+        if int(size) >= 1000:
+            power = row["power"]["0.5"]
+            results["ratios"][f"drift_power_0.5_{size}"] = ratio(
+                power["calibrated"], 1.0, ">=", **power, all_strengths=row["power"]
+            )
 
 
 def _bench_orchestration(args: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -227,6 +273,7 @@ _RATIO_BENCHMARKS = {
     "bootstrap": _bench_bootstrap,
     "torch": _bench_torch_speed,
     "drift": _bench_drift,
+    "drift_rates": _bench_drift_rates,
     "orchestration": _bench_orchestration,
     "webhook": _bench_webhook,
 }
@@ -241,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ratio-rows", type=int, default=RATIO_ROWS, help="rows of the ratio benchmarks")
     parser.add_argument("--orchestration-reps", type=int, default=6, help="runs of each, plain and flow")
     parser.add_argument("--cold-reps", type=int, default=2, help="fresh-process runs of each, plain and flow")
+    parser.add_argument(
+        "--drift-rate-sizes", nargs="+", type=int, default=[100, 1000, 10_000, 100_000], help="window sizes"
+    )
+    parser.add_argument("--drift-windows", type=int, default=200, help="in-distribution windows per size")
     parser.add_argument("--webhook-alerts", type=int, default=5000, help="signed alerts sent to the webhook")
     parser.add_argument("--webhook-concurrency", type=int, default=50, help="alerts in flight at once")
     args = parser.parse_args(argv)

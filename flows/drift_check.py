@@ -19,6 +19,7 @@ from tasks.drift import (
     load_capture_window,
     load_reference,
     publish_drift_check,
+    record_drift_check,
     validate_captures,
 )
 from tasks.retrain import load_pipeline_config
@@ -42,6 +43,11 @@ class DriftCheckParameters(RunParameters):
         description="End of the window, in the captures' event time (empty: now). Labels count once "
         "arrived by then; the governor's cooldown and caps run on this clock.",
     )
+    report: bool | None = Field(
+        None,
+        description="Store Evidently's HTML report of this check (empty: as drift.report_html says, by default "
+        "when the decision changes).",
+    )
 
 
 class DriftCheckResult(BaseModel):
@@ -56,7 +62,7 @@ class DriftCheckResult(BaseModel):
     decision: str
     reason: str
     detail: str
-    report_uri: str
+    report_uri: str = Field(description="Evidently's HTML report when this check stored one, else its JSON result.")
     sample_size: int
     current_rows: int
     labelled_rows: int
@@ -109,6 +115,7 @@ def drift_check(params: DriftCheckParameters = DriftCheckParameters()) -> DriftC
     current = budget.step(validate_captures, step_s)(store, config, window)
     report = budget.step(compute_drift, step_s)(store, config, reference, current, window)
     outcome = budget.step(ask_governor, step_s)(store, config, reference, report, params.as_of)
+    report = budget.step(record_drift_check, step_s)(store, config, report, outcome, params.report)
     result = DriftCheckResult(
         model=config.dataset.name,
         store=store,
@@ -128,7 +135,7 @@ def drift_check(params: DriftCheckParameters = DriftCheckParameters()) -> DriftC
     )
     if not outcome.trigger:
         return _published(config, result.model_copy(update={"retrain": f"no retrain: {outcome.reason}"}))
-    budget.step(emit_drift_event, step_s)(store, config, outcome)
+    budget.step(emit_drift_event, step_s)(store, config, outcome, report.report_uri)
     listener = budget.step(find_drift_listener, step_s)()
     note = (
         f"event emitted; {listener['deployment']} listens and starts the retrain"

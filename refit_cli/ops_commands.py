@@ -34,6 +34,10 @@ def drift(
     exit_zero: Annotated[
         bool, typer.Option("--exit-zero", help=f"Exit 0 even when the governor triggers (else {DRIFT_TRIGGER_EXIT}).")
     ] = False,
+    report: Annotated[
+        bool,
+        typer.Option("--report", help="Store Evidently's HTML report of this check whatever the decision."),
+    ] = False,
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
     """Run the drift-check flow now, in this process (with --retrain, the retrain too, as of the same time).
@@ -58,7 +62,12 @@ def drift(
         with heartbeat("drift check", as_json):
             result = drift_check(
                 DriftCheckParameters(
-                    config_path=str(config), store=store, window_hours=window_hours, window_rows=window_rows, as_of=when
+                    config_path=str(config),
+                    store=store,
+                    window_hours=window_hours,
+                    window_rows=window_rows,
+                    as_of=when,
+                    report=True if report else None,
                 )
             ).model_dump(mode="json")
         if retrain and result["decision"] == "trigger":

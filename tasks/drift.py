@@ -78,35 +78,38 @@ def compute_drift(
         logger.info(
             "decay on %d labelled rows: %s", report.labelled_rows, ", ".join(report.decay.decayed_segments) or "none"
         )
-    model = config.dataset.name
+    return report
+
+
+@io_task("record-drift-check")
+def record_drift_check(
+    store_uri: str, config: PipelineConfig, report: DriftReport, outcome: GovernorOutcome, html: bool | None = None
+) -> DriftReport:
+    """Store the evidence with the decision (JSON always, the HTML report when the decision changed);
+    publish it as artifacts."""
+    report = monitoring.record_drift_check(open_run_store(store_uri), config, report, outcome, html=html)
+    result, model = report.result, config.dataset.name
+    mode = f"{result.threshold_mode}" + (f", alpha {result.alpha}" if result.alpha is not None else "")
     create_table_artifact(
         key=artifact_key(model, "drift"),
         table=monitoring.drift_summary_rows(report),
-        description=f"Per-column drift (share {result.drift_share:.2f})",
+        description=f"Per-column drift ({mode}): {result.n_drifted} of {result.n_columns} drifted; "
+        f"decision {outcome.action} ({outcome.reason}): {outcome.detail}",
     )
     link, text = store_link(report.report_uri)
     create_link_artifact(
-        key=artifact_key(model, "drift-report"), link=link, link_text=text, description="Evidently drift report"
+        key=artifact_key(model, "drift-report"),
+        link=link,
+        link_text=text,
+        description="Evidently drift report, with the decision" if report.report_stored else "Drift check (JSON)",
     )
     if report.decay is not None:
         decay = report.decay
         create_table_artifact(
             key=artifact_key(model, "decay"),
-            table=[
-                {
-                    "segment": s.segment,
-                    "rows": s.n_rows,
-                    f"{decay.metric} now": s.current,
-                    f"{decay.metric} at registration": s.registered,
-                    "drop": s.drop,
-                    "tolerance": s.tolerance if s.tolerance is not None else decay.tolerance,
-                    "decayed": s.decayed,
-                    "note": s.note or "",
-                }
-                for s in [decay.overall, *decay.segments]
-            ],
-            description=f"Performance decay of the champion on {decay.n_labelled:,} labelled rows: "
-            + (", ".join(decay.decayed_segments) or "none decayed"),
+            table=monitoring.decay_summary_rows(report),
+            description=f"Performance decay of the champion in {decay.metric} on {decay.n_labelled:,} labelled rows, "
+            f"{decay.confidence:.0%} intervals: " + (", ".join(decay.decayed_segments) or "none decayed"),
         )
     return report
 
@@ -127,12 +130,14 @@ def ask_governor(
 
 
 @task(name="emit-drift-event", cache_policy=NO_CACHE)
-def emit_drift_event(store_uri: str, config: PipelineConfig, outcome: GovernorOutcome) -> str | None:
+def emit_drift_event(
+    store_uri: str, config: PipelineConfig, outcome: GovernorOutcome, report_uri: str = ""
+) -> str | None:
     """Tell listeners (the retrain-on-drift deployment) that drift is real, and in which store."""
     event = emit_event(
         event=DRIFT_EVENT,
         resource={"prefect.resource.id": f"refit.model.{config.dataset.name}", "refit.model": config.dataset.name},
-        payload=outcome.event_payload | {"store": store_uri},
+        payload=outcome.event_payload | {"store": store_uri} | ({"report_uri": report_uri} if report_uri else {}),
     )
     get_run_logger().info("emitted %s for %s", DRIFT_EVENT, config.dataset.name)
     return str(event.id) if event is not None else None

@@ -310,6 +310,8 @@ class DriftConfig(_Section):
     Wasserstein / Jensen-Shannon above), so a sampled check and a full one could otherwise use
     different tests. The defaults are distances, which do not grow more sensitive with the
     sample size the way p-values do: the verdict on a sample matches the one on the full data.
+    With ``threshold_mode: calibrated`` (default) their thresholds come from the reference's own
+    null distribution for the window's size, and ``alpha`` bounds the false-alarm rate.
     """
 
     window_hours: int | None = Field(24, ge=1)
@@ -322,7 +324,50 @@ class DriftConfig(_Section):
     num_threshold: float | None = Field(None, description="None: the method's default (0.1 for wasserstein).")
     cat_threshold: float | None = Field(None, description="None: the method's default (0.1 for jensenshannon).")
     column_methods: dict[str, str] = Field(default_factory=dict, description="Per-column method overrides.")
-    column_thresholds: dict[str, float] = Field(default_factory=dict, description="Per-column threshold overrides.")
+    column_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="Per-column threshold overrides (threshold_mode: fixed)."
+    )
+    threshold_mode: Literal["calibrated", "fixed"] = Field(
+        "calibrated",
+        description="calibrated: each column's threshold for a window of n rows comes from the reference "
+        "(the null distribution of its score between samples of n and of the reference drawn from it), "
+        "and a window drifts when Holm rejects any column at alpha. fixed: Evidently's semantics "
+        "(the thresholds above, a share of drifted columns).",
+    )
+    alpha: float = Field(
+        0.01,
+        gt=0.0,
+        le=0.5,
+        description="calibrated: the probability that a window drawn from the reference alarms "
+        "(family-wise, Holm across the columns).",
+    )
+    calibration_draws: int = Field(
+        1000,
+        ge=100,
+        description="calibrated: null draws per column and window size (raised to 2 x columns / alpha, so Holm "
+        "can reject at all).",
+    )
+    categorical_columns: list[str] = Field(
+        default_factory=list, description="Columns tested as categories whatever their dtype."
+    )
+    categorical_max_values: int = Field(
+        10,
+        ge=2,
+        description="A column of whole numbers with at most this many distinct reference values (0/1 flags, "
+        "counts of devices) is tested as categories.",
+    )
+    report_html: Literal["on-change", "always", "never"] = Field(
+        "on-change",
+        description="When a check stores Evidently's HTML report: when its decision differs from the previous "
+        "check's (and on the first check of a champion), on every check, or never (refit drift --report forces one).",
+    )
+    keep_reports: int = Field(200, ge=1, description="Most HTML reports kept per model (oldest removed first).")
+    keep_reports_days: float = Field(
+        90.0, gt=0, description="HTML reports older than this are removed (check results, JSON, stay)."
+    )
+    reports_max_mb: float = Field(
+        500.0, gt=0, description="Size cap of a model's stored HTML reports; oldest removed first."
+    )
     sample_size: int = Field(
         20_000, ge=1000, description="Rows drawn from each of reference and current (larger windows are sampled)."
     )

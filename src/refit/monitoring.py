@@ -151,7 +151,7 @@ def validate_captures(store: Store, config: PipelineConfig, window: CaptureWindo
 
 @dataclass(frozen=True)
 class DriftReport:
-    """What the drift step found, with links to what it stored."""
+    """What the drift step found; :func:`record_drift_check` adds where it stored the evidence."""
 
     result: Any  # refit.drift.DriftResult
     decay: Any | None  # refit.decay.DecayResult
@@ -162,6 +162,9 @@ class DriftReport:
     current_rows: int
     labelled_rows: int
     evidence: str | None = None  # evidence_digest: what was judged, by content
+    check: Any | None = field(default=None, repr=False, compare=False)  # refit.drift.DriftCheck (its samples)
+    champion_version: int | None = None
+    report_stored: bool = False
 
     @property
     def drift_detected(self) -> bool:
@@ -175,9 +178,11 @@ class DriftReport:
 def compute_drift_and_decay(
     store: Store, config: PipelineConfig, reference: Reference, current: pd.DataFrame, window: CaptureWindow
 ) -> DriftReport:
-    """Drift by :func:`refit.drift.check_drift` with its HTML report (stored), and decay on the labelled
-    part of the window. The drift-check flow's compute step; ``benchmarks/drift.py`` times the same call."""
-    from refit.drift import append_drift_history, check_drift
+    """Drift by :func:`refit.drift.check_drift` (calibrated against nulls cached in the store per
+    champion version), and decay on the labelled part of the window. The drift-check flow's
+    compute step; ``benchmarks/drift.py`` times the same call. Nothing is stored yet: the
+    evidence goes to the store with the governor's decision (:func:`record_drift_check`)."""
+    from refit.drift import StoreNullCache, check_drift
 
     if window.start is None or window.end is None:
         raise ValueError("a drift window has both bounds (load it with load_capture_window)")
@@ -189,11 +194,10 @@ def compute_drift_and_decay(
     )
     if prediction is not None and prediction not in ref.columns:
         ref[prediction] = _champion_scores(store, config, reference, ref)
-    check = check_drift(ref, current, columns, prediction, config.drift, seed=config.training.seed, report=True)
-    html = check.html or ""  # report=True: always there
-    report_key = LAYOUT.drift_report(config.dataset.name, run_stamp(end))
-    store.put_bytes(report_key, html.encode())
-    history_key = append_drift_history(store, config.dataset.name, check.result, end)
+    nulls = StoreNullCache(store, config.dataset.name, reference.version)
+    check = check_drift(
+        ref, current, columns, prediction, config.drift, seed=config.training.seed, report=False, nulls=nulls
+    )
     decay = None
     labelled = window.labelled(current)
     if len(labelled):
@@ -202,14 +206,137 @@ def compute_drift_and_decay(
     return DriftReport(
         result=check.result,
         decay=decay,
-        report_uri=store.uri_for(report_key),
-        history_key=history_key,
+        report_uri="",
+        history_key="",
         window_start=start,
         window_end=end,
         current_rows=len(current),
         labelled_rows=len(labelled),
         evidence=evidence_digest(window, current),
+        check=check,
+        champion_version=reference.version,
     )
+
+
+def record_drift_check(
+    store: Store,
+    config: PipelineConfig,
+    report: DriftReport,
+    outcome: GovernorOutcome | None,
+    *,
+    html: bool | None = None,
+) -> DriftReport:
+    """Store what the decision used: the check's result (JSON, always kept) with the decay table
+    and the governor's decision, and Evidently's HTML report when ``drift.report_html`` says so
+    (``on-change``: the first check of a champion, or a decision unlike the previous check's;
+    ``html=True`` forces one, ``False`` skips it). Old reports go by ``drift.keep_*``.
+
+    Returns the report with ``history_key`` and ``report_uri`` (the HTML, else the JSON)."""
+    from refit.compat.evidently import split_bundle
+    from refit.drift import append_drift_history, latest_drift_record, prune_reports, render_report
+
+    name, cfg = config.dataset.name, config.drift
+    decision = _decision_record(report, outcome)
+    previous = latest_drift_record(store, name)
+    if html is None:
+        html = cfg.report_html == "always" or (cfg.report_html == "on-change" and _changed(previous, decision))
+    report_key = None
+    if html and report.check is not None:
+        page = render_report(report.check, header=evidence_html(report, outcome))
+        page, asset, script = split_bundle(page)
+        if asset is not None and script is not None:
+            asset_key = LAYOUT.drift_report_asset(name, asset)
+            if not store.exists(asset_key):
+                store.put_bytes(asset_key, script.encode())
+        report_key = LAYOUT.drift_report(name, run_stamp(report.window_end))
+        store.put_bytes(report_key, page.encode())
+        prune_reports(store, name, cfg, now=report.window_end)
+    extra = {"decision": decision, "decay": report.decay.model_dump(mode="json") if report.decay is not None else None}
+    extra["report_key"] = report_key
+    history_key = append_drift_history(store, name, report.result, report.window_end, extra=extra)
+    uri = store.uri_for(report_key) if report_key else store.uri_for(history_key)
+    return replace(report, history_key=history_key, report_uri=uri, report_stored=report_key is not None)
+
+
+def _decision_record(report: DriftReport, outcome: GovernorOutcome | None) -> dict[str, Any]:
+    return {
+        "champion_version": report.champion_version,
+        "drift_detected": report.drift_detected,
+        "decay_detected": report.decay_detected,
+        "decayed_segments": list(report.decay.decayed_segments) if report.decay is not None else [],
+        "drifted_columns": list(report.result.drifted_columns),
+        "action": outcome.action if outcome is not None else None,
+        "reason": outcome.reason if outcome is not None else None,
+        "detail": outcome.detail if outcome is not None else None,
+        "window_start": report.window_start.isoformat(),
+        "window_end": report.window_end.isoformat(),
+        "current_rows": report.current_rows,
+        "labelled_rows": report.labelled_rows,
+    }
+
+
+def _changed(previous: dict[str, Any] | None, decision: dict[str, Any]) -> bool:
+    """Whether this check decided otherwise than the previous one (or is a new champion's first)."""
+    if previous is None:
+        return True
+    before = previous.get("decision") or {}
+    keys = ("champion_version", "drift_detected", "decay_detected", "action")
+    return any(before.get(k) != decision.get(k) for k in keys)
+
+
+def evidence_html(report: DriftReport, outcome: GovernorOutcome | None) -> str:
+    """The decision and what it used, as HTML above Evidently's report: the governor's decision
+    and reason, each column's score, calibrated threshold, p-value and verdict, and the decay
+    table with its intervals."""
+    from html import escape
+
+    def num(value: float | None, digits: int = 4) -> str:
+        return "" if value is None else f"{value:.{digits}g}"
+
+    r = report.result
+    lines = ['<div style="font-family:sans-serif;margin:16px;border:2px solid #444;padding:12px">']
+    verdict = "DRIFT" if r.drift_detected else "no drift"
+    decayed = report.decay.decayed_segments if report.decay is not None else []
+    lines.append(f"<h2>refit decision: {escape(outcome.action if outcome else 'not asked')}</h2>")
+    if outcome is not None:
+        lines.append(f"<p>governor: {escape(outcome.reason)}: {escape(outcome.detail)}</p>")
+    rule = (
+        f"Holm across {r.n_columns} columns at alpha {r.alpha}"
+        if r.threshold_mode == "calibrated"
+        else f"share of drifted columns >= {r.drift_share_threshold}"
+    )
+    lines.append(
+        f"<p>features: <b>{verdict}</b> ({r.n_drifted} of {r.n_columns} drifted; {escape(rule)}); "
+        f"decay: <b>{escape(', '.join(decayed) or 'none')}</b></p>"
+    )
+    lines.append(
+        "<table border=1 cellpadding=3><tr><th>column</th><th>method</th><th>score</th>"
+        "<th>threshold</th><th>p-value</th><th>drifted</th></tr>"
+    )
+    rows = [*r.columns, *([r.prediction] if r.prediction is not None else [])]
+    for c in rows:
+        lines.append(
+            f"<tr><td>{escape(c.column)}</td><td>{escape(c.method)}</td><td>{num(c.score)}</td>"
+            f"<td>{num(c.threshold)}</td><td>{num(c.p_value)}</td><td>{'yes' if c.drifted else ''}</td></tr>"
+        )
+    lines.append("</table>")
+    if report.decay is not None:
+        d = report.decay
+        lines.append(f"<h3>decay ({escape(d.metric)}, {d.confidence:.0%} intervals, {d.n_labelled} labelled rows)</h3>")
+        lines.append(
+            "<table border=1 cellpadding=3><tr><th>segment</th><th>rows</th><th>registered</th>"
+            "<th>now</th><th>interval</th><th>drop</th><th>tolerance</th><th>decayed</th></tr>"
+        )
+        for s in [d.overall, *d.segments]:
+            interval = f"[{num(s.ci_low)}, {num(s.ci_high)}]" if s.ci_low is not None else ""
+            lines.append(
+                f"<tr><td>{escape(s.segment)}</td><td>{s.n_rows}</td><td>{num(s.registered)}</td>"
+                f"<td>{num(s.current)}</td><td>{interval}</td><td>{num(s.drop)}</td><td>{num(s.tolerance)}</td>"
+                f"<td>{'yes' if s.decayed else escape(s.note or '')}</td></tr>"
+            )
+        lines.append("</table>")
+    lines.append("</div>")
+    return "\n".join(lines)
 
 
 def judge_decay(
@@ -309,20 +436,40 @@ def ask_governor(
 
 
 def drift_summary_rows(report: DriftReport) -> list[dict[str, Any]]:
-    """Per-column scores and verdicts for a table."""
-    rows = [
-        {"column": c.column, "method": c.method, "score": c.score, "threshold": c.threshold, "drifted": c.drifted}
-        for c in report.result.columns
+    """Per-column scores, thresholds, p-values and verdicts for a table."""
+    result = report.result
+    tested = [(c, c.column) for c in result.columns]
+    if result.prediction is not None:
+        tested.append((result.prediction, f"{result.prediction.column} (prediction)"))
+    return [
+        {
+            "column": label,
+            "method": c.method,
+            "score": c.score,
+            "threshold": c.threshold,
+            "p_value": c.p_value,
+            "drifted": c.drifted,
+        }
+        for c, label in tested
     ]
-    if report.result.prediction is not None:
-        p = report.result.prediction
-        rows.append(
-            {
-                "column": f"{p.column} (prediction)",
-                "method": p.method,
-                "score": p.score,
-                "threshold": p.threshold,
-                "drifted": p.drifted,
-            }
-        )
-    return rows
+
+
+def decay_summary_rows(report: DriftReport) -> list[dict[str, Any]]:
+    """Per segment: the registered and current metric, the interval, the drop and the verdict."""
+    if report.decay is None:
+        return []
+    return [
+        {
+            "segment": s.segment,
+            "rows": s.n_rows,
+            "registered": s.registered,
+            "current": s.current,
+            "ci_low": s.ci_low,
+            "ci_high": s.ci_high,
+            "drop": s.drop,
+            "tolerance": s.tolerance,
+            "decayed": s.decayed,
+            "note": s.note,
+        }
+        for s in [report.decay.overall, *report.decay.segments]
+    ]

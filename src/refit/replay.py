@@ -419,6 +419,7 @@ def _check_and_retrain(
     current = monitoring.validate_captures(store, config, window)
     report = monitoring.compute_drift_and_decay(store, config, reference, current, window)
     outcome = monitoring.ask_governor(store, config, reference, report)
+    monitoring.record_drift_check(store, config, report, outcome)
     record = _replace(
         record,
         drift_detected=report.drift_detected,

@@ -86,6 +86,7 @@ def test_default_schedules_and_defaults() -> None:
         "window_hours": None,  # the config's drift.window_hours, read when the run starts
         "window_rows": None,
         "as_of": None,
+        "report": None,  # the HTML report when drift.report_html says (by default: the decision changed)
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +18,7 @@ from refit import drift, monitoring, pipeline
 from refit.config import load_config
 from refit.demo import write_production_data
 from refit.io import open_store
+from refit.io.layout import LAYOUT
 from refit.model import load
 from refit.policy import Ledger
 from tests.flows.helpers import make_project
@@ -68,12 +70,24 @@ def test_no_drift_gives_no_retrain(project, monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(drift, "check_drift", spy)
     result = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, as_of=NOW))
-    # the flow runs the one drift entry point once, with its report (what benchmarks/drift.py times)
-    assert calls == [{"prediction_column": "prediction", "report": True}]
+    # the flow runs the one drift entry point once (what benchmarks/drift.py times); the HTML of
+    # the champion's first check is rendered from that same check's samples and thresholds
+    assert calls == [{"prediction_column": "prediction", "report": False}]
     assert result.drift_detected is False and result.decision == "none"
     assert result.current_rows == 4800 and result.drift_share < 0.3
     assert result.event_emitted is False and result.retrain.startswith("no retrain")
-    assert Path(result.report_uri).is_file() and Path(result.report_uri).stat().st_size > 100_000
+    html = Path(result.report_uri)
+    assert html.suffix == ".html" and 100_000 < html.stat().st_size < 1_000_000
+    assert "refit decision: none" in html.read_text()
+    # calibrated against nulls drawn once for this champion and stored for the next checks
+    assert store.list(LAYOUT.drift_calibration("churn", 1, 0).rsplit("/", 1)[0] + "/")
+    [key] = store.list(LAYOUT.drift_history("churn"))
+    body = json.loads(store.get_bytes(key))
+    assert body["decision"]["action"] == "none" and body["result"]["threshold_mode"] == "calibrated"
+    # the next check decides the same: its evidence is the JSON, no second HTML
+    again = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, as_of=NOW + timedelta(hours=1)))
+    assert again.decision == "none" and again.report_uri.endswith(".json")
+    assert len([k for k in store.list(LAYOUT.drift_reports("churn")) if k.endswith(".html")]) == 1
 
 
 def test_covariate_drift_is_detected_and_triggers_once(project) -> None:  # type: ignore[no-untyped-def]

@@ -48,13 +48,15 @@ def synthetic(n: int, seed: int, shift: float = 0.0, cat_shift: float = 0.0) -> 
 
 
 FEATURES = ["x", "y", "colour", "flag"]
+#: Evidently's semantics: the configured thresholds and a share of drifted columns.
+FIXED_HALF = DriftConfig(drift_share=0.5, threshold_mode="fixed")
 
 
 @pytest.fixture(scope="module")
 def shifted_check():  # type: ignore[no-untyped-def]
     ref = synthetic(4000, seed=1)
     cur = synthetic(3000, seed=2, shift=0.8, cat_shift=0.6)
-    return check_drift(ref, cur, FEATURES, "score", DriftConfig(drift_share=0.5), seed=7, report=True)
+    return check_drift(ref, cur, FEATURES, "score", FIXED_HALF, seed=7, report=True)
 
 
 # ------------------------------------------------------------------------------ sampling
@@ -134,7 +136,7 @@ def test_without_the_report_the_result_is_the_preset_runs(shifted_check) -> None
     """report=False calls the stat tests directly; report=True reads them from DataDriftPreset."""
     ref = synthetic(4000, seed=1)
     cur = synthetic(3000, seed=2, shift=0.8, cat_shift=0.6)
-    fast = check_drift(ref, cur, FEATURES, "score", DriftConfig(drift_share=0.5), seed=7, report=False)
+    fast = check_drift(ref, cur, FEATURES, "score", FIXED_HALF, seed=7, report=False)
     assert fast.result == shifted_check.result
     assert fast.html is None and shifted_check.html is not None
 
@@ -180,6 +182,7 @@ def test_overrides_and_empty_columns() -> None:
     cfg = DriftConfig(
         sample_size=1500,
         drift_share=0.9,
+        threshold_mode="fixed",
         column_methods={"x": "ks", "colour": "psi"},
         column_thresholds={"x": 0.01, "colour": 0.5},
     )

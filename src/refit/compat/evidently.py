@@ -57,11 +57,10 @@ def internals_available() -> bool:
     return callable(get_registered_stattest) and callable(get_stattest) and hasattr(ColumnType, "Numerical")
 
 
+@functools.cache
 def engine_version() -> str:
     """``"evidently <version>"``, as drift results record it."""
-    from evidently import __version__
-
-    return f"evidently {__version__}"
+    return f"evidently {compat.installed_version('evidently')}"  # from the metadata: no import
 
 
 @contextmanager
@@ -235,3 +234,29 @@ def run_report(
         # the serialised form is not the one this module reads: look the results up instead
     per_column = _verdicts_by_id(snapshot, {c: _value_drift(c, methods[c], thresholds[c]) for c in tested})
     return per_column, None, snapshot.get_html_str(as_iframe=False)
+
+
+# --------------------------------------------------------------------------------------------
+# The report's size
+
+#: Evidently's dashboard script is inlined in every report (about 3.5 MB in 0.7); larger than
+#: this, a script is that bundle.
+_BUNDLE_MIN_CHARS = 1_000_000
+
+
+def split_bundle(html: str) -> tuple[str, str | None, str | None]:
+    """The report without its inlined dashboard script, the script's file name, and the script.
+
+    Every report inlines the same script; stored once beside the reports and loaded by a
+    relative ``<script src>``, a report is its data only (well under 1 MB). Returns the report
+    unchanged and None twice when no such script is found."""
+    import re
+
+    from evidently import __version__
+
+    for match in re.finditer(r"<script>(.*?)</script>", html, flags=re.S):
+        if len(match.group(1)) >= _BUNDLE_MIN_CHARS and "drawDashboard" in match.group(1):
+            name = f"evidently-{__version__}.js"
+            page = html[: match.start()] + f'<script src="{name}"></script>' + html[match.end() :]
+            return page, name, match.group(1)
+    return html, None, None

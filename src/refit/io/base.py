@@ -93,6 +93,10 @@ class Store(ABC):
     def delete(self, key: str) -> None:
         """Delete a key; deleting a missing key is not an error."""
 
+    def size(self, key: str) -> int:
+        """Bytes stored under ``key`` (backends answer without reading it). Raises NotFoundError."""
+        return len(self.get_bytes(key))
+
     def uri_for(self, key: str) -> str:
         """The URI of ``key`` (for links in reports and lineage)."""
         validate_key(key)

@@ -14,7 +14,9 @@ written before needs moving. Prefixes end with ``/`` (ready for ``store.list``):
     quarantine/<dataset>/<stamp>/summary.json      and why
     captures/<model>/requests/                     captured requests (partitions: refit.capture)
     captures/<model>/labels/                       labels that arrived later
-    drift/<model>/reports/<stamp>.html             each drift check's Evidently report
+    drift/<model>/reports/<stamp>.html             a drift check's Evidently report (when stored)
+    drift/<model>/reports/evidently-<ver>.js       the dashboard script those reports share
+    drift/<model>/calibration/v<version>/n<rows>.npz   null scores per column, per window size (refit.drift)
     drift/<model>/history/                         each drift check's result (refit.drift)
     governor/<model>/ledger/                       the retrain governor's decisions (refit.policy)
     governor/<model>/index.json                    and its checkpoint
@@ -129,6 +131,18 @@ class StoreLayout:
     def drift_report(self, model: str, stamp: str) -> str:
         """One drift check's HTML report."""
         return f"{self.drift}/{model}/reports/{stamp}.html"
+
+    def drift_reports(self, model: str) -> str:
+        """Every stored HTML report of ``model`` (and the Evidently script they share)."""
+        return f"{self.drift}/{model}/reports/"
+
+    def drift_report_asset(self, model: str, name: str) -> str:
+        """A file the reports share (Evidently's dashboard script, stored once per version)."""
+        return f"{self.drift}/{model}/reports/{name}"
+
+    def drift_calibration(self, model: str, version: int, bucket: int) -> str:
+        """The null distributions of one champion version's columns for windows of ``bucket`` rows."""
+        return f"{self.drift}/{model}/calibration/v{version}/n{bucket}.npz"
 
     def drift_history(self, model: str) -> str:
         """One object per drift check, timestamp first (listing order is time order)."""

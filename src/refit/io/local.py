@@ -180,6 +180,15 @@ class LocalStore(Store):
                     keys.append(key)
         return sorted(keys)
 
+    def size(self, key: str) -> int:
+        path = self._path(key)
+        try:
+            return path.stat().st_size
+        except FileNotFoundError:
+            raise NotFoundError(f"not found: {self.uri_for(key)}") from None
+        except OSError as exc:
+            raise os_store_error("stat", self.uri_for(key), exc) from None
+
     def exists(self, key: str) -> bool:
         path = self._path(key)
         try:

@@ -179,6 +179,13 @@ class S3Store(Store):
             raise self._error(exc, prefix, "list") from None
         return sorted(keys)
 
+    def size(self, key: str) -> int:
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            raise self._error(exc, key, "head") from None
+        return int(head["ContentLength"])
+
     def exists(self, key: str) -> bool:
         full = self._key(key)
         try:

@@ -1,0 +1,356 @@
+"""Calibrated drift: scores equal Evidently's, thresholds from the reference's own null, Holm
+across columns, column kinds, and the decisions they give (false alarms and power, small counts;
+``benchmarks/drift.py`` measures the same at 200+ windows per size)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from refit import drift_null
+from refit.config import DriftConfig
+from refit.datasets import FEATURE_COLUMNS, generate_base, generate_production
+from refit.drift import (
+    MemoryNullCache,
+    StoreNullCache,
+    check_drift,
+    plot_drift_history,
+    prune_reports,
+    read_drift_history,
+)
+from refit.io.layout import LAYOUT
+
+COLUMNS = list(FEATURE_COLUMNS)
+
+
+def _evidently_score(ref: pd.Series, cur: pd.Series, kind: str, method: str) -> float:
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    column_type = ColumnType.Numerical if kind == "numerical" else ColumnType.Categorical
+    test = get_stattest(ref, cur, column_type, method)
+    with np.errstate(divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy's chisquare on an unseen category
+        return float(test(ref, cur, column_type, 0.1).drift_score)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_one_scorer_gives_evidentlys_scores(seed: int) -> None:
+    """Observed and null scores come from score_counts; it is Evidently's stat test, number for number."""
+    rng = np.random.default_rng(seed)
+    cases = [
+        ("numerical", pd.Series(rng.normal(0, 1, 3000)), pd.Series(rng.normal(0.1, 1.2, 700)), "wasserstein"),
+        ("numerical", pd.Series(rng.gamma(2, 3, 3000)), pd.Series(rng.gamma(2, 3.3, 500)), "jensenshannon"),
+        ("numerical", pd.Series(rng.normal(0, 1, 3000)), pd.Series(rng.normal(0.3, 1, 400)), "psi"),
+        ("numerical", pd.Series(rng.integers(0, 15, 2000) * 1.0), pd.Series(rng.integers(0, 17, 300) * 1.0), "psi"),
+    ]
+    cats = pd.Series(rng.choice(list("abcde"), 3000, p=[0.5, 0.2, 0.2, 0.09, 0.01]), dtype=object)
+    window = pd.Series(rng.choice(list("abcdf"), 300, p=[0.4, 0.3, 0.2, 0.05, 0.05]), dtype=object)
+    cases += [("categorical", cats, window, m) for m in ("jensenshannon", "psi", "chisquare")]
+    same = pd.Series(rng.choice(list("abc"), 400), dtype=object)
+    cases.append(("categorical", cats, same, "chisquare"))  # a p-value that is not 0
+    for kind, ref, cur, method in cases:
+        ours = drift_null.score_counts(method, kind, drift_null.observed_counts(ref, cur, kind))[0]  # type: ignore[arg-type]
+        assert ours == pytest.approx(_evidently_score(ref, cur, kind, method), rel=1e-9, abs=1e-12), (kind, method)
+
+
+def test_p_values_and_thresholds_say_the_same() -> None:
+    """Crossing the calibrated threshold is exactly a p-value at or below the level."""
+    rng = np.random.default_rng(4)
+    null = rng.gamma(2.0, 0.01, 999)
+    for method in ("wasserstein", "chisquare"):
+        values = null if method == "wasserstein" else rng.random(999)
+        for level in (0.01, 0.002, 0.05):
+            threshold = drift_null.threshold_at(values, level, method)
+            for score in np.concatenate([values[:200], [threshold, values.max() * 1.01, 0.0]]):
+                p = drift_null.p_value(float(score), values, method)
+                crosses = score >= threshold if method == "wasserstein" else score < threshold
+                assert crosses == (p <= level), (method, level, score)
+    assert drift_null.p_value(10.0, null, "wasserstein") == 1 / 1000  # +1 smoothed: never 0
+    assert drift_null.threshold_at(null, 0.0001, "wasserstein") == float("inf")  # too few draws to reject
+
+
+def test_size_buckets_round_down_and_draws_let_holm_reject() -> None:
+    assert [drift_null.size_bucket(n) for n in (1, 16, 17, 100, 165, 168, 20_000)] == [1, 16, 16, 91, 152, 152, 19_484]
+    assert all(drift_null.size_bucket(n) <= n for n in range(1, 5000))
+    draws = drift_null.draws_for(14, 0.01, 1000)
+    assert 1 / (draws + 1) < 0.01 / 14
+
+
+def test_low_cardinality_numbers_are_categories_and_a_constant_column_is_bounded() -> None:
+    """A 0/1 flag and a count with few values are categories; a column constant in the reference
+    scores the share of new values (0.2 here), not a normed distance over a zero spread (1000)."""
+    rng = np.random.default_rng(0)
+    ref = pd.DataFrame(
+        {
+            "holiday": np.zeros(2000, dtype=np.int64),
+            "flag": (rng.random(2000) < 0.1).astype(np.int64),
+            "devices": rng.integers(1, 6, 2000),
+            "code": rng.integers(0, 4, 2000).astype(np.float64),
+            "amount": rng.normal(50, 10, 2000),
+        }
+    )
+    cur = ref.iloc[:500].copy()
+    cur.loc[cur.index[:100], "holiday"] = 1
+    for mode in ("calibrated", "fixed"):
+        cfg = DriftConfig(threshold_mode=mode, categorical_columns=["code"])  # type: ignore[arg-type]
+        result = check_drift(ref, cur, list(ref.columns), None, cfg, seed=0, report=False).result
+        by = {c.column: c for c in result.columns}
+        assert {c: by[c].kind for c in by} == {
+            "holiday": "categorical",
+            "flag": "categorical",
+            "devices": "categorical",
+            "code": "categorical",
+            "amount": "numerical",
+        }
+        assert by["flag"].method == "jensenshannon" and by["amount"].method == "wasserstein"
+        assert by["holiday"].method == drift_null.NEW_VALUE and by["holiday"].score == pytest.approx(0.2)
+        assert by["holiday"].drifted and result.drifted_columns == ["holiday"], mode
+
+
+def test_one_unseen_value_in_a_short_window_is_not_yet_drift() -> None:
+    """A constant reference of 2,000 rows does not prove a value impossible: one new value in 150
+    rows is within chance (add-one rate), two or more are not."""
+    ref = pd.DataFrame({"holiday": np.zeros(2000, dtype=np.int64)})
+    cur = ref.iloc[:150].copy()
+    cur.iloc[0, 0] = 1
+    one = check_drift(ref, cur, ["holiday"], None, DriftConfig(), seed=0, report=False).result
+    cur.iloc[1, 0] = 1
+    cur.iloc[2, 0] = 1
+    three = check_drift(ref, cur, ["holiday"], None, DriftConfig(), seed=0, report=False).result
+    assert not one.drift_detected and one.columns[0].p_value is not None and one.columns[0].p_value > 0.01
+    assert three.drift_detected and three.columns[0].score == pytest.approx(3 / 150)
+
+
+def _windows(rows: int, count: int, seed: int, **drift: object) -> list[pd.DataFrame]:
+    batches = generate_production(count, rows, seed=seed, **drift)  # type: ignore[arg-type]
+    return [b.features for b in batches]
+
+
+def test_in_distribution_windows_rarely_alarm() -> None:
+    """100 windows of 100 rows from the generator without drift, against a 3,000-row reference:
+    calibrated at alpha 0.01 alarms in at most 2 (1 here)."""
+    reference = generate_base(3000, seed=0)
+    windows = _windows(100, 100, seed=5, drift="none")
+    nulls = MemoryNullCache()
+    alarms = [
+        check_drift(reference, w, COLUMNS, None, DriftConfig(), seed=0, report=False, nulls=nulls).result
+        for w in windows
+    ]
+    assert sum(r.drift_detected for r in alarms) <= 2
+    assert {r.columns[0].window_bucket for r in alarms} == {91}
+
+
+def test_fixed_thresholds_alarm_on_small_in_distribution_windows() -> None:
+    """The old default (Evidently's fixed 0.1 distances and a 0.3 share) on the same kind of
+    windows: most alarm, because a 100-row window differs from its reference by chance."""
+    reference = generate_base(3000, seed=0)
+    fixed = DriftConfig(threshold_mode="fixed")
+    old = [check_drift(reference, w, COLUMNS, None, fixed, seed=0, report=False) for w in _windows(100, 6, seed=5)]
+    assert sum(c.result.drift_detected for c in old) >= 4
+
+
+def test_reference_self_splits_rarely_alarm() -> None:
+    """Windows cut from the reference's own population (another seed of the same generator)."""
+    population = generate_base(6000, seed=3)
+    reference, rest = population.iloc[:3000], population.iloc[3000:]
+    nulls = MemoryNullCache()
+    results = [
+        check_drift(reference, rest.iloc[i : i + 150], COLUMNS, None, DriftConfig(), seed=1, report=False, nulls=nulls)
+        for i in range(0, 3000, 150)
+    ]
+    assert sum(r.result.drift_detected for r in results) <= 1
+
+
+def test_covariate_drift_at_strength_half_is_detected_at_1000_rows() -> None:
+    reference = generate_base(5000, seed=0)
+    nulls = MemoryNullCache()
+    windows = _windows(1000, 3, seed=7, drift="covariate", drift_strength=0.5)
+    results = [
+        check_drift(reference, w, COLUMNS, None, DriftConfig(), seed=0, report=False, nulls=nulls).result
+        for w in windows
+    ]
+    assert all(r.drift_detected for r in results)
+    assert all({"tenure_months", "monthly_charges"} <= set(r.drifted_columns) for r in results)
+    for r in results:
+        for c in r.columns:
+            assert c.p_value is not None and c.threshold is not None and c.level is not None
+            assert c.drifted == (c.column in r.drifted_columns)
+            if c.drifted:  # Holm's verdict, and the score beyond its calibrated threshold
+                assert c.score is not None and c.score >= c.threshold and c.p_value <= c.level
+
+
+def test_nulls_are_cached_per_champion_and_size_in_the_store(local_store, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    reference = generate_base(2000, seed=0)
+    window = _windows(300, 1, seed=5, drift="none")[0]
+    first = check_drift(
+        reference,
+        window,
+        COLUMNS,
+        None,
+        DriftConfig(),
+        seed=0,
+        report=False,
+        nulls=StoreNullCache(local_store, "churn", 3),
+    ).result
+    key = LAYOUT.drift_calibration("churn", 3, drift_null.size_bucket(300))
+    assert local_store.exists(key) and key == "drift/churn/calibration/v3/n256.npz"
+    calls: list[str] = []
+    real = drift_null.null_scores
+    monkeypatch.setattr(drift_null, "null_scores", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    again = check_drift(
+        reference,
+        window,
+        COLUMNS,
+        None,
+        DriftConfig(),
+        seed=0,
+        report=False,
+        nulls=StoreNullCache(local_store, "churn", 3),
+    ).result
+    assert calls == [] and again == first  # read back, not drawn again
+    check_drift(
+        reference,
+        window,
+        COLUMNS,
+        None,
+        DriftConfig(),
+        seed=0,
+        report=False,
+        nulls=StoreNullCache(local_store, "churn", 4),
+    )
+    assert len(calls) == len(COLUMNS)  # another champion: its own nulls
+
+
+def test_calibrated_methods_are_checked_with_one_clear_line() -> None:
+    from refit.errors import ConfigError
+
+    ref = pd.DataFrame({"x": np.random.default_rng(0).normal(0, 1, 500)})
+    with pytest.raises(ConfigError, match=r"'ks' for numerical column 'x': threshold_mode calibrated scores"):
+        check_drift(ref, ref, ["x"], None, DriftConfig(column_methods={"x": "ks"}), seed=0, report=False)
+
+
+def test_report_shows_the_calibrated_thresholds_and_agrees() -> None:
+    reference = generate_base(3000, seed=0)
+    window = _windows(800, 1, seed=7, drift="covariate", drift_strength=1.0)[0]
+    check = check_drift(reference, window, COLUMNS, None, DriftConfig(), seed=0, report=True)
+    assert check.html is not None and check.result.drift_detected
+    assert "Dataset Drift is detected" in check.html or "Drift is detected" in check.html
+
+
+# ------------------------------------------------------------------------------ storage
+
+
+def test_a_check_stores_under_1_mb_and_its_html_only_when_the_decision_changes(local_store) -> None:  # type: ignore[no-untyped-def]
+    """JSON always (with the decision and the decay table); the HTML on a champion's first check and
+    when the decision changes, with the decision and the calibrated thresholds above Evidently's
+    report, and Evidently's 3.5 MB script stored once beside the reports."""
+    from refit.config import DatasetConfig, PipelineConfig
+    from refit.decay import compute_decay
+    from refit.monitoring import DriftReport, GovernorOutcome, record_drift_check
+
+    config = PipelineConfig(
+        dataset=DatasetConfig(
+            name="churn",
+            sources=["x.parquet"],
+            schema="schemas.churn:ChurnTrainingSchema",
+            target="churned",
+            task="binary",
+            id_column="customer_id",
+            timestamp_column="event_time",
+        )
+    )
+    reference = generate_base(3000, seed=0)
+    nulls = MemoryNullCache()
+    rng = np.random.default_rng(0)
+    y = (rng.random(600) < 0.3).astype(float)
+    decay = compute_decay(y, rng.random(600), {"overall": 0.8}, config.drift, "roc_auc")
+    t0 = datetime(2026, 10, 5, 8, tzinfo=UTC)
+
+    def report(window: pd.DataFrame, hour: int) -> DriftReport:
+        check = check_drift(reference, window, COLUMNS, None, config.drift, seed=0, report=False, nulls=nulls)
+        end = t0 + timedelta(hours=hour)
+        return DriftReport(
+            result=check.result,
+            decay=decay,
+            report_uri="",
+            history_key="",
+            window_start=end - timedelta(hours=1),
+            window_end=end,
+            current_rows=len(window),
+            labelled_rows=600,
+            check=check,
+            champion_version=1,
+        )
+
+    quiet = GovernorOutcome(action="suppress", reason="cooldown", detail="in cooldown", fingerprint="a", ledger_seq=1)
+    loud = GovernorOutcome(action="trigger", reason="signal", detail="decay in overall", fingerprint="b", ledger_seq=2)
+    calm = _windows(500, 2, seed=5, drift="none")
+    checks = [
+        record_drift_check(local_store, config, report(calm[0], 0), quiet),
+        record_drift_check(local_store, config, report(calm[1], 1), quiet),
+        record_drift_check(local_store, config, report(calm[1], 2), loud),
+    ]
+    assert [c.report_stored for c in checks] == [True, False, True]
+    assert checks[1].report_uri.endswith(".json") and checks[2].report_uri.endswith(".html")
+    for c in checks:
+        html_bytes = (
+            local_store.size(c.report_uri.rsplit("/drift/", 1)[-1].join(["drift/", ""])) if c.report_stored else 0
+        )
+        assert local_store.size(c.history_key) + html_bytes < 1_000_000
+    page = local_store.get_bytes(LAYOUT.drift_report("churn", "20261005T100000000000Z")).decode()
+    assert "refit decision: trigger" in page and "decay in overall" in page and "p-value" in page
+    assert '<script src="evidently-' in page
+    scripts = [k for k in local_store.list(LAYOUT.drift_reports("churn")) if k.endswith(".js")]
+    assert len(scripts) == 1 and local_store.size(scripts[0]) > 1_000_000
+    body = json.loads(local_store.get_bytes(checks[2].history_key))
+    assert body["decision"]["action"] == "trigger" and body["decision"]["reason"] == "signal"
+    assert body["decay"]["overall"]["ci_low"] is not None and body["result"]["threshold_mode"] == "calibrated"
+    assert all(c["p_value"] is not None for c in body["result"]["columns"])
+
+
+def test_history_plot_reads_twenty_columns(local_store) -> None:  # type: ignore[no-untyped-def]
+    from refit.drift import append_drift_history
+
+    rng = np.random.default_rng(0)
+    names = [f"c{i}" for i in range(20)]
+    reference = pd.DataFrame({n: rng.normal(0, 1, 800) for n in names})
+    t0 = datetime(2026, 10, 5, tzinfo=UTC)
+    nulls = MemoryNullCache()
+    for i in range(6):
+        window = pd.DataFrame({n: rng.normal(0.6 * (i == 5) * (n == "c3"), 1, 200) for n in names})
+        cfg = DriftConfig(alpha=0.05)  # 1,000 null draws are enough for Holm over 20 columns at 0.05
+        result = check_drift(reference, window, names, None, cfg, seed=0, report=False, nulls=nulls).result
+        decision = {"action": "trigger" if result.drift_detected else "none", "reason": "test"}
+        append_drift_history(local_store, "m", result, t0 + timedelta(days=i), extra={"decision": decision})
+    history = read_drift_history(local_store, "m")
+    assert len(history) == 120 and history["ratio"].notna().all()
+    last = history[history["at"] == history["at"].max()]
+    assert last.loc[last["column"] == "c3", "ratio"].iloc[0] > 1.0
+    assert (history.loc[history["drifted"].astype(bool), "ratio"] >= 1.0).all()
+    assert list(history.drop_duplicates("run_id")["decision"]) == ["none"] * 5 + ["trigger"]
+    png = plot_drift_history(history, title="20 columns")
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
+    assert json.loads(local_store.get_bytes(local_store.list(LAYOUT.drift_history("m"))[0]))["decision"]["action"]
+
+
+def test_reports_are_pruned_by_count_age_and_size(local_store) -> None:  # type: ignore[no-untyped-def]
+    t0 = datetime(2026, 10, 1, tzinfo=UTC)
+    for day in range(10):
+        stamp = (t0 + timedelta(days=day)).strftime("%Y%m%dT%H%M%S%fZ")
+        local_store.put_bytes(LAYOUT.drift_report("m", stamp), b"x" * 300_000)
+    local_store.put_bytes(LAYOUT.drift_report_asset("m", "evidently-0.7.23.js"), b"js")
+    now = t0 + timedelta(days=9)
+    removed = prune_reports(local_store, "m", DriftConfig(keep_reports=8, keep_reports_days=90), now)
+    assert len(removed) == 2 and all("20261001" in k or "20261002" in k for k in removed)
+    removed = prune_reports(local_store, "m", DriftConfig(keep_reports_days=5.5), now)
+    assert len(removed) == 2  # days 3 and 4 are more than 5.5 days before day 9
+    removed = prune_reports(local_store, "m", DriftConfig(reports_max_mb=1.0), now)
+    left = [k for k in local_store.list(LAYOUT.drift_reports("m")) if k.endswith(".html")]
+    assert len(left) == 3 and len(removed) == 3  # 3 x 0.3 MB fit under 1 MB
+    assert local_store.exists(LAYOUT.drift_report_asset("m", "evidently-0.7.23.js"))  # shared script stays
