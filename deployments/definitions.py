@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import EntrypointType
-from prefect.events import DeploymentEventTrigger
+from prefect.events import AutomationCore, DeploymentEventTrigger, EventTrigger, Posture
+from prefect.events.actions import SendNotification
 from prefect.schedules import Cron
 
 from deployments.settings import DeploymentSettings
 from flows.drift_check import DriftCheckParameters, drift_check
 from flows.retrain import RetrainParameters, retrain
-from tasks.names import DRIFT_EVENT, RETRAIN_ON_DRIFT
+from tasks.names import DRIFT_EVENT, REJECTED_EVENT, RETRAIN_ON_DRIFT
 
 RETRAIN_WEEKLY = "retrain-weekly"
 RETRAIN_MANUAL = "retrain-manual"
 DRIFT_CHECK_HOURLY = "drift-check-hourly"
+#: The automations that notify (created by ``refit serve`` when a notification block is set).
+RETRAIN_FAILED_AUTOMATION = "notify when a retrain fails"
+RETRAIN_REJECTED_AUTOMATION = "notify when a retrain is rejected"
+#: Flow-run states that end a retrain badly (TimedOut: the run's timeouts.retrain_s ran out).
+FAILED_STATES = ("Failed", "Crashed", "TimedOut")
 
 
 def _retrain_params(settings: DeploymentSettings, store: str | None, **overrides: Any) -> dict[str, Any]:
@@ -98,5 +105,56 @@ def build_deployments(settings: DeploymentSettings | None = None, store: str | N
             tags=["refit", "drift"],
             entrypoint_type=EntrypointType.MODULE_PATH,
             description="Compare the last hours of captured traffic with the champion's training reference.",
+        ),
+    ]
+
+
+def build_notifications(block_document_id: UUID) -> list[AutomationCore]:
+    """Two automations that send to one notification block: a retrain run that ends Failed,
+    Crashed or TimedOut (any deployment, or none), and a candidate the gate did not promote
+    (the ``refit.model.rejected`` event of the register step).
+
+    Args:
+        block_document_id: The notification block (Slack, Teams, a custom webhook...) to send to.
+    """
+    failed = EventTrigger(
+        expect={f"prefect.flow-run.{state}" for state in FAILED_STATES},
+        match={"prefect.resource.id": "prefect.flow-run.*"},
+        match_related={"prefect.resource.role": "flow", "prefect.resource.name": retrain.name},
+        posture=Posture.Reactive,
+        threshold=1,
+    )
+    rejected = EventTrigger(
+        expect={REJECTED_EVENT},
+        match={"prefect.resource.id": "refit.model.*"},
+        posture=Posture.Reactive,
+        threshold=1,
+    )
+    return [
+        AutomationCore(
+            name=RETRAIN_FAILED_AUTOMATION,
+            description="A retrain run ended Failed, Crashed or TimedOut.",
+            trigger=failed,
+            actions=[
+                SendNotification(
+                    block_document_id=block_document_id,
+                    subject="refit: retrain {{ event.resource['prefect.state-name'] }}",
+                    body="retrain run {{ event.resource.name }} ended {{ event.resource['prefect.state-name'] }}: "
+                    "{{ event.resource['prefect.state-message'] }}",
+                )
+            ],
+        ),
+        AutomationCore(
+            name=RETRAIN_REJECTED_AUTOMATION,
+            description="A retrained candidate was registered but not promoted (rejected or inconclusive).",
+            trigger=rejected,
+            actions=[
+                SendNotification(
+                    block_document_id=block_document_id,
+                    subject="refit: {{ event.resource['refit.model'] }} candidate not promoted",
+                    body="{{ event.resource['refit.model'] }} version {{ event.resource['refit.version'] }} "
+                    "not promoted ({{ event.payload.outcome }}): {{ event.payload.headline }}",
+                )
+            ],
         ),
     ]

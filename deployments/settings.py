@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,3 +27,13 @@ class DeploymentSettings(BaseSettings):
         "ENQUEUE", description="When a retrain is already running: queue the new one, or cancel it."
     )
     schedules_paused: bool = Field(False, description="Create the scheduled deployments paused.")
+    notify_block: str | None = Field(
+        None,
+        description="Notification block the failure/rejection automations send to, as 'block-type-slug/name' "
+        "(e.g. slack-webhook/ops); made in the UI or with Python. Wins over notify_webhook_url.",
+    )
+    notify_webhook_url: SecretStr | None = Field(
+        None,
+        description="Or a URL: refit saves a Custom Webhook block (refit-notify) that POSTs "
+        '{"subject": ..., "body": ...} as JSON to it. A secret: never logged.',
+    )

@@ -221,8 +221,10 @@ def serve(
         from prefect import serve as prefect_serve
 
         from deployments.definitions import build_deployments
+        from deployments.notifications import apply_notifications
 
         deployments = build_deployments(settings, store=resolve_store_uri())
+        typer.echo(apply_notifications(settings), err=True)
     prefect_serve(*deployments, pause_on_shutdown=False)
 
 

@@ -7,3 +7,5 @@ DRIFT_EVENT = "refit.drift.detected"
 RETRAIN_ON_DRIFT = "retrain-on-drift"
 #: Its full name as the API knows it ("FLOW/DEPLOYMENT"; the flow is ``retrain``).
 RETRAIN_ON_DRIFT_FULL_NAME = f"retrain/{RETRAIN_ON_DRIFT}"
+#: The event the register step emits for a candidate the gate did not promote.
+REJECTED_EVENT = "refit.model.rejected"

@@ -17,6 +17,7 @@ from refit.data import ValidatedData
 from refit.dossier import for_display
 from refit.pipeline import CandidateHandle, EvaluationHandle, SplitHandles
 from tasks.common import artifact_key, flat_rows, io_task, open_run_store, store_link
+from tasks.names import REJECTED_EVENT
 
 if TYPE_CHECKING:
     from refit.registry import AliasEvent, ModelVersion
@@ -173,7 +174,7 @@ def register_model(
     )
     if not evaluation.promote:
         _emit(
-            "refit.model.rejected",
+            REJECTED_EVENT,
             version.name,
             version.version,
             {"outcome": evaluation.outcome, "headline": evaluation.decision.headline},

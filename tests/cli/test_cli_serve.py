@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from deployments.definitions import RETRAIN_FAILED_AUTOMATION, RETRAIN_REJECTED_AUTOMATION
 from tests.cli.test_cli_models import REFIT
 from tests.flows.helpers import make_project
 
@@ -52,6 +53,7 @@ def test_serve_config_reaches_all_four_deployments_and_a_partial_run_keeps_the_d
         "REFIT_STORE": str(project / "store"),
         "REFIT_SCHEDULES_PAUSED": "true",
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "REFIT_NOTIFY_WEBHOOK_URL": "http://127.0.0.1:9/notify-token-abc",  # the failure automations
     }
     log = tmp_path / "serve.log"
     with open(log, "wb") as out:
@@ -75,6 +77,12 @@ def test_serve_config_reaches_all_four_deployments_and_a_partial_run_keeps_the_d
             deployments = _wait(applied, 120, "refit serve to apply the four deployments with --config")
             trigger = client.read_automations_by_name("retrain when drift is detected")[0]
             assert trigger.actions[0].parameters["params"]["config_path"] == str(config)
+            # serve also created the notification automations, on the block it saved for the URL
+            for name in (RETRAIN_FAILED_AUTOMATION, RETRAIN_REJECTED_AUTOMATION):
+                [automation] = client.read_automations_by_name(name)
+                assert automation.actions[0].type == "send-notification"
+            assert "failure notifications on" in log.read_text()
+            assert "notify-token-abc" not in log.read_text()
 
             # the README's CLI trigger: only the keys it names; config_path and store stay
             run = client.create_flow_run_from_deployment(
