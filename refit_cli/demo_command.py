@@ -42,8 +42,7 @@ def demo(
         load_config(config)  # everything is checked before anything is deleted
         prepare_demo_store(store)
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-        # the story is told below; Prefect's per-task INFO lines would drown it (runs stay in the API)
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+        quiet_console()
         summary = _story(store, config, rows, batches, rows_per_batch, as_json)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     if as_json:
@@ -52,6 +51,16 @@ def demo(
         typer.echo(json.dumps(summary, default=str))
     else:
         _say(f"\n(demo took {summary['seconds']:.0f} s)", as_json)
+
+
+def quiet_console() -> None:
+    """Keep Prefect's per-task INFO lines off the terminal, where the story is told instead, while
+    every run's INFO logs still reach the API (the UI's Logs tab). Call before Prefect is imported.
+
+    Only the console handler's level is raised: ``PREFECT_LOGGING_LEVEL=WARNING`` would raise the
+    ``prefect`` logger's, and the run loggers under it would send the API nothing below WARNING.
+    """
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
 
 
 def prepare_demo_store(store: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -101,3 +102,49 @@ def test_the_demo_runs_end_to_end_on_a_new_folder(tmp_path: Path) -> None:
     assert summary["drift"]["champion_version"] == 1 and summary["drift"]["current_rows"] == 400
     assert (store / DEMO_MARKER).is_file()
     assert (store / "registry" / "churn").is_dir()
+
+
+DEMO_STYLE_RUN = """
+from refit_cli.demo_command import quiet_console
+
+quiet_console()  # as `refit demo` does, before Prefect is imported
+from prefect import flow, get_run_logger
+
+
+@flow(name="demo-style")
+def demo_style() -> str:
+    get_run_logger().info("step one of the demo-style run")
+    get_run_logger().warning("a demo-style warning")
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id)
+
+
+print(demo_style())
+"""
+
+
+def test_the_demos_runs_log_info_to_the_api_while_the_terminal_stays_quiet(tmp_path: Path, prefect_api: str) -> None:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_LOGGING")}
+    env |= {"PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    result = subprocess.run(
+        [sys.executable, "-c", DEMO_STYLE_RUN], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_id = UUID(result.stdout.strip().splitlines()[-1])
+    # the terminal: warnings only (no "Created flow run", no "Finished in state", no INFO line)
+    assert "step one of the demo-style run" not in result.stderr
+    assert "INFO" not in result.stderr and "Finished in state" not in result.stderr
+    assert "a demo-style warning" in result.stderr
+    # the API (the UI's Logs tab): the run's INFO lines are there
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+    by_message = {log.message: log.level for log in logs}
+    assert by_message.get("step one of the demo-style run") == logging.INFO
+    assert by_message.get("a demo-style warning") == logging.WARNING
+    assert any(m.startswith("Finished in state Completed") for m in by_message), sorted(by_message)
