@@ -23,11 +23,17 @@ demo: setup
 
 # The whole suite (CI). test-fast is the edit loop: in-process tests only (unit/ and store/,
 # nothing marked slow or e2e; tests/conftest.py marks cli/, flows/ and e2e/ by directory).
+# Both run on pytest-xdist workers, one per CPU core (TEST_WORKERS=0: one process); loadscope
+# with tests/conftest.py's scopes keeps a module's tests, and the e2e tests sharing servers, on
+# one worker, longest work first.
+TEST_WORKERS ?= auto
+XDIST := -n $(TEST_WORKERS) --dist loadscope
+
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(XDIST)
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow and not e2e" tests/unit tests/store
+	$(BIN)/python -m pytest $(XDIST) -m "not slow and not e2e" tests/unit tests/store
 
 lint: setup
 	$(BIN)/ruff check .

@@ -4,18 +4,27 @@ Also the two lanes: ``make test`` runs everything, ``make test-fast`` leaves out
 ``slow`` or ``e2e``. Whole directories are marked here (cli/ runs the ``refit`` command, flows/
 starts a Prefect API, e2e/ real servers); a test elsewhere that starts a process must carry
 ``@pytest.mark.slow`` itself, and :func:`processes_only_when_slow` fails it when it does not.
+
+Both lanes run on pytest-xdist workers (``-n 2 --dist loadscope``): every worker is a test
+process of its own, with its own session fixtures (a Prefect API, an S3 server, a Prefect home),
+each on a free port or in a temporary folder. :func:`xdist_scope` keeps on one worker the tests
+that share something expensive, so that it is built once.
 """
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing.process
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +37,11 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 # the tests fit tiny data, where threads cost more than they give, and on a busy 2-core machine
 # spinning OpenMP workers stretched a 120-row fit from under 1 s to 20 s. Set it to override.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# A Prefect home of this test process's own (each xdist worker is one), set before Prefect loads:
+# an inherited one (the controller's, a developer's) would be shared by every worker.
+PREFECT_HOME = tempfile.mkdtemp(prefix=f"refit-prefect-home-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
+atexit.register(shutil.rmtree, PREFECT_HOME, ignore_errors=True)
+os.environ["PREFECT_HOME"] = PREFECT_HOME
 
 
 TESTS = Path(__file__).resolve().parent
@@ -41,13 +55,82 @@ MARKED_DIRECTORIES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Test modules that share the session's real servers (``prefect_server`` and what runs on it:
+#: a Prefect server, ``refit serve``, ``refit webhook``, ~30 s of CPU to start): one xdist scope,
+#: so that one worker starts them once.
+SHARED_SERVER_MODULES: dict[str, str] = {
+    "tests/e2e/test_up_e2e.py": "e2e-stack",
+    "tests/e2e/test_ui_manual_run.py": "e2e-stack",
+}
+#: Modules of long, independent tests (no fixture above function scope): each test is a scope
+#: of its own, so both workers share them. Every other module is one scope (its module fixtures,
+#: a champion trained once, are built once).
+SPLIT_MODULES: frozenset[str] = frozenset({"tests/unit/test_replay.py", "tests/cli/test_cli_demo.py"})
+#: Scopes handed out first, longest work first, so that the workers finish together.
+LONG_FIRST: tuple[str, ...] = ("e2e-stack", "tests/unit/test_replay.py", "tests/e2e/", "tests/flows/", "tests/cli/")
+
+
+def xdist_scope(nodeid: str) -> str:
+    """The xdist scope of a test (tests of one scope run on one worker, in order)."""
+    module = nodeid.split("::", 1)[0]
+    if module in SHARED_SERVER_MODULES:
+        return SHARED_SERVER_MODULES[module]
+    return nodeid if module in SPLIT_MODULES else module
+
+
+def long_first_rank(scope: str) -> int:
+    """Where a scope comes in :data:`LONG_FIRST` (after all of it when it is not there)."""
+    return next((i for i, prefix in enumerate(LONG_FIRST) if scope.startswith(prefix)), len(LONG_FIRST))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` with the scopes of :func:`xdist_scope`, long work first.
+
+    (xdist's own ``loadgroup``, grouping by ``xdist_group`` marks, does not group under pytest
+    9.2: pytest-dev/pytest-xdist#1386. The controller sees node ids only, hence the tables above;
+    :func:`check_xdist_scopes` keeps them true.)
+    """
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class RefitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_scope(nodeid)
+
+        def _assign_work_unit(self, node: Any) -> None:
+            if not getattr(self, "_ordered", False):  # the first assignment: the queue is complete
+                self._ordered = True
+                for scope in sorted(self.workqueue, key=lambda s: (long_first_rank(s), -len(self.workqueue[s]))):
+                    self.workqueue.move_to_end(scope)
+            super()._assign_work_unit(node)
+
+    return RefitScheduling(config, log)
+
+
+def check_xdist_scopes(item: pytest.Item, module: str) -> None:
+    """Fail the collection when the tables above no longer say the truth about a test of ``module``."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if "prefect_server" in fixtures and module not in SHARED_SERVER_MODULES:
+        raise pytest.UsageError(f"{module} uses prefect_server: add it to SHARED_SERVER_MODULES in tests/conftest.py")
+    if module in SPLIT_MODULES:
+        info = getattr(item, "_fixtureinfo", None)  # pytest's; the check is skipped without it
+        for name, defs in getattr(info, "name2fixturedefs", {}).items():
+            if any(d.scope not in ("function", "session") for d in defs):
+                raise pytest.UsageError(
+                    f"{module} has a {defs[-1].scope}-scoped fixture ({name}): remove it from SPLIT_MODULES in "
+                    "tests/conftest.py, or each worker builds it again"
+                )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         try:
-            top = Path(str(item.path)).resolve().relative_to(TESTS).parts[0]
+            relative = Path(str(item.path)).resolve().relative_to(TESTS)
         except ValueError:
             continue
-        for name in MARKED_DIRECTORIES.get(top, ()):
+        check_xdist_scopes(item, (Path(TESTS.name) / relative).as_posix())
+        for name in MARKED_DIRECTORIES.get(relative.parts[0], ()):
             item.add_marker(name)
 
 
@@ -107,9 +190,6 @@ def prefect_api() -> Iterator[str]:
     and ``refit drift`` so that each of those processes does not start a temporary server of its
     own (15 to 20 s each).
     """
-    import tempfile
-
-    os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="refit-prefect-home-"))
     from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
