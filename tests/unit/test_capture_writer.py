@@ -449,7 +449,8 @@ def test_a_full_queue_drops_and_counts_new_rows_instead_of_waiting(
         writer.log(feats.iloc[[5 + i]], [0.5], model_version="1", request_ids=[f"b{i:02d}"])
         latencies.append(time.perf_counter() - started)
     stats = writer.stats
-    assert max(latencies) < 0.05
+    # waiting would take the store's 60 s; a drop returns at once (the bound leaves room for a busy machine)
+    assert max(latencies) < 1.0
     assert (stats.rows_logged, stats.rows_queued, stats.rows_dropped, stats.rows_written) == (20, 15, 5, 0)
     assert accounted(stats) == stats.rows_logged and "queue is full" in (stats.last_error or "")
     errors = capture_records(caplog, logging.ERROR)
@@ -508,7 +509,9 @@ def test_backoff_doubles_up_to_its_bound_while_the_store_fails(local_store: Stor
     gaps = np.diff(attempts)
     # 0.1, 0.2, then 0.2 (the bound) each time: about 9 retries in 2 s, not hundreds
     assert 5 <= len(attempts) <= 12, attempts
-    assert gaps.min() > 0.08 and gaps[-3:].max() < 0.4 and gaps[-3:].min() > 0.15
+    # the lower bounds are the backoff's own sleeps; the upper one is a median, so one late wake-up on
+    # a busy machine does not fail it, while unbounded doubling (0.2, 0.4, 0.8) would
+    assert gaps.min() > 0.08 and gaps[-3:].min() > 0.15 and float(np.median(gaps[-3:])) < 0.35
     flaky.down = False
     assert writer.close().rows_written == 1
 
