@@ -260,9 +260,10 @@ def test_verdict_on_a_sample_matches_evidently_on_the_full_data(
     reference["prediction"] = churn_probability(reference)
     current = _window(drift, segment, rows)
     columns = list(FEATURE_COLUMNS)
-    sampled_cfg = DriftConfig(sample_size=5000, stratify_by="event_time")
+    # Evidently's semantics (fixed thresholds): a calibrated threshold depends on the sample size
+    sampled_cfg = DriftConfig(sample_size=5000, stratify_by="event_time", threshold_mode="fixed")
     sampled = check_drift(reference, current, columns, "prediction", sampled_cfg, seed=0, report=False).result
-    full_cfg = DriftConfig(sample_size=10 * rows)
+    full_cfg = DriftConfig(sample_size=10 * rows, threshold_mode="fixed")
     full = check_drift(reference, current, columns, "prediction", full_cfg, seed=0, report=True).result
     # The fast path and the preset agree on the sample too.
     preset = check_drift(reference, current, columns, "prediction", sampled_cfg, seed=0, report=True).result
