@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -44,11 +45,16 @@ def test_a_hung_step_times_out_and_fails_the_run(tmp_path: Path, monkeypatch: py
         watchdog.cancel()
     assert not unblocked.is_set(), "the step was not stopped by its timeout: the test had to unblock it"
     assert state.is_failed()
+    # task run states reach the API as events, persisted by the server a moment later: poll for them
+    timed_out: dict[str, str] = {}
+    deadline = time.monotonic() + 60
     with get_client(sync_client=True) as client:
-        tasks = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
-        )
-    timed_out = {t.name.rsplit("-", 1)[0]: t.state.name for t in tasks if t.state is not None}
+        while timed_out.get("load-and-validate") != "TimedOut" and time.monotonic() < deadline:
+            tasks = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            )
+            timed_out = {t.name.rsplit("-", 1)[0]: t.state.name for t in tasks if t.state is not None}
+            time.sleep(0.5)
     assert timed_out.get("load-and-validate") == "TimedOut", timed_out
 
 
