@@ -93,8 +93,20 @@ class ValidatedData:
         }
 
 
+#: A sortable UTC time stamp to the microsecond: run ids, quarantine and report keys begin with one.
+RUN_STAMP_FORMAT = "%Y%m%dT%H%M%S%fZ"
+
+
 def run_stamp(now: datetime | None = None) -> str:
-    return (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%S%fZ")
+    return (now or datetime.now(UTC)).strftime(RUN_STAMP_FORMAT)
+
+
+def stamp_time(value: str) -> datetime | None:
+    """The time a :func:`run_stamp`, or a run id that begins with one, was made; None if it is neither."""
+    try:
+        return datetime.strptime(value.split("-", 1)[0], RUN_STAMP_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
 
 
 def write_quarantine(store: Store, dataset: str, result: ValidationResult, stamp: str) -> tuple[str | None, str]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from refit.data import stamp_time
 from refit.io.base import Store
 from refit.io.layout import LAYOUT
 from refit.io.local import LocalStore, _is_temp_name
@@ -68,7 +69,8 @@ def run_folders(store: Store, model: str | None = None) -> list[RunFolder]:
                 break
             prefix = "/".join(parts[: depth + 1])
             if prefix not in folders:
-                started = datetime.strptime(m["stamp"], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
+                started = stamp_time(m["stamp"])
+                assert started is not None  # _RUN_ID matched the stamp's shape
                 folders[prefix] = RunFolder(prefix, parts[depth], started)
             folders[prefix].keys.append(key)
             break

@@ -21,7 +21,7 @@ import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from refit.config import PipelineConfig, resolve_run_parameters
-from refit.data import ValidatedData, run_stamp, stage_validated
+from refit.data import ValidatedData, run_stamp, stage_validated, stamp_time
 from refit.errors import DataError, NotFoundError, RefitError
 from refit.fingerprint import DatasetFingerprint, fingerprint_frame
 from refit.io import Store
@@ -447,13 +447,6 @@ def read_bytes(store: Store, uri: str) -> bytes:
 # track (optional: MLflow)
 
 
-def _started_at(run_id: str) -> datetime | None:
-    try:
-        return datetime.strptime(run_id.split("-", 1)[0], "%Y%m%dT%H%M%S%fZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
-
-
 def track_run(
     store: Store,
     config: PipelineConfig,
@@ -500,7 +493,7 @@ def track_run(
     record = RetrainRecord(
         run_id=run_id,
         model=config.dataset.name,
-        started_at=_started_at(run_id),
+        started_at=stamp_time(run_id),
         tags=all_tags,
         params=params,
         datasets={
