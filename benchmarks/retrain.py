@@ -119,21 +119,9 @@ def retrain(rows: int, store: str, config_path: str, drift: bool = True) -> dict
             from refit.registry import Registry
 
             nulls = MemoryNullCache()
-            with rss.stage("drift_prepare") as cold:  # not timed as drift: data, imports, the champion's nulls
-                reference = Registry(st).reference(config.dataset.name, version.version)
-                window = production_window(rows)
-                check_drift(
-                    reference,
-                    window,
-                    config.feature_columns,
-                    None,
-                    config.drift,
-                    seed=config.training.seed,
-                    report=False,
-                    nulls=nulls,
-                )
-            with rss.stage("drift"):  # a later check of the same champion: its nulls are cached
-                result = check_drift(
+
+            def check() -> Any:
+                return check_drift(
                     reference,
                     window,
                     config.feature_columns,
@@ -143,6 +131,13 @@ def retrain(rows: int, store: str, config_path: str, drift: bool = True) -> dict
                     report=False,
                     nulls=nulls,
                 ).result
+
+            with rss.stage("drift_prepare") as cold:  # not timed as drift: data, imports, the champion's nulls
+                reference = Registry(st).reference(config.dataset.name, version.version)
+                window = production_window(rows)
+                check()
+            with rss.stage("drift"):  # a later check of the same champion: its nulls are cached
+                result = check()
             out["drift_prepare_s"] = cold["s"]
             out["drift_result"] = {
                 "reference_rows": len(reference),
