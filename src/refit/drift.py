@@ -537,7 +537,7 @@ def _null_key(plan: _Plan, column: str, draws: int) -> str:
 def _calibrated(plan: _Plan, cfg: DriftConfig, seed: int, nulls: NullCache) -> dict[str, _Verdict]:
     """Per column: the p-value of its score against the null drawn from the reference for a
     window of its size, Holm across the features at ``cfg.alpha`` (the prediction alone)."""
-    from refit.evaluation.gate import holm_adjust
+    from refit.evaluation.gate import holm_levels
 
     tested = [*plan.features, *([plan.prediction] if plan.prediction else [])]
     draws = drift_null.draws_for(len(plan.features), cfg.alpha, cfg.calibration_draws)
@@ -559,19 +559,14 @@ def _calibrated(plan: _Plan, cfg: DriftConfig, seed: int, nulls: NullCache) -> d
         null_of[column], bucket_of[column] = null, bucket
         p[column] = drift_null.p_value(observed[column], null, plan.methods[column])
     nulls.flush()
-    levels: dict[str, float] = {}
-    adjusted: dict[str, float] = {}
     features = plan.features
-    order = sorted(features, key=lambda c: p[c])  # Holm's step-down order
-    for rank, column in enumerate(order):
-        levels[column] = cfg.alpha / (len(features) - rank)
-    adjusted.update(zip(features, holm_adjust([p[c] for c in features]), strict=True))
+    levels = dict(zip(features, holm_levels([p[c] for c in features], cfg.alpha), strict=True))
     if plan.prediction:
-        levels[plan.prediction], adjusted[plan.prediction] = cfg.alpha, p[plan.prediction]
+        levels[plan.prediction] = cfg.alpha  # the prediction alone
     return {
         c: _Verdict(
             score=observed[c],
-            drifted=adjusted[c] <= cfg.alpha,
+            drifted=p[c] <= levels[c],
             threshold=drift_null.threshold_at(null_of[c], levels[c], plan.methods[c]),
             p_value=p[c],
             level=levels[c],

@@ -354,3 +354,20 @@ def test_reports_are_pruned_by_count_age_and_size(local_store) -> None:  # type:
     left = [k for k in local_store.list(LAYOUT.drift_reports("m")) if k.endswith(".html")]
     assert len(left) == 3 and len(removed) == 3  # 3 x 0.3 MB fit under 1 MB
     assert local_store.exists(LAYOUT.drift_report_asset("m", "evidently-0.7.23.js"))  # shared script stays
+
+
+def test_a_column_crosses_its_threshold_exactly_when_holm_rejects_it() -> None:
+    """Holm's step-down stops at the first p-value above its level; a later column whose own level
+    it would pass must not be judged there, or its score crosses the stored threshold while the
+    verdict says no drift (the second smallest here: 0.0045 <= 0.01 / 2 but Holm stopped at 0.004)."""
+    from refit.evaluation.gate import holm_adjust, holm_levels
+
+    p = [0.0045, 0.004, 0.5]
+    levels = holm_levels(p, 0.01)
+    assert levels == pytest.approx([0.01 / 3, 0.01 / 3, 0.01 / 3])
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        m = int(rng.integers(1, 12))
+        p = rng.uniform(0, 0.05, m) ** rng.uniform(0.5, 3)
+        rejected = [a <= 0.01 for a in holm_adjust(list(p))]
+        assert [pi <= lv for pi, lv in zip(p, holm_levels(list(p), 0.01), strict=True)] == rejected

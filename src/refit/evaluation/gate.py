@@ -36,6 +36,25 @@ def holm_adjust(p_values: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
+def holm_levels(p_values: Sequence[float], alpha: float) -> list[float]:
+    """The level each p-value is judged at by Holm's step-down, same order as given.
+
+    The k-th smallest is judged at ``alpha / (m - k)`` until the first that fails; that level then
+    holds for every later one, so ``p <= level`` is exactly ``holm_adjust(p) <= alpha``, and a
+    threshold drawn at a column's level is crossed only by a column Holm rejects.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    m = len(p)
+    levels = np.empty(m)
+    stop: float | None = None
+    for rank, i in enumerate(np.argsort(p, kind="stable")):
+        own = alpha / (m - rank)
+        if stop is None and p[i] > own:
+            stop = own  # the step-down stops here: no later p-value is rejected
+        levels[i] = own if stop is None else stop
+    return levels.tolist()
+
+
 @dataclass(frozen=True)
 class _Gain:
     """The overall comparison turned into gains (candidate better is positive)."""
