@@ -540,7 +540,10 @@ def _calibrated(plan: _Plan, cfg: DriftConfig, seed: int, nulls: NullCache) -> d
     from refit.evaluation.gate import holm_levels
 
     tested = [*plan.features, *([plan.prediction] if plan.prediction else [])]
-    draws = drift_null.draws_for(len(plan.features), cfg.alpha, cfg.calibration_draws)
+    # sized by every configured feature, not the ones this window could test: a sparse column missing
+    # from one window must not change the draws, the nulls' cache keys, and so redraw every column
+    configured = len(plan.features) + sum(1 for c in plan.untestable if c != plan.prediction)
+    draws = drift_null.draws_for(configured, cfg.alpha, cfg.calibration_draws)
     observed: dict[str, float] = {}
     p: dict[str, float] = {}
     null_of: dict[str, np.ndarray] = {}

@@ -226,6 +226,20 @@ def test_nulls_are_cached_per_champion_and_size_in_the_store(local_store, monkey
     )
     assert len(calls) == len(COLUMNS)  # another champion: its own nulls
 
+    calls.clear()  # a window where one column has no values tests one column fewer ...
+    sparse = window.assign(monthly_charges=np.nan)
+    check_drift(
+        reference,
+        sparse,
+        COLUMNS,
+        None,
+        DriftConfig(),
+        seed=0,
+        report=False,
+        nulls=StoreNullCache(local_store, "churn", 3),
+    )
+    assert calls == []  # ... and still reads every other column's null back, not drawn again
+
 
 def test_calibrated_methods_are_checked_with_one_clear_line() -> None:
     from refit.errors import ConfigError
