@@ -157,7 +157,9 @@ class PrefectDispatcher:
 
         # The governor decides from memory and records this with the decisions taken meanwhile:
         # one store write, under its own lock; Prefect is never called under it.
-        entry = self.governor.submit(signal, now=now, before_trigger=write_outbox)
+        # an alert that names its window is decided on the data's clock, as the drift check is (the
+        # cooldown and the daily cap compare window times in one ledger); one that does not, on ours
+        entry = self.governor.submit(signal, now=alert.window_end or now, before_trigger=write_outbox)
         if not entry.decision.trigger:
             if written:  # decided again after another writer's entry, and not a trigger this time
                 self._remove(key)
@@ -280,7 +282,7 @@ class PrefectDispatcher:
                 entry = self.governor.trigger_for(signal.fingerprint)
                 if entry is None:
                     received = datetime.fromisoformat(pending["received_at"])
-                    decided = self.governor.submit(signal, now=received)
+                    decided = self.governor.submit(signal, now=alert.window_end or received)
                     entry = self.governor.trigger_for(signal.fingerprint)  # this one's, or a concurrent one's
                     if entry is None:
                         logger.info(

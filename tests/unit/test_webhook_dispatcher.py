@@ -242,5 +242,8 @@ def test_an_alerts_window_end_is_the_retrains_as_of(tmp_path: Path, config_path:
     # the retrain runs as of the alert's window, and the governor recorded that window, not the wall clock
     assert dispatcher.run_parameters(generic)["as_of"] == "2012-08-01T00:00:00+00:00"
     assert Ledger(store, MODEL).entries()[-1].signal.window_end == end
+    # and decided on that window's clock, as the drift check decides: not 2026's wall clock, which
+    # would put a 2012 replay's checks in this trigger's cooldown
+    assert Ledger(store, MODEL).entries()[-1].decision.at == end
     # an alert that names no window: the retrain runs as of now
     assert dispatcher.run_parameters(alert("plain"))["as_of"] is None
