@@ -9,7 +9,7 @@ from uuid import UUID
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 from prefect.client.orchestration import get_client
 
-from deployments.definitions import build_notifications
+from deployments.definitions import RETRAIN_FAILED_AUTOMATION, RETRAIN_REJECTED_AUTOMATION, build_notifications
 from deployments.settings import DeploymentSettings
 
 #: The Custom Webhook block refit saves when REFIT_NOTIFY_WEBHOOK_URL is set.
@@ -45,13 +45,15 @@ def notification_block_id(settings: DeploymentSettings) -> UUID | None:
 def apply_notifications(settings: DeploymentSettings) -> str:
     """Create (or recreate: UI edits are replaced) the two automations; a line saying what was done."""
     block_id = notification_block_id(settings)
-    if block_id is None:
-        return OFF
-    automations = build_notifications(block_id)
     with get_client(sync_client=True) as client:
-        for automation in automations:
-            for old in client.read_automations_by_name(automation.name):
+        # an earlier start's automations go either way: turned off, they must stop sending
+        for name in (RETRAIN_FAILED_AUTOMATION, RETRAIN_REJECTED_AUTOMATION):
+            for old in client.read_automations_by_name(name):
                 client.delete_automation(old.id)
+        if block_id is None:
+            return OFF
+        automations = build_notifications(block_id)
+        for automation in automations:
             client.create_automation(automation)
     target = settings.notify_block or f"custom-webhook/{WEBHOOK_BLOCK_NAME}"
     return f"failure notifications on: {', '.join(a.name for a in automations)} -> {target}"
