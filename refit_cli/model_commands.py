@@ -111,6 +111,7 @@ def _when(at: Any) -> str:
 def model_summary(reg: Any, name: str) -> dict[str, Any]:
     """One model's row of ``refit models list``: versions, aliases, champion's metric, last change."""
     from refit.registry import CHAMPION
+    from refit.registry.records import show_version
 
     versions = reg.list_versions(name)
     aliases = reg.aliases(name)
@@ -118,7 +119,10 @@ def model_summary(reg: Any, name: str) -> dict[str, Any]:
     champion = next((v for v in versions if v.version == aliases.get(CHAMPION)), None)
     metric, value = _primary_metric(champion) if champion is not None else (None, None)
     changes = [(v.created_at, f"registered version {v.version} by {v.author}") for v in versions]
-    changes += [(e.at, f"{e.alias} {_show(e.from_version)} -> {_show(e.to_version)} by {e.author}") for e in events]
+    changes += [
+        (e.at, f"{e.alias} {show_version(e.from_version)} -> {show_version(e.to_version)} by {e.author}")
+        for e in events
+    ]
     last_at, last_what = max(changes, key=lambda c: c[0]) if changes else (None, None)
     return {
         "name": name,
@@ -128,10 +132,6 @@ def model_summary(reg: Any, name: str) -> dict[str, Any]:
         "champion": {"version": champion.version, "metric": metric, "value": value} if champion else None,
         "last_change": {"at": last_at, "what": last_what} if last_at else None,
     }
-
-
-def _show(version: int | None) -> str:
-    return "(unset)" if version is None else str(version)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -220,7 +220,9 @@ REASON_OPT = typer.Option(help="Why (recorded in the history).")
 
 
 def _human_event(r: dict[str, Any]) -> str:
-    return f"{r['alias']} of {r['name']}: {_show(r['from_version'])} -> {_show(r['to_version'])}"
+    from refit.registry.records import show_version
+
+    return f"{r['alias']} of {r['name']}: {show_version(r['from_version'])} -> {show_version(r['to_version'])}"
 
 
 @alias_app.command("set")
@@ -273,14 +275,16 @@ def models_history(
         events = [e.model_dump(mode="json") for e in reg.history(name, alias)]
 
     def human(r: dict[str, Any]) -> str:
+        from refit.registry.records import show_version
+
         rows = [
             [
                 _when(e["at"]),
                 e["author"],
                 e["alias"],
                 e["action"] + (" (forced)" if e["forced"] else ""),
-                _show(e["from_version"]),
-                _show(e["to_version"]),
+                show_version(e["from_version"]),
+                show_version(e["to_version"]),
                 e["reason"] or "-",
             ]
             for e in r["events"]
