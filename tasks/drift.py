@@ -130,14 +130,13 @@ def ask_governor(
 
 
 @task(name="emit-drift-event", cache_policy=NO_CACHE)
-def emit_drift_event(
-    store_uri: str, config: PipelineConfig, outcome: GovernorOutcome, report_uri: str = ""
-) -> str | None:
-    """Tell listeners (the retrain-on-drift deployment) that drift is real, and in which store."""
+def emit_drift_event(store_uri: str, config: PipelineConfig, outcome: GovernorOutcome, report_uri: str) -> str | None:
+    """Tell listeners (the retrain-on-drift deployment) that drift is real, in which store, and
+    the evidence the check recorded (``report_uri``: its HTML report, else its JSON result)."""
     event = emit_event(
         event=DRIFT_EVENT,
         resource={"prefect.resource.id": f"refit.model.{config.dataset.name}", "refit.model": config.dataset.name},
-        payload=outcome.event_payload | {"store": store_uri} | ({"report_uri": report_uri} if report_uri else {}),
+        payload=outcome.event_payload | {"store": store_uri, "report_uri": report_uri},
     )
     get_run_logger().info("emitted %s for %s", DRIFT_EVENT, config.dataset.name)
     return str(event.id) if event is not None else None

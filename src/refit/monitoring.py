@@ -422,7 +422,6 @@ def ask_governor(
         "window_start": report.window_start.isoformat(),
         "window_end": report.window_end.isoformat(),
         "champion_version": reference.version,
-        "report_uri": report.report_uri,
         "fingerprint": decision.fingerprint,
     }
     return GovernorOutcome(
