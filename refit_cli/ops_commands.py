@@ -9,12 +9,12 @@ from typing import Annotated, Any
 import typer
 
 from refit_cli.options import AS_OF_OPT, CONFIG_OPT, JSON_OPT, WINDOW_DAYS_OPT, parse_as_of
-from refit_cli.output import DRIFT_TRIGGER_EXIT, cli_errors, emit, heartbeat, quiet_expected_errors
+from refit_cli.output import DRIFT_TRIGGER_EXIT, ERROR_EXIT, cli_errors, emit, heartbeat, quiet_expected_errors
 
 drift_app = typer.Typer(
     help="Check captured traffic for drift against the champion's reference. Exit status: 0 no retrain "
     f"triggered (no drift, suppressed, or no data), {DRIFT_TRIGGER_EXIT} the governor triggers a retrain "
-    "(--exit-zero: 0), 1 an error."
+    f"(--exit-zero: 0), {ERROR_EXIT} an error."
 )
 
 
@@ -42,8 +42,7 @@ def drift(
 ) -> None:
     """Run the drift-check flow now, in this process (with --retrain, the retrain too, as of the same time).
 
-    Exit status: 0 when the governor does not trigger a retrain (no drift, suppressed, or no
-    data in the window), 3 when it triggers (--exit-zero: 0), 1 on an error. The config and the
+    Exit status: as drift_app's help says (refit_cli.output's codes). The config and the
     store are checked before Prefect starts. `refit drift [--config F] [--json] history` passes
     its options on to `history`.
     """

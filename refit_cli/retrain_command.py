@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from refit_cli.options import AS_OF_OPT, CONFIG_OPT, JSON_OPT, WINDOW_DAYS_OPT, parse_as_of
-from refit_cli.output import RETRAIN_EXIT_CODES, cli_errors, emit, heartbeat, quiet_expected_errors
+from refit_cli.output import ERROR_EXIT, RETRAIN_EXIT_CODES, cli_errors, emit, heartbeat, quiet_expected_errors
 
 
 def retrain(
@@ -55,7 +55,7 @@ def retrain(
         with heartbeat("retrain", as_json):
             result = retrain_flow(params)
     emit(result.model_dump(mode="json"), as_json, _human_retrain)
-    raise typer.Exit(RETRAIN_EXIT_CODES.get(result.outcome, 1))
+    raise typer.Exit(RETRAIN_EXIT_CODES.get(result.outcome, ERROR_EXIT))
 
 
 def _human_retrain(r: dict[str, Any]) -> str:
