@@ -197,7 +197,7 @@ def _bench_drift_rates(args: argparse.Namespace, results: dict[str, Any]) -> Non
         worst = max(row["generator"]["calibrated"], row.get("self_split", {}).get("calibrated", 0.0))
         results["ratios"][f"drift_false_alarms_{size}"] = ratio(
             worst,
-            0.01,
+            r["alpha"],
             "<=",
             generator=row["generator"],
             self_split=row.get("self_split"),

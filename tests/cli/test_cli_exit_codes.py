@@ -25,9 +25,11 @@ from tests.flows.helpers import make_project
 
 def _flow_runs_with_config(config_path: str) -> list[Any]:
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
 
+    # the newest runs of this worker's API (the server's default order is by id, which is random)
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(limit=200)
+        runs = client.read_flow_runs(limit=200, sort=FlowRunSort.EXPECTED_START_TIME_DESC)
     return [r for r in runs if str((r.parameters.get("params") or {}).get("config_path", "")).endswith(config_path)]
 
 
