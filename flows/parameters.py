@@ -76,3 +76,10 @@ class RunBudget:
         if left <= 0:
             raise TimeoutError(f"{self.what} ran past its {self.run_s:g} s (timeouts in the config); stopped")
         return task.with_options(timeout_seconds=min(limit_s, left))  # type: ignore[return-value]
+
+    def report(self, task: T, limit_s: float) -> T:
+        """A step that reports what the run already decided (a summary, tracking): it gets its own
+        limit even when the run's time is up, because failing now would not undo a promotion and
+        would announce a model that was promoted as a failed run."""
+        left = self.deadline - time.monotonic()
+        return task.with_options(timeout_seconds=min(limit_s, left) if left > 0 else limit_s)  # type: ignore[return-value]

@@ -116,16 +116,21 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
         },
     }
     tracked = tracking_enabled(config)
+
+    def report(result: RetrainResult, evaluation: Any, version: Any) -> RetrainResult:
+        # after the decision: neither the run's time being up nor a failed report fails the run
+        if tracked:
+            budget.report(track_run, step_s)(
+                store, config, run_id, splits, candidate, smoke, evaluation, version, params.trigger, return_state=True
+            )
+        budget.report(publish_summary, step_s)(store, config, result.model_dump(mode="json"), return_state=True)
+        return result
+
     if not smoke.passed:
         result = RetrainResult(
             **base, outcome="SMOKE_FAILED", headline="smoke test failed: " + "; ".join(smoke.reasons)
         )
-        if tracked:  # a tracking timeout never fails the run (return_state)
-            budget.step(track_run, step_s)(
-                store, config, run_id, splits, candidate, smoke, None, None, params.trigger, return_state=True
-            )
-        budget.step(publish_summary, step_s)(store, config, result.model_dump(mode="json"))
-        return result
+        return report(result, None, None)
     evaluation = budget.step(evaluate_candidate, step_s)(
         store, config, splits, candidate, run_id, params.force, params.reason
     )
@@ -149,9 +154,4 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
         if evaluation.promote:
             budget.step(promote_model, step_s)(store, config, version.version, evaluation, params.reason)
             result = result.model_copy(update={"champion_after": version.version})
-    if tracked:  # a tracking timeout never fails the run (return_state)
-        budget.step(track_run, step_s)(
-            store, config, run_id, splits, candidate, smoke, evaluation, version, params.trigger, return_state=True
-        )
-    budget.step(publish_summary, step_s)(store, config, result.model_dump(mode="json"))
-    return result
+    return report(result, evaluation, version)

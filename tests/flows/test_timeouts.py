@@ -63,3 +63,16 @@ def test_timeouts_have_defaults_and_refuse_nonsense() -> None:
     assert defaults.training_s > defaults.step_s > 0 and defaults.retrain_s >= defaults.training_s
     with pytest.raises(ValueError, match="step_s"):
         TimeoutsConfig(step_s=0)
+
+
+def test_reporting_what_the_run_decided_is_not_stopped_by_the_runs_time() -> None:
+    """Once a model is promoted, the run's time being up must not fail it (the failure notification
+    would announce a promoted model as a failed retrain): a step still refuses to start, a report does not."""
+    from flows.parameters import RunBudget
+    from tasks.retrain import publish_summary
+
+    budget = RunBudget(0.0, "retrain")
+    with pytest.raises(TimeoutError, match="ran past its 0 s"):
+        budget.step(publish_summary, 30)
+    assert budget.report(publish_summary, 30).timeout_seconds == 30
+    assert RunBudget(3600, "retrain").report(publish_summary, 30).timeout_seconds == 30
