@@ -361,22 +361,34 @@ class LoadedModel:
     def classes(self) -> list[Any] | None:
         return self.fitted.classes
 
-    def check_input(self, df: pd.DataFrame) -> pd.DataFrame:
-        """The feature columns of ``df`` after checking them against the input schema."""
+    def check_input(self, df: pd.DataFrame, source: str = "input") -> pd.DataFrame:
+        """The feature columns of ``df`` after checking them against the input schema.
+
+        Rules: every feature column the model was trained on is present; a numeric feature holds
+        numbers (or is empty). Errors are one line naming ``source``, the column, the row and the rule.
+        """
         if not isinstance(df, pd.DataFrame):
-            raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
-        columns = [c["name"] for c in self.input_schema["columns"]]
+            raise DataError(f"{source}: expected a pandas DataFrame, got {type(df).__name__}")
+        schema = self.input_schema
+        columns = [c["name"] for c in schema["columns"]]
         missing = [c for c in columns if c not in df.columns]
         if missing:
-            raise DataError(f"input is missing {len(missing)} feature column(s): {', '.join(missing)}")
-        for col in self.input_schema.get("numeric", []):
-            dtype = df[col].dtype
-            if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+            raise DataError(
+                f"{source}: missing feature column(s) {', '.join(repr(c) for c in missing)} "
+                "(rule: every column of the training schema is required)"
+            )
+        dtypes = {c["name"]: c.get("dtype", "?") for c in schema["columns"]}
+        for col in schema.get("numeric", []):
+            values = df[col]
+            if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
                 continue
-            try:
-                pd.to_numeric(df[col])
-            except (TypeError, ValueError):
-                raise DataError(f"column {col!r} must be numeric, got dtype {dtype}") from None
+            bad = pd.to_numeric(values, errors="coerce").isna() & values.notna()
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                raise DataError(
+                    f"{source}: column {col!r} row {row + 1} is {values.iloc[row]!r} "
+                    f"(rule: numeric, trained as {dtypes[col]}); {int(bad.sum())} such row(s)"
+                )
         return df[columns]
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:

@@ -31,39 +31,9 @@ def read_input(path: str | Path) -> pd.DataFrame:
     return parse_frame(p.read_bytes(), str(p))
 
 
-def check_features(model: Any, df: pd.DataFrame, source: str) -> pd.DataFrame:
-    """The feature columns of ``df``, checked against ``model.input_schema`` (a LoadedModel's).
-
-    Rules: every feature column the model was trained on is present; a numeric feature holds
-    numbers (or is empty). Errors name ``source``, the column and the rule.
-    """
-    schema = model.input_schema
-    columns = [c["name"] for c in schema["columns"]]
-    dtypes = {c["name"]: c.get("dtype", "?") for c in schema["columns"]}
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise DataError(
-            f"{source}: missing feature column(s) {', '.join(repr(c) for c in missing)} "
-            f"(rule: every column of the training schema is required)"
-        )
-    for col in schema.get("numeric", []):
-        values = df[col]
-        if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
-            continue
-        coerced = pd.to_numeric(values, errors="coerce")
-        bad = coerced.isna() & values.notna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(
-                f"{source}: column {col!r} row {row + 1} is {values.iloc[row]!r} "
-                f"(rule: numeric, trained as {dtypes[col]}); {int(bad.sum())} such row(s)"
-            )
-    return df[columns]
-
-
 def predict_frame(model: Any, df: pd.DataFrame, source: str = "input") -> pd.DataFrame:
     """``df`` with the model's ``prediction`` (and one ``proba_<class>`` per class) appended."""
-    features = check_features(model, df, source)
+    features = model.check_input(df, source)
     out = df.copy()
     if model.task == "regression":
         out[PREDICTION_COLUMN] = np.asarray(model.fitted.predict(features))
@@ -121,7 +91,7 @@ def rescore_versions(
     loaded = {}
     for version in (a, b):
         model = registry.load_model(name, version)
-        check_features(model, df, data.source)
+        model.check_input(df, data.source)  # one line naming the data's source, before scoring
         loaded[version.version] = scores(model, df, ds.task, ds.positive_class)
     boot = paired_bootstrap(
         ds.task,

@@ -151,9 +151,9 @@ def test_untrusted_types_are_refused(tmp_path: Path) -> None:
 def test_input_is_checked_against_the_stored_schema(torch_churn, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _, val, _ = torch_churn
     loaded = load(save(LocalStore(tmp_path), "m", torch_churn))
-    with pytest.raises(DataError, match=r"missing 2 feature column\(s\): plan, age"):
+    with pytest.raises(DataError, match=r"input: missing feature column\(s\) 'plan', 'age' \(rule: every column"):
         loaded.predict(val.drop(columns=["age", "plan"]))
-    with pytest.raises(DataError, match="'tenure_months' must be numeric"):
+    with pytest.raises(DataError, match=r"input: column 'tenure_months' row 1 is 'many' \(rule: numeric"):
         loaded.predict(val.assign(tenure_months="many"))
     shuffled = val[list(reversed(val.columns))].assign(unrelated="x")
     np.testing.assert_array_equal(loaded.predict_proba(shuffled), loaded.predict_proba(val))

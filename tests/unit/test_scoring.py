@@ -65,7 +65,7 @@ def test_bad_input_fails_on_one_line_naming_file_column_and_rule(registered) -> 
     store, val, _ = registered
     model = refit.model.load("m@champion", registry=store)
     with pytest.raises(DataError) as missing:
-        scoring.check_features(model, val.drop(columns=["plan", "age"]), "in.csv")
+        model.check_input(val.drop(columns=["plan", "age"]), "in.csv")
     assert str(missing.value) == (
         "in.csv: missing feature column(s) 'plan', 'age' (rule: every column of the training schema is required)"
     )
@@ -73,10 +73,10 @@ def test_bad_input_fails_on_one_line_naming_file_column_and_rule(registered) -> 
     bad["age"] = bad["age"].astype(object)
     bad.loc[bad.index[4], "age"] = "forty"
     with pytest.raises(DataError) as typed:
-        scoring.check_features(model, bad, "in.parquet")
+        model.check_input(bad, "in.parquet")
     assert "\n" not in str(typed.value)
     assert str(typed.value).startswith("in.parquet: column 'age' row 5 is 'forty' (rule: numeric, trained as float64)")
-    assert list(scoring.check_features(model, val, "ok.csv").columns) == CHURN_FEATURES
+    assert list(model.check_input(val, "ok.csv").columns) == CHURN_FEATURES
 
 
 def test_read_input_and_write_output_round_trip(tmp_path: Path) -> None:
