@@ -46,6 +46,7 @@ from refit import drift_null
 from refit.compat import evidently as evidently_compat
 from refit.compat.evidently import ColumnKind
 from refit.config import DriftConfig
+from refit.data import run_stamp, stamp_time
 from refit.errors import ConfigError, DataError
 from refit.io.base import Store
 from refit.io.layout import LAYOUT
@@ -782,7 +783,7 @@ def append_drift_history(
         raise ValueError("at must be timezone-aware")
     at = at.astimezone(UTC)
     run_id = uuid.uuid4().hex[:12]
-    key = f"{LAYOUT.drift_history(model)}{at.strftime('%Y%m%dT%H%M%S%fZ')}-{run_id}.json"
+    key = f"{LAYOUT.drift_history(model)}{run_stamp(at)}-{run_id}.json"
     body = {"at": at.isoformat(), "run_id": run_id, "model": model, "result": result.model_dump(mode="json")}
     body.update(dict(extra or {}))
     store.put_if_absent(key, json.dumps(body, sort_keys=True, default=str).encode())
@@ -799,13 +800,8 @@ def latest_drift_record(store: Store, model: str) -> dict[str, Any] | None:
 
 
 def _report_time(key: str) -> datetime | None:
-    stem = key.rsplit("/", 1)[-1].removesuffix(".html")
-    for fmt in ("%Y%m%dT%H%M%S%fZ", "%Y%m%dT%H%M%SZ"):
-        try:
-            return datetime.strptime(stem, fmt).replace(tzinfo=UTC)
-        except ValueError:
-            continue
-    return None
+    """When a report was made, from its key (``LAYOUT.drift_report``'s run stamp)."""
+    return stamp_time(key.rsplit("/", 1)[-1].removesuffix(".html"))
 
 
 def prune_reports(store: Store, model: str, cfg: DriftConfig, now: datetime) -> list[str]:
