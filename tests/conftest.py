@@ -249,6 +249,20 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A real PostgreSQL cluster for the session (``tests/postgres.py``: initdb in a temporary
+    folder, a free loopback port, ~3 s to start); ``postgres.create_database(name)`` gives a test
+    a database of its own and returns its URL."""
+    from tests.postgres import start_postgres
+
+    cluster = start_postgres()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's ThreadedMotoServer: a real S3 API over HTTP on 127.0.0.1."""
     from moto.server import ThreadedMotoServer

@@ -1,0 +1,97 @@
+"""A throwaway PostgreSQL cluster for tests: ``initdb`` in a temporary folder, loopback only.
+
+The ``postgres`` session fixture in ``tests/conftest.py`` starts one per test process on a free
+port (trust authentication, no fsync: it holds nothing worth keeping) and stops it at the end;
+:meth:`PostgresCluster.create_database` gives each test a database of its own. The server
+binaries come from ``PATH`` or the Debian layout (``/usr/lib/postgresql/N/bin``); ``make setup``
+installs the ``postgresql`` package where they are missing. PostgreSQL refuses to run as root,
+so under root the cluster runs as the ``postgres`` user the package creates.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+USER = "refit"
+
+
+def pg_bin() -> Path:
+    """The folder holding ``initdb`` and ``pg_ctl`` (the newest Debian version when not on PATH)."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(os.path.realpath(found)).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    if not versions:
+        raise RuntimeError("PostgreSQL server binaries not found (initdb): run `make setup`, which installs them")
+    return versions[-1].parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class PostgresCluster:
+    """A running cluster: ``url(db)`` is a SQLAlchemy/psycopg2 URL on loopback."""
+
+    data: Path
+    port: int
+    _as_user: list[str]
+
+    def url(self, database: str = "postgres", driver: str = "postgresql") -> str:
+        return f"{driver}://{USER}@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` and return its ``postgresql://`` URL."""
+        subprocess.run(
+            [str(pg_bin() / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER, name],
+            check=True,
+            capture_output=True,
+        )
+        return self.url(name)
+
+    def stop(self) -> None:
+        subprocess.run(
+            [*self._as_user, str(pg_bin() / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(self.data.parent, ignore_errors=True)
+
+
+def start_postgres() -> PostgresCluster:
+    """initdb a cluster in a new temporary folder and start it on a free loopback port (waits until it accepts).
+
+    The folder is made directly under the system's temporary directory: pytest's own are private
+    to root, where the ``postgres`` user could not reach them. :meth:`PostgresCluster.stop` removes it.
+    """
+    base = Path(tempfile.mkdtemp(prefix="refit-pg-"))
+    data, sockets = base / "data", base / "sockets"
+    sockets.mkdir(exist_ok=True)
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # postgres will not run as root
+        shutil.chown(base, "postgres")
+        shutil.chown(sockets, "postgres")
+        os.chmod(base, 0o700)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    bin_dir = pg_bin()
+    subprocess.run(
+        [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", USER, "--auth=trust", "-E", "UTF8", "--no-sync"],
+        check=True,
+        capture_output=True,
+    )
+    port = _free_port()
+    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    subprocess.run(
+        [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    return PostgresCluster(data=data, port=port, _as_user=as_user)
