@@ -115,3 +115,31 @@ def test_latency_of_a_small_sample_is_timed_on_enough_rows(trained, tmp_path: Pa
     assert summary["timing_rows"] == MIN_TIMING_ROWS
     assert len(summary["timings_ms"]) >= TIMING_REPEATS
     assert sum(summary["timings_ms"]) >= 200.0 or len(summary["timings_ms"]) == 100
+
+
+@pytest.mark.slow
+def test_the_child_runs_in_the_environment_of_each_call(trained, s3_store, s3_endpoint: str) -> None:  # type: ignore[no-untyped-def]
+    """The child forks from a forkserver started by an earlier call: the environment it runs in
+    is the one this call passes (here, where the S3 artifact is), not the forkserver's."""
+    import os
+
+    result, val, config = trained
+    uri = save_model(s3_store, "model", result.best, config)
+    assert uri.startswith("s3://")
+    closed = smoke_test(uri, val, BOUND, "binary", env={**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
+    assert not closed.passed and closed.reasons[0].startswith("load failed")
+    served = smoke_test(uri, val, BOUND, "binary", env={**os.environ, "AWS_ENDPOINT_URL": s3_endpoint})
+    assert served.passed, served.reasons
+
+
+@pytest.mark.slow
+def test_a_child_that_dies_is_a_failed_smoke_test_with_its_last_words(tmp_path: Path) -> None:
+    """An exception the child does not handle (here: the sample is not parquet) kills it; the
+    reason is its exit code and the last lines it wrote."""
+    from refit.smoke import _run_child
+
+    bogus = tmp_path / "sample.parquet"
+    bogus.write_text("not parquet")
+    log = tmp_path / "child.log"
+    code = _run_child([str(tmp_path), str(bogus), str(tmp_path / "out.json"), str(log)], {}, 120)
+    assert code == 1 and "ArrowInvalid" in log.read_text() and not (tmp_path / "out.json").exists()
