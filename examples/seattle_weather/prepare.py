@@ -2,9 +2,10 @@
 
 Offline: reads the CSV inside the package (``vega_datasets.local_data``), no download.
 
-Each row is a forecast issued at the end of day *d* (``issued_at`` = midnight UTC after *d*):
-the inputs are day *d*'s observations, the label is day *d+1*'s high, which is known a day
-later (``label_time``). Writes three things:
+Each row is a forecast issued at the end of day *d* in Seattle (``issued_at`` = local midnight
+after *d*, stored in UTC: 08:00 UTC in winter, 07:00 in summer), when day *d*'s observations
+are complete: the inputs are day *d*'s observations, the label is day *d+1*'s high, which is
+known at the end of *d+1* (``label_time``). Writes three things:
 
 * the base training data (days before ``--split``) into the store, under the key the
   example's ``dataset.sources`` names (``REFIT_STORE``, default ``./.refit``);
@@ -27,6 +28,13 @@ MODEL = "seattle_weather"
 BASE_KEY = f"datasets/{MODEL}/base/base.csv"
 DEFAULT_SPLIT = "2012-07-01"
 DEFAULT_HISTORY = f"{MODEL}_history.csv"
+#: The records are Seattle's days: a day ends at local midnight.
+LOCAL_TZ = "America/Los_Angeles"
+
+
+def end_of_day(day: pd.Series) -> pd.Series:
+    """The UTC instant at which each local calendar day in ``day`` (naive dates) ends."""
+    return (day + pd.Timedelta(days=1)).dt.tz_localize(LOCAL_TZ).dt.tz_convert("UTC")
 
 
 def forecasts() -> pd.DataFrame:
@@ -38,26 +46,26 @@ def forecasts() -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "forecast_id": "F" + day.dt.strftime("%Y-%m-%d"),
-            "issued_at": (day + pd.Timedelta(days=1)).dt.tz_localize("UTC"),
+            "issued_at": end_of_day(day),
             "temp_max": days["temp_max"].astype(float),
             "temp_min": days["temp_min"].astype(float),
             "precipitation": days["precipitation"].astype(float),
             "wind": days["wind"].astype(float),
             "weather": days["weather"].astype(str),
             "next_temp_max": days["temp_max"].shift(-1),
+            # the label (tomorrow's high) is known at the end of tomorrow
+            "label_time": end_of_day(day + pd.Timedelta(days=1)),
         }
     )
     consecutive = (day.shift(-1) - day) == pd.Timedelta(days=1)
     out = out[consecutive & out["next_temp_max"].notna()].reset_index(drop=True)
-    # the label (tomorrow's high) is known at the end of tomorrow
-    out["label_time"] = out["issued_at"] + pd.Timedelta(days=1)
     return out
 
 
 def split(frame: pd.DataFrame, at: str = DEFAULT_SPLIT) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Base data (forecasts for days before ``at``) and the production history after it."""
-    cut = pd.Timestamp(at, tz="UTC")
-    day = frame["issued_at"] - pd.Timedelta(days=1)
+    cut = pd.Timestamp(at)
+    day = frame["issued_at"].dt.tz_convert(LOCAL_TZ).dt.tz_localize(None).dt.normalize() - pd.Timedelta(days=1)
     return frame[day < cut].drop(columns=["label_time"]).reset_index(drop=True), frame[day >= cut].reset_index(
         drop=True
     )

@@ -34,11 +34,13 @@ def test_the_package_data_becomes_base_data_a_history_and_captures(tmp_path: Pat
     prepare = _prepare()
     frame = prepare.forecasts()
     assert len(frame) == 1460  # 1,461 days, the last has no tomorrow
-    # the label is tomorrow's high, known at the end of tomorrow
-    row = frame.iloc[0]
+    # issued when the day ends in Seattle (local midnight: 08:00 UTC in winter, 07:00 in summer);
+    # the label is tomorrow's high, known when tomorrow ends
+    row, summer = frame.iloc[0], frame.iloc[180]
     assert row["forecast_id"] == "F2012-01-01" and row["next_temp_max"] == 10.6
-    assert row["issued_at"] == pd.Timestamp("2012-01-02", tz="UTC")
-    assert row["label_time"] == pd.Timestamp("2012-01-03", tz="UTC")
+    assert row["issued_at"] == pd.Timestamp("2012-01-02 08:00", tz="UTC")
+    assert row["label_time"] == pd.Timestamp("2012-01-03 08:00", tz="UTC")
+    assert summer["forecast_id"] == "F2012-06-29" and summer["issued_at"] == pd.Timestamp("2012-06-30 07:00", tz="UTC")
     store = LocalStore(tmp_path / "store")
     out = prepare.write(store, tmp_path / "history.csv", captures_until="2012-07-12")
     assert out["base_rows"] == 182 and out["history_rows"] == 1278  # Jan-Jun 2012; Jul 2012 on
@@ -56,8 +58,9 @@ def test_the_package_data_becomes_base_data_a_history_and_captures(tmp_path: Pat
         target="next_temp_max",
         known_at=pd.Timestamp("2012-07-08", tz="UTC"),
     )
-    # ten requests; by July 8 the labels of the forecasts issued up to July 6 have arrived
-    assert len(captured.frame) == 10 and len(captured.labelled(captured.frame)) == 6
+    # ten requests; by July 8 00:00 UTC (July 7, 17:00 in Seattle) the labels of the forecasts
+    # for July 1 to 5 have arrived (the one for July 6 is tomorrow's high: known when July 7 ends)
+    assert len(captured.frame) == 10 and len(captured.labelled(captured.frame)) == 5
 
 
 def test_replay_detects_the_seasons_and_never_promotes_past_a_failed_segment(tmp_path: Path) -> None:
