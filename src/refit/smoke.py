@@ -6,23 +6,31 @@ training process's memory). The parent writes the sample as parquet, runs
 the child's JSON summary and decides: output shape and dtype, no NaN or inf, probabilities in
 [0, 1] summing to 1, labels among the classes, and latency per 1,000 rows under the bound.
 
-The child is forked from multiprocessing's *forkserver*: a Python process started fresh (not
-forked from the trainer) the first time a smoke test runs, which imports :data:`PRELOAD` once.
-Each smoke test forks a child from it, so a process that registers many models (a replay, a
-Prefect worker, the tests) pays the 3 to 4 s of pandas/scikit-learn imports once, not per model;
-the child still starts from a process that has never seen a model, and loads the artifact from
-its files. The child's stdout and stderr go to a file whose tail is the reason when it fails.
+Each child is forked from a *smoke server* (``python -m refit.smoke --serve``): a Python
+process started fresh, with a clean environment of imports (it is not forked from the trainer),
+the first time this process runs a smoke test. It imports :data:`PRELOAD` once, then forks one
+child per smoke test, so a process that registers many models (a replay, a Prefect worker, the
+tests) pays the 3 to 4 s of pandas/scikit-learn imports once, not per model, while every child
+still starts from a process that has never seen a model and loads the artifact from its files.
+(multiprocessing's forkserver would do the same but re-runs the caller's ``__main__`` script in
+every child: a user's script without a ``__main__`` guard would retrain inside its smoke test.)
+A child runs in the environment of the call, and its stdout and stderr go to a file whose
+last lines are the reason when it fails.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
-import multiprocessing
 import os
+import select
+import signal
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -45,7 +53,7 @@ MAX_TIMING_REPEATS = 100
 MIN_TIMING_ROWS = 1000
 #: The config key of the latency bound, named in the reason a smoke test fails on it.
 LATENCY_SETTING = "training.smoke_max_ms_per_1k_rows"
-#: What the forkserver imports once, before any child forks from it (what every smoke child
+#: What the smoke server imports once, before any child forks from it (what every smoke child
 #: needs; torch is left out: only a torch artifact imports it, in its own child).
 PRELOAD = ("numpy", "pandas", "pyarrow.parquet", "sklearn.ensemble", "sklearn.linear_model", "refit.model")
 
@@ -109,30 +117,108 @@ def smoke_test(
 
 
 def _run_child(args: list[str], env: dict[str, str], timeout_s: float) -> int | None:
-    """Run :func:`_child` in a process forked from the forkserver; its exit code (``None``: killed
-    after ``timeout_s``)."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(PRELOAD))
-    process = context.Process(target=_child, args=(args, env), name="refit-smoke", daemon=True)
-    process.start()
-    process.join(timeout_s)
-    if process.is_alive():
-        process.kill()
-        process.join()
-        return None
-    return process.exitcode
+    """Run :func:`main` on ``[uri, sample, out, log]`` in a child of the smoke server, in
+    environment ``env``; its exit code (``None``: killed after ``timeout_s``). One smoke test at a
+    time per process (the server forks one child at a time)."""
+    with _SERVER_LOCK:
+        server = _server()
+        assert server.proc.stdin is not None
+        try:
+            server.proc.stdin.write(json.dumps({"args": args, "env": env}).encode() + b"\n")
+            server.proc.stdin.flush()
+            pid = int(json.loads(server.line(time.monotonic() + 60) or b"")["pid"])
+        except (OSError, ValueError, KeyError):  # the server is gone: the next call starts another
+            server.proc.kill()
+            return -1
+        reply = server.line(time.monotonic() + timeout_s)
+        if reply is None:  # still running: kill it; the server answers with its exit code
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            server.line(time.monotonic() + 60)
+            return None
+        try:
+            return int(json.loads(reply)["exit"])
+        except (ValueError, KeyError):
+            server.proc.kill()
+            return -1
 
 
-def _child(args: list[str], env: dict[str, str]) -> None:
-    """The child: the parent's environment (the forkserver's is from when it started), output to
-    the log file, then :func:`main` on ``[uri, sample, out, log]``."""
-    uri, sample, out, log = args
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.environ.clear()
-    os.environ.update(env)
-    sys.exit(main(["--uri", uri, "--sample", sample, "--out", out]))
+@dataclass
+class _Server:
+    """The smoke server process and the bytes read from it past the last full line."""
+
+    proc: subprocess.Popen[bytes]
+    pending: bytes = b""
+
+    def line(self, deadline: float) -> bytes | None:
+        """The next line from the server (``b""`` when it is gone; ``None`` at ``deadline``)."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.pending:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return None
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return b""
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line
+
+
+_SERVER: _Server | None = None
+_SERVER_LOCK = threading.Lock()
+
+
+def _server() -> _Server:
+    """This process's smoke server, started when there is none (or the last one died)."""
+    global _SERVER
+    if _SERVER is None or _SERVER.proc.poll() is not None:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "refit.smoke", "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            bufsize=0,
+        )
+        _SERVER = _Server(proc)
+    return _SERVER
+
+
+def serve() -> int:
+    """The smoke server: import :data:`PRELOAD`, then for each request line on stdin
+    (``{"args": [...], "env": {...}}``) fork a child that runs :func:`main`, answer its pid, wait
+    for it and answer its exit code. Ends when stdin closes (its parent is gone)."""
+    import importlib
+
+    for module in PRELOAD:
+        with contextlib.suppress(ImportError):  # the child imports what it needs, and says why when it cannot
+            importlib.import_module(module)
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                uri, sample, out, log = request["args"]
+                fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                os.dup2(fd, 1)
+                os.dup2(fd, 2)
+                os.environ.clear()
+                os.environ.update(request["env"])
+                code = main(["--uri", uri, "--sample", sample, "--out", out])
+            except BaseException:
+                import traceback
+
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        print(json.dumps({"pid": pid}), flush=True)
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"exit": os.waitstatus_to_exitcode(status)}), flush=True)
+    return 0
 
 
 def check_result(result: dict[str, Any], rows: int, max_ms_per_1k_rows: float, task: Task) -> SmokeReport:
@@ -244,10 +330,15 @@ def _time_calls(call: Callable[[], object]) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m refit.smoke", description=__doc__.splitlines()[0])
-    parser.add_argument("--uri", required=True)
-    parser.add_argument("--sample", required=True, help="parquet file of sample rows")
-    parser.add_argument("--out", required=True, help="where to write the JSON summary")
+    parser.add_argument("--uri")
+    parser.add_argument("--sample", help="parquet file of sample rows")
+    parser.add_argument("--out", help="where to write the JSON summary")
+    parser.add_argument("--serve", action="store_true", help="be the smoke server (see the module's docstring)")
     args = parser.parse_args(argv)
+    if args.serve:
+        return serve()
+    if not (args.uri and args.sample and args.out):
+        parser.error("--uri, --sample and --out are required")
     sample = pd.read_parquet(args.sample)
     result = summarise(args.uri, sample)
     Path(args.out).write_text(json.dumps(result))

@@ -143,3 +143,48 @@ def test_a_child_that_dies_is_a_failed_smoke_test_with_its_last_words(tmp_path: 
     log = tmp_path / "child.log"
     code = _run_child([str(tmp_path), str(bogus), str(tmp_path / "out.json"), str(log)], {}, 120)
     assert code == 1 and "ArrowInvalid" in log.read_text() and not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.slow
+def test_a_hung_child_is_killed_at_the_timeout_and_the_next_smoke_test_runs(tmp_path: Path) -> None:
+    """A child blocked for good (here reading its sample from a FIFO nobody writes) is killed
+    after ``timeout_s``; the server lives on and answers the next call."""
+    import os
+
+    from refit.smoke import _run_child
+
+    fifo = tmp_path / "sample.parquet"
+    os.mkfifo(fifo)
+    args = [str(tmp_path), str(fifo), str(tmp_path / "out.json"), str(tmp_path / "hung.log")]
+    assert _run_child(args, {}, 2) is None
+    bogus = tmp_path / "bogus.parquet"
+    bogus.write_text("not parquet")
+    assert _run_child([str(tmp_path), str(bogus), str(tmp_path / "o.json"), str(tmp_path / "next.log")], {}, 120) == 1
+
+
+SCRIPT_WITHOUT_MAIN_GUARD = """
+import sys
+from pathlib import Path
+
+from refit.smoke import _run_child
+
+folder = Path(sys.argv[1])
+with open(folder / "runs.txt", "a") as runs:  # a user's script: it does its work at import
+    runs.write("ran\\n")
+(folder / "sample.parquet").write_text("not parquet")
+print(_run_child([str(folder), str(folder / "sample.parquet"), str(folder / "out.json"), str(folder / "log")], {}, 120))
+"""
+
+
+@pytest.mark.slow
+def test_a_callers_script_is_not_run_again_in_the_smoke_child(tmp_path: Path) -> None:
+    """multiprocessing's forkserver and spawn re-run the caller's ``__main__`` script in each
+    child; the smoke server does not: a script without a ``__main__`` guard runs once."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "user_script.py"
+    script.write_text(SCRIPT_WITHOUT_MAIN_GUARD)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "1" and (tmp_path / "runs.txt").read_text() == "ran\n"
