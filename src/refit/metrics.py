@@ -13,7 +13,7 @@ bootstrap's specialised kernels in ``refit.evaluation`` dispatch on it. Pure num
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -21,12 +21,13 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-#: What a model learns. The gate judges ``binary`` (0/1 labels) and ``regression``; training
-#: also fits ``multiclass`` models, which no gate metric judges yet.
+#: What a model learns. ``binary``: 0/1 labels (string labels through ``dataset.positive_class``);
+#: ``multiclass``: class indices 0..K-1 into the model's classes (its artifact stores their order),
+#: scored from ``(n, K)`` probability matrices; ``regression``: values.
 Task = Literal["binary", "multiclass", "regression"]
 TASKS: tuple[Task, ...] = get_args(Task)
 
-Kernel = Literal["auc", "ap", "sums"]
+Kernel = Literal["auc", "ovr_auc", "ap", "sums"]
 
 #: ``unit``: the metric lives on a scale of its own (AUC, accuracy, log loss, R², MAPE), so one
 #: absolute tolerance suits every dataset. ``data``: it is in the target's units (RMSE, MAE),
@@ -50,12 +51,23 @@ class Metric:
     higher_is_better: bool
     kernel: Kernel
     scale: Scale = "unit"
+    #: The task kinds whose gate uses this metric when the config names none.
+    default_for: tuple[Task, ...] = ()
 
     def values(self, y: np.ndarray, s: np.ndarray, W: np.ndarray) -> np.ndarray:
         """``(k,)`` values on checked arrays (labels, scores, ``(n, k)`` weights)."""
         if len(y) == 0:
             return np.full(W.shape[1], np.nan)
         return _KERNELS[self.kernel](self.name, y, s, W)
+
+    def task_of(self, score: Any) -> Task:
+        """The task whose inputs ``score`` looks like: log loss and accuracy judge binary
+        (one probability per row) and multiclass (an ``(n, K)`` matrix, K > 2) alike."""
+        if len(self.tasks) == 1:
+            return self.tasks[0]
+        shape = np.shape(score)
+        multi = len(shape) == 2 and (shape[1] > 2 or "binary" not in self.tasks)
+        return "multiclass" if multi and "multiclass" in self.tasks else self.tasks[0]
 
     def is_better(self, candidate: float | None, incumbent: float | None) -> bool:
         """Strictly better (NaN is never better; anything beats no incumbent or a NaN one)."""
@@ -67,20 +79,23 @@ class Metric:
 
 
 _BINARY: tuple[Task, ...] = ("binary",)
+_MULTICLASS: tuple[Task, ...] = ("multiclass",)
+_CLASSES: tuple[Task, ...] = ("binary", "multiclass")
 _REGRESSION: tuple[Task, ...] = ("regression",)
 
 #: Every metric refit computes, by name.
 METRICS: dict[str, Metric] = {
     m.name: m
     for m in (
-        Metric("roc_auc", "ROC AUC", _BINARY, True, "auc"),
+        Metric("roc_auc", "ROC AUC", _BINARY, True, "auc", default_for=_BINARY),
+        Metric("macro_roc_auc", "macro ROC AUC (one-vs-rest)", _MULTICLASS, True, "ovr_auc", default_for=_MULTICLASS),
         Metric("pr_auc", "PR AUC", _BINARY, True, "ap"),
-        Metric("log_loss", "log loss", _BINARY, False, "sums"),
-        Metric("accuracy", "accuracy", _BINARY, True, "sums"),
+        Metric("log_loss", "log loss", _CLASSES, False, "sums"),
+        Metric("accuracy", "accuracy", _CLASSES, True, "sums"),
         Metric("f1", "F1", _BINARY, True, "sums"),
         Metric("brier", "Brier score", _BINARY, False, "sums"),
         Metric("ece", "ECE", _BINARY, False, "sums"),
-        Metric("rmse", "RMSE", _REGRESSION, False, "sums", "data"),
+        Metric("rmse", "RMSE", _REGRESSION, False, "sums", "data", default_for=_REGRESSION),
         Metric("mae", "MAE", _REGRESSION, False, "sums", "data"),
         Metric("r2", "R²", _REGRESSION, True, "sums"),
         Metric("mape", "MAPE", _REGRESSION, False, "sums"),
@@ -96,8 +111,9 @@ def get_metric(name: str) -> Metric:
         raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}") from None
 
 
-#: The metric a gate uses when the config names none: the one users of each task kind expect.
-DEFAULT_METRIC: dict[str, str] = {"binary": "roc_auc", "regression": "rmse"}
+#: The metric a gate uses when the config names none (each metric's ``default_for``): the one
+#: users of each task kind expect.
+DEFAULT_METRIC: dict[str, str] = {task: m.name for m in METRICS.values() for task in m.default_for}
 
 
 #: The gate's and decay's thresholds a config leaves unset, by the primary metric's scale: the
@@ -157,7 +173,7 @@ def check_task_metric(task: str, metric: str) -> None:
 # Inputs
 
 
-def _as_labels(task: str, y: Any) -> np.ndarray:
+def _as_labels(task: str, y: Any, n_classes: int | None = None) -> np.ndarray:
     arr = np.asarray(y)
     if arr.ndim != 1:
         raise ValueError(f"y must be one-dimensional, got shape {arr.shape}")
@@ -166,6 +182,8 @@ def _as_labels(task: str, y: Any) -> np.ndarray:
         if not np.isfinite(out).all():
             raise ValueError("y has NaN or infinite values")
         return out
+    if task == "multiclass":
+        return _class_indices(arr, n_classes)
     if task != "binary":
         raise ValueError(f"no metric judges a {task!r} task")
     if arr.dtype == bool:
@@ -176,15 +194,100 @@ def _as_labels(task: str, y: Any) -> np.ndarray:
     return arr.astype(np.uint8)
 
 
+def _class_indices(arr: np.ndarray, n_classes: int | None) -> np.ndarray:
+    """Multiclass labels as they reach a metric: indices 0..K-1 into the scores' columns
+    (:func:`align_classes` maps class labels to them)."""
+    if arr.dtype.kind not in "iuf" or (len(arr) and not np.all(np.mod(arr, 1) == 0)):
+        raise ValueError(
+            "a multiclass metric needs class indices 0..K-1 (map class labels with refit.metrics.align_classes)"
+        )
+    out = arr.astype(np.intp)
+    if len(out) and (out.min() < 0 or (n_classes is not None and out.max() >= n_classes)):
+        raise ValueError(f"class indices must lie in 0..{(n_classes or 0) - 1}, got {out.min()}..{out.max()}")
+    return out
+
+
 def _as_scores(task: str, score: Any, n: int, name: str) -> np.ndarray:
     arr = np.asarray(score, dtype=np.float64)
     if task == "binary" and arr.ndim == 2 and arr.shape[1] == 2:
         arr = arr[:, 1]  # predict_proba output: the positive class
-    if arr.ndim != 1 or len(arr) != n:
+    if task == "multiclass":
+        if arr.ndim != 2 or len(arr) != n or arr.shape[1] < 2:
+            raise ValueError(
+                f"{name} must be an (n, K) probability matrix with n={n} and K >= 2, got shape {arr.shape}"
+            )
+    elif arr.ndim != 1 or len(arr) != n:
         raise ValueError(f"{name} must have one value per row ({n}), got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} has NaN or infinite values")
     return arr
+
+
+def checked_inputs(task: str, y: Any, *scores: Any, names: tuple[str, ...] = ()) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Labels and scores as every metric reads them, checked: one row each, and for multiclass
+    the same K columns in every score matrix and indices below K."""
+    names = names or tuple(f"score {i + 1}" for i in range(len(scores)))
+    n = len(np.asarray(y))
+    mats = [_as_scores(task, s, n, name) for s, name in zip(scores, names, strict=True)]
+    n_classes = None
+    if task == "multiclass" and mats:
+        widths = {m.shape[1] for m in mats}
+        if len(widths) > 1:
+            raise ValueError(f"the score matrices have different numbers of classes {sorted(widths)}: align them first")
+        n_classes = widths.pop()
+    return _as_labels(task, y, n_classes), mats
+
+
+def class_key(value: Any) -> str:
+    """How a class label is matched between data and a model's stored classes: by its text, so
+    the int 1 of a parquet file and the 1 of ``model.json`` are one class."""
+    return str(value.item() if isinstance(value, np.generic) else value)
+
+
+def align_classes(
+    labels: Any, outputs: Sequence[tuple[Sequence[Any], Any]]
+) -> tuple[list[Any], np.ndarray, list[np.ndarray]]:
+    """Multiclass labels and models' probabilities in one class order, for comparing them.
+
+    Each model's probability columns are in its own class order (``classes`` of its artifact).
+    The common order is the first model's classes, then those only a later model knows, then
+    labels no model knows (sorted by text); a model gives probability 0 to a class it lacks, so
+    a new class in production counts against it instead of being dropped.
+
+    Args:
+        labels: Class labels, one per row; missing ones (None/NaN) become NaN indices.
+        outputs: ``(classes, (n, K) probabilities)`` of each model.
+
+    Returns:
+        The classes, the labels as float indices into them (NaN where missing), and each
+        model's ``(n, len(classes))`` probabilities.
+    """
+    raw = pd.Series(np.asarray(labels, dtype=object))
+    present = raw.notna().to_numpy()
+    classes: list[Any] = []
+    column: dict[str, int] = {}
+    for model_classes, _ in outputs:
+        for c in model_classes:
+            if class_key(c) not in column:
+                column[class_key(c)] = len(classes)
+                classes.append(c.item() if isinstance(c, np.generic) else c)
+    keys = raw[present].map(class_key)
+    for key in sorted(set(keys) - set(column)):
+        column[key] = len(classes)
+        classes.append(raw[present][keys == key].iloc[0])
+    y = np.full(len(raw), np.nan)
+    y[present] = keys.map(column).to_numpy(dtype=np.float64)
+    mats = []
+    for model_classes, proba in outputs:
+        p = np.asarray(proba, dtype=np.float64)
+        if p.ndim != 2 or p.shape != (len(raw), len(model_classes)):
+            raise ValueError(
+                f"probabilities must be (rows, classes) = ({len(raw)}, {len(model_classes)}), got shape {p.shape}"
+            )
+        out = np.zeros((len(raw), len(classes)))
+        out[:, [column[class_key(c)] for c in model_classes]] = p
+        mats.append(out)
+    return classes, y, mats
 
 
 def _as_weights(weights: Any, n: int) -> np.ndarray:
@@ -238,7 +341,20 @@ def _ap_sorted(y_s: np.ndarray, starts: np.ndarray, W_s: np.ndarray) -> np.ndarr
 
 
 def _sum_features(metric: str, y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-row columns whose weighted sums determine the metric, and ECE's bin of each row."""
+    """Per-row columns whose weighted sums determine the metric, and ECE's bin of each row.
+
+    Multiclass (``s`` an ``(n, K)`` matrix, ``y`` class indices): log loss is the clipped
+    probability of the true class, accuracy the argmax (first of tied maxima) against it.
+    """
+    if s.ndim == 2:
+        rows = np.arange(len(y))
+        yi = y.astype(np.intp)
+        one2 = np.ones(len(y))
+        if metric == "log_loss":
+            return np.column_stack([one2, -np.log(np.clip(s[rows, yi], _LOG_EPS, 1 - _LOG_EPS))]), None
+        if metric == "accuracy":
+            return np.column_stack([one2, (np.argmax(s, axis=1) == yi).astype(np.float64)]), None
+        raise ValueError(f"{metric!r} does not judge a multiclass task")
     one = np.ones_like(s)
     if metric == "log_loss":
         p = np.clip(s, _LOG_EPS, 1 - _LOG_EPS)
@@ -310,6 +426,24 @@ def _auc(name: str, y: np.ndarray, s: np.ndarray, W: np.ndarray) -> np.ndarray:
     return _auc_sorted(y[order], _tie_starts(s[order]), W[order])
 
 
+def _ovr_auc(name: str, y: np.ndarray, s: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Macro one-vs-rest ROC AUC: each class's AUC against the rest, averaged over the classes
+    a weighting leaves defined (those with rows in and out of the class). With every class
+    present this is sklearn's ``roc_auc_score(multi_class="ovr", average="macro")``; a segment
+    or resample without some class is judged on the others instead of being undefined."""
+    per_class = np.stack([_auc(name, (y == k).astype(np.uint8), s[:, k], W) for k in range(s.shape[1])])
+    return macro_mean(per_class)
+
+
+def macro_mean(per_class: np.ndarray) -> np.ndarray:
+    """The mean over axis 0 of the finite values (NaN where none is)."""
+    finite = np.isfinite(per_class)
+    count = finite.sum(axis=0)
+    total = np.where(finite, per_class, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def _ap(name: str, y: np.ndarray, s: np.ndarray, W: np.ndarray) -> np.ndarray:
     order = np.argsort(-s, kind="stable")
     return _ap_sorted(y[order], _tie_starts(-s[order]), W[order])
@@ -322,34 +456,39 @@ def _sum_metric(name: str, y: np.ndarray, s: np.ndarray, W: np.ndarray) -> np.nd
 
 _KERNELS: dict[Kernel, Callable[[str, np.ndarray, np.ndarray, np.ndarray], np.ndarray]] = {
     "auc": _auc,
+    "ovr_auc": _ovr_auc,
     "ap": _ap,
     "sums": _sum_metric,
 }
 
 
-def metric_values(metric: str, y_true: Any, y_score: Any, weights: Any = None) -> np.ndarray:
+def metric_values(
+    metric: str, y_true: Any, y_score: Any, weights: Any = None, *, task: Task | None = None
+) -> np.ndarray:
     """One metric under many weightings at once.
 
     Args:
         metric: A name from ``METRICS``.
-        y_true: Labels (0/1) or values.
-        y_score: Positive-class probabilities (binary) or predictions.
+        y_true: Labels (0/1; class indices for multiclass) or values.
+        y_score: Positive-class probabilities (binary), ``(n, K)`` probabilities (multiclass)
+            or predictions.
         weights: ``(n,)`` or ``(n, k)``: each column is one weighting (a bootstrap resample is
             a column of counts). None means unweighted.
+        task: The task judged (default: the one ``y_score``'s shape fits, see ``Metric.task_of``).
 
     Returns:
         ``(k,)`` metric values; NaN where a column leaves the metric undefined.
     """
     m = get_metric(metric)
-    task = m.tasks[0]
-    y = _as_labels(task, y_true)
-    s = _as_scores(task, y_score, len(y), "y_score")
+    task = task or m.task_of(y_score)
+    check_task_metric(task, metric)
+    y, (s,) = checked_inputs(task, y_true, y_score, names=("y_score",))
     return m.values(y, s, _as_weights(weights, len(y)))
 
 
-def metric_value(metric: str, y_true: Any, y_score: Any) -> float | None:
+def metric_value(metric: str, y_true: Any, y_score: Any, *, task: Task | None = None) -> float | None:
     """One unweighted metric value; None where the data leave it undefined."""
-    value = float(metric_values(metric, y_true, y_score)[0])
+    value = float(metric_values(metric, y_true, y_score, task=task)[0])
     return value if math.isfinite(value) else None
 
 
@@ -357,15 +496,15 @@ def compute_metrics(task: Task, y_true: Any, y_score: Any, weights: Any = None) 
     """All metrics of a task (see ``metrics_for``), optionally weighted per row.
 
     Binary: ``y_score`` is the positive-class probability; accuracy and F1 predict positive at
-    ``score >= 0.5``; ECE is the 10-bin calibration error of that probability. MAPE uses only
+    ``score >= 0.5``; ECE is the 10-bin calibration error of that probability. Multiclass:
+    ``y_true`` holds class indices into the columns of the ``(n, K)`` ``y_score``. MAPE uses only
     rows with ``|y| > MAPE_EPS``. A metric that is undefined on the data (one class only, no
     usable MAPE row, constant ``y`` for R²) is None.
     """
     names = metrics_for(task)
     if not names:
         raise ValueError(f"no metric judges a {task!r} task")
-    y = _as_labels(task, y_true)
-    s = _as_scores(task, y_score, len(y), "y_score")
+    y, (s,) = checked_inputs(task, y_true, y_score, names=("y_score",))
     w = _as_weights(None if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1), len(y))
     out: dict[str, float | None] = {}
     with one_blas_thread():

@@ -112,7 +112,8 @@ def test_inputs_are_checked() -> None:
 
 def test_every_metric_has_one_task_and_direction() -> None:
     assert {m for t in rm.TASKS for m in rm.metrics_for(t)} == set(rm.METRICS)
-    assert rm.metrics_for("multiclass") == ()
+    assert rm.metrics_for("multiclass") == ("macro_roc_auc", "log_loss", "accuracy")
+    assert rm.DEFAULT_METRIC == {"binary": "roc_auc", "multiclass": "macro_roc_auc", "regression": "rmse"}
     assert rm.get_metric("roc_auc").higher_is_better and not rm.get_metric("rmse").higher_is_better
     assert rm.get_metric("pr_auc").is_better(0.8, 0.7) and rm.get_metric("rmse").is_better(0.6, 0.7)
     with pytest.raises(ValueError, match="unknown metric 'aucc'"):

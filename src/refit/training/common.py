@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from refit.errors import RefitError
-from refit.metrics import Task, compute_metrics, metric_value
+from refit.metrics import Task, compute_metrics
 
 __all__ = ["Task", "TrainingError", "fingerprint_arrays", "run_key", "score"]
 
@@ -24,9 +24,8 @@ class TrainingError(RefitError):
 def score(task: Task, y_true: np.ndarray, output: np.ndarray) -> dict[str, float]:
     """Validation metrics from model output (NaN where a metric is undefined).
 
-    Binary and regression models get every metric of their task (``refit.metrics``);
-    multiclass models, which no gate metric judges yet, get log loss, accuracy and the macro
-    one-vs-rest ROC AUC.
+    Every model gets every metric of its task (``refit.metrics.metrics_for``), so selection
+    reads the gate's own ``primary_metric`` whatever the task.
 
     Args:
         task: The task kind.
@@ -42,15 +41,7 @@ def score(task: Task, y_true: np.ndarray, output: np.ndarray) -> dict[str, float
     elif task == "binary":
         values = compute_metrics(task, y_true.astype(np.int64), output[:, 1])
     else:
-        labels = y_true.astype(np.int64)
-        picked = np.clip(output, 1e-15, 1.0)[np.arange(len(labels)), labels]
-        per_class = [metric_value("roc_auc", labels == k, output[:, k]) for k in range(output.shape[1])]
-        finite = [v for v in per_class if v is not None]
-        values = {
-            "log_loss": float(-np.mean(np.log(picked))),
-            "accuracy": float(np.mean(np.argmax(output, axis=1) == labels)),
-            "macro_roc_auc": float(np.mean(finite)) if finite else None,
-        }
+        values = compute_metrics(task, y_true.astype(np.int64), output)
     return {name: math.nan if v is None else float(v) for name, v in values.items()}
 
 
