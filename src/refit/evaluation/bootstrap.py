@@ -21,7 +21,7 @@ from refit.errors import DataError
 from refit.evaluation.kernels import _build_plans, _draw_weights, _score_order
 from refit.evaluation.records import PairedBootstrap, SegmentComparison
 from refit.evaluation.segments import OVERALL, Grouping, groupings, segment_key
-from refit.metrics import Task, _as_labels, _as_scores, check_task_metric, get_metric, one_blas_thread
+from refit.metrics import Task, check_task_metric, checked_inputs, get_metric, one_blas_thread
 
 _Map = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
 
@@ -212,10 +212,12 @@ def paired_bootstrap(
     data only, not on ``n_jobs`` or thread timing.
 
     Args:
-        task: ``binary`` or ``regression``.
+        task: ``binary``, ``multiclass`` or ``regression``.
         metric: The metric to compare (see ``refit.metrics.METRICS``).
-        y: Labels or values.
-        cand_score: Candidate scores (positive-class probabilities, or predictions).
+        y: Labels or values (multiclass: class indices into the score matrices' columns,
+            ``refit.metrics.align_classes``).
+        cand_score: Candidate scores (positive-class probabilities, ``(n, K)`` class
+            probabilities, or predictions).
         champ_score: Champion scores.
         segments: ``{name: one label per row}`` (e.g. from ``segment_labels``); every
             distinct label is a segment value.
@@ -232,11 +234,9 @@ def paired_bootstrap(
         raise ValueError("n_resamples must be at least 1")
     if not 0 < confidence < 1:
         raise ValueError("confidence must be between 0 and 1")
-    yv = _as_labels(task, y)
-    n = len(yv)
-    if n == 0:
+    yv, scores = checked_inputs(task, y, cand_score, champ_score, names=("cand_score", "champ_score"))
+    if len(yv) == 0:
         raise DataError("cannot evaluate on zero rows")
-    scores = [_as_scores(task, cand_score, n, "cand_score"), _as_scores(task, champ_score, n, "champ_score")]
     grs, group_ids, point, values = _run(metric, yv, scores, segments, n_resamples, seed, n_jobs)
     rows = _comparisons(grs, group_ids, point, values, confidence)
     return PairedBootstrap(
@@ -276,11 +276,9 @@ def metric_bootstrap(
     seeds are the gate's), so decay is judged with the same machinery as promotion.
     """
     check_task_metric(task, metric)
-    yv = _as_labels(task, y)
-    n = len(yv)
-    if n == 0:
+    yv, (sv,) = checked_inputs(task, y, score, names=("score",))
+    if len(yv) == 0:
         raise DataError("cannot evaluate on zero rows")
-    sv = _as_scores(task, score, n, "score")
     grs, group_ids, point, values = _run(metric, yv, [sv, sv], segments, n_resamples, seed, n_jobs)
     out: list[MetricReplicates] = []
     for gr, ids in zip(grs, group_ids, strict=True):

@@ -20,7 +20,7 @@ from refit.evaluation.bootstrap import paired_bootstrap
 from refit.evaluation.records import GateCheck, GateDecision, Outcome, PairedBootstrap, SegmentResult
 from refit.evaluation.segments import OVERALL, groupings, segment_key, segment_labels
 from refit.evaluation.wording import describe_decision, p_text, reasons
-from refit.metrics import Task, _as_labels, _as_scores, check_task_metric, get_metric, metric_value, one_blas_thread
+from refit.metrics import Task, check_task_metric, checked_inputs, get_metric, metric_value, one_blas_thread
 
 
 def holm_adjust(p_values: Sequence[float]) -> list[float]:
@@ -366,9 +366,8 @@ def _first_run_decision(
 ) -> GateDecision:
     """No champion: only ``floor``/``ceiling`` apply; segment values are reported, not gated."""
     metric = gate.primary_metric
-    yv = _as_labels(task, y)
-    s = _as_scores(task, cand_score, len(yv), "cand_score")
-    cand = metric_value(metric, yv, s)
+    yv, (s,) = checked_inputs(task, y, cand_score, names=("cand_score",))
+    cand = metric_value(metric, yv, s, task=task)
     if cand is None:
         raise DataError(f"{metric} is undefined on the evaluation data (a single class?)")
     segments = []
@@ -382,7 +381,7 @@ def _first_run_decision(
                         value=value,
                         n=int(rows.sum()),
                         gated=False,
-                        candidate=metric_value(metric, yv[rows], s[rows]),
+                        candidate=metric_value(metric, yv[rows], s[rows], task=task),
                         note="first run: reported, not gated",
                     )
                 )
@@ -424,9 +423,11 @@ def evaluate_gate(
     else REJECT; per-segment values are reported, not gated.
 
     Args:
-        task: ``binary`` or ``regression``.
-        y: Labels or values of the evaluation rows.
-        cand_score: Candidate scores (positive-class probabilities, or predictions).
+        task: ``binary``, ``multiclass`` or ``regression``.
+        y: Labels or values of the evaluation rows (multiclass: class indices into the score
+            matrices' columns, ``refit.metrics.align_classes``).
+        cand_score: Candidate scores (positive-class probabilities, ``(n, K)`` class
+            probabilities, or predictions).
         champ_score: Champion scores on the same rows, or None when there is no champion.
         segments_df: Frame with the segment columns of those rows (None: overall only).
         gate: The gate's config.

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from refit.evaluation.segments import Grouping
-from refit.metrics import ECE_BINS, _cumsum_rows, _finalize, _sum_features, _tie_starts, get_metric
+from refit.metrics import ECE_BINS, _cumsum_rows, _finalize, _sum_features, _tie_starts, get_metric, macro_mean
 
 _LOW_BITS = np.uint64(0x0101010101010101)
 _SECOND_BITS = np.uint64(0x0202020202020202)
@@ -211,6 +211,43 @@ class _AucPlan:
             out[self.model, self.group_ids] = np.where(den > 0, twice / np.where(den > 0, den, 1), np.nan)
 
 
+class _OvrAucPlan:
+    """Macro one-vs-rest ROC AUC of one model on every group of one grouping: one ``_AucPlan``
+    per class, averaged over the classes each group and resample leaves defined
+    (``refit.metrics.macro_mean``).
+
+    ``_AucPlan`` reads each row's label from its weight byte and its rows in score order. A
+    multiclass row is a positive of one class and a negative of every other, and each class has
+    its own score order, so one shared matrix cannot serve them all: the weights are drawn
+    plain (no label bits) and, per class, gathered once into that class's score order with the
+    class's rows shifted into the positive bits. One (rows, resamples) uint8 gather and shift
+    per class; the pair counting is the bit-packed kernel's, unchanged.
+    """
+
+    def __init__(self, model: int, y: np.ndarray, S: np.ndarray, grouping: Grouping, group_ids: np.ndarray) -> None:
+        self.model, self.group_ids = model, group_ids
+        self.n = n = len(y)
+        self.n_groups = len(grouping.labels)
+        every_group = np.arange(self.n_groups)
+        self.parts: list[tuple[np.ndarray, np.ndarray, _AucPlan]] = []
+        for k in range(S.shape[1]):
+            yk = (y == k).astype(np.uint8)
+            order = _score_order(yk, S[:, k])
+            moved = Grouping(grouping.name, grouping.codes[order], grouping.labels)
+            plan = _AucPlan(k, 0, yk[order], S[order, k], moved, every_group)
+            shift = (yk[order] * np.uint8(4))[:, None]
+            self.parts.append((np.r_[order, n], shift, plan))  # row n: the zero padding row
+
+    def evaluate(self, W: np.ndarray, out: np.ndarray) -> None:
+        per_class = np.empty((len(self.parts), self.n_groups, W.shape[1]))
+        space = np.empty_like(W)
+        for rows, shift, plan in self.parts:
+            np.take(W, rows, axis=0, out=space)
+            np.left_shift(space[: self.n], shift, out=space[: self.n])
+            plan.evaluate(space, per_class)
+        out[self.model, self.group_ids] = macro_mean(per_class)
+
+
 class _SumPlan:
     """Sum-based metrics (log loss, Brier, accuracy, F1, ECE, RMSE, MAE, R², MAPE).
 
@@ -347,6 +384,8 @@ def _build_plans(
             return _AucPlan(m, m, y[rows], scores[m][rows], moved, ids)
 
         return pmap(auc_plan, pairs)
+    if kernel == "ovr_auc":
+        return pmap(lambda a: _OvrAucPlan(a[0], y, scores[a[0]], a[1], a[2]), pairs)
     if kernel == "ap":
         return pmap(lambda a: _OrderPlan(a[0], y, scores[a[0]], a[1], a[2]), pairs)
     yf = y.astype(np.float64)
