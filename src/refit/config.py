@@ -103,7 +103,8 @@ class DatasetConfig(_Section):
     request_id_column: str = Field("request_id", description="Joins captured requests with late labels.")
     target: str
     task: Task = Field(
-        description="binary (0/1 labels) or regression; multiclass is not judged by any gate metric yet."
+        description="binary (0/1 or boolean labels; strings with positive_class), multiclass (integer or string "
+        "classes, in the order the model stores them) or regression."
     )
     id_column: str
     timestamp_column: str
@@ -224,7 +225,8 @@ class GateConfig(_Section):
     primary_metric: str = Field(
         DEFAULT_METRIC["binary"],
         description="Selects the candidate, gates it, and judges decay; one of refit.metrics.METRICS. "
-        "Default: the task's (roc_auc for binary, rmse for regression).",
+        "Default: the task's (refit.metrics.DEFAULT_METRIC: roc_auc for binary, macro_roc_auc for multiclass, "
+        "rmse for regression).",
     )
     higher_is_better: bool | None = Field(None, description="Optional; must agree with the metric's direction.")
     floor: float | None = Field(None, description="The candidate's primary metric must be at least this.")

@@ -88,7 +88,7 @@ def _column_kind(dtype: Any) -> str:
 #: Which declared target kinds each task can judge (binary also takes strings with a positive_class).
 _TARGET_KINDS: dict[str, tuple[str, ...]] = {
     "binary": ("int", "bool", "float"),
-    "multiclass": ("int",),
+    "multiclass": ("int", "text"),
     "regression": ("int", "float"),
 }
 
@@ -143,7 +143,7 @@ def check_against_schema(config: PipelineConfig, source: str = "<config>") -> No
         raise ConfigError(
             f"{source}: dataset.target: column '{ds.target}' is declared {columns[ds.target].dtype} in "
             f"{ds.schema_path}, and task {ds.task} needs {' or '.join(_TARGET_KINDS[ds.task])} labels "
-            "(string labels: binary with dataset.positive_class; multiclass is not judged by any gate metric yet)"
+            "(string labels: binary with dataset.positive_class, or multiclass)"
         )
     for i, spec in enumerate(ds.segments):
         kind = _column_kind(columns[spec.column].dtype)

@@ -123,7 +123,12 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         ("regression", {"primary_metric": "pr_auc"}, "pr_auc does not judge a regression task"),
         ("binary", {"primary_metric": "rmse"}, "rmse does not judge a binary task; choose from roc_auc"),
-        ("multiclass", {"primary_metric": "log_loss"}, "no metric judges a multiclass task yet"),
+        (
+            "multiclass",
+            {"primary_metric": "pr_auc"},
+            "pr_auc does not judge a multiclass task; choose from macro_roc_auc, log_loss, accuracy",
+        ),
+        ("multiclass", {"primary_metric": "rmse"}, "rmse does not judge a multiclass task"),
     ],
 )
 def test_a_task_the_gate_cannot_judge_is_refused_at_load(task: str, gate: dict[str, str], message: str) -> None:

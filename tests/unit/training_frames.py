@@ -101,8 +101,4 @@ def make_config(
         settings["candidates"] = candidates
     metric = {"multiclass": "log_loss", "regression": "rmse"}.get(kind, "roc_auc")
     gate_cfg = GateConfig(**{"primary_metric": metric, **(gate or {})})
-    if kind == "multiclass":
-        # No gate metric judges multiclass yet, so a loaded config refuses it; the trainers and
-        # the artifact support it, and these tests reach them directly.
-        return PipelineConfig.model_construct(dataset=dataset, training=TrainingConfig(**settings), gate=gate_cfg)
     return PipelineConfig(dataset=dataset, training=TrainingConfig(**settings), gate=gate_cfg)
