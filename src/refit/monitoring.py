@@ -193,7 +193,7 @@ def compute_drift_and_decay(
         PREDICTION_COLUMN if PREDICTION_COLUMN in current.columns and current[PREDICTION_COLUMN].notna().any() else None
     )
     if prediction is not None and prediction not in ref.columns:
-        ref[prediction] = _champion_scores(store, config, reference, ref)
+        ref[prediction] = _reference_predictions(store, config, reference, ref)
     nulls = StoreNullCache(store, config.dataset.name, reference.version)
     check = check_drift(
         ref, current, columns, prediction, config.drift, seed=config.training.seed, report=False, nulls=nulls
@@ -201,8 +201,10 @@ def compute_drift_and_decay(
     decay = None
     labelled = window.labelled(current)
     if len(labelled):
-        scores = _champion_scores(store, config, reference, labelled)
-        decay = judge_decay(config, reference.registered_metrics, labelled, scores)
+        from refit.pipeline import gate_inputs
+
+        y, (scores,) = gate_inputs(config.dataset, labelled, [_champion(store, reference)])
+        decay = judge_decay(config, reference.registered_metrics, labelled, scores, labels=y)
     return DriftReport(
         result=check.result,
         decay=decay,
@@ -340,17 +342,23 @@ def evidence_html(report: DriftReport, outcome: GovernorOutcome | None) -> str:
 
 
 def judge_decay(
-    config: PipelineConfig, registered: dict[str, float], labelled: pd.DataFrame, scores: np.ndarray
+    config: PipelineConfig,
+    registered: dict[str, float],
+    labelled: pd.DataFrame,
+    scores: np.ndarray,
+    labels: np.ndarray | None = None,
 ) -> Any:
     """The champion's decay on labelled rows, judged as the gate judged it at registration:
     in ``gate.primary_metric`` and on the gate's own segments (bins, labels, crossings), so
-    every segment key matches a registered one. Returns a ``refit.decay.DecayResult``."""
+    every segment key matches a registered one. ``labels``: the labels as the metric reads
+    them when ``scores`` came with them (multiclass: ``refit.pipeline.gate_inputs``); default
+    ``dataset.gate_labels``. Returns a ``refit.decay.DecayResult``."""
     from refit.decay import compute_decay
     from refit.evaluation import segment_labels
 
     ds = config.dataset
     return compute_decay(
-        ds.gate_labels(labelled[ds.target]),
+        ds.gate_labels(labelled[ds.target]) if labels is None else labels,
         scores,
         registered,
         config.drift,
@@ -360,11 +368,21 @@ def judge_decay(
     )
 
 
-def _champion_scores(store: Store, config: PipelineConfig, reference: Reference, df: pd.DataFrame) -> np.ndarray:
-    from refit.pipeline import load_version, scores
+def _champion(store: Store, reference: Reference) -> Any:
+    from refit.pipeline import load_version
     from refit.registry import Registry
 
-    model = load_version(store, Registry(store).get_version(reference.model, reference.version))
+    return load_version(store, Registry(store).get_version(reference.model, reference.version))
+
+
+def _reference_predictions(store: Store, config: PipelineConfig, reference: Reference, df: pd.DataFrame) -> np.ndarray:
+    """The champion's predictions on the reference, as captures hold them: the gate's score
+    (one number per row), or for multiclass the predicted class."""
+    from refit.pipeline import scores
+
+    model = _champion(store, reference)
+    if config.dataset.task == "multiclass":
+        return np.asarray(model.predict(df))
     return scores(model, df, config.dataset.task, config.dataset.positive_class)
 
 

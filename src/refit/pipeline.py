@@ -264,7 +264,9 @@ class EvaluationHandle:
 
 
 def scores(model: Any, df: pd.DataFrame, task: str, positive_class: str | None = None) -> np.ndarray:
-    """What the gate compares: P(positive class) for binary, values for regression.
+    """What the gate compares: P(positive class) for binary, values for regression, the
+    ``(n, K)`` probabilities in the model's class order for multiclass (compare models, or
+    score labels, through :func:`gate_inputs`, which puts them in one class order).
 
     The positive class is ``dataset.positive_class`` when the labels are strings (a model's
     classes are sorted, so "No" < "Yes" and the positive one may be either), else the second.
@@ -281,6 +283,25 @@ def scores(model: Any, df: pd.DataFrame, task: str, positive_class: str | None =
             raise DataError(f"dataset.positive_class {positive_class!r} is not a class of the model ({classes})")
         column = classes.index(positive_class)
     return proba[:, column]
+
+
+def gate_inputs(dataset: Any, df: pd.DataFrame, models: list[Any]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The labels of ``df`` and each model's scores on it, as the gate's metrics read them.
+
+    Binary and regression: ``dataset.gate_labels`` and :func:`scores`. Multiclass: the labels
+    as class indices into one class order and every model's ``(n, K)`` probabilities in that
+    order (:func:`refit.metrics.align_classes`: the first model's classes, then the others',
+    then labels no model knows), so two models with different classes, or a class new in
+    production, are compared on the same columns. Missing labels are NaN.
+    """
+    if dataset.task != "multiclass":
+        y = np.asarray(dataset.gate_labels(df[dataset.target]))
+        return y, [scores(m, df, dataset.task, dataset.positive_class) for m in models]
+    from refit.metrics import align_classes
+
+    outputs = [(list(m.classes or []), scores(m, df, dataset.task)) for m in models]
+    _, y, mats = align_classes(df[dataset.target].to_numpy(), outputs)
+    return y, mats
 
 
 def load_version(store: Store, version: Any) -> Any:
@@ -318,14 +339,13 @@ def evaluate_candidate(
 
     ds = config.dataset
     test_df = read_frame(store, splits.keys["test"])
-    y = ds.gate_labels(test_df[ds.target])
-    cand_model = load(store, candidate.artifact_key)
-    cand_scores = scores(cand_model, test_df, ds.task, ds.positive_class)
+    models = [load(store, candidate.artifact_key)]
     champion = champion_version(store, ds.name)
-    champ_scores = None
     if champion is not None:
-        champ_model = load_version(store, champion)
-        champ_scores = scores(champ_model, test_df, ds.task, ds.positive_class)
+        models.append(load_version(store, champion))
+    y, judged = gate_inputs(ds, test_df, models)
+    cand_scores = judged[0]
+    champ_scores = judged[1] if champion is not None else None
     # the rows gate.evaluate_on names: the holdout, its most recent window, or both
     decision = judge(ds.task, y, cand_scores, champ_scores, test_df, config.gate, ds, force=force, force_reason=reason)
     seg_metrics = {s.scope: {"n": s.n, config.gate.primary_metric: s.candidate} for s in decision.segments}
@@ -373,7 +393,7 @@ def holdout_segment_metrics(
             if len(rows):
                 out[segment_key(segment, value)] = {
                     "n": len(rows),
-                    metric: metric_value(metric, y[rows], cand_scores[rows]),
+                    metric: metric_value(metric, y[rows], cand_scores[rows], task=config.dataset.task),
                 }
     return out
 

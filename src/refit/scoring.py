@@ -82,23 +82,24 @@ def rescore_versions(
     ``difference`` is b - a in the metric's own units.
     """
     from refit.evaluation import paired_bootstrap, segment_labels
-    from refit.pipeline import scores
+    from refit.pipeline import gate_inputs
 
     ds, gate = config.dataset, config.gate
     df = data.frame
     if ds.target not in df.columns:
         raise DataError(f"{data.source}: missing target column {ds.target!r} (rule: re-scoring needs labels)")
-    loaded = {}
-    for version in (a, b):
+    models = []
+    for version in (b, a):
         model = registry.load_model(name, version)
         model.check_input(df, data.source)  # one line naming the data's source, before scoring
-        loaded[version.version] = scores(model, df, ds.task, ds.positive_class)
+        models.append(model)
+    y, (b_scores, a_scores) = gate_inputs(ds, df, models)
     boot = paired_bootstrap(
         ds.task,
         gate.primary_metric,
-        np.asarray(ds.gate_labels(df[ds.target])),
-        loaded[b.version],
-        loaded[a.version],
+        y,
+        b_scores,
+        a_scores,
         segment_labels(df, ds) if ds.segments else None,
         n_resamples=gate.bootstrap_resamples,
         confidence=gate.confidence,
