@@ -84,7 +84,9 @@ def compute_decay(
 
     Args:
         y_true: Labels; rows whose label is missing (not arrived yet) are dropped.
-        y_score: The champion's scores (probability of the positive class) or predictions.
+        y_score: The champion's scores (probability of the positive class), predictions, or
+            for multiclass its ``(n, K)`` probabilities, with ``y_true`` as class indices
+            (``refit.pipeline.gate_inputs``).
         registered: Metric values at registration: ``"overall"`` and segment keys
             (``refit.evaluation.segment_key``: ``"region=north"``, ``"region×plan=north×pro"``).
         cfg: Tolerance, minimum rows, resamples and confidence.
@@ -98,15 +100,18 @@ def compute_decay(
 
     m = get_metric(metric)
     truth = np.asarray(pd.Series(y_true, dtype="float64"))
-    score = np.asarray(pd.Series(y_score, dtype="float64"))
-    if truth.shape != score.shape:
+    multi = np.ndim(y_score) == 2
+    score = np.asarray(y_score, dtype=np.float64) if multi else np.asarray(pd.Series(y_score, dtype="float64"))
+    if truth.shape[0] != score.shape[0]:
         raise DataError(f"y_true has {truth.shape[0]} rows but y_score has {score.shape[0]}")
-    labelled = ~np.isnan(truth) & ~np.isnan(score)
-    undefined = "one class only" if "binary" in m.tasks else f"{m.name} undefined"
+    task = m.task_of(score)  # multiclass: (n, K) probabilities, labels as class indices
+    scored = ~np.isnan(score).any(axis=1) if multi else ~np.isnan(score)
+    labelled = ~np.isnan(truth) & scored
+    undefined = "one class only" if "regression" not in m.tasks else f"{m.name} undefined"
     groups = _decay_groups(segments, len(truth), labelled)
     boot = (
         metric_bootstrap(
-            m.tasks[0], m.name, truth[labelled], score[labelled], groups, n_resamples=cfg.decay_resamples, seed=seed
+            task, m.name, truth[labelled], score[labelled], groups, n_resamples=cfg.decay_resamples, seed=seed
         )
         if labelled.any()
         else []
