@@ -201,10 +201,7 @@ def compute_drift_and_decay(
     decay = None
     labelled = window.labelled(current)
     if len(labelled):
-        from refit.pipeline import gate_inputs
-
-        y, (scores,) = gate_inputs(config.dataset, labelled, [_champion(store, reference)])
-        decay = judge_decay(config, reference.registered_metrics, labelled, scores, labels=y)
+        decay = champion_decay(store, config, reference, labelled)
     return DriftReport(
         result=check.result,
         decay=decay,
@@ -339,6 +336,14 @@ def evidence_html(report: DriftReport, outcome: GovernorOutcome | None) -> str:
         lines.append("</table>")
     lines.append("</div>")
     return "\n".join(lines)
+
+
+def champion_decay(store: Store, config: PipelineConfig, reference: Reference, labelled: pd.DataFrame) -> Any:
+    """The reference champion's decay on a window's labelled rows: the drift check's decay."""
+    from refit.pipeline import gate_inputs
+
+    y, (scores,) = gate_inputs(config.dataset, labelled, [_champion(store, reference)])
+    return judge_decay(config, reference.registered_metrics, labelled, scores, labels=y)
 
 
 def judge_decay(
