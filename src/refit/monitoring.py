@@ -381,14 +381,9 @@ def _champion(store: Store, reference: Reference) -> Any:
 
 
 def _reference_predictions(store: Store, config: PipelineConfig, reference: Reference, df: pd.DataFrame) -> np.ndarray:
-    """The champion's predictions on the reference, as captures hold them: the gate's score
-    (one number per row), or for multiclass the predicted class."""
-    from refit.pipeline import scores
+    from refit.pipeline import capture_predictions
 
-    model = _champion(store, reference)
-    if config.dataset.task == "multiclass":
-        return np.asarray(model.predict(df))
-    return scores(model, df, config.dataset.task, config.dataset.positive_class)
+    return capture_predictions(_champion(store, reference), df, config.dataset.task, config.dataset.positive_class)
 
 
 @dataclass(frozen=True)

@@ -285,6 +285,14 @@ def scores(model: Any, df: pd.DataFrame, task: str, positive_class: str | None =
     return proba[:, column]
 
 
+def capture_predictions(model: Any, df: pd.DataFrame, task: str, positive_class: str | None = None) -> np.ndarray:
+    """One prediction per row, as captures hold them: the gate's score (:func:`scores`), or for
+    multiclass the predicted class (a capture column holds one value, not K probabilities)."""
+    if task == "multiclass":
+        return np.asarray(model.predict(df))
+    return scores(model, df, task, positive_class)
+
+
 def gate_inputs(dataset: Any, df: pd.DataFrame, models: list[Any]) -> tuple[np.ndarray, list[np.ndarray]]:
     """The labels of ``df`` and each model's scores on it, as the gate's metrics read them.
 

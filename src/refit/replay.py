@@ -13,7 +13,7 @@ each window it
    then, labels known then), gate and promotion included;
 
 and records the serving champion's metric on the window's labels beside the first model,
-never replaced, and a naive baseline (the base data's mean or positive rate), so the timeline
+never replaced, and a naive baseline (the base data's mean, positive rate or class shares), so the timeline
 shows what refit's decisions were worth. Plain Python: no Prefect, no server.
 """
 
@@ -291,7 +291,7 @@ def replay(
             baseline_metric=naive,
         )
         if len(rows):
-            _capture(store, config, rows, models.scores(serving, rows), serving.version)
+            _capture(store, config, rows, models.predictions(serving, rows), serving.version)
             record = _check_and_retrain(store, config, record, hours, monitoring, run_retrain, RetrainOptions)
         else:
             record = _replace(record, reason="no captures in this window", champion_after=int(serving.version))
@@ -348,37 +348,70 @@ class _ModelCache:
         self.positive_class = positive_class
         self._models: dict[int, Any] = {}
 
-    def scores(self, version: Any, rows: pd.DataFrame) -> np.ndarray:
-        from refit.pipeline import load_version, scores
+    def model(self, version: Any) -> Any:
+        from refit.pipeline import load_version
 
         number = int(version.version)
         if number not in self._models:
             self._models[number] = load_version(self.store, version)
-        return scores(self._models[number], rows, self.task, self.positive_class)
+        return self._models[number]
+
+    def scores(self, version: Any, rows: pd.DataFrame) -> np.ndarray:
+        from refit.pipeline import scores
+
+        return scores(self.model(version), rows, self.task, self.positive_class)
+
+    def predictions(self, version: Any, rows: pd.DataFrame) -> np.ndarray:
+        from refit.pipeline import capture_predictions
+
+        return capture_predictions(self.model(version), rows, self.task, self.positive_class)
 
 
-def _baseline_score(store: Store, run: Any) -> float:
-    """The naive model: the mean of the first model's training target (the positive rate for binary)."""
+@dataclass(frozen=True)
+class _ClassPrior:
+    """The naive multiclass model: every row gets the class frequencies of the training target."""
+
+    classes: list[Any]
+    frequencies: np.ndarray
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        return np.tile(self.frequencies, (len(df), 1))
+
+
+def _baseline_score(store: Store, run: Any) -> Any:
+    """The naive model: the mean of the first model's training target (the positive rate for
+    binary), or for multiclass its class frequencies (:class:`_ClassPrior`)."""
     from refit.io.frames import read_frame
 
     ds = run.config.dataset
     train = read_frame(store, run.need("splits").keys["train"])
+    if ds.task == "multiclass":
+        shares = train[ds.target].value_counts(normalize=True, sort=False)
+        return _ClassPrior(list(shares.index), shares.to_numpy(dtype=np.float64))
     return float(pd.to_numeric(pd.Series(ds.gate_labels(train[ds.target]))).mean())
 
 
 def _live_metrics(
-    config: PipelineConfig, rows: pd.DataFrame, models: _ModelCache, serving: Any, first: int, baseline: float
+    config: PipelineConfig, rows: pd.DataFrame, models: _ModelCache, serving: Any, first: int, baseline: Any
 ) -> tuple[float | None, float | None, float | None]:
     """The metric of the serving champion, the first model and the baseline on the window's labels."""
+    from refit.pipeline import gate_inputs
     from refit.registry import Registry
 
     ds = config.dataset
     labelled = rows[rows[ds.target].notna()]
     if labelled.empty:
         return None, None, None
-    y = pd.to_numeric(pd.Series(ds.gate_labels(labelled[ds.target]))).to_numpy(dtype=np.float64)
     metric = config.gate.primary_metric
     frozen = Registry(models.store).get_version(ds.name, first)
+    if ds.task == "multiclass":  # the three in one class order (gate_inputs), the prior as a model
+        y, (live, kept, naive) = gate_inputs(ds, labelled, [models.model(serving), models.model(frozen), baseline])
+        return (
+            metric_value(metric, y, live, task=ds.task),
+            metric_value(metric, y, kept, task=ds.task),
+            metric_value(metric, y, naive, task=ds.task),
+        )
+    y = pd.to_numeric(pd.Series(ds.gate_labels(labelled[ds.target]))).to_numpy(dtype=np.float64)
     return (
         metric_value(metric, y, models.scores(serving, labelled)),
         metric_value(metric, y, models.scores(frozen, labelled)),
@@ -386,13 +419,13 @@ def _live_metrics(
     )
 
 
-def _capture(store: Store, config: PipelineConfig, rows: pd.DataFrame, scores: np.ndarray, version: int) -> None:
+def _capture(store: Store, config: PipelineConfig, rows: pd.DataFrame, predictions: np.ndarray, version: int) -> None:
     """The window's rows as serving captures them: requests now, labels when they arrive."""
     from refit.capture import LABEL_TIME_COLUMN, MODEL_VERSION_COLUMN, PREDICTION_COLUMN, write_labels, write_requests
 
     ds = config.dataset
     requests = rows.drop(columns=[ds.target, LABEL_TIME_COLUMN]).assign(
-        **{PREDICTION_COLUMN: scores, MODEL_VERSION_COLUMN: str(version)}
+        **{PREDICTION_COLUMN: predictions, MODEL_VERSION_COLUMN: str(version)}
     )
     if ds.capture_schema is not None:
         declared = schema_columns(ds.capture_schema)

@@ -121,3 +121,16 @@ def test_string_multiclass_trains_gates_registers_and_decays(tmp_path: Path, mon
     assert same.overall.registered == pytest.approx(reference.registered_metrics["overall"])
     noisy = champion_decay(store, cfg, reference, _rows(300, 4, noise=3.0))  # the features stop telling kinds apart
     assert noisy.decayed and noisy.overall.drop is not None and noisy.overall.drop > 0.1
+
+    # replay's live metrics and captures: the serving and first models against the class prior
+    from refit.registry import Registry
+    from refit.replay import _baseline_score, _live_metrics, _ModelCache
+
+    models = _ModelCache(store, "multiclass")
+    window = _rows(300, 5)
+    serving = Registry(store).champion("insects")
+    live, frozen, naive = _live_metrics(cfg, window, models, serving, 1, _baseline_score(store, first))
+    _, y, (proba,) = align_classes(window["kind"].to_numpy(), [(champion.classes, champion.predict_proba(window))])
+    assert frozen == pytest.approx(roc_auc_score(y, proba, multi_class="ovr"))
+    assert naive == pytest.approx(0.5) and live is not None and live > 0.75  # a constant prior ranks nothing
+    assert set(models.predictions(serving, window)) <= set(CLASSES)  # captures hold the predicted class
