@@ -122,8 +122,17 @@ def test_string_multiclass_trains_gates_registers_and_decays(tmp_path: Path, mon
     noisy = champion_decay(store, cfg, reference, _rows(300, 4, noise=3.0))  # the features stop telling kinds apart
     assert noisy.decayed and noisy.overall.drop is not None and noisy.overall.drop > 0.1
 
-    # replay's live metrics and captures: the serving and first models against the class prior
+    # `refit models diff` re-scores both versions on one holdout, paired, in the same metric
     from refit.registry import Registry
+    from refit.scoring import rescore_versions, store_holdout
+
+    registry = Registry(store)
+    v1, v2 = sorted(registry.list_versions("insects"), key=lambda v: v.version)[:2]
+    diff = rescore_versions(registry, "insects", v1, v2, store_holdout(store, cfg), cfg)
+    assert diff["metric"] == "macro_roc_auc" and diff["overall"]["a"] > 0.75 and diff["overall"]["b"] > 0.75
+    assert {row["scope"] for row in diff["segments"]} == {"site=forest", "site=meadow"}
+
+    # replay's live metrics and captures: the serving and first models against the class prior
     from refit.replay import _baseline_score, _live_metrics, _ModelCache
 
     models = _ModelCache(store, "multiclass")
