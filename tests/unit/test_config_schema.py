@@ -83,6 +83,21 @@ def test_string_labels_load_with_their_positive_class(tmp_path: Path, fresh_path
     assert load_config(_project(tmp_path / "n", "myschemas_q")).dataset.gate_labels([1.5, 2.0]).tolist() == [1.5, 2.0]
 
 
+def test_string_classes_load_as_multiclass_and_a_metric_it_lacks_is_refused(tmp_path: Path, fresh_path: None) -> None:
+    """Refused before ("no metric judges a multiclass task yet"): now the registry's default
+    judges it, and a metric nothing can judge it with is one line naming the file."""
+    cfg = load_config(_project(tmp_path, "myschemas_m", target="busy", task="multiclass"))
+    assert cfg.dataset.task == "multiclass" and cfg.gate.primary_metric == "macro_roc_auc"
+    raw = yaml.safe_load((tmp_path / "bikes.yaml").read_text())
+    raw["gate"] = {"primary_metric": "pr_auc"}
+    (tmp_path / "bikes.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "bikes.yaml")
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 'bikes.yaml'}: invalid value for 'gate'") and "\n" not in msg
+    assert "pr_auc does not judge a multiclass task; choose from macro_roc_auc, log_loss, accuracy" in msg
+
+
 def test_a_missing_schema_module_says_where_modules_are_looked_for(tmp_path: Path, fresh_path: None) -> None:
     path = _project(tmp_path, "myschemas_b", schema="nowhere_pkg.bikes:BikeRides")
     with pytest.raises(ConfigError) as err:
@@ -115,6 +130,10 @@ def test_a_missing_schema_module_says_where_modules_are_looked_for(tmp_path: Pat
             {"target": "busy", "task": "binary"},
             "dataset.positive_class: column 'busy' holds string labels (str in myschemas_{n}.bikes:BikeRides); "
             "name the label that counts as positive, e.g. positive_class: 'Yes'",
+        ),
+        (
+            {"target": "busy", "task": "multiclass", "positive_class": "Yes"},
+            "dataset.positive_class: only a binary task with string labels takes one (task multiclass",
         ),
         (
             {"positive_class": "Yes"},
