@@ -54,7 +54,8 @@ MIN_TIMING_ROWS = 1000
 #: The config key of the latency bound, named in the reason a smoke test fails on it.
 LATENCY_SETTING = "training.smoke_max_ms_per_1k_rows"
 #: What the smoke server imports once, before any child forks from it (what every smoke child
-#: needs; torch is left out: only a torch artifact imports it, in its own child).
+#: needs; torch is left out: only a torch artifact imports it, in its own child). skops.io,
+#: which loading a scikit-learn artifact needs, is imported too (through refit.skops_compat).
 PRELOAD = ("numpy", "pandas", "pyarrow.parquet", "sklearn.ensemble", "sklearn.linear_model", "refit.model")
 
 
@@ -194,6 +195,10 @@ def serve() -> int:
     for module in PRELOAD:
         with contextlib.suppress(ImportError):  # the child imports what it needs, and says why when it cannot
             importlib.import_module(module)
+    with contextlib.suppress(ImportError):  # what loading a scikit-learn artifact imports (3 to 8 s), torch-free
+        from refit.skops_compat import skops_io
+
+        skops_io()
     for line in sys.stdin:
         request = json.loads(line)
         pid = os.fork()
