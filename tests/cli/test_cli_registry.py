@@ -1,5 +1,5 @@
 """The registry as an MLflow user drives it: `refit models list|show|alias|history|diff` and
-`refit predict`, each run as the real command."""
+`refit predict`, each run through the real command line (``tests.cli.test_cli_models.run``)."""
 
 from __future__ import annotations
 
