@@ -84,8 +84,15 @@ class _SharedStudy:
         self.url = "postgresql+psycopg2://" + url.split("://", 1)[1]
         self.name = name
         self.engine = sqlalchemy.create_engine(self.url, poolclass=sqlalchemy.pool.NullPool)
+        self.storage: Any = None
         # one lock per study: a signed 64-bit key, as pg_advisory_xact_lock takes
         self.key = int.from_bytes(hashlib.sha256(f"refit-study:{name}".encode()).digest()[:8], "big", signed=True)
+
+    def close(self) -> None:
+        """Close every connection to the database (a long-lived worker runs many searches)."""
+        if self.storage is not None:
+            self.storage.engine.dispose()
+        self.engine.dispose()
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -100,8 +107,8 @@ class _SharedStudy:
         import optuna
 
         with self.lock():  # the first worker creates the tables and the study; the others load them
-            storage = optuna.storages.RDBStorage(self.url, engine_kwargs={"pool_pre_ping": True})
-            return optuna.create_study(storage=storage, study_name=self.name, direction=direction,
+            self.storage = optuna.storages.RDBStorage(self.url, engine_kwargs={"pool_pre_ping": True})
+            return optuna.create_study(storage=self.storage, study_name=self.name, direction=direction,
                                        pruner=pruner, load_if_exists=True)  # fmt: skip
 
 
@@ -180,7 +187,7 @@ def run_study(
                              higher_is_better)  # fmt: skip
     finally:
         if shared:
-            shared.engine.dispose()
+            shared.close()
 
 
 def _best(complete: list[Any], higher_is_better: bool) -> StudyBest | None:

@@ -1,11 +1,12 @@
 """Hyper-parameter search over the configured families; the best trial becomes the candidate.
 
 A candidate's ``params`` mix three kinds of values: a list is a grid of values, a mapping
-``{low, high[, log][, int]}`` is a range (random search only), anything else is fixed. ``grid``
+``{low, high[, log][, int]}`` is a range (random and optuna search), anything else is fixed. ``grid``
 search walks the grid in a fixed order (keys sorted, values as written) up to ``budget``
 trials; ``random`` draws ``budget`` configurations from a generator seeded by the run seed;
 ``optuna`` asks a seeded TPE sampler for up to ``budget`` (and within ``time_budget_s``), pruning
-torch trials on their per-epoch validation metric (:mod:`refit.training.optuna_search`).
+torch trials on their per-epoch validation metric (:mod:`refit.training.optuna_search`), in a
+study of its own or, with ``training.search_storage``, one shared by every worker of the search.
 """
 
 from __future__ import annotations
