@@ -3,6 +3,7 @@
     python -m benchmarks --sizes 100000 1000000 10000000 [--out benchmarks/results]
     python -m benchmarks --sizes 1000000 --only sizes validation
     python -m benchmarks --only webhook
+    python -m benchmarks --only search     # Optuna TPE vs random search, equal trial budgets
 
 Every benchmark runs in a fresh subprocess. Results go to ``<out>/latest.json`` and
 ``<out>/latest.md`` (rewritten after every benchmark, so an interrupted run keeps what it has).
@@ -26,7 +27,7 @@ from typing import Any
 from benchmarks.common import BENCH_CONFIG, BENCH_DIR, log, machine, ratio, run_in_subprocess
 from benchmarks.report import write_results
 
-BENCHMARKS = ("sizes", "validation", "bootstrap", "torch", "drift", "drift_rates", "orchestration", "webhook")
+BENCHMARKS = ("sizes", "validation", "bootstrap", "torch", "drift", "drift_rates", "orchestration", "webhook", "search")
 RATIO_ROWS = 1_000_000
 
 
@@ -267,6 +268,13 @@ def _bench_webhook(args: argparse.Namespace, results: dict[str, Any]) -> None:
     )
 
 
+def _bench_search(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    r = run_in_subprocess(
+        "search:run", {"rows": args.search_rows, "seeds": args.search_seeds, "config_path": str(args.config)}
+    )
+    results["benchmarks"]["search"] = r
+
+
 #: The ratio benchmarks, in the order they run: each runs in a subprocess and adds its figures.
 _RATIO_BENCHMARKS = {
     "validation": _bench_validation,
@@ -276,6 +284,7 @@ _RATIO_BENCHMARKS = {
     "drift_rates": _bench_drift_rates,
     "orchestration": _bench_orchestration,
     "webhook": _bench_webhook,
+    "search": _bench_search,
 }
 
 
@@ -294,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drift-windows", type=int, default=200, help="in-distribution windows per size")
     parser.add_argument("--webhook-alerts", type=int, default=5000, help="signed alerts sent to the webhook")
     parser.add_argument("--webhook-concurrency", type=int, default=50, help="alerts in flight at once")
+    parser.add_argument("--search-rows", type=int, default=8000, help="demo rows of the TPE vs random bench")
+    parser.add_argument("--search-seeds", type=int, default=5, help="seeds each search runs with")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()

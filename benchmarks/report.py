@@ -156,6 +156,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines += _training_budget(results)
     lines += _sizes_section(results)
     lines += _webhook_section(results)
+    lines += _search_section(results)
     lines += _ratios_section(results)
     if results["errors"]:
         lines += ["## Errors", ""] + [f"- {k}: {e}" for k, e in results["errors"].items()] + [""]
@@ -278,6 +279,33 @@ def _webhook_section(results: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _search_section(results: dict[str, Any]) -> list[str]:
+    """Optuna's TPE against random search: the best validation metric after each trial budget."""
+    r = results.get("benchmarks", {}).get("search")
+    if not r:
+        return []
+    budgets = [str(k) for k in r["budgets"]]
+    lines = [
+        f"## Optuna TPE vs random search ({r['family']}, {r['train_rows']:,} training / "
+        f"{r['validation_rows']:,} validation rows of the demo data)",
+        "",
+        f"Best validation {r['metric']} after k trials, mean over {r['seeds']} seeds (seed: min / max).",
+        "",
+        "| search | " + " | ".join(f"{k} trials" for k in budgets) + " | seconds per run |",
+        "|---|" + "---:|" * (len(budgets) + 1),
+    ]
+    for search, label in (("optuna", "Optuna TPE"), ("random", "random")):
+        runs = r["runs"][search]
+        cells = [
+            f"{r['mean_best'][search][k]:.4f} ({min(x['best'][k] for x in runs):.4f} / "
+            f"{max(x['best'][k] for x in runs):.4f})"
+            for k in budgets
+        ]
+        wall = sum(x["wall_s"] for x in runs) / len(runs)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {wall:.0f} |")
+    return [*lines, ""]
 
 
 def _ratios_section(results: dict[str, Any]) -> list[str]:

@@ -211,6 +211,28 @@ class TrainingConfig(_Section):
     window_days: float | None = Field(
         30.0, ge=0, description="Labelled captures of the last N days join the base data (null: all of them)."
     )
+    search_storage: str | None = Field(
+        None,
+        description="search: optuna: a PostgreSQL database (postgresql://user@host:5432/db) where every worker "
+        "training the same candidates on the same data shares one study per family; None: each study is its "
+        "own, in memory. No password in the URL (it is stored with the model): use PGPASSWORD or ~/.pgpass.",
+    )
+
+    @field_validator("search_storage")
+    @classmethod
+    def _check_search_storage(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("postgresql", "postgresql+psycopg2"):
+            raise ValueError(f"must be a postgresql:// URL, got scheme {parts.scheme or '(none)'!r}")
+        if parts.password is not None:
+            raise ValueError(
+                "must not carry a password (the config is stored with every model): use PGPASSWORD or ~/.pgpass"
+            )
+        return value
 
 
 class GateConfig(_Section):

@@ -1,11 +1,12 @@
 """Hyper-parameter search over the configured families; the best trial becomes the candidate.
 
 A candidate's ``params`` mix three kinds of values: a list is a grid of values, a mapping
-``{low, high[, log][, int]}`` is a range (random search only), anything else is fixed. ``grid``
+``{low, high[, log][, int]}`` is a range (random and optuna search), anything else is fixed. ``grid``
 search walks the grid in a fixed order (keys sorted, values as written) up to ``budget``
 trials; ``random`` draws ``budget`` configurations from a generator seeded by the run seed;
 ``optuna`` asks a seeded TPE sampler for up to ``budget`` (and within ``time_budget_s``), pruning
-torch trials on their per-epoch validation metric (:mod:`refit.training.optuna_search`).
+torch trials on their per-epoch validation metric (:mod:`refit.training.optuna_search`), in a
+study of its own or, with ``training.search_storage``, one shared by every worker of the search.
 """
 
 from __future__ import annotations
@@ -35,17 +36,52 @@ _RANGE_KEYS = {"low", "high", "log", "int"}
 _RUN_SETTINGS = ("seed", "max_epochs", "batch_size", "patience", "mixed_precision", "max_grad_norm")
 
 
-def _is_range(value: Any) -> bool:
+def is_range(value: Any) -> bool:
+    """Whether a candidate's param is a range ``{low, high[, log][, int]}`` (not a grid or a fixed value)."""
     return isinstance(value, dict) and {"low", "high"} <= set(value) and set(value) <= _RANGE_KEYS
+
+
+@dataclass(frozen=True)
+class ParamRange:
+    """A range param, read once for every search that draws from it (random, optuna).
+
+    An integer range holds the integers within its bounds (``ceil(low)`` to ``floor(high)``).
+    """
+
+    low: float
+    high: float
+    log: bool
+    integer: bool
+
+    @classmethod
+    def of(cls, value: Any) -> ParamRange | None:
+        """The range ``value`` describes, or None when it is a grid or a fixed value."""
+        if not is_range(value):
+            return None
+        integer = bool(value.get("int"))
+        low, high = float(value["low"]), float(value["high"])
+        if integer:
+            low, high = float(math.ceil(low)), float(math.floor(high))
+        return cls(low=low, high=high, log=bool(value.get("log")), integer=integer)
+
+
+def search_seed(seed: int, family: str, *more: int) -> np.random.SeedSequence:
+    """The search's one seeding scheme: the run seed and the family, then what one draw adds.
+
+    Random search draws a family's trials from ``default_rng(search_seed(seed, family))``;
+    Optuna's sampler is seeded per trial from ``search_seed(seed, family, trial_number)``, so
+    one worker repeats its study and workers sharing a study never draw the same start-up trial.
+    """
+    return np.random.SeedSequence([seed, _family_salt(family), *more])
 
 
 def expand_params(spec: CandidateSpec, seed: int) -> list[dict[str, Any]]:
     """The trial configurations of one candidate, in a deterministic order."""
     params = dict(spec.params)
     for name, value in params.items():
-        if isinstance(value, dict) and not _is_range(value):
+        if isinstance(value, dict) and not is_range(value):
             raise ConfigError(f"{spec.family}.params.{name}: a mapping must be a range {{low, high[, log][, int]}}")
-        if _is_range(value):
+        if is_range(value):
             if value["low"] > value["high"]:
                 raise ConfigError(f"{spec.family}.params.{name}: low must not exceed high")
             if value.get("log") and value["low"] <= 0:
@@ -53,7 +89,7 @@ def expand_params(spec: CandidateSpec, seed: int) -> list[dict[str, Any]]:
         if isinstance(value, list) and not value:
             raise ConfigError(f"{spec.family}.params.{name}: an empty list has nothing to try")
     names = sorted(params)
-    ranges = [n for n in names if _is_range(params[n])]
+    ranges = [n for n in names if is_range(params[n])]
     grid_axes = [params[n] if isinstance(params[n], list) else [params[n]] for n in names]
 
     if spec.search == "optuna":
@@ -70,7 +106,7 @@ def expand_params(spec: CandidateSpec, seed: int) -> list[dict[str, Any]]:
     # Random search: without ranges and with a grid no larger than the budget, the grid is the answer.
     if not ranges and math.prod(len(a) for a in grid_axes) <= spec.budget:
         return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*grid_axes)]
-    rng = np.random.default_rng([seed, _family_salt(spec.family)])
+    rng = np.random.default_rng(search_seed(seed, spec.family))
     trials: list[dict[str, Any]] = []
     seen: set[str] = set()
     attempts = 0
@@ -88,8 +124,9 @@ def expand_params(spec: CandidateSpec, seed: int) -> list[dict[str, Any]]:
 def _low(value: Any) -> Any:
     if isinstance(value, list):
         return value[0]
-    if _is_range(value):
-        return int(value["low"]) if value.get("int") else float(value["low"])
+    bounds = ParamRange.of(value)
+    if bounds is not None:
+        return int(bounds.low) if bounds.integer else bounds.low
     return value
 
 
@@ -100,14 +137,15 @@ def _family_salt(family: str) -> int:
 def _draw(value: Any, rng: np.random.Generator) -> Any:
     if isinstance(value, list):
         return value[int(rng.integers(len(value)))]
-    if not _is_range(value):
+    bounds = ParamRange.of(value)
+    if bounds is None:
         return value
-    low, high = float(value["low"]), float(value["high"])
-    if value.get("int"):
-        if value.get("log"):
+    low, high = bounds.low, bounds.high
+    if bounds.integer:
+        if bounds.log:
             return int(round(math.exp(rng.uniform(math.log(low), math.log(high)))))
-        return int(rng.integers(int(math.ceil(low)), int(math.floor(high)) + 1))
-    if value.get("log"):
+        return int(rng.integers(int(low), int(high) + 1))
+    if bounds.log:
         return float(math.exp(rng.uniform(math.log(low), math.log(high))))
     return float(rng.uniform(low, high))
 
@@ -328,6 +366,8 @@ def search_candidates(
             if not isinstance(exc, TrialPruned):
                 raise
             trial.status, trial.epochs, trial.wall_s = "pruned", exc.epoch, time.perf_counter() - start
+            if sink is not None:  # a pruned trial is never resumed: its checkpoints are dead weight
+                sink.clear()
             return trial
         trial.metrics = dict(result.val_metrics)
         trial.primary = result.val_metrics.get(metric.name)
@@ -345,9 +385,22 @@ def search_candidates(
         if spec.search == "optuna":
             from refit.training.optuna_search import run_study
 
-            run_study(
-                spec, cfg.seed, _family_salt(spec.family), metric.higher_is_better, metric.name, partial(fit, spec)
+            name = _study_name(config, data, spec, run_settings, metric.name)
+            mine, study_best = run_study(
+                spec,
+                partial(_sampler_seed, cfg.seed, spec.family),
+                metric.higher_is_better,
+                metric.name,
+                partial(fit, spec),
+                storage=cfg.search_storage,
+                study_name=name,
             )
+            if study_best is not None and study_best.number not in {t.study["number"] for t in mine if t.study}:
+                # Another worker of the shared study ran its best trial: train it here too (the
+                # same params, data and seed give the same model), so every worker's candidate is it.
+                trial = fit(spec, study_best.params, None)
+                trial.study = {"sampler": "TPE", "pruner": "median", "number": study_best.number,
+                               "state": "COMPLETE", "study": name, "retrained": True}  # fmt: skip
         else:
             for params in plan[id(spec)]:
                 fit(spec, params, None)
@@ -367,6 +420,19 @@ def search_candidates(
         higher_is_better=metric.higher_is_better,
         data_fingerprint=data.fingerprint,
     )
+
+
+def _sampler_seed(seed: int, family: str, number: int) -> int:
+    """Optuna's sampler seed for trial ``number`` of ``family`` (the search's one seeding scheme)."""
+    return int(search_seed(seed, family, number).generate_state(1)[0])
+
+
+def _study_name(
+    config: PipelineConfig, data: PreparedData, spec: CandidateSpec, run_settings: dict[str, Any], metric: str
+) -> str:
+    """The study every worker training ``spec`` on the same data, settings and seed joins."""
+    key = run_key(data.fingerprint, spec.model_dump(mode="json"), run_settings, metric)
+    return f"{config.dataset.name}-{spec.family}-{key[:16]}"
 
 
 def _check_plan(plan: list[tuple[CandidateSpec, dict[str, Any]]], cfg: TrainingConfig) -> None:
