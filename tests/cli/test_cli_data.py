@@ -1,24 +1,23 @@
-"""`refit generate` and `refit validate` as a user types them, on the local store and on S3."""
+"""`refit generate` and `refit validate` as a user types them, on the local store and on S3
+(through the command-line app in this process: ``tests.cli.test_cli_models.run_in_process``)."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.cli.test_cli_models import run_in_process
+
 ROOT = Path(__file__).resolve().parents[2]
-REFIT = str(Path(sys.executable).parent / "refit")
 
 
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("REFIT_")} | env
-    return subprocess.run([REFIT, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=300)
+    return run_in_process(args, cwd, env, store=False)
 
 
 @pytest.fixture

@@ -48,15 +48,18 @@ def run(
     return subprocess.run([REFIT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def run_in_process(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_in_process(
+    args: list[str], cwd: Path, env: dict[str, str], store: bool = True
+) -> subprocess.CompletedProcess[str]:
     """``refit ARGS`` through ``refit_cli.main.app`` in this process, in ``cwd``, with the
-    environment ``run`` gives a child (no other ``REFIT_*`` variable)."""
+    environment ``run`` gives a child: no ``REFIT_*`` variable but ``env``'s and (``store``)
+    ``REFIT_STORE=cwd/store``."""
     from typer.testing import CliRunner
 
     from refit_cli.main import app
 
     variables: dict[str, str | None] = {k: None for k in os.environ if k.startswith("REFIT_")}
-    variables |= {"REFIT_STORE": str(cwd / "store"), **env}
+    variables |= ({"REFIT_STORE": str(cwd / "store")} if store else {}) | env
     previous = Path.cwd()
     os.chdir(cwd)
     try:
