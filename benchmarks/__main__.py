@@ -4,6 +4,7 @@
     python -m benchmarks --sizes 1000000 --only sizes validation
     python -m benchmarks --only webhook
     python -m benchmarks --only search     # Optuna TPE vs random search, equal trial budgets
+    python -m benchmarks --only replay     # refit replay: 52 weekly windows, 1M labelled rows
 
 Every benchmark runs in a fresh subprocess. Results go to ``<out>/latest.json`` and
 ``<out>/latest.md`` (rewritten after every benchmark, so an interrupted run keeps what it has).
@@ -27,7 +28,18 @@ from typing import Any
 from benchmarks.common import BENCH_CONFIG, BENCH_DIR, log, machine, ratio, run_in_subprocess
 from benchmarks.report import write_results
 
-BENCHMARKS = ("sizes", "validation", "bootstrap", "torch", "drift", "drift_rates", "orchestration", "webhook", "search")
+BENCHMARKS = (
+    "sizes",
+    "validation",
+    "bootstrap",
+    "torch",
+    "drift",
+    "drift_rates",
+    "orchestration",
+    "webhook",
+    "search",
+    "replay",
+)
 RATIO_ROWS = 1_000_000
 
 
@@ -275,6 +287,13 @@ def _bench_search(args: argparse.Namespace, results: dict[str, Any]) -> None:
     results["benchmarks"]["search"] = r
 
 
+def _bench_replay(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    r = run_in_subprocess(
+        "replay:run", {"rows": args.replay_rows, "weeks": args.replay_weeks, "config_path": str(args.config)}
+    )
+    results["benchmarks"]["replay"] = r
+
+
 #: The ratio benchmarks, in the order they run: each runs in a subprocess and adds its figures.
 _RATIO_BENCHMARKS = {
     "validation": _bench_validation,
@@ -285,6 +304,7 @@ _RATIO_BENCHMARKS = {
     "orchestration": _bench_orchestration,
     "webhook": _bench_webhook,
     "search": _bench_search,
+    "replay": _bench_replay,
 }
 
 
@@ -305,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webhook-concurrency", type=int, default=50, help="alerts in flight at once")
     parser.add_argument("--search-rows", type=int, default=8000, help="demo rows of the TPE vs random bench")
     parser.add_argument("--search-seeds", type=int, default=5, help="seeds each search runs with")
+    parser.add_argument("--replay-rows", type=int, default=1_000_000, help="labelled rows the replay bench replays")
+    parser.add_argument("--replay-weeks", type=int, default=52, help="weekly windows of the replay bench")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()

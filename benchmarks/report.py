@@ -157,6 +157,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines += _sizes_section(results)
     lines += _webhook_section(results)
     lines += _search_section(results)
+    lines += _replay_section(results)
     lines += _ratios_section(results)
     if results["errors"]:
         lines += ["## Errors", ""] + [f"- {k}: {e}" for k, e in results["errors"].items()] + [""]
@@ -279,6 +280,21 @@ def _webhook_section(results: dict[str, Any]) -> list[str]:
         "",
     ]
     return lines
+
+
+def _replay_section(results: dict[str, Any]) -> list[str]:
+    """``refit replay`` over weekly windows: time, time per window, peak RSS, what it decided."""
+    r = results.get("benchmarks", {}).get("replay")
+    if not r:
+        return []
+    return [
+        f"## refit replay: {r['windows']} weekly windows, {r['rows']:,} labelled rows",
+        "",
+        f"{r['replay_s']:.1f} s in all, {r['s_per_window']:.2f} s per window, peak RSS {r['peak_rss_mb']:.0f} MB; "
+        f"{r['triggers']} trigger(s) (first in window {r['first_trigger_week']}, drift from window "
+        f"{r['drift_from_week']}), {r['promotions']} promotion(s).",
+        "",
+    ]
 
 
 def _search_section(results: dict[str, Any]) -> list[str]:
