@@ -83,6 +83,8 @@ def test_replay_detects_the_seasons_and_never_promotes_past_a_failed_segment(tmp
     # trained on January to June, served in July: the temperatures have moved
     assert first.drift_detected and {"temp_max", "temp_min"} <= set(first.drifted_columns)
     assert first.decision == "trigger" and result.triggers[0] == 0
+    # the README's story: July's and August's candidates are promoted, September's is no better
+    assert [w.retrain_outcome for w in result.windows] == ["PROMOTE", "PROMOTE", "INCONCLUSIVE"]
     for w in result.windows:
         if w.retrain_outcome == "PROMOTE":
             assert w.failed_segments == [] and w.champion_after == w.new_version
