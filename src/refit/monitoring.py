@@ -7,6 +7,7 @@ have arrived. The governor (``refit.policy``) turns signals into at most one ret
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -149,6 +150,68 @@ def validate_captures(store: Store, config: PipelineConfig, window: CaptureWindo
     return result.valid
 
 
+def _stored_kinds(store: Store, model: str, version: int) -> dict[str, Any] | None:
+    key = LAYOUT.drift_kinds(model, version)
+    if not store.exists(key):
+        return None
+    kinds: dict[str, Any] = json.loads(store.get_bytes(key))
+    return kinds
+
+
+def column_kinds(
+    store: Store,
+    config: PipelineConfig,
+    model: str,
+    version: int,
+    frame: pd.DataFrame,
+    columns: list[str] | None = None,
+) -> dict[str, Any]:
+    """The column kinds every drift check of ``version`` uses: stored with the version at its
+    promotion (``LAYOUT.drift_kinds``), else decided now from its reference and stored. A column
+    keeps the kind it had for the nearest earlier version with stored kinds (the champion before),
+    so the low-cardinality rule cannot flip a column between versions. ``columns``: the
+    config's features by default."""
+    from refit.drift import reference_kinds
+
+    stored = _stored_kinds(store, model, version)
+    columns = config.feature_columns if columns is None else columns
+    if stored is not None and all(c in stored for c in columns):
+        return stored
+    earlier = [
+        int(m)
+        for k in store.list(LAYOUT.drift_calibrations(model))
+        if (m := _version_of_kinds(k)) is not None and int(m) < version
+    ]
+    inherited = (_stored_kinds(store, model, max(earlier)) or {}) if earlier else {}
+    kinds = reference_kinds(frame, columns, config.drift, inherited={**inherited, **(stored or {})})
+    store.put_bytes(LAYOUT.drift_kinds(model, version), json.dumps(kinds, sort_keys=True).encode())
+    return dict(kinds)
+
+
+def _version_of_kinds(key: str) -> str | None:
+    parts = key.rsplit("/", 2)
+    if len(parts) == 3 and parts[2] == "kinds.json" and parts[1].startswith("v") and parts[1][1:].isdigit():
+        return parts[1][1:]
+    return None
+
+
+def calibrate_version(store: Store, config: PipelineConfig, version: int) -> list[int]:
+    """What a version's drift checks need, made at its promotion so that its first check is as
+    quick as every later one: its column kinds (stored) and the null distributions of a full
+    window (``drift.sample_size`` rows; ``drift.window_rows`` too when set), drawn and cached in
+    the store where the checks read them. Returns the size buckets drawn."""
+    from refit.drift import StoreNullCache, calibrate
+    from refit.registry import Registry
+
+    name = config.dataset.name
+    frame = Registry(store).reference(name, version)
+    kinds = column_kinds(store, config, name, version, frame)
+    cfg = config.drift
+    sizes = [cfg.sample_size, *([cfg.window_rows] if cfg.window_rows else [])]
+    nulls = StoreNullCache(store, name, version)
+    return calibrate(frame, config.feature_columns, cfg, config.training.seed, nulls, sizes, kinds)
+
+
 @dataclass(frozen=True)
 class DriftReport:
     """What the drift step found; :func:`record_drift_check` adds where it stored the evidence."""
@@ -195,8 +258,17 @@ def compute_drift_and_decay(
     if prediction is not None and prediction not in ref.columns:
         ref[prediction] = _reference_predictions(store, config, reference, ref)
     nulls = StoreNullCache(store, config.dataset.name, reference.version)
+    kinds = column_kinds(store, config, reference.model, reference.version, reference.frame)
     check = check_drift(
-        ref, current, columns, prediction, config.drift, seed=config.training.seed, report=False, nulls=nulls
+        ref,
+        current,
+        columns,
+        prediction,
+        config.drift,
+        seed=config.training.seed,
+        report=False,
+        nulls=nulls,
+        kinds=kinds,
     )
     decay = None
     labelled = window.labelled(current)
@@ -228,7 +300,7 @@ def record_drift_check(
     """Store what the decision used: the check's result (JSON, always kept) with the decay table
     and the governor's decision, and Evidently's HTML report when ``drift.report_html`` says so
     (``on-change``: the first check of a champion, or a decision unlike the previous check's;
-    ``html=True`` forces one, ``False`` skips it). Old reports go by ``drift.keep_*``.
+    ``html=True`` forces one, ``False`` skips it). Old reports go by ``retention.drift_reports*``.
 
     Returns the report with ``history_key`` and ``report_uri`` (the HTML, else the JSON)."""
     from refit.compat.evidently import split_bundle
@@ -249,7 +321,7 @@ def record_drift_check(
                 store.put_bytes(asset_key, script.encode())
         report_key = LAYOUT.drift_report(name, run_stamp(report.window_end))
         store.put_bytes(report_key, page.encode())
-        prune_reports(store, name, cfg, now=report.window_end)
+        prune_reports(store, name, config.retention, now=report.window_end)
     extra = {"decision": decision, "decay": report.decay.model_dump(mode="json") if report.decay is not None else None}
     extra["report_key"] = report_key
     history_key = append_drift_history(store, name, report.result, report.window_end, extra=extra)

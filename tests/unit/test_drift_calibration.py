@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from refit import drift_null
-from refit.config import DriftConfig
+from refit.config import DriftConfig, RetentionConfig
 from refit.datasets import FEATURE_COLUMNS, generate_base, generate_production
 from refit.drift import (
     MemoryNullCache,
@@ -360,11 +360,11 @@ def test_reports_are_pruned_by_count_age_and_size(local_store) -> None:  # type:
         local_store.put_bytes(LAYOUT.drift_report("m", stamp), b"x" * 300_000)
     local_store.put_bytes(LAYOUT.drift_report_asset("m", "evidently-0.7.23.js"), b"js")
     now = t0 + timedelta(days=9)
-    removed = prune_reports(local_store, "m", DriftConfig(keep_reports=8, keep_reports_days=90), now)
+    removed = prune_reports(local_store, "m", RetentionConfig(drift_reports=8, drift_reports_days=90), now)
     assert len(removed) == 2 and all("20261001" in k or "20261002" in k for k in removed)
-    removed = prune_reports(local_store, "m", DriftConfig(keep_reports_days=5.5), now)
+    removed = prune_reports(local_store, "m", RetentionConfig(drift_reports_days=5.5), now)
     assert len(removed) == 2  # days 3 and 4 are more than 5.5 days before day 9
-    removed = prune_reports(local_store, "m", DriftConfig(reports_max_mb=1.0), now)
+    removed = prune_reports(local_store, "m", RetentionConfig(drift_reports_max_mb=1.0), now)
     left = [k for k in local_store.list(LAYOUT.drift_reports("m")) if k.endswith(".html")]
     assert len(left) == 3 and len(removed) == 3  # 3 x 0.3 MB fit under 1 MB
     assert local_store.exists(LAYOUT.drift_report_asset("m", "evidently-0.7.23.js"))  # shared script stays
@@ -385,3 +385,89 @@ def test_a_column_crosses_its_threshold_exactly_when_holm_rejects_it() -> None:
         p = rng.uniform(0, 0.05, m) ** rng.uniform(0.5, 3)
         rejected = [a <= 0.01 for a in holm_adjust(list(p))]
         assert [pi <= lv for pi, lv in zip(p, holm_levels(list(p), 0.01), strict=True)] == rejected
+
+
+# ------------------------------------------------------------------------------ calibration at promotion
+
+
+def _churn_config(**drift: object):  # type: ignore[no-untyped-def]
+    from refit.config import DatasetConfig, PipelineConfig
+
+    dataset = DatasetConfig(
+        name="churn",
+        sources=["x.parquet"],
+        schema="schemas.churn:ChurnTrainingSchema",
+        target="churned",
+        task="binary",
+        id_column="customer_id",
+        timestamp_column="event_time",
+    )
+    return PipelineConfig(dataset=dataset, drift=DriftConfig(sample_size=1000, **drift))  # type: ignore[arg-type]
+
+
+def _version(store, reference: pd.DataFrame) -> int:  # type: ignore[no-untyped-def]
+    from refit.registry import Registry
+
+    mv = Registry(store).register("churn", artifact_files={"m.bin": b"w"}, author="t", reference_sample=reference)
+    return int(mv.version)
+
+
+def test_a_check_right_after_promotion_draws_nothing(local_store, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """calibrate_version (the retrain's calibrate-drift step after promote-model) stores the kinds
+    and the nulls of a full window; the champion's first check reads them and draws no null."""
+    from refit.capture import CaptureWindow
+    from refit.monitoring import Reference, calibrate_version, compute_drift_and_decay
+
+    config = _churn_config()
+    reference = generate_base(2000, seed=0)
+    version = _version(local_store, reference)
+    buckets = calibrate_version(local_store, config, version)
+    assert buckets == [drift_null.size_bucket(1000)] == [861]
+    assert local_store.exists(LAYOUT.drift_calibration("churn", version, 861))
+    assert local_store.exists(LAYOUT.drift_kinds("churn", version))
+
+    calls: list[str] = []
+    real = drift_null.null_scores
+    monkeypatch.setattr(drift_null, "null_scores", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    current = generate_production(1, 5000, seed=3, drift="none")[0].features
+    end = datetime(2026, 10, 5, tzinfo=UTC)
+    window = CaptureWindow(
+        start=end - timedelta(hours=1),
+        end=end,
+        frame=current,
+        origins=pd.Series(["t"] * len(current)),
+        labels=pd.DataFrame({"request_id": pd.Series([], dtype=object), "churned": pd.Series([], dtype=float)}),
+        request_id_column="request_id",
+        target="churned",
+    )
+    champion = Reference(model="churn", version=version, frame=reference, registered_metrics={})
+    report = compute_drift_and_decay(local_store, config, champion, current, window)
+    assert calls == []  # every column's null was there: nothing drawn on the first check
+    assert {c.window_bucket for c in report.result.columns} == {861}
+    assert all(c.p_value is not None for c in report.result.columns)
+
+
+def test_column_kinds_are_fixed_per_version_and_carried_to_the_next(local_store) -> None:  # type: ignore[no-untyped-def]
+    """A count with 10 values in one version's reference is a category; the next version's
+    reference has 12, and the column stays a category (the kind is stored with the version and
+    inherited), in fixed mode as in calibrated mode, so its test never flips between versions."""
+    from refit.monitoring import column_kinds
+
+    rng = np.random.default_rng(0)
+    first = pd.DataFrame({"devices": rng.integers(0, 10, 3000), "amount": rng.normal(0, 1, 3000)})
+    second = pd.DataFrame({"devices": rng.integers(0, 12, 3000), "amount": rng.normal(0, 1, 3000)})
+    for mode in ("calibrated", "fixed"):
+        config = _churn_config(threshold_mode=mode)
+        config = config.model_copy(update={"dataset": config.dataset.model_copy(update={"name": f"m-{mode}"})})
+        cfg = config.drift
+        name = config.dataset.name
+        kinds_1 = column_kinds(local_store, config, name, 1, first, columns=["devices", "amount"])
+        kinds_2 = column_kinds(local_store, config, name, 2, second, columns=["devices", "amount"])
+        assert kinds_1 == kinds_2 == {"devices": "categorical", "amount": "numerical"}
+        assert json.loads(local_store.get_bytes(LAYOUT.drift_kinds(name, 2))) == kinds_2
+        # without the stored kinds, the rule alone flips the column on the second reference
+        assert check_drift(second, second, ["devices"], None, cfg, seed=0, report=False).result.columns[0].kind == (
+            "numerical"
+        )
+        held = check_drift(second, second, ["devices"], None, cfg, seed=0, report=False, kinds=kinds_2).result
+        assert held.columns[0].kind == "categorical" and held.columns[0].method == "jensenshannon"
