@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -128,11 +128,14 @@ def evidence_digest(window: CaptureWindow, current: pd.DataFrame) -> str:
     whose labels have since arrived is new evidence."""
     import hashlib
 
-    ids = np.sort(current[window.request_id_column].astype(str).to_numpy())
+    # order-free: each id hashed to 64 bits and the hashes sorted (sorting a million strings
+    # and joining them took most of a warm check at 1M rows)
+    ids = current[window.request_id_column].astype(str).to_numpy(dtype=object)
+    hashed = np.sort(pd.util.hash_array(ids, categorize=False))
     labelled = window.labelled(current)
     digest = hashlib.sha256()
-    digest.update("\n".join(ids).encode())
-    digest.update(f"|labelled={len(labelled)}".encode())
+    digest.update(hashed.tobytes())
+    digest.update(f"|rows={len(ids)}|labelled={len(labelled)}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -228,6 +231,9 @@ class DriftReport:
     check: Any | None = field(default=None, repr=False, compare=False)  # refit.drift.DriftCheck (its samples)
     champion_version: int | None = None
     report_stored: bool = False
+    #: The labelled rows' targets and the champion's scores (columns ``target``, ``prediction``),
+    #: for Evidently's performance preset in the stored report; None without labels.
+    performance: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     @property
     def drift_detected(self) -> bool:
@@ -271,9 +277,14 @@ def compute_drift_and_decay(
         kinds=kinds,
     )
     decay = None
+    performance = None
     labelled = window.labelled(current)
     if len(labelled):
-        decay = champion_decay(store, config, reference, labelled)
+        scored = labelled_scores(store, config, reference, labelled)
+        decay = champion_decay(store, config, reference, labelled, scored)
+        if config.dataset.task in ("binary", "regression"):
+            target, scores = (np.asarray(v, dtype=np.float64) for v in scored)
+            performance = pd.DataFrame({"target": target, "prediction": scores})
     return DriftReport(
         result=check.result,
         decay=decay,
@@ -286,6 +297,7 @@ def compute_drift_and_decay(
         evidence=evidence_digest(window, current),
         check=check,
         champion_version=reference.version,
+        performance=performance,
     )
 
 
@@ -313,12 +325,22 @@ def record_drift_check(
         html = cfg.report_html == "always" or (cfg.report_html == "on-change" and _changed(previous, decision))
     report_key = None
     if html and report.check is not None:
-        page = render_report(report.check, header=evidence_html(report, outcome))
-        page, asset, script = split_bundle(page)
-        if asset is not None and script is not None:
-            asset_key = LAYOUT.drift_report_asset(name, asset)
-            if not store.exists(asset_key):
-                store.put_bytes(asset_key, script.encode())
+
+        def unbundled(page: str) -> str:
+            page, asset, script = split_bundle(page)
+            if asset is not None and script is not None:
+                asset_key = LAYOUT.drift_report_asset(name, asset)
+                if not store.exists(asset_key):
+                    store.put_bytes(asset_key, script.encode())
+            return page
+
+        performance = None
+        if report.performance is not None and len(report.performance):
+            from refit.compat.evidently import run_performance_report
+
+            task: Literal["binary", "regression"] = "binary" if config.dataset.task == "binary" else "regression"
+            performance = unbundled(run_performance_report(report.performance, task, "target", "prediction")[1])
+        page = unbundled(render_report(report.check, header=evidence_html(report, outcome, performance)))
         report_key = LAYOUT.drift_report(name, run_stamp(report.window_end))
         store.put_bytes(report_key, page.encode())
         prune_reports(store, name, config.retention, now=report.window_end)
@@ -355,10 +377,11 @@ def _changed(previous: dict[str, Any] | None, decision: dict[str, Any]) -> bool:
     return any(before.get(k) != decision.get(k) for k in keys)
 
 
-def evidence_html(report: DriftReport, outcome: GovernorOutcome | None) -> str:
+def evidence_html(report: DriftReport, outcome: GovernorOutcome | None, performance: str | None = None) -> str:
     """The decision and what it used, as HTML above Evidently's report: the governor's decision
-    and reason, each column's score, calibrated threshold, p-value and verdict, and the decay
-    table with its intervals."""
+    and reason, the rows of :func:`drift_summary_rows` (each column's score, calibrated threshold,
+    p-value and verdict) and of :func:`decay_summary_rows` (the decay table with its intervals),
+    and ``performance``, Evidently's performance report of the labelled rows (in a frame)."""
     from html import escape
 
     def num(value: float | None, digits: int = 4) -> str:
@@ -384,11 +407,11 @@ def evidence_html(report: DriftReport, outcome: GovernorOutcome | None) -> str:
         "<table border=1 cellpadding=3><tr><th>column</th><th>method</th><th>score</th>"
         "<th>threshold</th><th>p-value</th><th>drifted</th></tr>"
     )
-    rows = [*r.columns, *([r.prediction] if r.prediction is not None else [])]
-    for c in rows:
+    for row in drift_summary_rows(report):
         lines.append(
-            f"<tr><td>{escape(c.column)}</td><td>{escape(c.method)}</td><td>{num(c.score)}</td>"
-            f"<td>{num(c.threshold)}</td><td>{num(c.p_value)}</td><td>{'yes' if c.drifted else ''}</td></tr>"
+            f"<tr><td>{escape(row['column'])}</td><td>{escape(row['method'])}</td><td>{num(row['score'])}</td>"
+            f"<td>{num(row['threshold'])}</td><td>{num(row['p_value'])}</td>"
+            f"<td>{'yes' if row['drifted'] else ''}</td></tr>"
         )
     lines.append("</table>")
     if report.decay is not None:
@@ -398,23 +421,46 @@ def evidence_html(report: DriftReport, outcome: GovernorOutcome | None) -> str:
             "<table border=1 cellpadding=3><tr><th>segment</th><th>rows</th><th>registered</th>"
             "<th>now</th><th>interval</th><th>drop</th><th>tolerance</th><th>decayed</th></tr>"
         )
-        for s in [d.overall, *d.segments]:
-            interval = f"[{num(s.ci_low)}, {num(s.ci_high)}]" if s.ci_low is not None else ""
+        for row in decay_summary_rows(report):
+            interval = f"[{num(row['ci_low'])}, {num(row['ci_high'])}]" if row["ci_low"] is not None else ""
             lines.append(
-                f"<tr><td>{escape(s.segment)}</td><td>{s.n_rows}</td><td>{num(s.registered)}</td>"
-                f"<td>{num(s.current)}</td><td>{interval}</td><td>{num(s.drop)}</td><td>{num(s.tolerance)}</td>"
-                f"<td>{'yes' if s.decayed else escape(s.note or '')}</td></tr>"
+                f"<tr><td>{escape(row['segment'])}</td><td>{row['rows']}</td><td>{num(row['registered'])}</td>"
+                f"<td>{num(row['current'])}</td><td>{interval}</td><td>{num(row['drop'])}</td>"
+                f"<td>{num(row['tolerance'])}</td>"
+                f"<td>{'yes' if row['decayed'] else escape(row['note'] or '')}</td></tr>"
             )
         lines.append("</table>")
+    if performance is not None:
+        n = len(report.performance) if report.performance is not None else 0
+        lines.append(f"<h3>performance on the {n} labelled rows (Evidently)</h3>")
+        lines.append(
+            f'<iframe title="performance" style="width:100%;height:1200px;border:0" srcdoc="{escape(performance)}">'
+            "</iframe>"
+        )
     lines.append("</div>")
     return "\n".join(lines)
 
 
-def champion_decay(store: Store, config: PipelineConfig, reference: Reference, labelled: pd.DataFrame) -> Any:
-    """The reference champion's decay on a window's labelled rows: the drift check's decay."""
+def labelled_scores(
+    store: Store, config: PipelineConfig, reference: Reference, labelled: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """The labels as the metric reads them and the reference champion's scores on ``labelled``."""
     from refit.pipeline import gate_inputs
 
     y, (scores,) = gate_inputs(config.dataset, labelled, [_champion(store, reference)])
+    return y, scores
+
+
+def champion_decay(
+    store: Store,
+    config: PipelineConfig,
+    reference: Reference,
+    labelled: pd.DataFrame,
+    scored: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Any:
+    """The reference champion's decay on a window's labelled rows: the drift check's decay.
+    ``scored``: :func:`labelled_scores` of these rows when the caller has them already."""
+    y, scores = scored if scored is not None else labelled_scores(store, config, reference, labelled)
     return judge_decay(config, reference.registered_metrics, labelled, scores, labels=y)
 
 

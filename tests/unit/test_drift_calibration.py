@@ -250,11 +250,43 @@ def test_calibrated_methods_are_checked_with_one_clear_line() -> None:
 
 
 def test_report_shows_the_calibrated_thresholds_and_agrees() -> None:
+    """The stored page shows, per column, the result's own score, calibrated threshold and p-value
+    (the numbers, in the column's row), and Evidently's report below it judges each column at that
+    very threshold, so its verdicts are the result's."""
+    from refit.monitoring import DriftReport, drift_summary_rows, evidence_html
+
     reference = generate_base(3000, seed=0)
     window = _windows(800, 1, seed=7, drift="covariate", drift_strength=1.0)[0]
-    check = check_drift(reference, window, COLUMNS, None, DriftConfig(), seed=0, report=True)
-    assert check.html is not None and check.result.drift_detected
-    assert "Dataset Drift is detected" in check.html or "Drift is detected" in check.html
+    check = check_drift(reference, window, COLUMNS, None, DriftConfig(), seed=0, report=False)
+    result = check.result
+    assert result.drift_detected
+    end = datetime(2026, 10, 5, tzinfo=UTC)
+    report = DriftReport(result, None, "", "", end - timedelta(hours=1), end, 800, 0, check=check)
+    page = evidence_html(report, None)  # what render_report puts above Evidently's report
+    rows = drift_summary_rows(report)
+    assert [r["column"] for r in rows] == COLUMNS
+    for c in result.columns:
+        assert c.threshold is not None and c.p_value is not None and c.score is not None
+        row = (
+            f"<tr><td>{c.column}</td><td>{c.method}</td><td>{c.score:.4g}</td><td>{c.threshold:.4g}</td>"
+            f"<td>{c.p_value:.4g}</td><td>{'yes' if c.drifted else ''}</td></tr>"
+        )
+        assert row in page, c.column
+    # Evidently's own verdicts at those thresholds are the result's (its report agrees with the decision)
+    plan = check.plan
+    assert plan is not None
+    from refit.compat import evidently as evidently_compat
+
+    cols = [c.column for c in result.columns if c.method != drift_null.NEW_VALUE]
+    thresholds = {c.column: float(c.threshold) for c in result.columns if c.threshold is not None}
+    verdicts, counted, _ = evidently_compat.run_report(
+        plan.reference[cols], plan.current[cols], plan.kinds, plan.methods, thresholds, cols, None, 0.5
+    )
+    for c in result.columns:
+        score, drifted = verdicts[c.column]
+        assert score == pytest.approx(c.score, rel=1e-9) and drifted == c.drifted, c.column
+    assert counted is not None and counted[0] == result.n_drifted
+    assert f"{result.n_drifted} of {result.n_columns} drifted" in page
 
 
 # ------------------------------------------------------------------------------ storage
@@ -286,10 +318,14 @@ def test_a_check_stores_under_1_mb_and_its_html_only_when_the_decision_changes(l
     decay = compute_decay(y, rng.random(600), {"overall": 0.8}, config.drift, "roc_auc")
     t0 = datetime(2026, 10, 5, 8, tzinfo=UTC)
 
+    scores = np.clip(y * 0.3 + rng.random(600) * 0.7, 0.0, 1.0)
+    performance = pd.DataFrame({"target": y, "prediction": scores})
+
     def report(window: pd.DataFrame, hour: int) -> DriftReport:
         check = check_drift(reference, window, COLUMNS, None, config.drift, seed=0, report=False, nulls=nulls)
         end = t0 + timedelta(hours=hour)
         return DriftReport(
+            performance=performance,
             result=check.result,
             decay=decay,
             report_uri="",
@@ -320,6 +356,18 @@ def test_a_check_stores_under_1_mb_and_its_html_only_when_the_decision_changes(l
     page = local_store.get_bytes(LAYOUT.drift_report("churn", "20261005T100000000000Z")).decode()
     assert "refit decision: trigger" in page and "decay in overall" in page and "p-value" in page
     assert '<script src="evidently-' in page
+    # Evidently's classification preset on the 600 labelled rows, framed in the same page
+    from html import unescape
+
+    from sklearn.metrics import roc_auc_score
+
+    from refit.compat.evidently import run_performance_report
+
+    values, _ = run_performance_report(performance, "binary", "target", "prediction")
+    assert values["RocAuc"] == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert "performance on the 600 labelled rows (Evidently)" in page
+    framed = unescape(page.split('srcdoc="', 1)[1].split('"></iframe>', 1)[0])
+    assert "<html" in framed.lower() and '<script src="evidently-' in framed
     scripts = [k for k in local_store.list(LAYOUT.drift_reports("churn")) if k.endswith(".js")]
     assert len(scripts) == 1 and local_store.size(scripts[0]) > 1_000_000
     body = json.loads(local_store.get_bytes(checks[2].history_key))
