@@ -210,6 +210,21 @@ def _bench_drift_rates(args: argparse.Namespace, results: dict[str, Any]) -> Non
             results["ratios"][f"drift_power_0.5_{size}"] = ratio(
                 power["calibrated"], 1.0, ">=", **power, all_strengths=row["power"]
             )
+    decay = run_in_subprocess("drift:decay_rates", {"config_path": str(args.config)})
+    results["benchmarks"]["decay_rates"] = decay
+    for rows, row in decay["sizes"].items():
+        results["ratios"][f"decay_power_{rows}"] = ratio(
+            row["concept"]["caught_in_segment"],
+            1.0,
+            ">=",
+            segment=decay["segment"],
+            strength=decay["strength"],
+            window_rows=row["window_rows"],
+            segment_rows_min=row["concept"]["segment_rows_min"],
+            windows=row["concept"]["windows"],
+            no_drift_any_decay=row["none"]["any_decay"],
+            note=f"concept drift in {decay['segment']}: share of first windows whose decay names it",
+        )
 
 
 def _bench_orchestration(args: argparse.Namespace, results: dict[str, Any]) -> None:
