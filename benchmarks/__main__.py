@@ -164,6 +164,7 @@ def _bench_drift(args: argparse.Namespace, results: dict[str, Any]) -> None:
         warm_s=r["flow"]["warm_s"],
         report_s=r["flow"]["report_s"],
         cold_s=r["flow"]["cold_s"],
+        calibrate_at_promotion_s=r["flow"]["calibrate_s"],
         call=r["flow"]["call"],
     )
     results["ratios"]["drift_storage_mb"] = ratio(

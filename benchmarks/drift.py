@@ -111,20 +111,29 @@ def _flow_inputs(rows: int, config: Any, reference: pd.DataFrame, root: str) -> 
 def time_flow_path(rows: int, config_path: str = "benchmarks/bench.yaml") -> dict[str, Any]:
     """The drift-check flow's own steps on ``rows`` captured requests: ``compute_drift_and_decay``
     (sample, calibrated tests against nulls cached in the store) then ``record_drift_check`` with
-    the HTML report (render, store, prune, history). Cold: the champion's first check, nulls
-    drawn; warm: every later check of that champion."""
+    the HTML report (render, store, prune, history). Calibrate: what the retrain's calibrate-drift
+    step does at promotion (kinds, the nulls of a full window); cold: the champion's first check
+    after it (nothing left to draw); warm: every later check of that champion."""
     import tempfile
 
     from benchmarks.common import RssSampler
     from refit.config import load_config
     from refit.datasets import generate_base
-    from refit.monitoring import compute_drift_and_decay, record_drift_check
+    from refit.drift import StoreNullCache, calibrate
+    from refit.monitoring import column_kinds, compute_drift_and_decay, record_drift_check
 
     config = load_config(config_path)
     reference = generate_base(REFERENCE_ROWS * 2, seed=0).sample(n=REFERENCE_ROWS, random_state=config.training.seed)
     out: dict[str, Any] = {"rows": rows, "reference_rows": REFERENCE_ROWS, "sample_size": config.drift.sample_size}
     with tempfile.TemporaryDirectory(prefix="refit-bench-drift-") as root, RssSampler() as rss:
         store, champion, current, window = _flow_inputs(rows, config, reference, root)
+        with rss.stage("calibrate") as calibration:  # what calibrate_version does at promotion
+            kinds = column_kinds(store, config, champion.model, champion.version, champion.frame)
+            nulls = StoreNullCache(store, champion.model, champion.version)
+            cfg = config.drift
+            calibrate(
+                champion.frame, config.feature_columns, cfg, config.training.seed, nulls, [cfg.sample_size], kinds
+            )
         with rss.stage("cold") as cold:
             report = compute_drift_and_decay(store, config, champion, current, window)
         runs = []
@@ -138,6 +147,7 @@ def time_flow_path(rows: int, config_path: str = "benchmarks/bench.yaml") -> dic
         out.update(
             {
                 "call": "refit.monitoring.compute_drift_and_decay + record_drift_check(html=True), the flow's steps",
+                "calibrate_s": calibration["s"],
                 "cold_s": cold["s"],
                 "warm_s": min(r["s"] for r in runs),
                 "warm_runs_s": [r["s"] for r in runs],
