@@ -230,6 +230,7 @@ def rates(
     same windows. In-distribution windows: the churn generator without drift (each window its
     own seed) and, up to 10,000 rows, self-splits (rows of the reference's population that are
     not in the reference). Power: the generator's covariate drift at each strength."""
+    from benchmarks.common import log
     from refit.config import load_config
     from refit.datasets import generate_base, generate_production
     from refit.drift import MemoryNullCache, check_drift
@@ -281,6 +282,7 @@ def rates(
             }
         row["seconds"] = round(time.perf_counter() - started, 1)
         out["sizes"][str(n)] = row
+        log(f"drift_rates: {n:,} rows in {row['seconds']} s: {row['generator']}")  # a long run shows where it is
     return out
 
 
