@@ -176,6 +176,7 @@ def _bench_drift(args: argparse.Namespace, results: dict[str, Any]) -> None:
         warm_s=r["flow"]["warm_s"],
         report_s=r["flow"]["report_s"],
         cold_s=r["flow"]["cold_s"],
+        calibrate_at_promotion_s=r["flow"]["calibrate_s"],
         call=r["flow"]["call"],
     )
     results["ratios"]["drift_storage_mb"] = ratio(
@@ -222,6 +223,21 @@ def _bench_drift_rates(args: argparse.Namespace, results: dict[str, Any]) -> Non
             results["ratios"][f"drift_power_0.5_{size}"] = ratio(
                 power["calibrated"], 1.0, ">=", **power, all_strengths=row["power"]
             )
+    decay = run_in_subprocess("drift:decay_rates", {"config_path": str(args.config)})
+    results["benchmarks"]["decay_rates"] = decay
+    for rows, row in decay["sizes"].items():
+        results["ratios"][f"decay_power_{rows}"] = ratio(
+            row["concept"]["caught_in_segment"],
+            1.0,
+            ">=",
+            segment=decay["segment"],
+            strength=decay["strength"],
+            window_rows=row["window_rows"],
+            segment_rows_min=row["concept"]["segment_rows_min"],
+            windows=row["concept"]["windows"],
+            no_drift_any_decay=row["none"]["any_decay"],
+            note=f"concept drift in {decay['segment']}: share of first windows whose decay names it",
+        )
 
 
 def _bench_orchestration(args: argparse.Namespace, results: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ in-distribution windows alarm and how often covariate drift is caught, per windo
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from typing import Any
@@ -110,20 +111,29 @@ def _flow_inputs(rows: int, config: Any, reference: pd.DataFrame, root: str) -> 
 def time_flow_path(rows: int, config_path: str = "benchmarks/bench.yaml") -> dict[str, Any]:
     """The drift-check flow's own steps on ``rows`` captured requests: ``compute_drift_and_decay``
     (sample, calibrated tests against nulls cached in the store) then ``record_drift_check`` with
-    the HTML report (render, store, prune, history). Cold: the champion's first check, nulls
-    drawn; warm: every later check of that champion."""
+    the HTML report (render, store, prune, history). Calibrate: what the retrain's calibrate-drift
+    step does at promotion (kinds, the nulls of a full window); cold: the champion's first check
+    after it (nothing left to draw); warm: every later check of that champion."""
     import tempfile
 
     from benchmarks.common import RssSampler
     from refit.config import load_config
     from refit.datasets import generate_base
-    from refit.monitoring import compute_drift_and_decay, record_drift_check
+    from refit.drift import StoreNullCache, calibrate
+    from refit.monitoring import column_kinds, compute_drift_and_decay, record_drift_check
 
     config = load_config(config_path)
     reference = generate_base(REFERENCE_ROWS * 2, seed=0).sample(n=REFERENCE_ROWS, random_state=config.training.seed)
     out: dict[str, Any] = {"rows": rows, "reference_rows": REFERENCE_ROWS, "sample_size": config.drift.sample_size}
     with tempfile.TemporaryDirectory(prefix="refit-bench-drift-") as root, RssSampler() as rss:
         store, champion, current, window = _flow_inputs(rows, config, reference, root)
+        with rss.stage("calibrate") as calibration:  # what calibrate_version does at promotion
+            kinds = column_kinds(store, config, champion.model, champion.version, champion.frame)
+            nulls = StoreNullCache(store, champion.model, champion.version)
+            cfg = config.drift
+            calibrate(
+                champion.frame, config.feature_columns, cfg, config.training.seed, nulls, [cfg.sample_size], kinds
+            )
         with rss.stage("cold") as cold:
             report = compute_drift_and_decay(store, config, champion, current, window)
         runs = []
@@ -137,6 +147,7 @@ def time_flow_path(rows: int, config_path: str = "benchmarks/bench.yaml") -> dic
         out.update(
             {
                 "call": "refit.monitoring.compute_drift_and_decay + record_drift_check(html=True), the flow's steps",
+                "calibrate_s": calibration["s"],
                 "cold_s": cold["s"],
                 "warm_s": min(r["s"] for r in runs),
                 "warm_runs_s": [r["s"] for r in runs],
@@ -219,6 +230,7 @@ def rates(
     same windows. In-distribution windows: the churn generator without drift (each window its
     own seed) and, up to 10,000 rows, self-splits (rows of the reference's population that are
     not in the reference). Power: the generator's covariate drift at each strength."""
+    from benchmarks.common import log
     from refit.config import load_config
     from refit.datasets import generate_base, generate_production
     from refit.drift import MemoryNullCache, check_drift
@@ -270,4 +282,77 @@ def rates(
             }
         row["seconds"] = round(time.perf_counter() - started, 1)
         out["sizes"][str(n)] = row
+        log(f"drift_rates: {n:,} rows in {row['seconds']} s: {row['generator']}")  # a long run shows where it is
+    return out
+
+
+def decay_rates(
+    segment_rows: tuple[int, ...] = (500, 1000),
+    windows: int = 50,
+    strength: float = 1.0,
+    segment: str = "south",
+    config_path: str = "benchmarks/bench.yaml",
+) -> dict[str, Any]:
+    """Concept drift in one segment (``region=south``: the generator's churn rises there, the
+    features do not move), caught by decay in the first window with at least ``segment_rows``
+    labelled rows in that segment; and the same windows without drift, for decay's false alarms.
+
+    The champion is a small HistGradientBoosting model trained on the generator's base data; its
+    registered metrics (overall and per gate segment) come from a held-out part, as registration
+    stores them (``refit.pipeline.holdout_segment_metrics``); each window is judged by
+    ``refit.monitoring.judge_decay``, the flow's decay step."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from refit.config import load_config
+    from refit.datasets import FEATURE_COLUMNS, generate_base, generate_production
+    from refit.monitoring import judge_decay
+    from refit.pipeline import holdout_segment_metrics
+
+    config = load_config(config_path)
+    ds = config.dataset
+    columns = list(FEATURE_COLUMNS)
+
+    def design(frame: pd.DataFrame) -> pd.DataFrame:
+        x = frame[columns].copy()
+        for c in x.columns:
+            if x[c].dtype == object or x[c].dtype == bool:
+                x[c] = x[c].astype("category")
+        return x
+
+    base = generate_base(60_000, seed=0)
+    train, holdout = base.iloc[:40_000], base.iloc[40_000:].reset_index(drop=True)
+    model = HistGradientBoostingClassifier(max_iter=60, categorical_features="from_dtype", random_state=0)
+    model.fit(design(train), train[ds.target].astype(int))
+    y = holdout[ds.target].astype(int).to_numpy()
+    scores = model.predict_proba(design(holdout))[:, 1]
+    metric = config.gate.primary_metric
+    per_segment = holdout_segment_metrics(holdout, y, scores, config).items()
+    registered = {k: float(v[metric]) for k, v in per_segment if v.get(metric) is not None}
+    from refit.metrics import metric_value
+
+    registered["overall"] = float(metric_value(metric, y, scores))
+    share = float((base["region"] == segment).mean())
+    out: dict[str, Any] = {"segment": f"region={segment}", "strength": strength, "metric": metric, "sizes": {}}
+    for rows in segment_rows:
+        n = int(math.ceil(rows / share * 1.1))
+        row: dict[str, Any] = {"window_rows": n}
+        for kind in ("concept", "none"):
+            caught = fired = 0
+            in_segment = []
+            for i in range(windows):
+                batch = generate_production(
+                    1, n, seed=30_000 + i, drift=kind, segment={"region": segment}, drift_strength=strength
+                )[0]
+                frame = batch.features.merge(batch.labels[["request_id", ds.target]], on="request_id")
+                in_segment.append(int((frame["region"] == segment).sum()))
+                result = judge_decay(config, registered, frame, model.predict_proba(design(frame))[:, 1])
+                caught += f"region={segment}" in result.decayed_segments
+                fired += bool(result.decayed)
+            row[kind] = {
+                "windows": windows,
+                "segment_rows_min": min(in_segment),
+                "caught_in_segment": caught / windows,
+                "any_decay": fired / windows,
+            }
+        out["sizes"][str(rows)] = row
     return out

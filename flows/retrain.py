@@ -13,6 +13,7 @@ from refit.io import resolve_store_uri
 from refit.pipeline import new_run_id
 from refit.tracking import tracking_enabled
 from tasks.retrain import (
+    calibrate_drift,
     evaluate_candidate,
     load_and_validate,
     load_pipeline_config,
@@ -154,4 +155,6 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
         if evaluation.promote:
             budget.step(promote_model, step_s)(store, config, version.version, evaluation, params.reason)
             result = result.model_copy(update={"champion_after": version.version})
+            # a failed calibration does not fail the promoted run: the first drift check draws it then
+            budget.report(calibrate_drift, step_s)(store, config, version.version, return_state=True)
     return report(result, evaluation, version)

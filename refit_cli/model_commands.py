@@ -474,13 +474,14 @@ def models_gc(
 ) -> None:
     """Clean up after crashed and finished runs: version slots a crashed run claimed and never
     committed (their numbers stay taken), run folders no version refers to (older than
-    retention.runs_days), and temp files of killed writes (older than retention.tmp_files_hours).
+    retention.runs_days), temp files of killed writes (older than retention.tmp_files_hours) and the
+    drift nulls of versions that hold no alias.
     Lists the versions registered for promotion that were never promoted; it removes no version."""
     from datetime import timedelta
 
     with cli_errors(as_json):
         from refit.config import RetentionConfig, load_config
-        from refit.housekeeping import collect_runs, collect_temp_files
+        from refit.housekeeping import collect_calibrations, collect_runs, collect_temp_files
 
         path = config or Path("refit.yaml")
         retention = load_config(path).retention if config or path.is_file() else RetentionConfig()
@@ -488,6 +489,7 @@ def models_gc(
         cleaned = reg.collect_garbage(name, older_than=timedelta(hours=older_than_hours))
         runs = collect_runs(reg.store, reg, timedelta(days=retention.runs_days), model=name)
         tmp = collect_temp_files(reg.store, timedelta(hours=retention.tmp_files_hours))
+        calibrations = collect_calibrations(reg.store, reg, name)
         never = reg.never_promoted(name)
     emit(
         {
@@ -496,6 +498,7 @@ def models_gc(
             "runs_removed": runs.removed,
             "runs_kept": {"registered": len(runs.kept_registered), "recent": len(runs.kept_recent)},
             "tmp_removed": tmp,
+            "calibrations_removed": calibrations,
             "never_promoted": never,
             "retention": retention.model_dump(),
         },
@@ -516,6 +519,10 @@ def _human_gc(r: dict[str, Any]) -> str:
         )
     if r["tmp_removed"]:
         lines.append(f"removed {len(r['tmp_removed'])} temp file(s) of killed writes")
+    if r["calibrations_removed"]:
+        lines.append(
+            f"{name}: removed {len(r['calibrations_removed'])} drift null file(s) of versions without an alias"
+        )
     if not lines:
         lines.append(f"{name}: nothing to clean")
     for v in r["never_promoted"]:

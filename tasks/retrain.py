@@ -182,6 +182,16 @@ def register_model(
     return version
 
 
+@io_task("calibrate-drift")
+def calibrate_drift(store_uri: str, config: PipelineConfig, version: int) -> list[int]:
+    """The new champion's drift calibration (column kinds, null distributions), so its first check is quick."""
+    from refit.monitoring import calibrate_version
+
+    buckets = calibrate_version(open_run_store(store_uri), config, version)
+    get_run_logger().info("drift calibration of %s version %s: window sizes %s", config.dataset.name, version, buckets)
+    return buckets
+
+
 @io_task("promote-model")
 def promote_model(
     store_uri: str, config: PipelineConfig, version: int, evaluation: EvaluationHandle, reason: str | None

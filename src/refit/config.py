@@ -374,6 +374,13 @@ class DriftConfig(_Section):
     categorical_columns: list[str] = Field(
         default_factory=list, description="Columns tested as categories whatever their dtype."
     )
+    new_value_threshold: float = Field(
+        0.1,
+        gt=0.0,
+        le=1.0,
+        description="threshold_mode fixed: a column constant in the reference drifts when at least this share of "
+        "the window's values are ones the reference never had (calibrated: its null decides).",
+    )
     categorical_max_values: int = Field(
         10,
         ge=2,
@@ -384,13 +391,6 @@ class DriftConfig(_Section):
         "on-change",
         description="When a check stores Evidently's HTML report: when its decision differs from the previous "
         "check's (and on the first check of a champion), on every check, or never (refit drift --report forces one).",
-    )
-    keep_reports: int = Field(200, ge=1, description="Most HTML reports kept per model (oldest removed first).")
-    keep_reports_days: float = Field(
-        90.0, gt=0, description="HTML reports older than this are removed (check results, JSON, stay)."
-    )
-    reports_max_mb: float = Field(
-        500.0, gt=0, description="Size cap of a model's stored HTML reports; oldest removed first."
     )
     sample_size: int = Field(
         20_000, ge=1000, description="Rows drawn from each of reference and current (larger windows are sampled)."
@@ -433,10 +433,12 @@ class DriftConfig(_Section):
 
 
 class RetentionConfig(_Section):
-    """What ``refit models gc`` removes besides the version slots of crashed registrations.
+    """What is kept of what runs and checks leave behind: the one home for retention.
 
-    Committed versions are never removed, nor a run folder a committed version refers to
-    (its run id, dossier or artifact): that is the version's lineage.
+    ``refit models gc`` removes run folders, temp files and the drift calibrations of versions
+    that no longer hold an alias; the drift check prunes its HTML reports by the ``drift_reports*``
+    settings each time it stores one. Committed versions are never removed, nor a run folder a
+    committed version refers to (its run id, dossier or artifact): that is the version's lineage.
     """
 
     runs_days: float = Field(
@@ -450,6 +452,15 @@ class RetentionConfig(_Section):
         ge=0.25,
         description="Temp files of the local store's atomic writes (.name.tmp) that a killed process left "
         "are removed once this many hours old; younger ones may be writes in flight.",
+    )
+    drift_reports: int = Field(
+        200, ge=1, description="Most drift-check HTML reports kept per model (oldest removed first)."
+    )
+    drift_reports_days: float = Field(
+        90.0, gt=0, description="Drift-check HTML reports older than this are removed (check results, JSON, stay)."
+    )
+    drift_reports_max_mb: float = Field(
+        500.0, gt=0, description="Size cap of a model's stored drift-check HTML reports; oldest removed first."
     )
 
 

@@ -45,7 +45,7 @@ import pandas as pd
 from refit import drift_null
 from refit.compat import evidently as evidently_compat
 from refit.compat.evidently import ColumnKind
-from refit.config import DriftConfig
+from refit.config import DriftConfig, RetentionConfig
 from refit.data import run_stamp, stamp_time
 from refit.errors import ConfigError, DataError
 from refit.io.base import Store
@@ -278,7 +278,9 @@ def stratified_sample_positions(
     """
     if size >= n_rows:
         return np.arange(n_rows)
-    codes = np.zeros(n_rows, dtype=np.int64) if strata is None else strata
+    if strata is None:  # one stratum: Floyd's draw of ``size`` rows, no sort of every row's key
+        return np.sort(rng.choice(n_rows, size=size, replace=False, shuffle=False))
+    codes = strata
     _, codes = np.unique(codes, return_inverse=True)
     counts = np.bincount(codes)
     quota = counts * (size / n_rows)
@@ -341,6 +343,30 @@ def column_kind(values: pd.Series, column: str, cfg: DriftConfig) -> ColumnKind:
     return "numerical"
 
 
+def reference_kinds(
+    reference: pd.DataFrame,
+    columns: Sequence[str],
+    cfg: DriftConfig,
+    inherited: Mapping[str, ColumnKind] | None = None,
+) -> dict[str, ColumnKind]:
+    """The kind of each column for every check of one champion, decided once from its whole
+    reference (:func:`column_kind`), a column ``inherited`` from the previous champion keeping
+    its kind: a count with 10 values in one version's reference and 11 in the next stays what it
+    was, so its scores stay one test across versions (the history plot, the thresholds).
+    Columns the config declares categorical are categorical whatever was inherited."""
+    out: dict[str, ColumnKind] = {}
+    for column in dict.fromkeys(columns):
+        if column not in reference.columns:
+            raise DataError(f"column {column!r} is not in the reference")
+        if column in cfg.categorical_columns:
+            out[column] = "categorical"
+        elif inherited is not None and column in inherited:
+            out[column] = inherited[column]
+        else:
+            out[column] = column_kind(reference[column], column, cfg)
+    return out
+
+
 def _clean(values: pd.Series, kind: ColumnKind) -> pd.Series:
     """Plain dtypes Evidently handles: float64 (inf as NaN) or object."""
     if kind == "numerical":
@@ -364,10 +390,6 @@ def _threshold(column: str, kind: ColumnKind, cfg: DriftConfig) -> float | None:
     return cfg.num_threshold if kind == "numerical" else cfg.cat_threshold
 
 
-#: The fixed threshold of the new-value test: a tenth of the window unseen in the reference.
-NEW_VALUE_THRESHOLD = 0.1
-
-
 def _check_method(column: str, kind: ColumnKind, method: str, cfg: DriftConfig) -> float:
     """The method's default threshold; ConfigError when no test of that name can judge the column."""
     if cfg.threshold_mode == "calibrated" and not drift_null.scored(method, kind):
@@ -379,7 +401,7 @@ def _check_method(column: str, kind: ColumnKind, method: str, cfg: DriftConfig) 
     if method == drift_null.NEW_VALUE:
         if kind != "categorical":
             raise ConfigError(f"drift method {method!r} for {kind} column {column!r}: categorical columns only")
-        return NEW_VALUE_THRESHOLD
+        return cfg.new_value_threshold
     if cfg.threshold_mode == "calibrated":
         return math.nan  # the threshold comes from the null; no Evidently import on this path
     try:
@@ -410,10 +432,12 @@ def _plan(
     prediction_column: str | None,
     cfg: DriftConfig,
     seed: int,
+    given_kinds: Mapping[str, ColumnKind] | None = None,
 ) -> _Plan:
-    """What the check will compare: the columns and their kinds, each column's method and
-    threshold, and the seeded samples of both frames. One function: it is a sequence of input
-    checks (each a one-line error naming the column), every step feeding the next."""
+    """What the check will compare: the columns and their kinds (``given_kinds`` where given, else
+    from the reference sample), each column's method and threshold, and the seeded samples of
+    both frames. One function: it is a sequence of input checks (each a one-line error naming the
+    column), every step feeding the next."""
     if len(reference) == 0:
         raise DataError("the reference frame is empty")
     if len(current) == 0:
@@ -449,9 +473,15 @@ def _plan(
     untestable: dict[str, ColumnDrift] = {}
     counts: dict[str, tuple[int, int]] = {}
     for column in keep:
-        kind = column_kind(ref_s[column], column, cfg)
+        if given_kinds is not None and column in given_kinds and column not in cfg.categorical_columns:
+            _refuse_dates(ref_s[column], column)
+            kind = given_kinds[column]
+        else:
+            kind = column_kind(ref_s[column], column, cfg)
         _refuse_dates(current[column], column)
-        if kind == "numerical" and not pd.api.types.is_numeric_dtype(current[column]):
+        if kind == "numerical" and not (
+            pd.api.types.is_numeric_dtype(current[column]) and pd.api.types.is_numeric_dtype(ref_s[column])
+        ):
             kind = "categorical"  # e.g. numbers in reference, strings in current
         constant = column != pred and ref_s[column].nunique(dropna=True) == 1
         if constant:
@@ -535,33 +565,72 @@ def _null_key(plan: _Plan, column: str, draws: int) -> str:
     return f"{column}|{plan.kinds[column]}|{plan.methods[column]}|{len(ref)}|{draws}|{digest}"
 
 
+def _draws(plan: _Plan, cfg: DriftConfig) -> int:
+    # sized by every configured feature, not the ones this window could test: a sparse column missing
+    # from one window must not change the draws, the nulls' cache keys, and so redraw every column
+    configured = len(plan.features) + sum(1 for c in plan.untestable if c != plan.prediction)
+    return drift_null.draws_for(configured, cfg.alpha, cfg.calibration_draws)
+
+
+def _null(plan: _Plan, column: str, draws: int, seed: int, nulls: NullCache) -> tuple[int, np.ndarray]:
+    """The column's size bucket and its null there: from ``nulls``, else drawn (seeded) and put."""
+    bucket = drift_null.size_bucket(plan.counts[column][1])
+    key = _null_key(plan, column, draws)
+    null = nulls.get(bucket, key)
+    if null is None:
+        rng = np.random.default_rng([_SAMPLING_TAG, seed, 3, bucket, zlib.crc32(key.encode())])
+        null = drift_null.null_scores(
+            plan.methods[column], plan.kinds[column], plan.reference[column], bucket, draws, rng
+        )
+        nulls.put(bucket, key, null)
+    return bucket, null
+
+
+def calibrate(
+    reference: pd.DataFrame,
+    columns: Sequence[str],
+    cfg: DriftConfig,
+    seed: int,
+    nulls: NullCache,
+    window_rows: Sequence[int],
+    kinds: Mapping[str, ColumnKind] | None = None,
+) -> list[int]:
+    """Draw and keep, ahead of any check, the nulls that checks of windows of ``window_rows``
+    rows will read (each size capped at ``cfg.sample_size``, what a check samples): the same
+    plan, keys and seeds :func:`check_drift` uses, so its first check reads them instead of
+    drawing. A column with missing values is drawn at its expected count of values (its share in
+    the reference); a window whose count falls in another size bucket draws that one lazily.
+    Returns the size buckets drawn (or found) for the features."""
+    if cfg.threshold_mode != "calibrated":
+        return []
+    buckets: set[int] = set()
+    for rows in dict.fromkeys(min(max(int(n), 1), cfg.sample_size) for n in window_rows):
+        # a stand-in window: the reference's rows, as many as a check of that size would sample
+        picks = _rng(seed, 4).integers(0, len(reference), size=rows)
+        window = reference.iloc[picks].reset_index(drop=True)
+        plan = _plan(reference, window, columns, None, cfg, seed, kinds)
+        draws = _draws(plan, cfg)
+        for column in plan.features:
+            buckets.add(_null(plan, column, draws, seed, nulls)[0])
+        nulls.flush()
+    return sorted(buckets)
+
+
 def _calibrated(plan: _Plan, cfg: DriftConfig, seed: int, nulls: NullCache) -> dict[str, _Verdict]:
     """Per column: the p-value of its score against the null drawn from the reference for a
     window of its size, Holm across the features at ``cfg.alpha`` (the prediction alone)."""
     from refit.evaluation.gate import holm_levels
 
     tested = [*plan.features, *([plan.prediction] if plan.prediction else [])]
-    # sized by every configured feature, not the ones this window could test: a sparse column missing
-    # from one window must not change the draws, the nulls' cache keys, and so redraw every column
-    configured = len(plan.features) + sum(1 for c in plan.untestable if c != plan.prediction)
-    draws = drift_null.draws_for(configured, cfg.alpha, cfg.calibration_draws)
+    draws = _draws(plan, cfg)
     observed: dict[str, float] = {}
     p: dict[str, float] = {}
     null_of: dict[str, np.ndarray] = {}
     bucket_of: dict[str, int] = {}
     for column in tested:
         observed[column] = _score(plan, column)
-        bucket = drift_null.size_bucket(plan.counts[column][1])
-        key = _null_key(plan, column, draws)
-        null = nulls.get(bucket, key)
-        if null is None:
-            rng = np.random.default_rng([_SAMPLING_TAG, seed, 3, bucket, zlib.crc32(key.encode())])
-            null = drift_null.null_scores(
-                plan.methods[column], plan.kinds[column], plan.reference[column], bucket, draws, rng
-            )
-            nulls.put(bucket, key, null)
-        null_of[column], bucket_of[column] = null, bucket
-        p[column] = drift_null.p_value(observed[column], null, plan.methods[column])
+        bucket_of[column], null_of[column] = _null(plan, column, draws, seed, nulls)
+        p[column] = drift_null.p_value(observed[column], null_of[column], plan.methods[column])
     nulls.flush()
     features = plan.features
     levels = dict(zip(features, holm_levels([p[c] for c in features], cfg.alpha), strict=True))
@@ -665,6 +734,7 @@ def check_drift(
     *,
     report: bool,
     nulls: NullCache | None = None,
+    kinds: Mapping[str, ColumnKind] | None = None,
 ) -> DriftCheck:
     """Drift of ``current`` against ``reference``, and Evidently's HTML report when asked for.
 
@@ -687,13 +757,15 @@ def check_drift(
             the thresholds the verdict used.
         nulls: Where null distributions are kept between checks (the flow: the store, per
             champion); None computes them for this call only.
+        kinds: Each column's kind, fixed for a champion (:func:`reference_kinds`, stored at
+            promotion); None decides them from this reference sample.
 
     Raises:
         DataError: empty frames, missing or date-time columns.
         ConfigError: a method Evidently does not know for the column's type, or one
             calibration cannot score.
     """
-    plan = _plan(reference, current, columns, prediction_column, cfg, seed)
+    plan = _plan(reference, current, columns, prediction_column, cfg, seed, kinds)
     if not (plan.features or plan.prediction):
         per_column: dict[str, _Verdict] = {}
     elif cfg.threshold_mode == "calibrated":
@@ -804,21 +876,21 @@ def _report_time(key: str) -> datetime | None:
     return stamp_time(key.rsplit("/", 1)[-1].removesuffix(".html"))
 
 
-def prune_reports(store: Store, model: str, cfg: DriftConfig, now: datetime) -> list[str]:
-    """Remove HTML reports beyond ``cfg.keep_reports``, older than ``cfg.keep_reports_days``
-    (before ``now``, the check's own clock) or past ``cfg.reports_max_mb`` in all, oldest first.
-    Check results (JSON) are never removed here. Returns the removed keys."""
+def prune_reports(store: Store, model: str, cfg: RetentionConfig, now: datetime) -> list[str]:
+    """Remove HTML reports beyond ``cfg.drift_reports``, older than ``cfg.drift_reports_days``
+    (before ``now``, the check's own clock) or past ``cfg.drift_reports_max_mb`` in all, oldest
+    first. Check results (JSON) are never removed here. Returns the removed keys."""
     reports = sorted(k for k in store.list(LAYOUT.drift_reports(model)) if k.endswith(".html"))
-    cutoff = now.astimezone(UTC).timestamp() - cfg.keep_reports_days * 86_400
+    cutoff = now.astimezone(UTC).timestamp() - cfg.drift_reports_days * 86_400
     keep: list[str] = []
     removed: list[str] = []
     total = 0
-    cap = cfg.reports_max_mb * 1_000_000
+    cap = cfg.drift_reports_max_mb * 1_000_000
     for key in reversed(reports):  # newest first
         when = _report_time(key)
         too_old = when is not None and when.timestamp() < cutoff
-        size = store.size(key) if not too_old and len(keep) < cfg.keep_reports else 0
-        if too_old or len(keep) >= cfg.keep_reports or (keep and total + size > cap):
+        size = store.size(key) if not too_old and len(keep) < cfg.drift_reports else 0
+        if too_old or len(keep) >= cfg.drift_reports or (keep and total + size > cap):
             store.delete(key)
             removed.append(key)
             continue

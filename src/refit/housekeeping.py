@@ -13,6 +13,9 @@ Two kinds of leftovers, each governed by :class:`refit.config.RetentionConfig`:
   writes are single PUTs and leave nothing (a multipart upload that never completed is for a
   bucket lifecycle rule to abort).
 
+* ``drift/<model>/calibration/v<n>/*.npz``: the drift nulls of a version that no longer holds an
+  alias (they are redrawn if it is promoted again); its column kinds stay.
+
 The registry's own crashed claims are :meth:`refit.registry.Registry.collect_garbage`'s job.
 """
 
@@ -113,6 +116,24 @@ def collect_runs(
     return out
 
 
+def collect_calibrations(store: Store, registry: Registry, model: str) -> list[str]:
+    """Delete the drift nulls of ``model``'s versions that hold no alias (a former champion's):
+    they are a cache its checks drew (``LAYOUT.drift_calibration``), redrawn if the version is
+    promoted again. Its column kinds (``kinds.json``, a few bytes) stay: the next version
+    inherits them. Returns the removed keys."""
+    held = set(registry.aliases(model).values())
+    removed = []
+    for key in store.list(LAYOUT.drift_calibrations(model)):
+        folder, _, name = key.rpartition("/")
+        version = folder.rsplit("/", 1)[-1]
+        if not (version.startswith("v") and version[1:].isdigit()) or int(version[1:]) in held:
+            continue
+        if name.endswith(".npz"):
+            store.delete(key)
+            removed.append(key)
+    return removed
+
+
 def collect_temp_files(store: Store, older_than: timedelta, clock: Callable[[], float] = time.time) -> list[str]:
     """Delete a local store's temp files older than ``older_than``; their paths, relative to the root.
 
@@ -138,4 +159,4 @@ def collect_temp_files(store: Store, older_than: timedelta, clock: Callable[[], 
     return sorted(removed)
 
 
-__all__ = ["RunFolder", "RunsCollected", "collect_runs", "collect_temp_files", "run_folders"]
+__all__ = ["RunFolder", "RunsCollected", "collect_calibrations", "collect_runs", "collect_temp_files", "run_folders"]

@@ -7,9 +7,10 @@ have arrived. The governor (``refit.policy``) turns signals into at most one ret
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -127,11 +128,14 @@ def evidence_digest(window: CaptureWindow, current: pd.DataFrame) -> str:
     whose labels have since arrived is new evidence."""
     import hashlib
 
-    ids = np.sort(current[window.request_id_column].astype(str).to_numpy())
+    # order-free: each id hashed to 64 bits and the hashes sorted (sorting a million strings
+    # and joining them took most of a warm check at 1M rows)
+    ids = current[window.request_id_column].astype(str).to_numpy(dtype=object)
+    hashed = np.sort(pd.util.hash_array(ids, categorize=False))
     labelled = window.labelled(current)
     digest = hashlib.sha256()
-    digest.update("\n".join(ids).encode())
-    digest.update(f"|labelled={len(labelled)}".encode())
+    digest.update(hashed.tobytes())
+    digest.update(f"|rows={len(ids)}|labelled={len(labelled)}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -147,6 +151,68 @@ def validate_captures(store: Store, config: PipelineConfig, window: CaptureWindo
         config.validation.max_invalid_fraction,
     )
     return result.valid
+
+
+def _stored_kinds(store: Store, model: str, version: int) -> dict[str, Any] | None:
+    key = LAYOUT.drift_kinds(model, version)
+    if not store.exists(key):
+        return None
+    kinds: dict[str, Any] = json.loads(store.get_bytes(key))
+    return kinds
+
+
+def column_kinds(
+    store: Store,
+    config: PipelineConfig,
+    model: str,
+    version: int,
+    frame: pd.DataFrame,
+    columns: list[str] | None = None,
+) -> dict[str, Any]:
+    """The column kinds every drift check of ``version`` uses: stored with the version at its
+    promotion (``LAYOUT.drift_kinds``), else decided now from its reference and stored. A column
+    keeps the kind it had for the nearest earlier version with stored kinds (the champion before),
+    so the low-cardinality rule cannot flip a column between versions. ``columns``: the
+    config's features by default."""
+    from refit.drift import reference_kinds
+
+    stored = _stored_kinds(store, model, version)
+    columns = config.feature_columns if columns is None else columns
+    if stored is not None and all(c in stored for c in columns):
+        return stored
+    earlier = [
+        int(m)
+        for k in store.list(LAYOUT.drift_calibrations(model))
+        if (m := _version_of_kinds(k)) is not None and int(m) < version
+    ]
+    inherited = (_stored_kinds(store, model, max(earlier)) or {}) if earlier else {}
+    kinds = reference_kinds(frame, columns, config.drift, inherited={**inherited, **(stored or {})})
+    store.put_bytes(LAYOUT.drift_kinds(model, version), json.dumps(kinds, sort_keys=True).encode())
+    return dict(kinds)
+
+
+def _version_of_kinds(key: str) -> str | None:
+    parts = key.rsplit("/", 2)
+    if len(parts) == 3 and parts[2] == "kinds.json" and parts[1].startswith("v") and parts[1][1:].isdigit():
+        return parts[1][1:]
+    return None
+
+
+def calibrate_version(store: Store, config: PipelineConfig, version: int) -> list[int]:
+    """What a version's drift checks need, made at its promotion so that its first check is as
+    quick as every later one: its column kinds (stored) and the null distributions of a full
+    window (``drift.sample_size`` rows; ``drift.window_rows`` too when set), drawn and cached in
+    the store where the checks read them. Returns the size buckets drawn."""
+    from refit.drift import StoreNullCache, calibrate
+    from refit.registry import Registry
+
+    name = config.dataset.name
+    frame = Registry(store).reference(name, version)
+    kinds = column_kinds(store, config, name, version, frame)
+    cfg = config.drift
+    sizes = [cfg.sample_size, *([cfg.window_rows] if cfg.window_rows else [])]
+    nulls = StoreNullCache(store, name, version)
+    return calibrate(frame, config.feature_columns, cfg, config.training.seed, nulls, sizes, kinds)
 
 
 @dataclass(frozen=True)
@@ -165,6 +231,9 @@ class DriftReport:
     check: Any | None = field(default=None, repr=False, compare=False)  # refit.drift.DriftCheck (its samples)
     champion_version: int | None = None
     report_stored: bool = False
+    #: The labelled rows' targets and the champion's scores (columns ``target``, ``prediction``),
+    #: for Evidently's performance preset in the stored report; None without labels.
+    performance: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     @property
     def drift_detected(self) -> bool:
@@ -195,13 +264,27 @@ def compute_drift_and_decay(
     if prediction is not None and prediction not in ref.columns:
         ref[prediction] = _reference_predictions(store, config, reference, ref)
     nulls = StoreNullCache(store, config.dataset.name, reference.version)
+    kinds = column_kinds(store, config, reference.model, reference.version, reference.frame)
     check = check_drift(
-        ref, current, columns, prediction, config.drift, seed=config.training.seed, report=False, nulls=nulls
+        ref,
+        current,
+        columns,
+        prediction,
+        config.drift,
+        seed=config.training.seed,
+        report=False,
+        nulls=nulls,
+        kinds=kinds,
     )
     decay = None
+    performance = None
     labelled = window.labelled(current)
     if len(labelled):
-        decay = champion_decay(store, config, reference, labelled)
+        scored = labelled_scores(store, config, reference, labelled)
+        decay = champion_decay(store, config, reference, labelled, scored)
+        if config.dataset.task in ("binary", "regression"):
+            target, scores = (np.asarray(v, dtype=np.float64) for v in scored)
+            performance = pd.DataFrame({"target": target, "prediction": scores})
     return DriftReport(
         result=check.result,
         decay=decay,
@@ -214,6 +297,7 @@ def compute_drift_and_decay(
         evidence=evidence_digest(window, current),
         check=check,
         champion_version=reference.version,
+        performance=performance,
     )
 
 
@@ -228,7 +312,7 @@ def record_drift_check(
     """Store what the decision used: the check's result (JSON, always kept) with the decay table
     and the governor's decision, and Evidently's HTML report when ``drift.report_html`` says so
     (``on-change``: the first check of a champion, or a decision unlike the previous check's;
-    ``html=True`` forces one, ``False`` skips it). Old reports go by ``drift.keep_*``.
+    ``html=True`` forces one, ``False`` skips it). Old reports go by ``retention.drift_reports*``.
 
     Returns the report with ``history_key`` and ``report_uri`` (the HTML, else the JSON)."""
     from refit.compat.evidently import split_bundle
@@ -241,15 +325,25 @@ def record_drift_check(
         html = cfg.report_html == "always" or (cfg.report_html == "on-change" and _changed(previous, decision))
     report_key = None
     if html and report.check is not None:
-        page = render_report(report.check, header=evidence_html(report, outcome))
-        page, asset, script = split_bundle(page)
-        if asset is not None and script is not None:
-            asset_key = LAYOUT.drift_report_asset(name, asset)
-            if not store.exists(asset_key):
-                store.put_bytes(asset_key, script.encode())
+
+        def unbundled(page: str) -> str:
+            page, asset, script = split_bundle(page)
+            if asset is not None and script is not None:
+                asset_key = LAYOUT.drift_report_asset(name, asset)
+                if not store.exists(asset_key):
+                    store.put_bytes(asset_key, script.encode())
+            return page
+
+        performance = None
+        if report.performance is not None and len(report.performance):
+            from refit.compat.evidently import run_performance_report
+
+            task: Literal["binary", "regression"] = "binary" if config.dataset.task == "binary" else "regression"
+            performance = unbundled(run_performance_report(report.performance, task, "target", "prediction")[1])
+        page = unbundled(render_report(report.check, header=evidence_html(report, outcome, performance)))
         report_key = LAYOUT.drift_report(name, run_stamp(report.window_end))
         store.put_bytes(report_key, page.encode())
-        prune_reports(store, name, cfg, now=report.window_end)
+        prune_reports(store, name, config.retention, now=report.window_end)
     extra = {"decision": decision, "decay": report.decay.model_dump(mode="json") if report.decay is not None else None}
     extra["report_key"] = report_key
     history_key = append_drift_history(store, name, report.result, report.window_end, extra=extra)
@@ -283,10 +377,11 @@ def _changed(previous: dict[str, Any] | None, decision: dict[str, Any]) -> bool:
     return any(before.get(k) != decision.get(k) for k in keys)
 
 
-def evidence_html(report: DriftReport, outcome: GovernorOutcome | None) -> str:
+def evidence_html(report: DriftReport, outcome: GovernorOutcome | None, performance: str | None = None) -> str:
     """The decision and what it used, as HTML above Evidently's report: the governor's decision
-    and reason, each column's score, calibrated threshold, p-value and verdict, and the decay
-    table with its intervals."""
+    and reason, the rows of :func:`drift_summary_rows` (each column's score, calibrated threshold,
+    p-value and verdict) and of :func:`decay_summary_rows` (the decay table with its intervals),
+    and ``performance``, Evidently's performance report of the labelled rows (in a frame)."""
     from html import escape
 
     def num(value: float | None, digits: int = 4) -> str:
@@ -312,11 +407,11 @@ def evidence_html(report: DriftReport, outcome: GovernorOutcome | None) -> str:
         "<table border=1 cellpadding=3><tr><th>column</th><th>method</th><th>score</th>"
         "<th>threshold</th><th>p-value</th><th>drifted</th></tr>"
     )
-    rows = [*r.columns, *([r.prediction] if r.prediction is not None else [])]
-    for c in rows:
+    for row in drift_summary_rows(report):
         lines.append(
-            f"<tr><td>{escape(c.column)}</td><td>{escape(c.method)}</td><td>{num(c.score)}</td>"
-            f"<td>{num(c.threshold)}</td><td>{num(c.p_value)}</td><td>{'yes' if c.drifted else ''}</td></tr>"
+            f"<tr><td>{escape(row['column'])}</td><td>{escape(row['method'])}</td><td>{num(row['score'])}</td>"
+            f"<td>{num(row['threshold'])}</td><td>{num(row['p_value'])}</td>"
+            f"<td>{'yes' if row['drifted'] else ''}</td></tr>"
         )
     lines.append("</table>")
     if report.decay is not None:
@@ -326,23 +421,46 @@ def evidence_html(report: DriftReport, outcome: GovernorOutcome | None) -> str:
             "<table border=1 cellpadding=3><tr><th>segment</th><th>rows</th><th>registered</th>"
             "<th>now</th><th>interval</th><th>drop</th><th>tolerance</th><th>decayed</th></tr>"
         )
-        for s in [d.overall, *d.segments]:
-            interval = f"[{num(s.ci_low)}, {num(s.ci_high)}]" if s.ci_low is not None else ""
+        for row in decay_summary_rows(report):
+            interval = f"[{num(row['ci_low'])}, {num(row['ci_high'])}]" if row["ci_low"] is not None else ""
             lines.append(
-                f"<tr><td>{escape(s.segment)}</td><td>{s.n_rows}</td><td>{num(s.registered)}</td>"
-                f"<td>{num(s.current)}</td><td>{interval}</td><td>{num(s.drop)}</td><td>{num(s.tolerance)}</td>"
-                f"<td>{'yes' if s.decayed else escape(s.note or '')}</td></tr>"
+                f"<tr><td>{escape(row['segment'])}</td><td>{row['rows']}</td><td>{num(row['registered'])}</td>"
+                f"<td>{num(row['current'])}</td><td>{interval}</td><td>{num(row['drop'])}</td>"
+                f"<td>{num(row['tolerance'])}</td>"
+                f"<td>{'yes' if row['decayed'] else escape(row['note'] or '')}</td></tr>"
             )
         lines.append("</table>")
+    if performance is not None:
+        n = len(report.performance) if report.performance is not None else 0
+        lines.append(f"<h3>performance on the {n} labelled rows (Evidently)</h3>")
+        lines.append(
+            f'<iframe title="performance" style="width:100%;height:1200px;border:0" srcdoc="{escape(performance)}">'
+            "</iframe>"
+        )
     lines.append("</div>")
     return "\n".join(lines)
 
 
-def champion_decay(store: Store, config: PipelineConfig, reference: Reference, labelled: pd.DataFrame) -> Any:
-    """The reference champion's decay on a window's labelled rows: the drift check's decay."""
+def labelled_scores(
+    store: Store, config: PipelineConfig, reference: Reference, labelled: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
+    """The labels as the metric reads them and the reference champion's scores on ``labelled``."""
     from refit.pipeline import gate_inputs
 
     y, (scores,) = gate_inputs(config.dataset, labelled, [_champion(store, reference)])
+    return y, scores
+
+
+def champion_decay(
+    store: Store,
+    config: PipelineConfig,
+    reference: Reference,
+    labelled: pd.DataFrame,
+    scored: tuple[np.ndarray, np.ndarray] | None = None,
+) -> Any:
+    """The reference champion's decay on a window's labelled rows: the drift check's decay.
+    ``scored``: :func:`labelled_scores` of these rows when the caller has them already."""
+    y, scores = scored if scored is not None else labelled_scores(store, config, reference, labelled)
     return judge_decay(config, reference.registered_metrics, labelled, scores, labels=y)
 
 

@@ -576,6 +576,7 @@ class RetrainRun:
     evaluation: EvaluationHandle | None = None
     version: Any = None  # refit.registry.ModelVersion
     promotion: Any = None  # refit.registry.AliasEvent
+    calibration: list[int] | None = None  # the new champion's drift null size buckets
     tracking: Any = None  # refit.tracking.TrackingReport
     steps: list[str] = field(default_factory=list)
 
@@ -630,6 +631,12 @@ def _promote(r: RetrainRun) -> None:
     r.promotion = promote_version(r.store, r.config, r.need("version").version, r.need("evaluation"), r.options.reason)
 
 
+def _calibrate(r: RetrainRun) -> None:
+    from refit.monitoring import calibrate_version
+
+    r.calibration = calibrate_version(r.store, r.config, r.need("version").version)
+
+
 def _track(r: RetrainRun) -> None:
     r.tracking = track_run(
         r.store, r.config, r.run_id, r.need("splits"), r.need("candidate"), r.smoke, r.evaluation, r.version,
@@ -653,6 +660,7 @@ RETRAIN_STEPS: tuple[RetrainStep, ...] = (
     RetrainStep("evaluate-candidate", _evaluate, applies=lambda r: bool(r.need("smoke").passed)),
     RetrainStep("register-model", _register, applies=lambda r: r.evaluation is not None and not r.options.dry_run),
     RetrainStep("promote-model", _promote, applies=lambda r: r.version is not None and r.need("evaluation").promote),
+    RetrainStep("calibrate-drift", _calibrate, applies=lambda r: r.promotion is not None),
     RetrainStep("track-run", _track, applies=_tracked),
 )
 RETRAIN_STEP_NAMES: tuple[str, ...] = tuple(step.name for step in RETRAIN_STEPS)

@@ -114,7 +114,7 @@ def test_mlflow_down_never_fails_a_retrain_and_the_next_run_catches_the_mirror_u
         outage = pipeline.run_retrain(
             store, down, pipeline.RetrainOptions(force=True, reason="hotfix during the outage")
         )
-    assert outage.steps[-3:] == ["register-model", "promote-model", "track-run"]
+    assert outage.steps[-4:] == ["register-model", "promote-model", "calibrate-drift", "track-run"]
     assert outage.version.version == 2 and Registry(store).aliases(name) == {"champion": 2}
     assert not outage.tracking.ok and "Connection refused" in outage.tracking.error
     warned = [r.getMessage() for r in caplog.records if r.name == "refit.tracking"]

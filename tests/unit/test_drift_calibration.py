@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from refit import drift_null
-from refit.config import DriftConfig
+from refit.config import DriftConfig, RetentionConfig
 from refit.datasets import FEATURE_COLUMNS, generate_base, generate_production
 from refit.drift import (
     MemoryNullCache,
@@ -250,11 +250,43 @@ def test_calibrated_methods_are_checked_with_one_clear_line() -> None:
 
 
 def test_report_shows_the_calibrated_thresholds_and_agrees() -> None:
+    """The stored page shows, per column, the result's own score, calibrated threshold and p-value
+    (the numbers, in the column's row), and Evidently's report below it judges each column at that
+    very threshold, so its verdicts are the result's."""
+    from refit.monitoring import DriftReport, drift_summary_rows, evidence_html
+
     reference = generate_base(3000, seed=0)
     window = _windows(800, 1, seed=7, drift="covariate", drift_strength=1.0)[0]
-    check = check_drift(reference, window, COLUMNS, None, DriftConfig(), seed=0, report=True)
-    assert check.html is not None and check.result.drift_detected
-    assert "Dataset Drift is detected" in check.html or "Drift is detected" in check.html
+    check = check_drift(reference, window, COLUMNS, None, DriftConfig(), seed=0, report=False)
+    result = check.result
+    assert result.drift_detected
+    end = datetime(2026, 10, 5, tzinfo=UTC)
+    report = DriftReport(result, None, "", "", end - timedelta(hours=1), end, 800, 0, check=check)
+    page = evidence_html(report, None)  # what render_report puts above Evidently's report
+    rows = drift_summary_rows(report)
+    assert [r["column"] for r in rows] == COLUMNS
+    for c in result.columns:
+        assert c.threshold is not None and c.p_value is not None and c.score is not None
+        row = (
+            f"<tr><td>{c.column}</td><td>{c.method}</td><td>{c.score:.4g}</td><td>{c.threshold:.4g}</td>"
+            f"<td>{c.p_value:.4g}</td><td>{'yes' if c.drifted else ''}</td></tr>"
+        )
+        assert row in page, c.column
+    # Evidently's own verdicts at those thresholds are the result's (its report agrees with the decision)
+    plan = check.plan
+    assert plan is not None
+    from refit.compat import evidently as evidently_compat
+
+    cols = [c.column for c in result.columns if c.method != drift_null.NEW_VALUE]
+    thresholds = {c.column: float(c.threshold) for c in result.columns if c.threshold is not None}
+    verdicts, counted, _ = evidently_compat.run_report(
+        plan.reference[cols], plan.current[cols], plan.kinds, plan.methods, thresholds, cols, None, 0.5
+    )
+    for c in result.columns:
+        score, drifted = verdicts[c.column]
+        assert score == pytest.approx(c.score, rel=1e-9) and drifted == c.drifted, c.column
+    assert counted is not None and counted[0] == result.n_drifted
+    assert f"{result.n_drifted} of {result.n_columns} drifted" in page
 
 
 # ------------------------------------------------------------------------------ storage
@@ -286,10 +318,14 @@ def test_a_check_stores_under_1_mb_and_its_html_only_when_the_decision_changes(l
     decay = compute_decay(y, rng.random(600), {"overall": 0.8}, config.drift, "roc_auc")
     t0 = datetime(2026, 10, 5, 8, tzinfo=UTC)
 
+    scores = np.clip(y * 0.3 + rng.random(600) * 0.7, 0.0, 1.0)
+    performance = pd.DataFrame({"target": y, "prediction": scores})
+
     def report(window: pd.DataFrame, hour: int) -> DriftReport:
         check = check_drift(reference, window, COLUMNS, None, config.drift, seed=0, report=False, nulls=nulls)
         end = t0 + timedelta(hours=hour)
         return DriftReport(
+            performance=performance,
             result=check.result,
             decay=decay,
             report_uri="",
@@ -320,6 +356,18 @@ def test_a_check_stores_under_1_mb_and_its_html_only_when_the_decision_changes(l
     page = local_store.get_bytes(LAYOUT.drift_report("churn", "20261005T100000000000Z")).decode()
     assert "refit decision: trigger" in page and "decay in overall" in page and "p-value" in page
     assert '<script src="evidently-' in page
+    # Evidently's classification preset on the 600 labelled rows, framed in the same page
+    from html import unescape
+
+    from sklearn.metrics import roc_auc_score
+
+    from refit.compat.evidently import run_performance_report
+
+    values, _ = run_performance_report(performance, "binary", "target", "prediction")
+    assert values["RocAuc"] == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    assert "performance on the 600 labelled rows (Evidently)" in page
+    framed = unescape(page.split('srcdoc="', 1)[1].split('"></iframe>', 1)[0])
+    assert "<html" in framed.lower() and '<script src="evidently-' in framed
     scripts = [k for k in local_store.list(LAYOUT.drift_reports("churn")) if k.endswith(".js")]
     assert len(scripts) == 1 and local_store.size(scripts[0]) > 1_000_000
     body = json.loads(local_store.get_bytes(checks[2].history_key))
@@ -360,11 +408,11 @@ def test_reports_are_pruned_by_count_age_and_size(local_store) -> None:  # type:
         local_store.put_bytes(LAYOUT.drift_report("m", stamp), b"x" * 300_000)
     local_store.put_bytes(LAYOUT.drift_report_asset("m", "evidently-0.7.23.js"), b"js")
     now = t0 + timedelta(days=9)
-    removed = prune_reports(local_store, "m", DriftConfig(keep_reports=8, keep_reports_days=90), now)
+    removed = prune_reports(local_store, "m", RetentionConfig(drift_reports=8, drift_reports_days=90), now)
     assert len(removed) == 2 and all("20261001" in k or "20261002" in k for k in removed)
-    removed = prune_reports(local_store, "m", DriftConfig(keep_reports_days=5.5), now)
+    removed = prune_reports(local_store, "m", RetentionConfig(drift_reports_days=5.5), now)
     assert len(removed) == 2  # days 3 and 4 are more than 5.5 days before day 9
-    removed = prune_reports(local_store, "m", DriftConfig(reports_max_mb=1.0), now)
+    removed = prune_reports(local_store, "m", RetentionConfig(drift_reports_max_mb=1.0), now)
     left = [k for k in local_store.list(LAYOUT.drift_reports("m")) if k.endswith(".html")]
     assert len(left) == 3 and len(removed) == 3  # 3 x 0.3 MB fit under 1 MB
     assert local_store.exists(LAYOUT.drift_report_asset("m", "evidently-0.7.23.js"))  # shared script stays
@@ -385,3 +433,89 @@ def test_a_column_crosses_its_threshold_exactly_when_holm_rejects_it() -> None:
         p = rng.uniform(0, 0.05, m) ** rng.uniform(0.5, 3)
         rejected = [a <= 0.01 for a in holm_adjust(list(p))]
         assert [pi <= lv for pi, lv in zip(p, holm_levels(list(p), 0.01), strict=True)] == rejected
+
+
+# ------------------------------------------------------------------------------ calibration at promotion
+
+
+def _churn_config(**drift: object):  # type: ignore[no-untyped-def]
+    from refit.config import DatasetConfig, PipelineConfig
+
+    dataset = DatasetConfig(
+        name="churn",
+        sources=["x.parquet"],
+        schema="schemas.churn:ChurnTrainingSchema",
+        target="churned",
+        task="binary",
+        id_column="customer_id",
+        timestamp_column="event_time",
+    )
+    return PipelineConfig(dataset=dataset, drift=DriftConfig(sample_size=1000, **drift))  # type: ignore[arg-type]
+
+
+def _version(store, reference: pd.DataFrame) -> int:  # type: ignore[no-untyped-def]
+    from refit.registry import Registry
+
+    mv = Registry(store).register("churn", artifact_files={"m.bin": b"w"}, author="t", reference_sample=reference)
+    return int(mv.version)
+
+
+def test_a_check_right_after_promotion_draws_nothing(local_store, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """calibrate_version (the retrain's calibrate-drift step after promote-model) stores the kinds
+    and the nulls of a full window; the champion's first check reads them and draws no null."""
+    from refit.capture import CaptureWindow
+    from refit.monitoring import Reference, calibrate_version, compute_drift_and_decay
+
+    config = _churn_config()
+    reference = generate_base(2000, seed=0)
+    version = _version(local_store, reference)
+    buckets = calibrate_version(local_store, config, version)
+    assert buckets == [drift_null.size_bucket(1000)] == [861]
+    assert local_store.exists(LAYOUT.drift_calibration("churn", version, 861))
+    assert local_store.exists(LAYOUT.drift_kinds("churn", version))
+
+    calls: list[str] = []
+    real = drift_null.null_scores
+    monkeypatch.setattr(drift_null, "null_scores", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    current = generate_production(1, 5000, seed=3, drift="none")[0].features
+    end = datetime(2026, 10, 5, tzinfo=UTC)
+    window = CaptureWindow(
+        start=end - timedelta(hours=1),
+        end=end,
+        frame=current,
+        origins=pd.Series(["t"] * len(current)),
+        labels=pd.DataFrame({"request_id": pd.Series([], dtype=object), "churned": pd.Series([], dtype=float)}),
+        request_id_column="request_id",
+        target="churned",
+    )
+    champion = Reference(model="churn", version=version, frame=reference, registered_metrics={})
+    report = compute_drift_and_decay(local_store, config, champion, current, window)
+    assert calls == []  # every column's null was there: nothing drawn on the first check
+    assert {c.window_bucket for c in report.result.columns} == {861}
+    assert all(c.p_value is not None for c in report.result.columns)
+
+
+def test_column_kinds_are_fixed_per_version_and_carried_to_the_next(local_store) -> None:  # type: ignore[no-untyped-def]
+    """A count with 10 values in one version's reference is a category; the next version's
+    reference has 12, and the column stays a category (the kind is stored with the version and
+    inherited), in fixed mode as in calibrated mode, so its test never flips between versions."""
+    from refit.monitoring import column_kinds
+
+    rng = np.random.default_rng(0)
+    first = pd.DataFrame({"devices": rng.integers(0, 10, 3000), "amount": rng.normal(0, 1, 3000)})
+    second = pd.DataFrame({"devices": rng.integers(0, 12, 3000), "amount": rng.normal(0, 1, 3000)})
+    for mode in ("calibrated", "fixed"):
+        config = _churn_config(threshold_mode=mode)
+        config = config.model_copy(update={"dataset": config.dataset.model_copy(update={"name": f"m-{mode}"})})
+        cfg = config.drift
+        name = config.dataset.name
+        kinds_1 = column_kinds(local_store, config, name, 1, first, columns=["devices", "amount"])
+        kinds_2 = column_kinds(local_store, config, name, 2, second, columns=["devices", "amount"])
+        assert kinds_1 == kinds_2 == {"devices": "categorical", "amount": "numerical"}
+        assert json.loads(local_store.get_bytes(LAYOUT.drift_kinds(name, 2))) == kinds_2
+        # without the stored kinds, the rule alone flips the column on the second reference
+        assert check_drift(second, second, ["devices"], None, cfg, seed=0, report=False).result.columns[0].kind == (
+            "numerical"
+        )
+        held = check_drift(second, second, ["devices"], None, cfg, seed=0, report=False, kinds=kinds_2).result
+        assert held.columns[0].kind == "categorical" and held.columns[0].method == "jensenshannon"

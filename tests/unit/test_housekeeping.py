@@ -12,7 +12,7 @@ import pytest
 
 from refit.config import PipelineConfig, RetentionConfig, parse_config
 from refit.errors import ConfigError
-from refit.housekeeping import collect_runs, collect_temp_files, run_folders
+from refit.housekeeping import collect_calibrations, collect_runs, collect_temp_files, run_folders
 from refit.io import Store
 from refit.io.local import LocalStore
 from refit.registry import Registry
@@ -106,6 +106,27 @@ def test_versions_registered_for_promotion_and_never_promoted_are_named(local_st
     reg.promote("churn", 2, expected_current=1)
     reg.promote("churn", 1, expected_current=2)
     assert reg.never_promoted("churn") == [4]  # 2 held the alias once: not pending any more
+
+
+def test_drift_nulls_go_with_their_champion_and_the_kinds_stay(local_store: LocalStore) -> None:
+    """The nulls of a version that no longer holds an alias are removed by gc; the champion's and
+    any aliased version's stay, and every version's column kinds stay (the next one inherits them)."""
+    from refit.io.layout import LAYOUT
+
+    reg = Registry(local_store)
+    for n in (1, 2, 3):
+        reg.register("churn", artifact_uri=f"s3://m/{n}")
+        local_store.put_bytes(LAYOUT.drift_calibration("churn", n, 861), b"nulls")
+        local_store.put_bytes(LAYOUT.drift_kinds("churn", n), b"{}")
+    reg.promote("churn", 1, expected_current=None)
+    reg.promote("churn", 3, expected_current=1)
+    reg.set_alias("churn", "shadow", 2)
+    removed = collect_calibrations(local_store, reg, "churn")
+    assert removed == [LAYOUT.drift_calibration("churn", 1, 861)]  # the former champion's
+    assert local_store.exists(LAYOUT.drift_calibration("churn", 2, 861))  # an aliased version's
+    assert local_store.exists(LAYOUT.drift_calibration("churn", 3, 861))  # the champion's
+    assert all(local_store.exists(LAYOUT.drift_kinds("churn", n)) for n in (1, 2, 3))
+    assert collect_calibrations(local_store, reg, "churn") == []
 
 
 def test_retention_is_run_config_with_defaults() -> None:

@@ -260,3 +260,40 @@ def split_bundle(html: str) -> tuple[str, str | None, str | None]:
             page = html[: match.start()] + f'<script src="{name}"></script>' + html[match.end() :]
             return page, name, match.group(1)
     return html, None, None
+
+
+# --------------------------------------------------------------------------------------------
+# Performance on the labelled rows
+
+
+def run_performance_report(
+    frame: pd.DataFrame, task: Literal["binary", "regression"], target: str, prediction: str
+) -> tuple[dict[str, float], str]:
+    """``ClassificationPreset`` (binary: ``target`` 0/1, ``prediction`` the positive class's
+    probability) or ``RegressionPreset`` on ``frame`` alone (no reference: the registered metrics
+    are what decay compares with).
+
+    Returns:
+        Evidently's headline values by metric name (``RocAuc``, ``Accuracy``, ``RMSE``, ...) and
+        the HTML report.
+    """
+    from evidently import BinaryClassification, DataDefinition, Dataset, Regression, Report
+    from evidently.presets import ClassificationPreset, RegressionPreset
+
+    if task == "binary":  # 0/1 as integers: float labels make Evidently score the probabilities as labels
+        frame = frame.assign(**{target: np.asarray(frame[target]).astype(np.int64)})
+        definition = DataDefinition(
+            classification=[BinaryClassification(target=target, prediction_probas=prediction, pos_label=1)]
+        )
+        preset: Any = ClassificationPreset()
+    else:
+        definition = DataDefinition(regression=[Regression(target=target, prediction=prediction)])
+        preset = RegressionPreset()
+    with _quiet():
+        snapshot = Report([preset]).run(Dataset.from_pandas(frame, data_definition=definition), None)
+    values: dict[str, float] = {}
+    for metric in snapshot.dict()["metrics"]:
+        value = metric["value"]
+        if isinstance(value, int | float):
+            values[metric["config"]["type"].rsplit(":", 1)[-1]] = float(value)
+    return values, snapshot.get_html_str(as_iframe=False)

@@ -17,6 +17,7 @@ written before needs moving. Prefixes end with ``/`` (ready for ``store.list``):
     drift/<model>/reports/<stamp>.html             a drift check's Evidently report (when stored)
     drift/<model>/reports/evidently-<ver>.js       the dashboard script those reports share
     drift/<model>/calibration/v<version>/n<rows>.npz   null scores per column, per window size (refit.drift)
+    drift/<model>/calibration/v<version>/kinds.json    the column kinds of that version's checks
     drift/<model>/history/                         each drift check's result (refit.drift)
     governor/<model>/ledger/                       the retrain governor's decisions (refit.policy)
     governor/<model>/index.json                    and its checkpoint
@@ -142,7 +143,15 @@ class StoreLayout:
 
     def drift_calibration(self, model: str, version: int, bucket: int) -> str:
         """The null distributions of one champion version's columns for windows of ``bucket`` rows."""
-        return f"{self.drift}/{model}/calibration/v{version}/n{bucket}.npz"
+        return f"{self.drift_calibrations(model, version)}n{bucket}.npz"
+
+    def drift_calibrations(self, model: str, version: int | None = None) -> str:
+        """Everything calibrated for one version (every version's when None): nulls and column kinds."""
+        return f"{self.drift}/{model}/calibration/" + ("" if version is None else f"v{version}/")
+
+    def drift_kinds(self, model: str, version: int) -> str:
+        """The column kinds (numerical / categorical) a version's drift checks use, fixed at promotion."""
+        return f"{self.drift_calibrations(model, version)}kinds.json"
 
     def drift_history(self, model: str) -> str:
         """One object per drift check, timestamp first (listing order is time order)."""
