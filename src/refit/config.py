@@ -371,6 +371,12 @@ class DriftConfig(_Section):
         description="calibrated: null draws per column and window size (raised to 2 x columns / alpha, so Holm "
         "can reject at all).",
     )
+    calibrate_at_promotion: bool = Field(
+        True,
+        description="calibrated: draw a new champion's nulls for a full window when it is promoted (the retrain's "
+        "calibrate-drift step; about 1 to 3 s per numeric column), so its first check draws nothing. false: the "
+        "first check draws them. Its column kinds are stored at promotion either way.",
+    )
     categorical_columns: list[str] = Field(
         default_factory=list, description="Columns tested as categories whatever their dtype."
     )

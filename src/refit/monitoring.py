@@ -202,7 +202,8 @@ def calibrate_version(store: Store, config: PipelineConfig, version: int) -> lis
     """What a version's drift checks need, made at its promotion so that its first check is as
     quick as every later one: its column kinds (stored) and the null distributions of a full
     window (``drift.sample_size`` rows; ``drift.window_rows`` too when set), drawn and cached in
-    the store where the checks read them. Returns the size buckets drawn."""
+    the store where the checks read them (not with ``drift.calibrate_at_promotion: false``: the
+    first check draws them). Returns the size buckets drawn."""
     from refit.drift import StoreNullCache, calibrate
     from refit.registry import Registry
 
@@ -210,6 +211,8 @@ def calibrate_version(store: Store, config: PipelineConfig, version: int) -> lis
     frame = Registry(store).reference(name, version)
     kinds = column_kinds(store, config, name, version, frame)
     cfg = config.drift
+    if not cfg.calibrate_at_promotion:
+        return []
     sizes = [cfg.sample_size, *([cfg.window_rows] if cfg.window_rows else [])]
     nulls = StoreNullCache(store, name, version)
     return calibrate(frame, config.feature_columns, cfg, config.training.seed, nulls, sizes, kinds)

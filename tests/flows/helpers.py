@@ -37,6 +37,9 @@ def write_config(folder: Path, **overrides: Any) -> Path:
     raw = yaml.safe_load((ROOT / "refit.yaml").read_text())
     raw["training"] = FAST_TRAINING
     raw["gate"] = {**raw.get("gate", {}), "bootstrap_resamples": 300}
+    # a promotion's drift calibration costs 10 to 30 s of null draws, and few of these tests run a
+    # drift check after it (those draw lazily, as they did); its own tests switch it on
+    raw["drift"] = {**raw.get("drift", {}), "calibrate_at_promotion": False}
     raw = deep_merge(raw, overrides)
     path = folder / "refit.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -495,6 +495,17 @@ def test_a_check_right_after_promotion_draws_nothing(local_store, monkeypatch: p
     assert all(c.p_value is not None for c in report.result.columns)
 
 
+def test_calibration_at_promotion_can_be_left_to_the_first_check(local_store) -> None:  # type: ignore[no-untyped-def]
+    """drift.calibrate_at_promotion: false stores the version's column kinds and draws nothing."""
+    from refit.monitoring import calibrate_version
+
+    config = _churn_config(calibrate_at_promotion=False)
+    version = _version(local_store, generate_base(2000, seed=0))
+    assert calibrate_version(local_store, config, version) == []
+    assert local_store.exists(LAYOUT.drift_kinds("churn", version))
+    assert not local_store.exists(LAYOUT.drift_calibration("churn", version, drift_null.size_bucket(1000)))
+
+
 def test_column_kinds_are_fixed_per_version_and_carried_to_the_next(local_store) -> None:  # type: ignore[no-untyped-def]
     """A count with 10 values in one version's reference is a category; the next version's
     reference has 12, and the column stays a category (the kind is stored with the version and
