@@ -14,6 +14,7 @@ that share something expensive, so that it is built once.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import multiprocessing.process
 import os
 import shutil
@@ -202,50 +203,76 @@ def prefect_api() -> Iterator[str]:
         yield str(url)
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``mlflow server`` on loopback for the session (SQLite backend store, artifacts in a
-    folder it serves); its URL. 15 s to well over a minute to start on a busy machine."""
-    import time
-    import urllib.request
+class MlflowServer:
+    """A real ``mlflow server`` on a loopback port: SQLite backend store in ``folder``, artifacts
+    in ``folder/artifacts`` or at ``artifacts`` (an ``s3://`` destination: ``env`` then carries
+    ``MLFLOW_S3_ENDPOINT_URL``). :meth:`stop` and :meth:`start` again keep the port and the
+    backend store: the same server, back after an outage. 15 s to well over a minute to start on
+    a busy machine."""
 
-    folder = tmp_path_factory.mktemp("mlflow")
-    port = free_port()
-    log = (folder / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
-            "--artifacts-destination", str(folder / "artifacts"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"},
-        start_new_session=True,  # its own process group: the server and the workers it forks stop together
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    try:
+    def __init__(self, folder: Path, artifacts: str | None = None, env: dict[str, str] | None = None) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.artifacts = artifacts or str(folder / "artifacts")
+        self.env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 300) -> MlflowServer:
+        import time
+        import urllib.request
+
+        logfile = self.folder / "server.log"
+        with logfile.open("a") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(self.port),
+                    "--workers", "1", "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}",
+                    "--artifacts-destination", self.artifacts,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", **self.env},
+                start_new_session=True,  # its own process group: the server and the workers it forks stop together
+            )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
         while True:
             try:
-                with urllib.request.urlopen(url + "/health", timeout=5) as response:
+                with urllib.request.urlopen(self.url + "/health", timeout=5) as response:
                     if response.status == 200:
-                        break
+                        return self
             except OSError:
                 pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}")
-            time.sleep(1)
-        yield url
-    finally:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"mlflow server did not start: {logfile.read_text()[-2000:]}")
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        """SIGTERM to the server's process group (SIGKILL after 30 s); returns once it is gone."""
         import signal
 
-        os.killpg(proc.pid, signal.SIGTERM)
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` for the session (:class:`MlflowServer`: SQLite backend store,
+    artifacts in a folder it serves); its URL."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

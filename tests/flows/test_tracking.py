@@ -1,10 +1,14 @@
 """Experiment tracking against a real `mlflow server`: a retrain (through the flow) read back
-through MlflowClient, and a retrain while MLflow is down, caught up by the next run."""
+through MlflowClient; a server stopped during a retrain, restarted, and caught up by the next
+run; artifacts of an S3 store on the S3 test server."""
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +18,13 @@ from mlflow import MlflowClient
 from flows.retrain import RetrainParameters, retrain
 from refit import pipeline
 from refit.config import load_config
+from refit.io.layout import LAYOUT, RunKeys
 from refit.model import git_commit
 from refit.registry import Registry
-from tests.conftest import free_port
-from tests.flows.helpers import make_project
+from refit.splits import SPLIT_NAMES
+from refit.tracking import mirror_registry
+from tests.conftest import MlflowServer
+from tests.flows.helpers import make_project, write_config
 
 TRAINING = {
     "seed": 3,
@@ -96,46 +103,152 @@ def test_a_retrain_is_one_mlflow_run_with_nested_trials_datasets_artifacts_and_t
     assert champion.run_id == run.info.run_id and champion.source == f"runs:/{run.info.run_id}/model"
 
 
-def test_mlflow_down_never_fails_a_retrain_and_the_next_run_catches_the_mirror_up(
-    mlflow_server: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def _stop_at(server: MlflowServer, at_step: str) -> Callable[[str], AbstractContextManager[None]]:
+    """An ``around`` hook for ``run_retrain`` that stops ``server`` as step ``at_step`` begins."""
+
+    @contextmanager
+    def around(step: str) -> Iterator[None]:
+        if step == at_step:
+            server.stop()
+        yield
+
+    return around
+
+
+def test_mlflow_stopped_mid_retrain_never_fails_it_and_the_next_run_catches_the_mirror_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The server is stopped while the retrain runs, restarted on the same backend store, and
+    the next run mirrors what was registered meanwhile.
+
+    The stop is made deterministic by the recipe's ``around`` hook: the server goes down as
+    ``train-candidates`` begins (after the run has loaded and split its data), so training,
+    the gate, registration, promotion and ``track-run`` all run against a stopped server. A
+    thread stopping it "at some point" would sometimes land before the run starts or after
+    tracking ends, and prove nothing on those runs.
+    """
     name = "churn-outage"
-    config_path, store = make_project(
-        tmp_path, rows=2000, dataset={"name": name}, tracking={"mlflow_uri": mlflow_server}
-    )
-    live = load_config(config_path)
-    first = pipeline.run_retrain(store, live)
-    assert first.tracking.ok and first.tracking.mirrored == [1]
-
-    down = live.model_copy(
-        update={"tracking": live.tracking.model_copy(update={"mlflow_uri": f"http://127.0.0.1:{free_port()}"})}
-    )
-    with caplog.at_level(logging.WARNING, logger="refit.tracking"):
-        outage = pipeline.run_retrain(
-            store, down, pipeline.RetrainOptions(force=True, reason="hotfix during the outage")
+    (tmp_path / "mlflow").mkdir()
+    server = MlflowServer(tmp_path / "mlflow").start()
+    try:
+        config_path, store = make_project(
+            tmp_path, rows=2000, dataset={"name": name}, tracking={"mlflow_uri": server.url}
         )
-    assert outage.steps[-4:] == ["register-model", "promote-model", "calibrate-drift", "track-run"]
-    assert outage.version.version == 2 and Registry(store).aliases(name) == {"champion": 2}
-    assert not outage.tracking.ok and "Connection refused" in outage.tracking.error
-    warned = [r.getMessage() for r in caplog.records if r.name == "refit.tracking"]
-    caplog.clear()
-    assert len(warned) == 1 and "the retrain goes on" in warned[0] and "\n" not in warned[0]
+        live = load_config(config_path)
+        first = pipeline.run_retrain(store, live)
+        assert first.tracking.ok and first.tracking.mirrored == [1]
 
-    client = MlflowClient(mlflow_server, registry_uri=mlflow_server)
-    assert client.get_model_version_by_alias(name, "champion").tags["refit.version"] == "1"  # stale while down
+        with caplog.at_level(logging.WARNING, logger="refit.tracking"):
+            outage = pipeline.run_retrain(
+                store,
+                live,
+                pipeline.RetrainOptions(force=True, reason="hotfix during the outage"),
+                around=_stop_at(server, "train-candidates"),
+            )
+        assert server.proc is None  # it was stopped during the run, and stayed down
+        assert outage.steps[-4:] == ["register-model", "promote-model", "calibrate-drift", "track-run"]
+        assert outage.version.version == 2 and Registry(store).aliases(name) == {"champion": 2}
+        assert not outage.tracking.ok and "Connection refused" in outage.tracking.error
+        warned = [r.getMessage() for r in caplog.records if r.name == "refit.tracking"]
+        caplog.clear()
+        assert len(warned) == 1 and "the retrain goes on" in warned[0] and "\n" not in warned[0]
 
-    Registry(store).set_alias(name, "latest", 1, reason="a name MLflow reserves")
-    caught_up = pipeline.run_retrain(store, live, pipeline.RetrainOptions(dry_run=True))
-    assert caught_up.tracking.ok and caught_up.tracking.mirrored == [2]
-    assert any("MLflow refused alias 'latest'" in r.getMessage() for r in caplog.records)
-    versions = {v.tags["refit.version"]: v for v in client.search_model_versions(f"name = '{name}'")}
-    assert sorted(versions) == ["1", "2"] and versions["2"].version == "2"
-    champion = client.get_model_version_by_alias(name, "champion")
-    assert champion.version == "2"
-    backfill = client.get_run(champion.run_id)
-    assert backfill.data.tags["refit.kind"] == "catch-up" and backfill.data.tags["refit.run_id"] == outage.run_id
-    assert {a.path for a in client.list_artifacts(champion.run_id, "model")} >= {"model/manifest.json"}
+        server.start()  # the same port and backend store: MLflow is back, with what it had
+        client = MlflowClient(server.url, registry_uri=server.url)
+        assert client.get_model_version_by_alias(name, "champion").tags["refit.version"] == "1"  # stale
+        assert len(client.search_model_versions(f"name = '{name}'")) == 1
 
-    again = pipeline.run_retrain(store, live, pipeline.RetrainOptions(dry_run=True))
-    assert again.tracking.ok and again.tracking.mirrored == []  # idempotent: nothing twice
-    assert len(client.search_model_versions(f"name = '{name}'")) == 2
+        Registry(store).set_alias(name, "latest", 1, reason="a name MLflow reserves")
+        caught_up = pipeline.run_retrain(store, live, pipeline.RetrainOptions(dry_run=True))
+        assert caught_up.tracking.ok and caught_up.tracking.mirrored == [2]
+        assert any("MLflow refused alias 'latest'" in r.getMessage() for r in caplog.records)
+        versions = {v.tags["refit.version"]: v for v in client.search_model_versions(f"name = '{name}'")}
+        assert sorted(versions) == ["1", "2"] and versions["2"].version == "2"
+        champion = client.get_model_version_by_alias(name, "champion")
+        assert champion.version == "2" and champion.tags["refit.run_id"] == outage.run_id
+        backfill = client.get_run(champion.run_id)
+        assert backfill.data.tags["refit.kind"] == "catch-up" and backfill.data.tags["refit.run_id"] == outage.run_id
+        assert {a.path for a in client.list_artifacts(champion.run_id, "model")} >= {"model/manifest.json"}
+
+        # idempotent: mirroring again creates nothing
+        assert mirror_registry(client, store, name, caught_up.tracking.experiment_id) == (
+            [],
+            {"champion": 2, "latest": 1},
+        )
+        assert len(client.search_model_versions(f"name = '{name}'")) == 2
+    finally:
+        server.stop()
+
+
+def _drop_splits_before_tracking(store: Any, run: RunKeys) -> Callable[[str], AbstractContextManager[None]]:
+    """An ``around`` hook that deletes the run's split files as ``track-run`` begins: tracking
+    must log the datasets from what the run already has, not read whole splits again."""
+
+    @contextmanager
+    def around(step: str) -> Iterator[None]:
+        if step == "track-run":
+            for split in SPLIT_NAMES.values():
+                store.delete(run.split(split))
+        yield
+
+    return around
+
+
+def client_run(url: str, run_id: str | None) -> Any:
+    assert run_id is not None
+    return MlflowClient(url).get_run(run_id)
+
+
+def test_the_artifacts_of_a_retrain_on_an_s3_store_go_to_the_s3_server(
+    s3_endpoint: str, s3_client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mlflow server --artifacts-destination s3://...`` on the S3 test server: a retrain on an
+    S3 store logs its artifacts through the tracking server into the bucket, and MlflowClient
+    reads them back."""
+    from refit.demo import write_base_data
+    from refit.io.s3 import S3Store
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)  # the smoke test's child process opens the S3 store too
+    name = "churn-s3"
+    bucket = f"refit-mlflow-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=bucket)
+    (tmp_path / "mlflow").mkdir()
+    server = MlflowServer(
+        tmp_path / "mlflow", artifacts=f"s3://{bucket}/mlartifacts", env={"MLFLOW_S3_ENDPOINT_URL": s3_endpoint}
+    ).start()
+    try:
+        store = S3Store(f"s3://{bucket}/refit", s3_client)
+        config = load_config(write_config(tmp_path, dataset={"name": name}, tracking={"mlflow_uri": server.url}))
+        write_base_data(store, config, rows=1500, seed=0)
+        run_id = pipeline.new_run_id()
+        keys = LAYOUT.run(name, run_id)
+        run = pipeline.run_retrain(store, config, run_id=run_id, around=_drop_splits_before_tracking(store, keys))
+        assert not any(store.exists(keys.split(split)) for split in SPLIT_NAMES.values())
+        assert run.version is not None, f"not registered: {run.steps}, smoke {run.smoke}"
+        assert run.tracking.ok and run.version.version == 1
+        # the splits as dataset inputs, from what the run knew (their files were gone by then)
+        datasets = {
+            d.dataset.name: d.dataset for d in client_run(server.url, run.tracking.run_id).inputs.dataset_inputs
+        }
+        train = datasets[f"{name}-train"]
+        assert json.loads(train.profile)["num_rows"] == run.splits.rows["train"]
+        assert train.source_type == "s3" and json.loads(train.source)["uri"].startswith(f"s3://{bucket}/refit/runs/")
+        schema = {c["name"]: c for c in json.loads(train.schema)["mlflow_colspec"]}
+        assert schema["churned"]["type"] == "long" and schema["age"]["required"] is False
+
+        client = MlflowClient(server.url, registry_uri=server.url)
+        run_id = run.tracking.run_id
+        listed = {a.path for folder in ("dossier", "model", "trials") for a in client.list_artifacts(run_id, folder)}
+        assert {"dossier/dossier.md", "dossier/dossier.png", "model/manifest.json", "trials/trials.json"} <= listed
+        manifest = client.download_artifacts(run_id, "model/manifest.json", str(tmp_path))
+        assert Path(manifest).read_bytes() == Registry(store).read_artifact(name, 1, "manifest.json")
+        in_bucket = {
+            o["Key"].split("/artifacts/", 1)[-1]
+            for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="mlartifacts/")
+            for o in page.get("Contents", [])
+        }
+        assert {"model/manifest.json", "dossier/dossier.png", "trials/trials.json"} <= in_bucket
+        champion = client.get_model_version_by_alias(name, "champion")
+        assert champion.run_id == run_id and champion.tags["refit.version"] == "1"
+    finally:
+        server.stop()
