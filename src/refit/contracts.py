@@ -71,6 +71,13 @@ def schema_columns(schema_path: str) -> list[str]:
     return list(model.to_schema().columns)
 
 
+def column_kinds(schema_path: str) -> dict[str, tuple[str, bool]]:
+    """Each declared column of a ``module:Class`` schema: its kind (:func:`_column_kind`) and
+    whether it may be null, in the schema's order."""
+    columns = import_schema(schema_path).to_schema().columns
+    return {name: (_column_kind(col.dtype), bool(col.nullable)) for name, col in columns.items()}
+
+
 def _column_kind(dtype: Any) -> str:
     """``bool``, ``int``, ``float``, ``datetime`` or ``text`` for a pandera column's declared dtype."""
     name = str(dtype).lower()

@@ -487,6 +487,7 @@ def track_run(
     tags: dict[str, str] | None = None,
 ) -> TrackingReport:
     """Log this retrain to MLflow and mirror the registry (``refit.tracking``); never raises."""
+    from refit.contracts import column_kinds
     from refit.model import git_commit
     from refit.tracking import RetrainRecord, track_retrain
 
@@ -525,9 +526,15 @@ def track_run(
         tags=all_tags,
         params=params,
         datasets={
-            name: {"key": key, "sha256": lineage[name]["sha256"], "rows": lineage[name]["rows"]}
+            name: {
+                "uri": store.uri_for(key),
+                "sha256": lineage[name]["sha256"],
+                "rows": lineage[name]["rows"],
+                "columns": lineage[name]["columns"],
+            }
             for name, key in splits.keys.items()
         },
+        columns=column_kinds(config.dataset.schema_path),
         trials=candidate.trials,
         best_trial=candidate.best_trial,
         metrics=metrics,

@@ -103,13 +103,14 @@ class RetrainRecord:
     started_at: datetime | None
     tags: dict[str, str]
     params: dict[str, Any]
-    datasets: dict[str, dict[str, Any]]  # name -> {key, sha256, rows, columns}
+    datasets: dict[str, dict[str, Any]]  # split name -> {uri, sha256, rows, columns}
     trials: list[dict[str, Any]]
     best_trial: int | None
     metrics: dict[str, float | None]
     decision: dict[str, Any] | None
     artifact_key: str | None
     dossier_keys: list[str]
+    columns: dict[str, tuple[str, bool]] = field(default_factory=dict)  # the data contract: kind, nullable
 
 
 @contextmanager
@@ -215,7 +216,7 @@ def _log_retrain(client: Any, experiment_id: str, store: Store, record: RetrainR
     parent = str(run.info.run_id)
     _log_values(client, parent, record.params, record.metrics)
     _log_decision(client, parent, record.decision)
-    _log_datasets(client, parent, store, record)
+    _log_datasets(client, parent, record)
     for trial in record.trials:
         _log_trial(client, experiment_id, parent, record, trial)
     _log_files(client, parent, store, record)
@@ -272,26 +273,37 @@ def _log_decision(client: Any, run_id: str, decision: Mapping[str, Any] | None) 
     _log_values(client, run_id, {}, {**overall, **segments})
 
 
-def _log_datasets(client: Any, run_id: str, store: Store, record: RetrainRecord) -> None:
-    """Each split as a dataset input: its rows (schema and profile from pandas) and refit's fingerprint."""
-    from mlflow.data.pandas_dataset import from_pandas
-    from mlflow.entities import DatasetInput, InputTag
+#: refit's column kinds (``refit.contracts``) as MLflow column types.
+_MLFLOW_TYPES = {"bool": "boolean", "int": "long", "float": "double", "datetime": "datetime", "text": "string"}
 
-    from refit.io.frames import read_frame
 
+def _log_datasets(client: Any, run_id: str, record: RetrainRecord) -> None:
+    """Each split as a dataset input, from what the run already knows (nothing is read again):
+    its URI, refit's fingerprint and row count, and the data contract's columns as its schema."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    colspec = [
+        {"type": _MLFLOW_TYPES[kind], "name": name, "required": not nullable}
+        for name, (kind, nullable) in record.columns.items()
+    ]
     inputs = []
     for name, ds in record.datasets.items():
-        frame = read_frame(store, ds["key"])
-        dataset = from_pandas(
-            frame, source=store.uri_for(ds["key"]), name=f"{record.model}-{name}", digest=ds["sha256"][:32]
+        source = resolve_dataset_source(ds["uri"])
+        dataset = Dataset(
+            name=f"{record.model}-{name}",
+            digest=ds["sha256"][:32],
+            source_type=source._get_source_type(),
+            source=source.to_json(),
+            schema=json.dumps({"mlflow_colspec": colspec}) if colspec else None,
+            profile=json.dumps({"num_rows": ds["rows"], "num_elements": ds["rows"] * ds["columns"]}),
         )
         tags = [
             InputTag("mlflow.data.context", name),
             InputTag("refit.sha256", ds["sha256"]),
             InputTag("refit.rows", str(ds["rows"])),
         ]
-        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
-        del frame
+        inputs.append(DatasetInput(dataset, tags=tags))
     client.log_inputs(run_id, datasets=inputs)
 
 
