@@ -376,6 +376,14 @@ def models_diff(
     recorded_only: Annotated[
         bool, typer.Option("--recorded-only", help="Only the metrics recorded at registration; score nothing.")
     ] = False,
+    keep_holdout: Annotated[
+        bool,
+        typer.Option(
+            "--keep-holdout",
+            help="Leave the holdout's run folder (staged rows, quarantine, splits) in the store; "
+            "by default it is made in memory and nothing is written.",
+        ),
+    ] = False,
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
     """Versions A and B (numbers or aliases): both re-scored on one common data set, compared by
@@ -389,20 +397,20 @@ def models_diff(
         if not recorded_only:
             from refit import scoring
 
-            cfg = _diff_config(config, reg, name, diff.b)
-            frame = scoring.store_holdout(reg.store, cfg) if data is None else scoring.file_data(data)
-            va, vb = reg.get_version(name, diff.a), reg.get_version(name, diff.b)
-            out["rescored"] = scoring.rescore_versions(reg, name, va, vb, frame, cfg)
+            model_a, model_b = reg.load_model(name, diff.a), reg.load_model(name, diff.b)  # once each
+            cfg = _diff_config(config, model_b, f"{name}:{diff.b}")
+            frame = scoring.store_holdout(reg.store, cfg, keep_holdout) if data is None else scoring.file_data(data)
+            out["rescored"] = scoring.rescore_versions(model_a, model_b, frame, cfg)
     emit(out, as_json, lambda r: _human_diff(r, table))
 
 
-def _diff_config(path: Path, reg: Any, name: str, version: int) -> Any:
-    """The project's config, else the one stored with version ``version``'s artifact."""
+def _diff_config(path: Path, model: Any, ref: str) -> Any:
+    """The project's config, else the one stored with the loaded ``model`` (version ``ref``)."""
     from refit.config import load_config, parse_config
 
     if path.is_file():
         return load_config(path)
-    return parse_config(reg.load_model(name, version).config, f"the config stored with {name}:{version}")
+    return parse_config(model.config, f"the config stored with {ref}")
 
 
 def _human_diff(r: dict[str, Any], table: str) -> str:

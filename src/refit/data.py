@@ -177,6 +177,20 @@ def validate_file(store: Store, config: PipelineConfig, path: str, kind: str = "
     return out
 
 
+def read_training_rows(
+    store: Store, config: PipelineConfig, extra: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, pd.Series]:
+    """The configured sources plus ``extra`` rows (e.g. labelled captures), and where each row
+    came from; read, not validated, nothing written."""
+    frame, origins = read_sources(resolve_sources(store, config.dataset.sources), schema_for(config, "training"))
+    if extra is not None and len(extra):
+        frame = pd.concat([frame, extra.drop(columns=["_refit_source"], errors="ignore")], ignore_index=True)
+        origins = pd.concat(
+            [origins, extra.get("_refit_source", pd.Series(["captures"] * len(extra))).astype(str)], ignore_index=True
+        )
+    return frame, origins
+
+
 def stage_validated(
     store: Store, config: PipelineConfig, run_id: str, extra: pd.DataFrame | None = None
 ) -> tuple[ValidatedData, ValidationResult]:
@@ -185,12 +199,7 @@ def stage_validated(
     (:meth:`refit.io.layout.StoreLayout.run`) for the next step.
     """
     schema_model = schema_for(config, "training")
-    frame, origins = read_sources(resolve_sources(store, config.dataset.sources), schema_model)
-    if extra is not None and len(extra):
-        frame = pd.concat([frame, extra.drop(columns=["_refit_source"], errors="ignore")], ignore_index=True)
-        origins = pd.concat(
-            [origins, extra.get("_refit_source", pd.Series(["captures"] * len(extra))).astype(str)], ignore_index=True
-        )
+    frame, origins = read_training_rows(store, config, extra)
     result, quarantine_uri, summary_uri = validate_and_quarantine(
         store, frame, origins, schema_model, config.dataset.name, config.validation.max_invalid_fraction
     )

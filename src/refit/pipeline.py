@@ -51,14 +51,10 @@ def run_keys(config: PipelineConfig, run_id: str) -> RunKeys:
 # load + validate
 
 
-def load_and_validate(
-    store: Store,
-    config: PipelineConfig,
-    run_id: str,
-    window_days: float | None = None,
-    as_of: datetime | None = None,
-) -> ValidatedData:
-    """Base data plus labelled production captures (inside the window), validated and staged.
+def labelled_captures(
+    store: Store, config: PipelineConfig, window_days: float | None = None, as_of: datetime | None = None
+) -> pd.DataFrame:
+    """The production captures a retrain adds to the base data: labelled, inside the window.
 
     ``as_of`` trains on what was known then: captures with an event time in the ``window_days``
     before it, and only the labels that had arrived by it (default: now, every label)."""
@@ -68,18 +64,29 @@ def load_and_validate(
     end = as_of or datetime.now(UTC)
     since = None if window_days is None else pd.Timestamp(end - timedelta(days=window_days))
     ds = config.dataset
-    columns = schema_columns(ds.schema_path)
-    captures = load_labelled_captures(
+    return load_labelled_captures(
         store,
         ds.name,
         target=ds.target,
         request_id_column=ds.request_id_column,
         timestamp_column=ds.timestamp_column,
-        columns=columns,
+        columns=schema_columns(ds.schema_path),
         since=since,
         until=None if as_of is None else pd.Timestamp(as_of),
         known_at=None if as_of is None else pd.Timestamp(as_of),
     )
+
+
+def load_and_validate(
+    store: Store,
+    config: PipelineConfig,
+    run_id: str,
+    window_days: float | None = None,
+    as_of: datetime | None = None,
+) -> ValidatedData:
+    """Base data plus labelled production captures (inside the window, :func:`labelled_captures`),
+    validated and staged."""
+    captures = labelled_captures(store, config, window_days, as_of)
     handle, _ = stage_validated(store, config, run_id, extra=captures)
     return handle
 
@@ -106,9 +113,8 @@ class SplitHandles:
         return out
 
 
-def split_data(store: Store, config: PipelineConfig, data: ValidatedData, run_id: str) -> SplitHandles:
-    """Deterministic train/validation/test split of the staged rows, each written and fingerprinted."""
-    frame = read_frame(store, data.key)
+def split_codes(frame: pd.DataFrame, config: PipelineConfig) -> np.ndarray:
+    """Each row's split (a code of :data:`refit.splits.SPLIT_NAMES`); an empty split is an error."""
     sc = config.split
     codes = assign_splits(
         frame,
@@ -123,6 +129,13 @@ def split_data(store: Store, config: PipelineConfig, data: ValidatedData, run_id
     for code, name in SPLIT_NAMES.items():
         if counts[code] == 0:
             raise RefitError(f"the {name} split is empty ({len(frame)} rows in all): more data is needed")
+    return codes
+
+
+def split_data(store: Store, config: PipelineConfig, data: ValidatedData, run_id: str) -> SplitHandles:
+    """Deterministic train/validation/test split of the staged rows, each written and fingerprinted."""
+    frame = read_frame(store, data.key)
+    codes = split_codes(frame, config)
     keys, fps = {}, {}
     # One split in memory at a time, beside the staged frame (not all three at once).
     for code, name in SPLIT_NAMES.items():
@@ -134,6 +147,26 @@ def split_data(store: Store, config: PipelineConfig, data: ValidatedData, run_id
     del frame
     release_arrow_memory()
     return SplitHandles(keys=keys, fingerprints=fps, data=data)
+
+
+def holdout_split(store: Store, config: PipelineConfig) -> tuple[pd.DataFrame, DatasetFingerprint]:
+    """The test split of the store's current data, as a retrain with the YAML's options would
+    load, validate and split it (:func:`labelled_captures`, :func:`split_codes`), held in
+    memory: no run folder, no quarantine, nothing written to the store."""
+    from refit.data import read_training_rows, schema_for
+    from refit.validation import enforce, validate_frame
+
+    options = resolve_run_parameters(RetrainOptions(), config)
+    captures = labelled_captures(store, config, options.window_days, options.as_of)
+    frame, origins = read_training_rows(store, config, captures)
+    result = validate_frame(
+        frame, schema_for(config), source=origins, max_invalid_fraction=config.validation.max_invalid_fraction
+    )
+    enforce(result.summary)
+    del frame, origins
+    codes = split_codes(result.valid, config)
+    test = split_part(result.valid, codes, next(code for code, name in SPLIT_NAMES.items() if name == "test"))
+    return test, fingerprint_frame(test)
 
 
 # ---------------------------------------------------------------------------------------------

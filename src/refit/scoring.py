@@ -67,15 +67,9 @@ class DiffData:
     uri: str | None = None
 
 
-def rescore_versions(
-    registry: Any,
-    name: str,
-    a: Any,
-    b: Any,
-    data: DiffData,
-    config: Any,
-) -> dict[str, Any]:
-    """Score versions ``a`` and ``b`` on the same rows and compare them by a paired bootstrap.
+def rescore_versions(a: Any, b: Any, data: DiffData, config: Any) -> dict[str, Any]:
+    """Score loaded models ``a`` and ``b`` (each :class:`refit.model.LoadedModel`, loaded once by
+    the caller) on the same rows and compare them by a paired bootstrap.
 
     The comparison is the gate's (``refit.evaluation.paired_bootstrap``, with the config's
     metric, resamples, confidence and seed), overall and per configured segment;
@@ -88,12 +82,9 @@ def rescore_versions(
     df = data.frame
     if ds.target not in df.columns:
         raise DataError(f"{data.source}: missing target column {ds.target!r} (rule: re-scoring needs labels)")
-    models = []
-    for version in (b, a):
-        model = registry.load_model(name, version)
+    for model in (b, a):  # b first: multiclass compares in b's class order (pipeline.gate_inputs)
         model.check_input(df, data.source)  # one line naming the data's source, before scoring
-        models.append(model)
-    y, (b_scores, a_scores) = gate_inputs(ds, df, models)
+    y, (b_scores, a_scores) = gate_inputs(ds, df, [b, a])
     boot = paired_bootstrap(
         ds.task,
         gate.primary_metric,
@@ -136,11 +127,19 @@ def file_data(path: str | Path) -> DiffData:
     return DiffData(frame=df, source=f"file {path}", fingerprint=fingerprint_frame(df).sha256, uri=str(path))
 
 
-def store_holdout(store: Any, config: Any) -> DiffData:
-    """The test split of the store's current data: loaded, validated and split exactly as a
-    retrain would (its staged rows and splits land in a run folder of their own)."""
+def store_holdout(store: Any, config: Any, keep: bool = False) -> DiffData:
+    """The test split of the store's current data, loaded, validated and split exactly as a
+    retrain would, in memory (``refit.pipeline.holdout_split``): nothing is written. With
+    ``keep``, the steps run as a retrain's first two and leave their run folder (staged rows,
+    quarantine, splits) in the store, to look at later."""
+    from refit.pipeline import holdout_split, run_retrain
+
+    if not keep:
+        frame, fingerprint = holdout_split(store, config)
+        return DiffData(
+            frame=frame, source="the holdout (test split) of the store's current data", fingerprint=fingerprint.sha256
+        )
     from refit.io.frames import read_frame
-    from refit.pipeline import run_retrain
 
     run = run_retrain(store, config, until="split-data")
     splits = run.need("splits")

@@ -128,7 +128,8 @@ def test_string_multiclass_trains_gates_registers_and_decays(tmp_path: Path, mon
 
     registry = Registry(store)
     v1, v2 = sorted(registry.list_versions("insects"), key=lambda v: v.version)[:2]
-    diff = rescore_versions(registry, "insects", v1, v2, store_holdout(store, cfg), cfg)
+    loaded = registry.load_model("insects", v1), registry.load_model("insects", v2)
+    diff = rescore_versions(*loaded, store_holdout(store, cfg), cfg)
     assert diff["metric"] == "macro_roc_auc" and diff["overall"]["a"] > 0.75 and diff["overall"]["b"] > 0.75
     assert {row["scope"] for row in diff["segments"]} == {"site=forest", "site=meadow"}
 

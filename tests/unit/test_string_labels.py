@@ -4,8 +4,10 @@ They used to pass validation, training and the smoke test, then crash the gate."
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,6 +16,7 @@ import yaml
 
 from refit.config import load_config
 from refit.io import LocalStore
+from refit.io.frames import read_frame
 from refit.pipeline import RetrainOptions, run_retrain, scores
 
 pytestmark = pytest.mark.slow  # the smoke test loads each candidate in a child process
@@ -105,7 +108,32 @@ def test_string_labels_train_gate_and_register_in_the_positive_class(
     from refit.scoring import rescore_versions, store_holdout
 
     registry = Registry(store)
-    versions = {v.version: v for v in registry.list_versions("renewals")}
-    diff = rescore_versions(registry, "renewals", versions[1], versions[2], store_holdout(store, cfg), cfg)
+    before = store.list("")
+    holdout = store_holdout(store, cfg)
+    assert store.list("") == before  # made in memory: no run folder, no quarantine written
+    # ... and the very rows a retrain on the same data tests on
+    pd.testing.assert_frame_equal(holdout.frame, read_frame(store, second.need("splits").keys["test"]))
+    assert holdout.fingerprint == second.need("splits").fingerprints["test"].sha256
+    diff = rescore_versions(registry.load_model("renewals", 1), registry.load_model("renewals", 2), holdout, cfg)
     assert diff["metric"] == "roc_auc"
     assert diff["overall"]["a"] > 0.8 and diff["overall"]["b"] > 0.8  # 1 - AUC if "Yes" were scored
+
+    # `refit models diff` without a project config: each version loaded once (B's config read
+    # from the loaded model), nothing written to the store
+    from typer.testing import CliRunner
+
+    from refit_cli.main import app
+
+    loads: list[int] = []
+    real_load = Registry.load_model
+
+    def counted(self: Registry, name: str, version: Any, **kwargs: Any) -> Any:
+        loads.append(version if isinstance(version, int) else version.version)
+        return real_load(self, name, version, **kwargs)
+
+    monkeypatch.setattr(Registry, "load_model", counted)
+    monkeypatch.setenv("REFIT_STORE", str(tmp_path / "store"))
+    result = CliRunner().invoke(app, ["models", "diff", "renewals", "1", "2", "--json", "--config", "absent.yaml"])
+    assert result.exit_code == 0, result.output
+    assert sorted(loads) == [1, 2] and store.list("") == before
+    assert json.loads(result.stdout)["rescored"]["overall"] == diff["overall"]
