@@ -39,6 +39,7 @@ BENCHMARKS = (
     "webhook",
     "search",
     "replay",
+    "tracking",
 )
 RATIO_ROWS = 1_000_000
 
@@ -296,6 +297,32 @@ def _bench_webhook(args: argparse.Namespace, results: dict[str, Any]) -> None:
     )
 
 
+def _bench_tracking(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    r = run_in_subprocess(
+        "tracking:run",
+        {"rows": args.tracking_rows, "config_path": str(args.config), "reps": args.tracking_reps},
+    )
+    results["benchmarks"]["tracking"] = r
+    results["ratios"]["tracking_overhead"] = ratio(
+        r["ratio"],
+        1.10,
+        "<=",
+        rows=r["rows"],
+        reps=r["reps"],
+        untracked_s=r["untracked_s"],
+        tracked_s=r["tracked_s"],
+        track_run_s=r["track_run_s"],
+        track_run_share=r["track_run_share"],
+        same_run_ratios=r["same_run_ratios"],
+        pair_ratio=round(r["pair_ratio"], 4),
+        pair_ratios=r["pair_ratios"],
+        server_startup_s_excluded=r["server_startup_s"],
+        note="median over tracked runs of (the run / the same run without its track-run step, the only "
+        "step that touches MLflow); pair_ratio: whole tracked runs / untracked runs beside them (ABBA, "
+        "same data, machine noise included)",
+    )
+
+
 def _bench_search(args: argparse.Namespace, results: dict[str, Any]) -> None:
     r = run_in_subprocess(
         "search:run", {"rows": args.search_rows, "seeds": args.search_seeds, "config_path": str(args.config)}
@@ -321,6 +348,7 @@ _RATIO_BENCHMARKS = {
     "webhook": _bench_webhook,
     "search": _bench_search,
     "replay": _bench_replay,
+    "tracking": _bench_tracking,
 }
 
 
@@ -341,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webhook-concurrency", type=int, default=50, help="alerts in flight at once")
     parser.add_argument("--search-rows", type=int, default=8000, help="demo rows of the TPE vs random bench")
     parser.add_argument("--search-seeds", type=int, default=5, help="seeds each search runs with")
+    parser.add_argument("--tracking-rows", type=int, default=100_000, help="rows of the tracking benchmark")
+    parser.add_argument("--tracking-reps", type=int, default=4, help="runs of each, tracked and untracked")
     parser.add_argument("--replay-rows", type=int, default=1_000_000, help="labelled rows the replay bench replays")
     parser.add_argument("--replay-weeks", type=int, default=52, help="weekly windows of the replay bench")
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ STAGES = ("load_validate", "split", "train", "smoke_test", "evaluate", "register
 STAGE_NAMES = {"load_validate": "load+validate", "smoke_test": "smoke test"}
 RATIO_ORDER = (
     "orchestration_overhead",
+    "tracking_overhead",
     "validation_rows_per_s",
     "validation_vs_pandas",
     "drift_speedup",
@@ -64,6 +65,14 @@ def _ratio_detail(name: str, r: dict[str, Any]) -> str:
             f"{r['flow_outside_steps_s']:.2f} s ({r['flow_outside_steps_share']:.1%}) went to anything but the "
             f"refit steps, and the API server used {r['api_server_cpu_s']['flow']:.1f} s of CPU per flow run "
             f"({r['api_server_cpu_s']['plain']:.1f} s while idle beside a plain run)" + _cold(r.get("cold_process"))
+        )
+    if name == "tracking_overhead":
+        return (
+            f"{r['rows']:,} rows: each tracked run / the same run without its `track-run` step "
+            f"({r['same_run_ratios']}); that step {r['track_run_s']:.2f} s ({r['track_run_share']:.1%} of a "
+            f"tracked run); whole runs, tracked {r['tracked_s']:.1f} s vs untracked {r['untracked_s']:.1f} s beside "
+            f"them: {r['pair_ratio']:.2f} (pairs {r['pair_ratios']}, machine noise included); MLflow server "
+            f"start-up {r['server_startup_s_excluded']:.0f} s not counted"
         )
     if name == "validation_rows_per_s":
         return f"`validate_frame` on {r['rows']:,} rows in {r['seconds']:.3f} s"
