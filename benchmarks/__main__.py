@@ -5,6 +5,7 @@
     python -m benchmarks --only webhook
     python -m benchmarks --only search     # Optuna TPE vs random search, equal trial budgets
     python -m benchmarks --only replay     # refit replay: 52 weekly windows, 1M labelled rows
+    python -m benchmarks --only workers
 
 Every benchmark runs in a fresh subprocess. Results go to ``<out>/latest.json`` and
 ``<out>/latest.md`` (rewritten after every benchmark, so an interrupted run keeps what it has).
@@ -40,6 +41,7 @@ BENCHMARKS = (
     "search",
     "replay",
     "tracking",
+    "workers",
 )
 RATIO_ROWS = 1_000_000
 
@@ -337,6 +339,25 @@ def _bench_replay(args: argparse.Namespace, results: dict[str, Any]) -> None:
     results["benchmarks"]["replay"] = r
 
 
+def _bench_workers(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    r = run_in_subprocess("workers:run", {"retrains": args.worker_retrains, "rows": args.worker_rows})
+    results["benchmarks"]["workers"] = r
+    one, two = r["one_worker"], r["two_workers"]
+    results["ratios"]["workers_throughput"] = ratio(
+        r["ratio"],
+        1.5,
+        ">=",
+        runs_per_min_1_worker=one["runs_per_min"],
+        runs_per_min_2_workers=two["runs_per_min"],
+        wall_s=[one["wall_s"], two["wall_s"]],
+        run_s_median=[one["run_s_median"], two["run_s_median"]],
+        retrains=r["retrains_per_phase"],
+        rows=r["rows"],
+        load_average_after=[one["load_average_after"], two["load_average_after"]],
+        note="runs per minute, 2 process workers / 1 (each --limit 1), Prefect server on PostgreSQL",
+    )
+
+
 #: The ratio benchmarks, in the order they run: each runs in a subprocess and adds its figures.
 _RATIO_BENCHMARKS = {
     "validation": _bench_validation,
@@ -349,6 +370,7 @@ _RATIO_BENCHMARKS = {
     "search": _bench_search,
     "replay": _bench_replay,
     "tracking": _bench_tracking,
+    "workers": _bench_workers,
 }
 
 
@@ -373,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-reps", type=int, default=4, help="runs of each, tracked and untracked")
     parser.add_argument("--replay-rows", type=int, default=1_000_000, help="labelled rows the replay bench replays")
     parser.add_argument("--replay-weeks", type=int, default=52, help="weekly windows of the replay bench")
+    parser.add_argument("--worker-retrains", type=int, default=6, help="retrains per phase (1 worker, 2 workers)")
+    parser.add_argument("--worker-rows", type=int, default=2000, help="rows of the worker benchmark's data")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()

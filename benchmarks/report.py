@@ -23,6 +23,7 @@ RATIO_ORDER = (
     "webhook_p99_ms",
     "webhook_p99_ms_prefect_down",
     "webhook_flat",
+    "workers_throughput",
 )
 
 
@@ -140,6 +141,14 @@ def _ratio_detail(name: str, r: dict[str, Any]) -> str:
         return (
             f"p50 of the last 1,000 alerts {r['last_1000']['p50_ms']:.0f} ms / first 1,000 "
             f"{r['first_1000']['p50_ms']:.0f} ms, ledger grown to {r['ledger_entries']:,} entries (Prefect up)"
+        )
+    if name == "workers_throughput":
+        return (
+            f"{r['retrains']} retrains ({r['rows']:,} rows) per phase through `prefect worker start` processes "
+            f"(each --limit 1) on a Prefect server on PostgreSQL: {r['runs_per_min_1_worker']:.2f} runs/min with "
+            f"1 worker, {r['runs_per_min_2_workers']:.2f} with 2 (wall {r['wall_s'][0]:.0f} s / "
+            f"{r['wall_s'][1]:.0f} s; median run {r['run_s_median'][0]:.0f} s / {r['run_s_median'][1]:.0f} s); "
+            f"load average after {r['load_average_after'][0]} / {r['load_average_after'][1]}"
         )
     if name == "gate_bootstrap_s":
         return f"{r['resamples']:,} resamples, {r['segments']} segments, {r['rows']:,} rows; runs {r['runs_s']} s"

@@ -195,36 +195,63 @@ def webhook(
             dispatcher.stop()
 
 
-def serve(
-    config: Annotated[
-        Path | None,
-        typer.Option(
-            "--config",
-            "-c",
-            help="Pipeline config of every deployment (default: REFIT_CONFIG_PATH, else refit.yaml).",
-        ),
-    ] = None,
-) -> None:
+SERVE_CONFIG_OPT = typer.Option(
+    "--config",
+    "-c",
+    help="Pipeline config of every deployment (default: REFIT_CONFIG_PATH, else refit.yaml).",
+)
+
+
+def _deployments_with(config: Path | None) -> tuple[list[Any], Any, str]:
+    """The four deployments (on this REFIT_STORE, with ``config`` as an absolute path), their
+    settings and the store; a bad config is one line here, not a red run every hour."""
+    from deployments.settings import DeploymentSettings
+    from refit.config import load_config
+    from refit.io import resolve_store_uri
+
+    settings = DeploymentSettings()
+    if config is not None:
+        # absolute: the runs' worker may start in another folder
+        settings = settings.model_copy(update={"config_path": str(config.resolve())})
+    load_config(settings.config_path)
+
+    from deployments.definitions import build_deployments
+
+    store = resolve_store_uri()
+    return build_deployments(settings, store=store), settings, store
+
+
+def serve(config: Annotated[Path | None, SERVE_CONFIG_OPT] = None) -> None:
     """Serve the deployments (schedules, manual runs, the drift trigger) from this process, on REFIT_STORE."""
     with cli_errors(False):
-        from deployments.settings import DeploymentSettings
-        from refit.config import load_config
-        from refit.io import resolve_store_uri
-
-        settings = DeploymentSettings()
-        if config is not None:
-            # absolute: the runs' worker may start in another folder
-            settings = settings.model_copy(update={"config_path": str(config.resolve())})
-        load_config(settings.config_path)  # a bad config is one line here, not a red run every hour
+        deployments, settings, _ = _deployments_with(config)
 
         from prefect import serve as prefect_serve
 
-        from deployments.definitions import build_deployments
         from deployments.notifications import apply_notifications
 
-        deployments = build_deployments(settings, store=resolve_store_uri())
         typer.echo(apply_notifications(settings), err=True)
     prefect_serve(*deployments, pause_on_shutdown=False)
+
+
+def deploy(
+    pool: Annotated[str, typer.Option("--pool", help="Work pool to deploy to (a process pool is created if missing).")],
+    config: Annotated[Path | None, SERVE_CONFIG_OPT] = None,
+) -> None:
+    """Deploy the four deployments to a work pool (no serving here): `prefect worker start --pool
+    NAME` runs them, on any machine with this package installed. Same config and store as `refit serve`."""
+    with cli_errors(False):
+        deployments, settings, store = _deployments_with(config)
+
+        from deployments.notifications import apply_notifications
+        from deployments.pool import deploy_to_pool, ensure_pool
+
+        kind = ensure_pool(pool)
+        names = deploy_to_pool(deployments, pool)
+        typer.echo(apply_notifications(settings), err=True)
+    typer.echo(f"deployed to work pool {pool} ({kind}): {', '.join(names)}")
+    typer.echo(f"config {settings.config_path}; store {store}")
+    typer.echo(f"run them with: prefect worker start --pool {pool}  (where this package is installed)")
 
 
 def up(
@@ -232,10 +259,30 @@ def up(
     ui_port: Annotated[int, typer.Option(help="Prefect server port (when refit starts one).")] = 4200,
     webhook_port: Annotated[int, typer.Option(help="Webhook port.")] = 4280,
     no_webhook: Annotated[bool, typer.Option("--no-webhook", help="Do not start the webhook receiver.")] = False,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database",
+            help="Run the Prefect server on this PostgreSQL database (postgresql://USER:PASSWORD@HOST/DB; "
+            "default: PREFECT_API_DATABASE_CONNECTION_URL, else SQLite beside the store).",
+        ),
+    ] = None,
+    pool: Annotated[
+        str | None,
+        typer.Option("--pool", help="Deploy to this work pool (as `refit deploy --pool`) instead of serving here."),
+    ] = None,
 ) -> None:
     """Prefect server + served deployments + webhook receiver, for local use. Ctrl-C stops everything."""
     from refit_cli.up import run_up
 
     raise typer.Exit(
-        run_up(config, ui_port=ui_port, webhook_port=webhook_port, webhook=not no_webhook, env=dict(os.environ))
+        run_up(
+            config,
+            ui_port=ui_port,
+            webhook_port=webhook_port,
+            webhook=not no_webhook,
+            env=dict(os.environ),
+            database=database,
+            pool=pool,
+        )
     )

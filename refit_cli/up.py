@@ -52,6 +52,36 @@ def store_uri(env: dict[str, str]) -> str:
     return resolve_store_uri(env.get("REFIT_STORE"))
 
 
+#: Prefect's server talks to PostgreSQL through asyncpg: a plain ``postgresql://`` URL (what
+#: ``psql`` and most hosting consoles give) is given that driver.
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://", "postgresql+asyncpg://")
+
+
+def prefect_database_url(url: str) -> str:
+    """``url`` as Prefect's server wants it (``postgresql+asyncpg://``); ValueError (one line) for another kind.
+
+    A ``sqlite+aiosqlite://`` URL (Prefect's own setting, when someone set it) is passed on unchanged.
+    """
+    url = url.strip()
+    for scheme in _POSTGRES_SCHEMES:
+        if url.startswith(scheme):
+            return "postgresql+asyncpg://" + url.removeprefix(scheme)
+    if url.startswith("sqlite+aiosqlite://"):  # Prefect's own SQLite setting, passed on as it is
+        return url
+    shown = url.split("://", 1)[0] + "://..." if "://" in url else repr(url[:20])
+    raise ValueError(
+        f"--database / PREFECT_API_DATABASE_CONNECTION_URL: expected a postgresql:// URL "
+        f"(postgresql://USER:PASSWORD@HOST:5432/DB), got {shown}"
+    )
+
+
+def database_label(url: str) -> str:
+    """Where a database URL points, without its credentials (for the banner and the logs)."""
+    scheme, _, rest = url.partition("://")
+    kind = "SQLite" if scheme.startswith("sqlite") else "PostgreSQL"
+    return f"{kind} at {rest.rsplit('@', 1)[-1]}"
+
+
 def _credentials_problem() -> str | None:
     """Why the webhook cannot start with the environment's secret and token, or None."""
     from refit.config import Settings
@@ -100,8 +130,11 @@ def _terminate(signum: int, frame: object) -> None:
 Procs = list[tuple[str, "subprocess.Popen[bytes]"]]
 
 
-def _prefect_api(env: dict[str, str], child_env: dict[str, str], home: Path, ui_port: int, procs: Procs) -> str | None:
-    """The Prefect API to use: ``PREFECT_API_URL``, or a local server started here (None if it did not start)."""
+def _prefect_api(
+    env: dict[str, str], child_env: dict[str, str], home: Path, ui_port: int, procs: Procs, database: str | None
+) -> str | None:
+    """The Prefect API to use: ``PREFECT_API_URL``, or a local server started here (None if it did
+    not start), on ``database`` (a ``postgresql+asyncpg://`` URL) or else SQLite in ``home``."""
     api_url = env.get("PREFECT_API_URL")
     if api_url:
         typer.echo(f"using the Prefect API at {api_url}")
@@ -112,7 +145,9 @@ def _prefect_api(env: dict[str, str], child_env: dict[str, str], home: Path, ui_
         "PREFECT_SERVER_API_PORT": str(ui_port),
         "PREFECT_UI_API_URL": api_url,
     }
-    typer.echo(f"starting the Prefect server (SQLite under {home}) ...")
+    if database is not None:
+        server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = database
+    typer.echo(f"starting the Prefect server ({database_label(database) if database else f'SQLite under {home}'}) ...")
     started = _start(
         procs,
         "prefect server",
@@ -123,7 +158,8 @@ def _prefect_api(env: dict[str, str], child_env: dict[str, str], home: Path, ui_
         quiet=True,
     )
     if not started:
-        typer.echo(f"error: the Prefect server did not start on port {ui_port} (is something else using it?)", err=True)
+        why = "can it reach the database?" if database else "is something else using it?"
+        typer.echo(f"error: the Prefect server did not start on port {ui_port} ({why})", err=True)
         return None
     return api_url
 
@@ -158,18 +194,21 @@ def _start(
     return _wait_http(health_url, timeout_s, proc)
 
 
-def _announce(api_url: str, webhook: bool, webhook_port: int, model: str) -> None:
+def _announce(api_url: str, webhook: bool, webhook_port: int, model: str, pool: str | None = None) -> None:
     ui = api_url.removesuffix("/api")
+    where = f"on work pool {pool}: they run where `prefect worker start --pool {pool}` runs" if pool else "served here"
     typer.echo(f"""
 refit is up. Ctrl-C stops everything.
   Prefect UI:   {ui}  (Deployments > retrain/retrain-manual > Run > Custom run)
   Prefect API:  {api_url}
   Webhook:      {f"http://127.0.0.1:{webhook_port}/alerts/drift" if webhook else "not started (--no-webhook)"}
-  Deployments:  retrain-weekly, retrain-manual, retrain-on-drift, drift-check-hourly
+  Deployments:  retrain-weekly, retrain-manual, retrain-on-drift, drift-check-hourly ({where})
 
 In a second terminal, point Prefect's CLI (and refit retrain / refit drift) at this server first:
   {export_line(api_url)}
 """)
+    if pool:
+        typer.echo(f"Then start workers (here, or where refit is installed):\n  prefect worker start --pool {pool}\n")
     if webhook:
         typer.echo(
             "A signed drift alert (paste into a shell where REFIT_WEBHOOK_SECRET is set):\n"
@@ -207,13 +246,42 @@ def _stop(procs: Procs) -> None:
             proc.wait(timeout=10)
 
 
-def run_up(config: Path, *, ui_port: int, webhook_port: int, webhook: bool, env: dict[str, str]) -> int:
+def _database(database: str | None, env: dict[str, str]) -> str | None:
+    """The server's database (``--database``, else ``PREFECT_API_DATABASE_CONNECTION_URL``) as Prefect
+    wants it; None: SQLite in the Prefect home. ValueError (one line) for a URL that is not a database
+    Prefect runs on, or ``--database`` where no server is started (``PREFECT_API_URL`` is set)."""
+    if env.get("PREFECT_API_URL"):
+        if database:
+            raise ValueError(
+                "--database: PREFECT_API_URL is set, so refit up starts no Prefect server to give a database to: "
+                "unset PREFECT_API_URL or leave out --database"
+            )
+        return None  # the running server has its own database
+    given = database or env.get("PREFECT_API_DATABASE_CONNECTION_URL")
+    return prefect_database_url(given) if given else None
+
+
+def run_up(
+    config: Path,
+    *,
+    ui_port: int,
+    webhook_port: int,
+    webhook: bool,
+    env: dict[str, str],
+    database: str | None = None,
+    pool: str | None = None,
+) -> int:
     from refit.config import load_config
 
     cfg = load_config(config)  # fail fast on a bad config, before starting anything
     problem = _credentials_problem()
     if webhook and problem is not None:
         typer.echo(problem, err=True)
+        return 1
+    try:
+        database = _database(database, env)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
         return 1
     home = prefect_home(env)
     home.mkdir(parents=True, exist_ok=True)
@@ -229,17 +297,24 @@ def run_up(config: Path, *, ui_port: int, webhook_port: int, webhook: bool, env:
     }
     procs: Procs = []
     try:
-        api_url = _prefect_api(env, child_env, home, ui_port, procs)
+        api_url = _prefect_api(env, child_env, home, ui_port, procs, database)
         if api_url is None:
             return 1
         child_env["PREFECT_API_URL"] = api_url
+        child_env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)  # the server's alone: no child needs it
         refit_bin = str(Path(sys.executable).parent / "refit")
         # every deployment runs with the config `refit up` was given, as an absolute path
-        serve_argv = [refit_bin, "serve", "--config", str(config.resolve())]
-        procs.append(("deployments", subprocess.Popen(serve_argv, env=child_env, start_new_session=True)))
+        config_args = ["--config", str(config.resolve())]
+        if pool:  # to the work pool (its workers run them), not served here
+            if subprocess.run([refit_bin, "deploy", "--pool", pool, *config_args], env=child_env).returncode:
+                typer.echo(f"error: the deployments could not be deployed to work pool {pool}", err=True)
+                return 1
+        else:
+            serve_argv = [refit_bin, "serve", *config_args]
+            procs.append(("deployments", subprocess.Popen(serve_argv, env=child_env, start_new_session=True)))
         if webhook and not _start_webhook(config, webhook_port, child_env, procs):
             return 1
-        _announce(api_url, webhook, webhook_port, cfg.dataset.name)
+        _announce(api_url, webhook, webhook_port, cfg.dataset.name, pool)
         return _watch(procs)
     except KeyboardInterrupt:
         typer.echo("\nstopping ...")
