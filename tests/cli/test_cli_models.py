@@ -234,7 +234,13 @@ def test_models_gc_removes_old_runs_and_killed_writes_and_names_unpromoted_versi
     out = run(["models", "gc", "churn", "--json"], tmp_path)  # no refit.yaml here: default retention
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
-    assert report["retention"] == {"runs_days": 7.0, "tmp_files_hours": 1.0}
+    assert report["retention"] == {
+        "runs_days": 7.0,
+        "tmp_files_hours": 1.0,
+        "drift_reports": 200,
+        "drift_reports_days": 90.0,
+        "drift_reports_max_mb": 500.0,
+    }
     assert report["runs_removed"] == [f"runs/churn/{runs[10]}"]
     assert report["runs_kept"] == {"registered": 1, "recent": 2}
     assert report["tmp_removed"] == [killed.relative_to(store.root).as_posix()]

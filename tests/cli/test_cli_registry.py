@@ -122,9 +122,10 @@ def test_diff_rescores_both_versions_on_one_data_set(project: Path) -> None:
     assert out.returncode == 0, out.stderr
     rescored = json.loads(out.stdout)["rescored"]
     data = rescored["data"]
-    assert data["source"].startswith("the holdout (test split) of the store's current data")
-    holdout = pd.read_parquet(data["uri"])
-    assert data["rows"] == len(holdout) > 0
+    assert data["source"] == "the holdout (test split) of the store's current data"
+    # held in memory, nothing written: the same rows a retrain's split would test on
+    holdout, fingerprint = pipeline.holdout_split(store, load_config(project / "refit.yaml"))
+    assert data["rows"] == len(holdout) > 0 and data["fingerprint"] == fingerprint.sha256
     truth = {
         v: compute_metrics(
             "binary", holdout["churned"].to_numpy(), reg.load_model("churn", v).predict_proba(holdout)[:, 1]
