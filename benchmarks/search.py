@@ -34,22 +34,13 @@ def run(
     from refit.config import CandidateSpec, load_config
     from refit.datasets import generate_base
     from refit.metrics import get_metric
-    from refit.splits import assign_splits, split_frame
+    from refit.pipeline import split_codes
+    from refit.splits import split_frame
     from refit.training.search import prepare_data, search_candidates
 
     base = load_config(config_path)
     frame = generate_base(rows, seed=data_seed)
-    sc = base.split
-    codes = assign_splits(
-        frame,
-        method=sc.method,
-        id_column=base.dataset.id_column,
-        timestamp_column=base.dataset.timestamp_column,
-        validation_fraction=sc.validation_fraction,
-        test_fraction=sc.test_fraction,
-        salt=sc.salt,
-    )
-    parts = split_frame(frame, codes)
+    parts = split_frame(frame, split_codes(frame, base))  # the retrain's own split
     data = prepare_data(parts["train"], parts["validation"], base)
     metric = get_metric(base.gate.primary_metric)
     top = max(budgets)
