@@ -296,21 +296,10 @@ def test_a_check_stores_under_1_mb_and_its_html_only_when_the_decision_changes(l
     """JSON always (with the decision and the decay table); the HTML on a champion's first check and
     when the decision changes, with the decision and the calibrated thresholds above Evidently's
     report, and Evidently's 3.5 MB script stored once beside the reports."""
-    from refit.config import DatasetConfig, PipelineConfig
     from refit.decay import compute_decay
     from refit.monitoring import DriftReport, GovernorOutcome, record_drift_check
 
-    config = PipelineConfig(
-        dataset=DatasetConfig(
-            name="churn",
-            sources=["x.parquet"],
-            schema="schemas.churn:ChurnTrainingSchema",
-            target="churned",
-            task="binary",
-            id_column="customer_id",
-            timestamp_column="event_time",
-        )
-    )
+    config = _churn_config()  # its 500-row windows are under the 1,000-row sample either way
     reference = generate_base(3000, seed=0)
     nulls = MemoryNullCache()
     rng = np.random.default_rng(0)
