@@ -153,8 +153,22 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
         )
         result = result.model_copy(update={"version": version.version})
         if evaluation.promote:
-            budget.step(promote_model, step_s)(store, config, version.version, evaluation, params.reason)
-            result = result.model_copy(update={"champion_after": version.version})
-            # a failed calibration does not fail the promoted run: the first drift check draws it then
-            budget.report(calibrate_drift, step_s)(store, config, version.version, return_state=True)
+            done = budget.step(promote_model, step_s)(
+                store, config, version.version, evaluation, splits, candidate, run_id, params.reason
+            )
+            if done.rejudged_against:  # another run promoted meanwhile: the decision against that champion counts
+                evaluation = done.evaluation
+                result = result.model_copy(
+                    update={
+                        "outcome": evaluation.outcome,
+                        "headline": evaluation.decision.headline,
+                        "champion_before": evaluation.champion_version,
+                        "champion_after": evaluation.champion_version,
+                        "dossier": evaluation.dossier,
+                    }
+                )
+            if done.event is not None:
+                result = result.model_copy(update={"champion_after": version.version})
+                # a failed calibration does not fail the promoted run: the first drift check draws it then
+                budget.report(calibrate_drift, step_s)(store, config, version.version, return_state=True)
     return report(result, evaluation, version)

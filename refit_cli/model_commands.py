@@ -516,6 +516,8 @@ def models_gc(
 
 
 def _human_gc(r: dict[str, Any]) -> str:
+    from refit.registry import NEVER_PROMOTED_WHY
+
     name = r["model"]
     lines = []
     if r["cleaned"]:
@@ -535,7 +537,7 @@ def _human_gc(r: dict[str, Any]) -> str:
         lines.append(f"{name}: nothing to clean")
     for v in r["never_promoted"]:
         lines.append(
-            f"{name}: version {v} was registered for promotion but never promoted (its run died before "
-            f"promoting, or lost the race): promote it by hand or leave it"
+            f"{name}: version {v} was registered for promotion but never promoted ({NEVER_PROMOTED_WHY}): "
+            "promote it by hand or leave it"
         )
     return "\n".join(lines)

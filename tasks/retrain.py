@@ -15,12 +15,12 @@ from refit import pipeline
 from refit.config import PipelineConfig, load_config
 from refit.data import ValidatedData
 from refit.dossier import for_display
-from refit.pipeline import CandidateHandle, EvaluationHandle, SplitHandles
+from refit.pipeline import CandidateHandle, EvaluationHandle, PromotionHandle, SplitHandles
 from tasks.common import artifact_key, flat_rows, io_task, open_run_store, store_link
 from tasks.names import REJECTED_EVENT
 
 if TYPE_CHECKING:
-    from refit.registry import AliasEvent, ModelVersion
+    from refit.registry import ModelVersion
     from refit.smoke import SmokeReport
     from refit.tracking import TrackingReport
 
@@ -194,18 +194,44 @@ def calibrate_drift(store_uri: str, config: PipelineConfig, version: int) -> lis
 
 @io_task("promote-model")
 def promote_model(
-    store_uri: str, config: PipelineConfig, version: int, evaluation: EvaluationHandle, reason: str | None
-) -> AliasEvent:
-    """Move the champion alias by compare-and-swap (a concurrent promotion makes this fail loudly)."""
-    event = pipeline.promote_version(open_run_store(store_uri), config, version, evaluation, reason)
-    get_run_logger().info("champion of %s: %s -> %s", config.dataset.name, event.from_version, event.to_version)
+    store_uri: str,
+    config: PipelineConfig,
+    version: int,
+    evaluation: EvaluationHandle,
+    splits: SplitHandles,
+    candidate: CandidateHandle,
+    run_id: str,
+    reason: str | None,
+) -> PromotionHandle:
+    """Move the champion alias by compare-and-swap; when another run promoted meanwhile, judge the
+    candidate again against that champion and promote only if it wins (``pipeline.promote_version``)."""
+    done = pipeline.promote_version(
+        open_run_store(store_uri), config, version, evaluation, splits, candidate, run_id, reason
+    )
+    logger = get_run_logger()
+    final = done.evaluation
+    for champion in done.rejudged_against:
+        logger.warning(
+            "the champion of %s moved to v%s during this run: judged again against it", config.dataset.name, champion
+        )
+    event = done.event
+    if event is None:
+        logger.warning("not promoted: against v%s, %s", final.champion_version, final.decision.headline)
+        _emit(
+            REJECTED_EVENT,
+            config.dataset.name,
+            version,
+            {"outcome": final.outcome, "headline": final.decision.headline},
+        )
+        return done
+    logger.info("champion of %s: %s -> %s", config.dataset.name, event.from_version, event.to_version)
     _emit(
         "refit.model.promoted",
         config.dataset.name,
         version,
         {"from_version": event.from_version, "forced": event.forced, "reason": event.reason},
     )
-    return event
+    return done
 
 
 @task(name="track-run", cache_policy=NO_CACHE)

@@ -482,21 +482,68 @@ def register_candidate(
     )
 
 
+#: How many times a promotion that lost the champion's compare-and-swap judges its candidate
+#: again against the champion that won (each loss means another run promoted meanwhile).
+MAX_REJUDGEMENTS = 3
+
+
+@dataclass(frozen=True)
+class PromotionHandle:
+    """What the promote step did: the alias move (None when the candidate, judged again against
+    a champion another run promoted meanwhile, did not win), the evaluation that decided it, and
+    the champions it was judged against again."""
+
+    event: AliasEvent | None
+    evaluation: EvaluationHandle
+    rejudged_against: tuple[int | None, ...] = ()
+
+
 def promote_version(
-    store: Store, config: PipelineConfig, version: int, evaluation: EvaluationHandle, reason: str | None = None
-) -> AliasEvent:
-    """Move ``champion`` by compare-and-swap from the champion the candidate was compared with."""
+    store: Store,
+    config: PipelineConfig,
+    version: int,
+    evaluation: EvaluationHandle,
+    splits: SplitHandles,
+    candidate: CandidateHandle,
+    run_id: str,
+    reason: str | None = None,
+) -> PromotionHandle:
+    """Move ``champion`` by compare-and-swap from the champion the candidate was compared with.
+
+    When another run moved the champion since (two retrains promoting at once, on two workers),
+    the swap is refused and the candidate is judged again, on the same holdout with the same
+    gate, against the champion that is now serving; it is promoted only if it wins that too (a
+    forced run stays forced). Up to :data:`MAX_REJUDGEMENTS` times, then the conflict is raised.
+    A decision is never applied to a champion it was not made against.
+    """
+    from refit.errors import ConflictError
     from refit.registry import Registry
 
-    decision = evaluation.decision
-    why = reason or decision.headline
-    return Registry(store).promote(
-        config.dataset.name,
-        version,
-        expected_current=evaluation.champion_version,
-        reason=why,
-        forced=bool(decision.forced),
-    )
+    registry = Registry(store)
+    rejudged: list[int | None] = []
+    while True:
+        decision = evaluation.decision
+        if not decision.promote:
+            return PromotionHandle(None, evaluation, tuple(rejudged))
+        why = reason or decision.headline
+        if rejudged:
+            why = f"{why} (judged again against v{evaluation.champion_version}, promoted by another run meanwhile)"
+        try:
+            event = registry.promote(
+                config.dataset.name,
+                version,
+                expected_current=evaluation.champion_version,
+                reason=why,
+                forced=bool(decision.forced),
+            )
+            return PromotionHandle(event, evaluation, tuple(rejudged))
+        except ConflictError:
+            if len(rejudged) >= MAX_REJUDGEMENTS:
+                raise
+        evaluation = evaluate_candidate(
+            store, config, splits, candidate, run_id, force=bool(decision.forced), reason=reason
+        )
+        rejudged.append(evaluation.champion_version)
 
 
 def read_bytes(store: Store, uri: str) -> bytes:
@@ -615,7 +662,7 @@ class RetrainRun:
     smoke: Any = None  # refit.smoke.SmokeReport
     evaluation: EvaluationHandle | None = None
     version: Any = None  # refit.registry.ModelVersion
-    promotion: Any = None  # refit.registry.AliasEvent
+    promotion: Any = None  # refit.registry.AliasEvent: None unless the champion moved to this run's version
     calibration: list[int] | None = None  # the new champion's drift null size buckets
     tracking: Any = None  # refit.tracking.TrackingReport
     steps: list[str] = field(default_factory=list)
@@ -668,7 +715,11 @@ def _register(r: RetrainRun) -> None:
 
 
 def _promote(r: RetrainRun) -> None:
-    r.promotion = promote_version(r.store, r.config, r.need("version").version, r.need("evaluation"), r.options.reason)
+    done = promote_version(
+        r.store, r.config, r.need("version").version, r.need("evaluation"), r.need("splits"), r.need("candidate"),
+        r.run_id, r.options.reason,
+    )  # fmt: skip
+    r.evaluation, r.promotion = done.evaluation, done.event
 
 
 def _calibrate(r: RetrainRun) -> None:

@@ -255,7 +255,8 @@ def test_models_gc_removes_old_runs_and_killed_writes_and_names_unpromoted_versi
     assert human.stdout.splitlines() == [
         "churn: removed 1 run folder(s) older than 2 days that no version refers to",
         "churn: version 2 was registered for promotion but never promoted (its run died before promoting, "
-        "or lost the race): promote it by hand or leave it",
+        "or another run promoted first and this one did not win when judged against it): promote it by hand "
+        "or leave it",
     ]
     assert not store.list(f"runs/churn/{runs[3]}/") and store.list(f"runs/churn/{runs[1]}/")
 

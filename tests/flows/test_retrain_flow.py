@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from flows.retrain import RetrainParameters, RetrainResult, retrain
 from refit import pipeline
+from refit.config import load_config
 from refit.io import open_store
 from refit.io.frames import read_frame
 from refit.registry import Registry
@@ -85,6 +86,54 @@ def test_clearly_better_candidate_is_promoted(tmp_path: Path, monkeypatch: pytes
     assert decision["gain"] > 0 and decision["ci_low"] > 0
     history = Registry(store).history("churn")
     assert [(e.from_version, e.to_version) for e in history] == [(None, 1), (1, 2)]
+
+
+@pytest.mark.parametrize("rival", ["strong", "weak-forced"])
+def test_a_promotion_that_loses_the_race_is_judged_again_against_the_new_champion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rival: str
+) -> None:
+    """Two retrains promoting at once (two workers): while this run is between its gate (against
+    v1) and its promotion, another run promotes v3. The compare-and-swap refuses this run's move,
+    and its candidate is judged again against v3: a rival as good as it keeps the champion (the
+    run completes, not promoted); a worse rival, promoted by force, is replaced from v3."""
+    weak = {
+        "training": {"candidates": [{"family": "linear", "params": {"C": [1e-5]}, "budget": 1}]},
+        "gate": {"max_improvement": None},
+    }
+    weak_config, store = make_project(tmp_path, rows=8000, **weak)
+    monkeypatch.setenv("REFIT_STORE", str(tmp_path / "store"))
+    assert retrain(RetrainParameters(config_path=str(weak_config))).champion_after == 1
+    weak_loaded = load_config(weak_config)
+    strong = write_config(tmp_path, gate={"max_improvement": None})  # overwrites refit.yaml: the runs below read it
+
+    original, raced = pipeline.promote_version, []
+
+    def another_run_promotes_first(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not raced:  # this run's promotion: the rival registers v3 and promotes it from v1 first
+            raced.append(True)
+            if rival == "strong":
+                other = pipeline.run_retrain(store, load_config(strong))
+            else:
+                other = pipeline.run_retrain(store, weak_loaded, pipeline.RetrainOptions(force=True, reason="rival"))
+            assert other.promotion is not None and other.need("version").version == 3
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "promote_version", another_run_promotes_first)
+    state = retrain(RetrainParameters(config_path=str(strong)), return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    reg = Registry(store)
+    assert result.version == 2 and result.champion_before == 3, result
+    assert [v.version for v in reg.list_versions("churn")] == [1, 2, 3]
+    assert reg.get_version("churn", 2).compared_with == 1  # registered after its first gate
+    moves = [(e.from_version, e.to_version) for e in reg.history("churn")]
+    if rival == "strong":  # the same data, seed and recipe: no better than v3, so v3 stays
+        assert result.outcome != "PROMOTE" and result.champion_after == 3, result.headline
+        assert moves == [(None, 1), (1, 3)]
+    else:
+        assert result.outcome == "PROMOTE" and result.champion_after == 2, result.headline
+        assert moves == [(None, 1), (1, 3), (3, 2)]
+        assert "judged again against v3" in reg.history("churn")[-1].reason
 
 
 def test_tiny_data_is_inconclusive_and_champion_stays(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -124,6 +124,12 @@ def _manifest_sha256(name: str, files: Mapping[str, bytes], given: str | None) -
 # --- the registry --------------------------------------------------------------------------
 
 
+#: Why a version registered for promotion may never have been promoted (``models show`` and ``models gc`` say it).
+NEVER_PROMOTED_WHY = (
+    "its run died before promoting, or another run promoted first and this one did not win when judged against it"
+)
+
+
 class Registry(AliasMoves):
     """The model registry on ``store`` (see the module docstring for layout and guarantees).
 
@@ -467,8 +473,8 @@ class Registry(AliasMoves):
             return None
         run = f" by run {mv.run_id}" if mv.run_id else ""
         return (
-            f"registered{run} for promotion but never promoted (the run died before promoting, or lost "
-            f"the race): promote it by hand (refit models promote {mv.name} {mv.version}) or leave it"
+            f"registered{run} for promotion but never promoted ({NEVER_PROMOTED_WHY}): "
+            f"promote it by hand (refit models promote {mv.name} {mv.version}) or leave it"
         )
 
     # --- reads ---------------------------------------------------------------------------
@@ -523,6 +529,7 @@ def _promote_bound(mv: ModelVersion) -> bool:
 __all__ = [
     "CHAMPION",
     "MANIFEST_FILE",
+    "NEVER_PROMOTED_WHY",
     "ROOT",
     "SAMPLE_FILE",
     "UNSET",
