@@ -6,7 +6,6 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
-from urllib.parse import quote
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
@@ -71,14 +70,12 @@ def artifact_key(model: str, kind: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"{model}-{kind}".lower()).strip("-")
 
 
-def store_link(uri: str) -> tuple[str, str]:
-    """(link, text) for a store URI: a local path as ``file://``; an S3 object as its AWS console
-    page, the ``s3://`` URI as the text (paste it into ``aws s3 cp``)."""
-    if uri.startswith("s3://"):
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
-        return f"https://s3.console.aws.amazon.com/s3/object/{bucket}?prefix={quote(key)}", uri
-    path = Path(uri.removeprefix("file://")).resolve()
-    return path.as_uri(), str(path)
+def store_link(store: Store, uri: str) -> tuple[str, str]:
+    """(link, text) for an object of ``store``: the link a person can open (``Store.browse_url``:
+    ``file://`` locally, the AWS console or the store's own S3 endpoint), the URI as the text
+    (paste it into ``aws s3 cp``)."""
+    text = uri if uri.startswith("s3://") else str(Path(uri.removeprefix("file://")).resolve())
+    return store.browse_url(uri), text
 
 
 def flat_rows(values: Mapping[str, Any], prefix: str = "") -> list[dict[str, str]]:

@@ -87,7 +87,8 @@ def record_drift_check(
 ) -> DriftReport:
     """Store the evidence with the decision (JSON always, the HTML report when the decision changed);
     publish it as artifacts."""
-    report = monitoring.record_drift_check(open_run_store(store_uri), config, report, outcome, html=html)
+    store = open_run_store(store_uri)
+    report = monitoring.record_drift_check(store, config, report, outcome, html=html)
     result, model = report.result, config.dataset.name
     mode = f"{result.threshold_mode}" + (f", alpha {result.alpha}" if result.alpha is not None else "")
     create_table_artifact(
@@ -96,7 +97,7 @@ def record_drift_check(
         description=f"Per-column drift ({mode}): {result.n_drifted} of {result.n_columns} drifted; "
         f"decision {outcome.action} ({outcome.reason}): {outcome.detail}",
     )
-    link, text = store_link(report.report_uri)
+    link, text = store_link(store, report.report_uri)
     create_link_artifact(
         key=artifact_key(model, "drift-report"),
         link=link,

@@ -275,8 +275,8 @@ def publish_summary(store_uri: str, config: PipelineConfig, summary: dict[str, A
         description=summary.get("headline") or "retrain summary",
     )
     dossier = summary.get("dossier") or {}
+    store = open_run_store(store_uri)
     if dossier.get("markdown") and dossier.get("png"):
-        store = open_run_store(store_uri)
         version = summary.get("version")
         candidate = f"version {version}" if version is not None else f"of run {summary['run_id']} (not registered)"
         markdown = for_display(
@@ -286,12 +286,12 @@ def publish_summary(store_uri: str, config: PipelineConfig, summary: dict[str, A
         create_markdown_artifact(
             markdown=markdown, key=artifact_key(model, "dossier"), description=f"{title}: {summary.get('outcome')}"
         )
-        link, text = store_link(dossier["markdown"])
+        link, text = store_link(store, dossier["markdown"])
         create_link_artifact(
             key=artifact_key(model, "dossier-file"), link=link, link_text=text, description=f"Dossier of {title}"
         )
     if summary.get("artifact_uri"):
-        link, text = store_link(str(summary["artifact_uri"]))
+        link, text = store_link(store, str(summary["artifact_uri"]))
         create_link_artifact(
             key=artifact_key(model, "model-artifact"),
             link=link,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+import httpx
 import pytest
 
 from flows.drift_check import DriftCheckParameters, drift_check
@@ -133,12 +134,27 @@ def test_a_quiet_window_publishes_no_data(champion: Path) -> None:
     assert "**governor: none** (no-data)" in governor and "no captured requests" in governor
 
 
-def test_store_links_and_keys() -> None:
-    assert store_link("s3://bucket/models/churn/v 1/model.skops") == (
+def test_store_links_and_keys(s3_store, local_store) -> None:  # type: ignore[no-untyped-def]
+    from refit.io.s3 import S3Store, make_s3_client
+
+    aws = S3Store("s3://bucket/prefix", make_s3_client(region="eu-west-1"))  # no endpoint set: AWS itself
+    assert store_link(aws, "s3://bucket/models/churn/v 1/model.skops") == (
         "https://s3.console.aws.amazon.com/s3/object/bucket?prefix=models/churn/v%201/model.skops",
         "s3://bucket/models/churn/v 1/model.skops",
     )
-    assert store_link("/tmp/store/x.md") == ("file:///tmp/store/x.md", "/tmp/store/x.md")
+    # any other S3 endpoint (here moto's server over HTTP): the object's path-style URL on that
+    # endpoint (the AWS console knows nothing of this bucket); anonymous reads are refused, as on
+    # MinIO, and a signed read of that bucket and key is the object
+    s3_store.put_bytes("runs/x y.md", b"# dossier")
+    uri = s3_store.uri_for("runs/x y.md")
+    link, text = store_link(s3_store, uri)
+    endpoint = s3_store.client.meta.endpoint_url
+    assert text == uri and link == f"{endpoint}/{s3_store.bucket}/{s3_store.prefix}/runs/x%20y.md"
+    assert httpx.get(link).status_code == 403
+    bucket, key = unquote(link.removeprefix(f"{endpoint}/")).split("/", 1)
+    assert s3_store.client.get_object(Bucket=bucket, Key=key)["Body"].read() == b"# dossier"
+    local = local_store.uri_for("runs/x.md")
+    assert store_link(local_store, local) == (Path(local).resolve().as_uri(), str(Path(local).resolve()))
     assert artifact_key("Churn_EU", "dossier") == "churn-eu-dossier"
     assert flat_rows({"a": {"b": 1.0, "c": [1, 2]}, "d": None}) == [
         {"item": "a.b", "value": "1"},

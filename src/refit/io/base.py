@@ -102,6 +102,10 @@ class Store(ABC):
         validate_key(key)
         return f"{self.uri.rstrip('/')}/{key}"
 
+    def browse_url(self, uri: str) -> str:
+        """A URL a person can open for ``uri`` (an object of this store), for links in the UI."""
+        return uri
+
     def glob(self, pattern: str) -> builtins.list[str]:  # ``list`` is a method here
         """Keys matching a shell-style pattern.
 

@@ -180,6 +180,10 @@ class LocalStore(Store):
                     keys.append(key)
         return sorted(keys)
 
+    def browse_url(self, uri: str) -> str:
+        """``file://`` of the object's absolute path."""
+        return Path(uri.removeprefix("file://")).resolve().as_uri()
+
     def size(self, key: str) -> int:
         path = self._path(key)
         try:

@@ -179,6 +179,18 @@ class S3Store(Store):
             raise self._error(exc, prefix, "list") from None
         return sorted(keys)
 
+    def browse_url(self, uri: str) -> str:
+        """The object's page in the AWS console; on any other S3 endpoint (MinIO, Ceph, a local
+        server), the object's path-style URL on that endpoint, which its own console or a signed
+        client opens. Never a presigned URL: links land in artifacts, which must hold no secrets."""
+        from urllib.parse import quote
+
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        endpoint = str(getattr(getattr(self.client, "meta", None), "endpoint_url", "") or "")
+        if not endpoint or endpoint.rstrip("/").endswith(".amazonaws.com"):
+            return f"https://s3.console.aws.amazon.com/s3/object/{bucket}?prefix={quote(key)}"
+        return f"{endpoint.rstrip('/')}/{bucket}/{quote(key)}"
+
     def size(self, key: str) -> int:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
