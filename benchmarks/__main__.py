@@ -6,6 +6,7 @@
     python -m benchmarks --only search     # Optuna TPE vs random search, equal trial budgets
     python -m benchmarks --only replay     # refit replay: 52 weekly windows, 1M labelled rows
     python -m benchmarks --only workers
+    python -m benchmarks --only cli        # refit retrain --dry-run / refit drift, with refit up vs without
 
 Every benchmark runs in a fresh subprocess. Results go to ``<out>/latest.json`` and
 ``<out>/latest.md`` (rewritten after every benchmark, so an interrupted run keeps what it has).
@@ -42,6 +43,7 @@ BENCHMARKS = (
     "replay",
     "tracking",
     "workers",
+    "cli",
 )
 RATIO_ROWS = 1_000_000
 
@@ -358,6 +360,33 @@ def _bench_workers(args: argparse.Namespace, results: dict[str, Any]) -> None:
     )
 
 
+def _bench_cli(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    r = run_in_subprocess("cli:run", {"rows": args.cli_rows, "captures": args.cli_captures, "reps": args.cli_reps})
+    results["benchmarks"]["cli"] = r
+    up, local = r["with_server"], r["without_server"]
+    loads = {
+        "load_average_before": r["load_average_before"],
+        "load_average_after": [local["load_average_after"], up["load_average_after"]],
+    }
+    for name, command, key in (
+        ("cli_retrain_startup_s", "retrain_dry_run", "startup_s"),
+        ("cli_drift_s", "drift", "wall_s"),
+    ):
+        results["ratios"][name] = ratio(
+            up[command][key],
+            5.0,
+            "<=",
+            without_server_s=local[command][key],
+            speedup=round(local[command][key] / up[command][key], 2),
+            with_server=up[command],
+            without_server=local[command],
+            reps=r["reps"],
+            **loads,
+            note=f"refit {command.replace('_', ' ')}, {key.removesuffix('_s')}: median with a running refit up "
+            "(found through its state file) vs Prefect's local server started by the command",
+        )
+
+
 #: The ratio benchmarks, in the order they run: each runs in a subprocess and adds its figures.
 _RATIO_BENCHMARKS = {
     "validation": _bench_validation,
@@ -371,6 +400,7 @@ _RATIO_BENCHMARKS = {
     "replay": _bench_replay,
     "tracking": _bench_tracking,
     "workers": _bench_workers,
+    "cli": _bench_cli,
 }
 
 
@@ -397,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-weeks", type=int, default=52, help="weekly windows of the replay bench")
     parser.add_argument("--worker-retrains", type=int, default=6, help="retrains per phase (1 worker, 2 workers)")
     parser.add_argument("--worker-rows", type=int, default=2000, help="rows of the worker benchmark's data")
+    parser.add_argument("--cli-rows", type=int, default=3000, help="base rows of the CLI latency bench's store")
+    parser.add_argument("--cli-captures", type=int, default=1200, help="captured requests its drift check reads")
+    parser.add_argument("--cli-reps", type=int, default=3, help="timed runs of each command, with and without a server")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()

@@ -24,6 +24,8 @@ RATIO_ORDER = (
     "webhook_p99_ms_prefect_down",
     "webhook_flat",
     "workers_throughput",
+    "cli_retrain_startup_s",
+    "cli_drift_s",
 )
 
 
@@ -149,6 +151,16 @@ def _ratio_detail(name: str, r: dict[str, Any]) -> str:
             f"1 worker, {r['runs_per_min_2_workers']:.2f} with 2 (wall {r['wall_s'][0]:.0f} s / "
             f"{r['wall_s'][1]:.0f} s; median run {r['run_s_median'][0]:.0f} s / {r['run_s_median'][1]:.0f} s); "
             f"load average after {r['load_average_after'][0]} / {r['load_average_after'][1]}"
+        )
+    if name in ("cli_retrain_startup_s", "cli_drift_s"):
+        up, local = r["with_server"], r["without_server"]
+        what = "start-up (process start to its flow run's start)" if name == "cli_retrain_startup_s" else "wall"
+        return (
+            f"{'`refit retrain --dry-run`' if name == 'cli_retrain_startup_s' else '`refit drift`'} {what}, median "
+            f"of {r['reps']}: {r['value']:.1f} s with a running `refit up`, {r['without_server_s']:.1f} s without "
+            f"(Prefect's local server), {r['speedup']:.1f}x; whole command {up['wall_s']:.1f} s / "
+            f"{local['wall_s']:.1f} s, flow run {up['flow_run_s']:.1f} s / {local['flow_run_s']:.1f} s; "
+            f"load average {r['load_average_before']} before, {r['load_average_after']} after"
         )
     if name == "gate_bootstrap_s":
         return f"{r['resamples']:,} resamples, {r['segments']} segments, {r['rows']:,} rows; runs {r['runs_s']} s"

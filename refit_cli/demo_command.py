@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from refit_cli.output import cli_errors
+from refit_cli.prefect_api import HOME_DIR, use_prefect
 
 SEGMENT = {"region": "south"}
 #: The file that marks a folder as the demo's own, so a later demo run may clear it.
@@ -43,6 +44,7 @@ def demo(
         prepare_demo_store(store)
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
         quiet_console()
+        use_prefect(quiet=as_json, store=str(store))
         summary = _story(store, config, rows, batches, rows_per_batch, as_json)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     if as_json:
@@ -68,18 +70,22 @@ def prepare_demo_store(store: Path) -> None:
 
     A folder is cleared only when it carries :data:`DEMO_MARKER` (written when the demo
     creates it); an empty folder is used as it is; anything else is refused, untouched.
+    The store's Prefect home (``prefect/``: the earlier runs, a running ``refit up``'s lock and
+    state) is kept, and does not count as content.
     """
     from refit.errors import ConfigError
 
     if store.exists() and not store.is_dir():
         raise ConfigError(f"demo store {store} is a file, not a folder: pick another --store")
-    if store.is_dir() and any(store.iterdir()):
+    content = [p for p in store.iterdir() if p.name != HOME_DIR] if store.is_dir() else []
+    if content:
         if not (store / DEMO_MARKER).is_file():
             raise ConfigError(
                 f"refusing to clear {store}: it holds files and was not created by 'refit demo' "
                 f"(no {DEMO_MARKER} marker); pick a new or empty folder with --store"
             )
-        shutil.rmtree(store)
+        for path in content:
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
     store.mkdir(parents=True, exist_ok=True)
     (store / DEMO_MARKER).write_text("created by 'refit demo': the next 'refit demo --store' here clears it\n")
 
@@ -212,5 +218,5 @@ Explore (the demo's store is {store_path}):
   .venv/bin/refit models list
   .venv/bin/refit models diff {name} 1 2
   .venv/bin/refit drift history
-  .venv/bin/refit up          # Prefect UI at http://127.0.0.1:4200 with the deployments served
+  .venv/bin/refit up          # Prefect UI at http://127.0.0.1:4200: this demo's runs, the deployments served
 """

@@ -50,8 +50,13 @@ def _root(
 #: Environment defaults for the Prefect a refit command starts in its own process (a user's
 #: explicit setting wins). Prefect's server telemetry writes to the temporary server's SQLite
 #: while the flow's own writes hold it, and printed a "database is locked" traceback on the
-#: terminal: refit's processes send no telemetry.
-PREFECT_ENV_DEFAULTS = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+#: terminal: refit's processes send no telemetry. A command with no server to talk to starts
+#: Prefect's local one (refit_cli.prefect_api), which took 20 to 60 s to start on a loaded 2-core
+#: machine: Prefect's own 20 s limit failed those commands with a traceback.
+PREFECT_ENV_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+}
 
 
 def apply_prefect_defaults(env: dict[str, str] | os._Environ[str]) -> None:

@@ -10,6 +10,7 @@ import typer
 
 from refit_cli.options import AS_OF_OPT, CONFIG_OPT, JSON_OPT, WINDOW_DAYS_OPT, parse_as_of
 from refit_cli.output import DRIFT_TRIGGER_EXIT, ERROR_EXIT, cli_errors, emit, heartbeat, quiet_expected_errors
+from refit_cli.prefect_api import use_prefect
 
 drift_app = typer.Typer(
     help="Check captured traffic for drift against the champion's reference. Exit status: 0 no retrain "
@@ -40,7 +41,8 @@ def drift(
     ] = False,
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
-    """Run the drift-check flow now, in this process (with --retrain, the retrain too, as of the same time).
+    """Run the drift-check flow now, in this process (with --retrain, the retrain too, as of the same time),
+    on the Prefect `refit retrain` uses (the line on stderr says which).
 
     Exit status: as drift_app's help says (refit_cli.output's codes). The config and the
     store are checked before Prefect starts. `refit drift [--config F] [--json] history` passes
@@ -54,6 +56,7 @@ def drift(
 
         _, store = checked_inputs(config)
         when = parse_as_of(as_of)
+        use_prefect(quiet=as_json, store=store)
 
         from flows.drift_check import DriftCheckParameters, drift_check
 
@@ -163,6 +166,7 @@ def webhook(
 ) -> None:
     """Run the drift-alert receiver (POST /alerts/drift, GET /healthz) with uvicorn."""
     with cli_errors(False):
+        use_prefect(quiet=False)
         import uvicorn
 
         from deployments.webhook import WebhookSettings, build_app
@@ -224,6 +228,7 @@ def _deployments_with(config: Path | None) -> tuple[list[Any], Any, str]:
 def serve(config: Annotated[Path | None, SERVE_CONFIG_OPT] = None) -> None:
     """Serve the deployments (schedules, manual runs, the drift trigger) from this process, on REFIT_STORE."""
     with cli_errors(False):
+        use_prefect(quiet=False)
         deployments, settings, _ = _deployments_with(config)
 
         from prefect import serve as prefect_serve
@@ -241,6 +246,7 @@ def deploy(
     """Deploy the four deployments to a work pool (no serving here): `prefect worker start --pool
     NAME` runs them, on any machine with this package installed. Same config and store as `refit serve`."""
     with cli_errors(False):
+        use_prefect(quiet=False)
         deployments, settings, store = _deployments_with(config)
 
         from deployments.notifications import apply_notifications

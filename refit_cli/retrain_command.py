@@ -9,6 +9,7 @@ import typer
 
 from refit_cli.options import AS_OF_OPT, CONFIG_OPT, JSON_OPT, WINDOW_DAYS_OPT, parse_as_of
 from refit_cli.output import ERROR_EXIT, RETRAIN_EXIT_CODES, cli_errors, emit, heartbeat, quiet_expected_errors
+from refit_cli.prefect_api import use_prefect
 
 
 def retrain(
@@ -20,7 +21,8 @@ def retrain(
     as_of: Annotated[str | None, AS_OF_OPT] = None,
     as_json: Annotated[bool, JSON_OPT] = False,
 ) -> None:
-    """Run the retrain flow now, in this process (Prefect's API from PREFECT_API_URL, else a local one).
+    """Run the retrain flow now, in this process, on Prefect's API from PREFECT_API_URL, else a running
+    `refit up`'s of this store, else a local one in the store's Prefect home (the line on stderr says which).
 
     Exit status: 0 promoted (or the first model), 3 rejected, 4 inconclusive, 5 smoke test
     failed, 1 error. A dry run exits with the status its gate decision would have. The config,
@@ -32,6 +34,7 @@ def retrain(
 
         _, store = checked_inputs(config)
         when = parse_as_of(as_of)
+        use_prefect(quiet=as_json, store=store)
 
         from pydantic import ValidationError
 

@@ -14,6 +14,8 @@ from typing import IO
 import httpx
 import typer
 
+from refit_cli.prefect_api import LOCK_FILE, prefect_home, remove_up_state, store_uri, write_up_state
+
 CURL_EXAMPLE = """\
   BODY='{{"alert_id":"manual-'$(date +%s)'","model":"{model}","reason":"manual test"}}'
   TS=$(date +%s)
@@ -34,22 +36,6 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None 
             pass
         time.sleep(0.5)
     return False
-
-
-def prefect_home(env: dict[str, str]) -> Path:
-    """PREFECT_HOME if set; else a folder beside the local store (so its SQLite lives with the data)."""
-    if env.get("PREFECT_HOME"):
-        return Path(env["PREFECT_HOME"])
-    store = store_uri(env)
-    base = Path(store) if not store.startswith("s3://") else Path.home() / ".refit"
-    return (base / "prefect").resolve()
-
-
-def store_uri(env: dict[str, str]) -> str:
-    """The store ``refit up`` runs everything on: ``REFIT_STORE`` of ``env``, else the default."""
-    from refit.io import resolve_store_uri
-
-    return resolve_store_uri(env.get("REFIT_STORE"))
 
 
 #: Prefect's server talks to PostgreSQL through asyncpg: a plain ``postgresql://`` URL (what
@@ -103,7 +89,7 @@ def _credentials_problem() -> str | None:
 
 def _lock(home: Path) -> IO[str] | None:
     """Hold ``home``'s lock (with this pid in it) for the life of the process; None if another ``refit up`` has it."""
-    lock_path = home / "refit-up.lock"
+    lock_path = home / LOCK_FILE
     lock = open(lock_path, "a+")  # noqa: SIM115 - held for the life of the process
     try:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -204,7 +190,8 @@ refit is up. Ctrl-C stops everything.
   Webhook:      {f"http://127.0.0.1:{webhook_port}/alerts/drift" if webhook else "not started (--no-webhook)"}
   Deployments:  retrain-weekly, retrain-manual, retrain-on-drift, drift-check-hourly ({where})
 
-In a second terminal, point Prefect's CLI (and refit retrain / refit drift) at this server first:
+refit's own commands (retrain, drift, demo, serve) on this store use this server by themselves.
+In a second terminal, point Prefect's CLI at it first:
   {export_line(api_url)}
 """)
     if pool:
@@ -301,6 +288,7 @@ def run_up(
         if api_url is None:
             return 1
         child_env["PREFECT_API_URL"] = api_url
+        write_up_state(home, api_url)  # how the other refit commands find this server
         child_env.pop("PREFECT_API_DATABASE_CONNECTION_URL", None)  # the server's alone: no child needs it
         refit_bin = str(Path(sys.executable).parent / "refit")
         # every deployment runs with the config `refit up` was given, as an absolute path
@@ -321,5 +309,6 @@ def run_up(
         return 0
     finally:
         _stop(procs)
+        remove_up_state(home)
         fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
         lock.close()

@@ -24,6 +24,7 @@ from deployments.webhook import idempotency_key
 from refit.policy import Ledger
 from refit.registry import Registry
 from refit.webhook import DriftAlert, sign
+from refit_cli.prefect_api import LOCK_FILE, STATE_FILE
 from tests.e2e.conftest import (
     BIN,
     WEBHOOK_SECRET,
@@ -210,7 +211,7 @@ def test_drift_event_starts_a_run_with_templated_parameters(
     assert version.tags["trigger"] == "drift" and version.description == params["reason"]
 
 
-def test_refit_up_refuses_a_second_instance(
+def test_refit_up_is_found_by_the_other_commands_and_refuses_a_second_instance(
     prefect_server: PrefectServer, refit_serve: Proc, project: Project, e2e_root: Path
 ) -> None:
     wait_for_quiet(prefect_server, 240)  # its own `refit serve` joins the others for a few seconds
@@ -226,15 +227,38 @@ def test_refit_up_refuses_a_second_instance(
 
         wait_until(up, 60, "the first `refit up`")
         assert f"using the Prefect API at {prefect_server.api_url}" in first.tail()  # no second server
+        state = json.loads((home / STATE_FILE).read_text())
+        assert (state["pid"], state["api_url"]) == (first.popen.pid, prefect_server.api_url)
+
+        # A refit command on the same home without PREFECT_API_URL finds this refit up through its
+        # state file: no temporary server of its own, and its run is on refit up's server (its UI).
+        reason = f"e2e found refit up {uuid.uuid4().hex[:8]}"
+        plain = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+        argv = ["retrain", "--dry-run", "--reason", reason, "--config", str(project.config)]
+        found = subprocess.run(
+            [str(BIN / "refit"), *argv], env=plain, cwd=project.root, capture_output=True, text=True, timeout=300
+        )
+        assert found.returncode in (0, 3, 4), found.stdout + found.stderr[-3000:]  # a gate decision, not an error
+        assert f"Prefect: refit up's server at {prefect_server.api_url} (pid {first.popen.pid}" in found.stderr
+        assert "temporary server" not in found.stderr
+        from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+        with prefect_server.client() as client:
+            runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["retrain"])))
+        [run] = [r for r in runs if r.parameters.get("params", {}).get("reason") == reason]
+        assert run.state_type is not None and run.state_type.value == "COMPLETED"
+        assert run.parameters["params"]["dry_run"] is True and run.deployment_id is None  # the CLI's own run
 
         second = subprocess.run(command, env=env, cwd=project.root, capture_output=True, text=True, timeout=60)
         assert second.returncode == 1, second.stdout + second.stderr
         assert f"refit up is already running (pid {first.popen.pid}" in second.stderr
         assert first.alive()  # the refusal did not disturb the running one
+        assert json.loads((home / STATE_FILE).read_text())["pid"] == first.popen.pid  # nor its state file
 
         first.popen.send_signal(signal.SIGINT)  # Ctrl-C: it stops its children and lets the lock go
         assert first.popen.wait(timeout=40) == 0, first.tail()
-        with open(home / "refit-up.lock", "a+") as lock:
+        assert not (home / STATE_FILE).exists()  # no later command looks for a server that is gone
+        with open(home / LOCK_FILE, "a+") as lock:
             fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if still held
     finally:
         stop(first)

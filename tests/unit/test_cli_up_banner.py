@@ -18,10 +18,14 @@ def test_the_banner_prints_the_exact_export_line(capsys: pytest.CaptureFixture[s
 def test_refit_processes_send_no_prefect_telemetry_unless_told_to() -> None:
     env: dict[str, str] = {}
     apply_prefect_defaults(env)
-    assert env == {"PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    chosen = {"PREFECT_SERVER_ANALYTICS_ENABLED": "true"}
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert env["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "120"  # Prefect's 20 s fails under load
+    chosen = {"PREFECT_SERVER_ANALYTICS_ENABLED": "true", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "30"}
     apply_prefect_defaults(chosen)
-    assert chosen == {"PREFECT_SERVER_ANALYTICS_ENABLED": "true"}
+    assert chosen == {
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "true",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "30",
+    }
 
 
 def test_a_plain_postgresql_url_gets_the_driver_prefects_server_needs() -> None:
