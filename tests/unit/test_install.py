@@ -164,12 +164,14 @@ def test_the_capture_extra_serves_a_sklearn_model_without_torch_prefect_or_evide
     assert installed.returncode == 0, installed.stderr[-2000:]
     install_s = time.monotonic() - started
 
+    started = time.monotonic()
     served = subprocess.run(
         [str(python), "-I", "-c", f"HEAVY = {HEAVY!r}\n{SERVE_AND_CAPTURE}", uri, str(tmp_path / "features.parquet"),
          str(tmp_path / "captures")],
         capture_output=True, text=True, timeout=300, cwd=tmp_path, env={**env, "REFIT_STORE": str(tmp_path / "store")},
     )  # fmt: skip
     assert served.returncode == 0, served.stderr[-3000:]
+    serve_s = time.monotonic() - started
     out = json.loads(served.stdout)
     assert out["installed"] == [] and out["imported"] == [], out
     np.testing.assert_allclose(out["proba"], result.best.predict_proba(val)[:, 1], atol=1e-9, rtol=0)
@@ -195,4 +197,4 @@ def test_the_capture_extra_serves_a_sklearn_model_without_torch_prefect_or_evide
         r"pip install 'refit\[pipeline\]'\n",
         command.stderr,
     ), command.stderr
-    print(f"refit[capture] venv: built and installed in {install_s:.0f} s")
+    print(f"refit[capture] venv: built and installed in {install_s:.0f} s, served and captured in {serve_s:.0f} s")
