@@ -3,9 +3,10 @@
 The ``postgres`` session fixture in ``tests/conftest.py`` starts one per test process on a free
 port (trust authentication, no fsync: it holds nothing worth keeping) and stops it at the end;
 :meth:`PostgresCluster.create_database` gives each test a database of its own. The server
-binaries come from ``PATH`` or the Debian layout (``/usr/lib/postgresql/N/bin``); ``make setup``
-installs the ``postgresql`` package where they are missing. PostgreSQL refuses to run as root,
-so under root the cluster runs as the ``postgres`` user the package creates.
+binaries come from ``PATH`` or the Debian layout (``/usr/lib/postgresql/N/bin``); ``make test``
+installs the ``postgresql`` package where they are missing (``make system-deps``, as root).
+PostgreSQL refuses to run as root, so under root the cluster runs as the ``postgres`` user the
+package creates.
 """
 
 from __future__ import annotations
@@ -21,14 +22,18 @@ from pathlib import Path
 USER = "refit"
 
 
-def pg_bin() -> Path:
-    """The folder holding ``initdb`` and ``pg_ctl`` (the newest Debian version when not on PATH)."""
-    found = shutil.which("initdb")
+HOW_TO_ENABLE = "run 'sudo make system-deps' (Debian: apt-get install postgresql), which 'make test' does as root"
+
+
+def pg_bin(path: str | None = None, debian: Path = Path("/usr/lib/postgresql")) -> Path:
+    """The folder holding ``initdb`` and ``pg_ctl`` (the newest Debian version when not on ``path``,
+    default ``PATH``); missing: a RuntimeError that says how to install them."""
+    found = shutil.which("initdb", path=path)
     if found:
         return Path(os.path.realpath(found)).parent
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    versions = sorted(debian.glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
     if not versions:
-        raise RuntimeError("PostgreSQL server binaries not found (initdb): run `make setup`, which installs them")
+        raise RuntimeError(f"the PostgreSQL tests need the server's initdb, not installed: {HOW_TO_ENABLE}")
     return versions[-1].parent
 
 
