@@ -33,19 +33,44 @@ def run(rows: int, config_path: str, weeks: int = 52, base_rows: int = 50_000) -
         history = production_history(
             weeks=weeks, rows_per_week=rows // weeks, drift="covariate", drift_from_week=weeks // 2, strength=0.5
         )
-        started = time.perf_counter()
-        result = replay(store, config, history, window=timedelta(days=7))
-        wall = time.perf_counter() - started
+        ticks: list[tuple[float, float, str]] = []
+
+        def tick(window: Any) -> None:  # each window's end: wall and CPU clocks, and what it did
+            ticks.append((time.perf_counter(), time.process_time(), window.decision))
+
+        started, cpu0 = time.perf_counter(), time.process_time()
+        result = replay(store, config, history, window=timedelta(days=7), on_window=tick)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu0
+        # per window: from the previous window's end (the first: from the first model's promotion,
+        # which the replay does before its first window and which is not counted here)
+        per = [(b[0] - a[0], b[1] - a[1], b[2]) for a, b in zip(ticks, ticks[1:], strict=False)]
+
+        def kind(windows: list[tuple[float, float, str]]) -> dict[str, Any]:
+            n = len(windows)
+            return {
+                "windows": n,
+                "mean_s": round(sum(w[0] for w in windows) / n, 2) if n else None,
+                "mean_cpu_s": round(sum(w[1] for w in windows) / n, 2) if n else None,
+            }
+
         return {
             "rows": len(history),
             "weeks": weeks,
+            "rows_per_window": len(history) // max(1, weeks),
             "base_rows": base_rows,
             "windows": len(result.windows),
             "replay_s": round(wall, 2),
+            "replay_cpu_s": round(cpu, 2),
             "s_per_window": round(wall / max(1, len(result.windows)), 3),
+            "cpu_s_per_window": round(cpu / max(1, len(result.windows)), 3),
+            "first_model_s": round(ticks[0][0] - started, 2) if ticks else None,
+            "checks_only": kind([w for w in per if w[2] != "trigger"]),
+            "with_retrain": kind([w for w in per if w[2] == "trigger"]),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "triggers": len(result.triggers),
             "promotions": len(result.promotions),
+            "trigger_weeks": result.triggers,
+            "promotion_weeks": result.promotions,
             "first_trigger_week": result.triggers[0] if result.triggers else None,
             "drift_from_week": weeks // 2,
         }
