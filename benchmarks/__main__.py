@@ -341,6 +341,7 @@ def _bench_replay(args: argparse.Namespace, results: dict[str, Any]) -> None:
             "rows": args.replay_rows,
             "weeks": args.replay_weeks,
             "base_rows": args.replay_base_rows,
+            "progress": args.replay_progress,
             "config_path": str(args.config),
         },
     )
@@ -431,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-reps", type=int, default=4, help="runs of each, tracked and untracked")
     parser.add_argument("--replay-rows", type=int, default=1_000_000, help="labelled rows the replay bench replays")
     parser.add_argument("--replay-weeks", type=int, default=52, help="weekly windows of the replay bench")
+    parser.add_argument("--replay-progress", default=None, help="append each replayed window's times to this file")
     parser.add_argument(
         "--replay-base-rows", type=int, default=50_000, help="base rows the replay bench's first model trains on"
     )
