@@ -336,7 +336,14 @@ def _bench_search(args: argparse.Namespace, results: dict[str, Any]) -> None:
 
 def _bench_replay(args: argparse.Namespace, results: dict[str, Any]) -> None:
     r = run_in_subprocess(
-        "replay:run", {"rows": args.replay_rows, "weeks": args.replay_weeks, "config_path": str(args.config)}
+        "replay:run",
+        {
+            "rows": args.replay_rows,
+            "weeks": args.replay_weeks,
+            "base_rows": args.replay_base_rows,
+            "progress": args.replay_progress,
+            "config_path": str(args.config),
+        },
     )
     results["benchmarks"]["replay"] = r
 
@@ -425,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tracking-reps", type=int, default=4, help="runs of each, tracked and untracked")
     parser.add_argument("--replay-rows", type=int, default=1_000_000, help="labelled rows the replay bench replays")
     parser.add_argument("--replay-weeks", type=int, default=52, help="weekly windows of the replay bench")
+    parser.add_argument("--replay-progress", default=None, help="append each replayed window's times to this file")
+    parser.add_argument(
+        "--replay-base-rows", type=int, default=50_000, help="base rows the replay bench's first model trains on"
+    )
     parser.add_argument("--worker-retrains", type=int, default=6, help="retrains per phase (1 worker, 2 workers)")
     parser.add_argument("--worker-rows", type=int, default=2000, help="rows of the worker benchmark's data")
     parser.add_argument("--cli-rows", type=int, default=3000, help="base rows of the CLI latency bench's store")

@@ -324,6 +324,22 @@ def _replay_section(results: dict[str, Any]) -> list[str]:
         f"{r['triggers']} trigger(s) (first in window {r['first_trigger_week']}, drift from window "
         f"{r['drift_from_week']}), {r['promotions']} promotion(s).",
         "",
+    ] + _replay_split(r)
+
+
+def _replay_split(r: dict[str, Any]) -> list[str]:
+    """Windows that only checked against windows that also retrained (per window, wall and CPU)."""
+    if "checks_only" not in r:
+        return []
+    c, t = r["checks_only"], r["with_retrain"]
+    return [
+        f"{r['rows_per_window']:,} rows per window over {r['base_rows']:,} base rows; the first model and "
+        f"window (Evidently's import, the first HTML report, the champion's null draws) {r['first_window_s']} s; "
+        f"{r['replay_cpu_s']} CPU s in all. Per later window: {c['windows']} checks only "
+        f"{c['mean_s']} s ({c['mean_cpu_s']} CPU s), {t['windows']} with a retrain {t['mean_s']} s "
+        f"({t['mean_cpu_s']} CPU s). The machine was shared: CPU seconds are the figure to compare.",
+        "",
+        *([f"Note: {r['note']}.", ""] if r.get("note") else []),
     ]
 
 

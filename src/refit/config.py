@@ -103,8 +103,8 @@ class DatasetConfig(_Section):
     request_id_column: str = Field("request_id", description="Joins captured requests with late labels.")
     target: str
     task: Task = Field(
-        description="binary (0/1 or boolean labels; strings with positive_class), multiclass (integer or string "
-        "classes, in the order the model stores them) or regression."
+        description="binary (0/1 or boolean labels; strings with positive_class), multiclass (integer "
+        "classes, or string classes declared in dataset.classes) or regression."
     )
     id_column: str
     timestamp_column: str
@@ -120,6 +120,46 @@ class DatasetConfig(_Section):
         description="binary with string labels (Yes/No): the label that counts as positive (1) for every "
         "metric, the gate and decay; 0/1 and boolean labels need none.",
     )
+
+    classes: list[str] | list[int] | None = Field(
+        None,
+        description="multiclass: the classes in their declared order (required for string labels, optional "
+        "for integer ones); models, the gate, decay and the dossier use this order, and a label outside "
+        "it is quarantined.",
+    )
+
+    @model_validator(mode="after")
+    def _check_classes(self) -> DatasetConfig:
+        if self.classes is None:
+            return self
+        if self.task != "multiclass":
+            raise ValueError(f"dataset.classes: only a multiclass task takes declared classes (task {self.task})")
+        keys = [str(c) for c in self.classes]
+        if len(keys) < 2 or len(set(keys)) != len(keys):
+            raise ValueError(f"dataset.classes: at least two distinct classes (got {self.classes})")
+        return self
+
+    def class_order(self, observed: Any) -> list[Any]:
+        """The classes a multiclass model learns from ``observed`` labels, in one order: the
+        declared ``classes`` that occur (their declared values and order), else the observed
+        ones sorted. A label outside the declared classes is a :class:`refit.errors.DataError`
+        (validation quarantines such rows before training sees them)."""
+        import numpy as np
+        import pandas as pd
+
+        seen = [v.item() if isinstance(v, np.generic) else v for v in pd.unique(pd.Series(observed).dropna())]
+        if self.classes is None:
+            return sorted(seen, key=lambda v: (str(type(v)), v))
+        declared = {str(c): c for c in self.classes}
+        unknown = sorted({str(v) for v in seen} - set(declared))
+        if unknown:
+            from refit.errors import DataError
+
+            raise DataError(
+                f"{self.target}: label(s) {', '.join(unknown[:5])} not in dataset.classes {list(self.classes)}"
+            )
+        present = {str(v) for v in seen}
+        return [c for c in self.classes if str(c) in present]
 
     def gate_labels(self, values: Any) -> Any:
         """The labels every metric judges: for ``binary`` with a ``positive_class``, 1 where the

@@ -152,6 +152,7 @@ def check_against_schema(config: PipelineConfig, source: str = "<config>") -> No
             f"{ds.schema_path}, and task {ds.task} needs {' or '.join(_TARGET_KINDS[ds.task])} labels "
             "(string labels: binary with dataset.positive_class, or multiclass)"
         )
+    _check_classes(config, source, columns[ds.target], target_kind)
     for i, spec in enumerate(ds.segments):
         kind = _column_kind(columns[spec.column].dtype)
         if spec.bins is not None and kind not in ("int", "float"):
@@ -166,3 +167,37 @@ def check_against_schema(config: PipelineConfig, source: str = "<config>") -> No
         for key, column in needed:
             if column not in captured:
                 raise missing(key, column, ds.capture_schema, captured)
+
+
+def _check_classes(config: PipelineConfig, source: str, target: Any, target_kind: str) -> None:
+    """``dataset.classes`` against the target's declaration: string multiclass labels need a
+    declared order (a sorted one would move whenever a class is missing from a training window
+    or a new one appears, and an unknown label would be learned as a class); declared classes
+    are of the target's kind and, where the schema lists the allowed labels (``isin``), among them."""
+    ds = config.dataset
+    if ds.task != "multiclass":
+        return
+    declared = f"{target.dtype} in {ds.schema_path}"
+    if ds.classes is None:
+        if target_kind == "text":
+            raise ConfigError(
+                f"{source}: dataset.classes: column '{ds.target}' holds string labels ({declared}); "
+                "declare the classes in order, e.g. classes: [low, mid, high]"
+            )
+        return
+    wrong = [c for c in ds.classes if isinstance(c, str) != (target_kind == "text")]
+    if wrong:
+        raise ConfigError(
+            f"{source}: dataset.classes: {wrong[0]!r} does not fit column '{ds.target}' ({declared}); "
+            f"declare {'strings' if target_kind == 'text' else 'integers'}"
+        )
+    for check in target.checks:
+        allowed = (check.statistics or {}).get("allowed_values") if check.name == "isin" else None
+        if allowed is None:
+            continue
+        outside = [c for c in ds.classes if str(c) not in {str(a) for a in allowed}]
+        if outside:
+            raise ConfigError(
+                f"{source}: dataset.classes: {', '.join(map(str, outside))} not allowed by column "
+                f"'{ds.target}' in {ds.schema_path} (isin {list(allowed)}); remove them or widen the schema"
+            )

@@ -60,13 +60,31 @@ def read_sources(files: list[SourceFile], schema_model: Any) -> tuple[pd.DataFra
 
 
 def schema_for(config: PipelineConfig, kind: str = "training") -> Any:
+    """The contract rows of ``kind`` are validated against: the declared schema, with the
+    target's labels held to ``dataset.classes`` when the config declares them."""
     if kind == "training":
-        return import_object(config.dataset.schema_path)
+        return _with_declared_classes(import_object(config.dataset.schema_path), config)
     if kind == "capture":
         if not config.dataset.capture_schema:
             raise DataError("the config has no dataset.capture_schema")
-        return import_object(config.dataset.capture_schema)
+        return _with_declared_classes(import_object(config.dataset.capture_schema), config)
     raise ValueError(f"unknown schema kind {kind!r}")
+
+
+def _with_declared_classes(schema_model: Any, config: PipelineConfig) -> Any:
+    """``schema_model`` with an ``isin`` rule on the target for ``dataset.classes``: a label
+    outside them is quarantined, the reason naming the key (missing labels stay allowed where
+    the schema allows them, as in captures before the label arrives)."""
+    ds = config.dataset
+    if ds.classes is None:
+        return schema_model
+    import pandera.pandas as pa
+
+    schema = schema_model.to_schema() if hasattr(schema_model, "to_schema") else schema_model
+    if ds.target not in schema.columns:
+        return schema
+    rule = pa.Check.isin(list(ds.classes), error=f"isin dataset.classes {list(ds.classes)}")
+    return schema.update_column(ds.target, checks=[*schema.columns[ds.target].checks, rule])
 
 
 @dataclass(frozen=True)

@@ -245,7 +245,7 @@ def class_key(value: Any) -> str:
 
 
 def align_classes(
-    labels: Any, outputs: Sequence[tuple[Sequence[Any], Any]]
+    labels: Any, outputs: Sequence[tuple[Sequence[Any], Any]], order: Sequence[Any] | None = None
 ) -> tuple[list[Any], np.ndarray, list[np.ndarray]]:
     """Multiclass labels and models' probabilities in one class order, for comparing them.
 
@@ -257,6 +257,8 @@ def align_classes(
     Args:
         labels: Class labels, one per row; missing ones (None/NaN) become NaN indices.
         outputs: ``(classes, (n, K) probabilities)`` of each model.
+        order: A declared class order (``dataset.classes``): the classes it names come first,
+            in its order, the others after them as above. The set of classes is the same.
 
     Returns:
         The classes, the labels as float indices into them (NaN where missing), and each
@@ -275,6 +277,10 @@ def align_classes(
     for key in sorted(set(keys) - set(column)):
         column[key] = len(classes)
         classes.append(raw[present][keys == key].iloc[0])
+    if order is not None:
+        rank = {class_key(c): i for i, c in enumerate(order)}
+        classes = sorted(classes, key=lambda c: rank.get(class_key(c), len(rank)))  # stable for the rest
+        column = {class_key(c): i for i, c in enumerate(classes)}
     y = np.full(len(raw), np.nan)
     y[present] = keys.map(column).to_numpy(dtype=np.float64)
     mats = []

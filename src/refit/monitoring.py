@@ -31,6 +31,9 @@ class Reference:
     version: int
     frame: pd.DataFrame
     registered_metrics: dict[str, float]
+    #: What checks against this reference compute once: the champion's model and its predictions
+    #: on ``frame`` (a flow's steps share one Reference; a replay keeps one while the champion serves).
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 def load_reference(store: Store, config: PipelineConfig) -> Reference:
@@ -266,7 +269,7 @@ def compute_drift_and_decay(
     )
     if prediction is not None and prediction not in ref.columns:
         ref[prediction] = _reference_predictions(store, config, reference, ref)
-    nulls = StoreNullCache(store, config.dataset.name, reference.version)
+    nulls = reference._memo.setdefault("nulls", StoreNullCache(store, config.dataset.name, reference.version))
     kinds = column_kinds(store, config, reference.model, reference.version, reference.frame)
     check = check_drift(
         ref,
@@ -495,16 +498,26 @@ def judge_decay(
 
 
 def _champion(store: Store, reference: Reference) -> Any:
+    """The reference's champion model, loaded (and its artifact checked) once per Reference."""
     from refit.pipeline import load_version
     from refit.registry import Registry
 
-    return load_version(store, Registry(store).get_version(reference.model, reference.version))
+    if "champion" not in reference._memo:
+        version = Registry(store).get_version(reference.model, reference.version)
+        reference._memo["champion"] = load_version(store, version)
+    return reference._memo["champion"]
 
 
 def _reference_predictions(store: Store, config: PipelineConfig, reference: Reference, df: pd.DataFrame) -> np.ndarray:
+    """The champion's predictions on the reference frame ``df`` (computed once per Reference)."""
     from refit.pipeline import capture_predictions
 
-    return capture_predictions(_champion(store, reference), df, config.dataset.task, config.dataset.positive_class)
+    if "predictions" not in reference._memo:
+        ds = config.dataset
+        model = _champion(store, reference)
+        reference._memo["predictions"] = capture_predictions(model, df, ds.task, ds.positive_class)
+    predictions: np.ndarray = reference._memo["predictions"]
+    return predictions
 
 
 @dataclass(frozen=True)

@@ -331,9 +331,9 @@ def gate_inputs(dataset: Any, df: pd.DataFrame, models: list[Any]) -> tuple[np.n
 
     Binary and regression: ``dataset.gate_labels`` and :func:`scores`. Multiclass: the labels
     as class indices into one class order and every model's ``(n, K)`` probabilities in that
-    order (:func:`refit.metrics.align_classes`: the first model's classes, then the others',
-    then labels no model knows), so two models with different classes, or a class new in
-    production, are compared on the same columns. Missing labels are NaN.
+    order (:func:`refit.metrics.align_classes`: ``dataset.classes`` when declared, then the first
+    model's classes, then the others', then labels no model knows), so two models with different
+    classes, or a class new in production, are compared on the same columns. Missing labels are NaN.
     """
     if dataset.task != "multiclass":
         y = np.asarray(dataset.gate_labels(df[dataset.target]))
@@ -341,7 +341,7 @@ def gate_inputs(dataset: Any, df: pd.DataFrame, models: list[Any]) -> tuple[np.n
     from refit.metrics import align_classes
 
     outputs = [(list(m.classes or []), scores(m, df, dataset.task)) for m in models]
-    _, y, mats = align_classes(df[dataset.target].to_numpy(), outputs)
+    _, y, mats = align_classes(df[dataset.target].to_numpy(), outputs, order=dataset.classes)
     return y, mats
 
 

@@ -273,6 +273,7 @@ def replay(
     baseline = _baseline_score(store, initial)
     metric = config.gate.primary_metric
     timeline: list[ReplayWindow] = []
+    reference = None  # the serving champion's, kept while it serves (its model, predictions, nulls)
     t = first
     while t < last:
         w_end = t + pd.Timedelta(window)
@@ -292,7 +293,11 @@ def replay(
         )
         if len(rows):
             _capture(store, config, rows, models.predictions(serving, rows), serving.version)
-            record = _check_and_retrain(store, config, record, hours, monitoring, run_retrain, RetrainOptions)
+            if reference is None or reference.version != serving.version:
+                reference = monitoring.load_reference(store, config)
+            record = _check_and_retrain(
+                store, config, record, hours, reference, monitoring, run_retrain, RetrainOptions
+            )
         else:
             record = _replace(record, reason="no captures in this window", champion_after=int(serving.version))
         timeline.append(record)
@@ -385,9 +390,10 @@ def _baseline_score(store: Store, run: Any) -> Any:
 
     ds = run.config.dataset
     train = read_frame(store, run.need("splits").keys["train"])
-    if ds.task == "multiclass":
-        shares = train[ds.target].value_counts(normalize=True, sort=False)
-        return _ClassPrior(list(shares.index), shares.to_numpy(dtype=np.float64))
+    if ds.task == "multiclass":  # in the models' class order (dataset.class_order)
+        classes = ds.class_order(train[ds.target])
+        shares = train[ds.target].astype(str).value_counts(normalize=True)
+        return _ClassPrior(classes, shares.reindex([str(c) for c in classes]).to_numpy(dtype=np.float64))
     return float(pd.to_numeric(pd.Series(ds.gate_labels(train[ds.target]))).mean())
 
 
@@ -441,13 +447,14 @@ def _check_and_retrain(
     config: PipelineConfig,
     record: ReplayWindow,
     hours: int,
+    reference: Any,
     monitoring: Any,
     run_retrain: Any,
     options: Any,
 ) -> ReplayWindow:
-    """The drift-check flow's steps as of the window's end, then the retrain recipe when triggered."""
+    """The drift-check flow's steps as of the window's end (against ``reference``, the serving
+    champion's), then the retrain recipe when triggered."""
     as_of = record.end
-    reference = monitoring.load_reference(store, config)
     window = monitoring.load_capture_window(store, config, as_of=as_of, window_hours=hours)
     current = monitoring.validate_captures(store, config, window)
     report = monitoring.compute_drift_and_decay(store, config, reference, current, window)

@@ -86,7 +86,7 @@ def test_string_labels_load_with_their_positive_class(tmp_path: Path, fresh_path
 def test_string_classes_load_as_multiclass_and_a_metric_it_lacks_is_refused(tmp_path: Path, fresh_path: None) -> None:
     """Refused before ("no metric judges a multiclass task yet"): now the registry's default
     judges it, and a metric nothing can judge it with is one line naming the file."""
-    cfg = load_config(_project(tmp_path, "myschemas_m", target="busy", task="multiclass"))
+    cfg = load_config(_project(tmp_path, "myschemas_m", target="busy", task="multiclass", classes=["No", "Yes"]))
     assert cfg.dataset.task == "multiclass" and cfg.gate.primary_metric == "macro_roc_auc"
     raw = yaml.safe_load((tmp_path / "bikes.yaml").read_text())
     raw["gate"] = {"primary_metric": "pr_auc"}
@@ -135,6 +135,20 @@ def test_a_missing_schema_module_says_where_modules_are_looked_for(tmp_path: Pat
             {"target": "busy", "task": "multiclass", "positive_class": "Yes"},
             "dataset.positive_class: only a binary task with string labels takes one (task multiclass",
         ),
+        (  # string classes in no declared order: refused (a sorted order moves with the data)
+            {"target": "busy", "task": "multiclass"},
+            "dataset.classes: column 'busy' holds string labels (str in myschemas_{n}.bikes:BikeRides); "
+            "declare the classes in order, e.g. classes: [low, mid, high]",
+        ),
+        (
+            {"target": "busy", "task": "multiclass", "classes": ["Yes", "No", "Maybe"]},
+            "dataset.classes: Maybe not allowed by column 'busy' in myschemas_{n}.bikes:BikeRides (isin ",
+        ),
+        (
+            {"target": "busy", "task": "multiclass", "classes": [1, 2]},
+            "dataset.classes: 1 does not fit column 'busy' (str in myschemas_{n}.bikes:BikeRides); declare strings",
+        ),
+        ({"classes": ["a", "b"]}, "dataset.classes: only a multiclass task takes declared classes (task regression)"),
         (
             {"positive_class": "Yes"},
             "dataset.positive_class: only a binary task with string labels takes one (task regression, 'rides' "

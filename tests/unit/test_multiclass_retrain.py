@@ -73,6 +73,7 @@ def test_string_multiclass_trains_gates_registers_and_decays(tmp_path: Path, mon
             "schema": "insect_schemas:Insects",
             "target": "kind",
             "task": "multiclass",
+            "classes": ["wasp", "ant", "bee"],  # declared, not sorted: every step keeps this order
             "id_column": "trap_id",
             "timestamp_column": "at",
             "segments": [{"column": "site"}],
@@ -93,7 +94,7 @@ def test_string_multiclass_trains_gates_registers_and_decays(tmp_path: Path, mon
     assert version.metrics["macro_roc_auc"] > 0.75 and version.metrics["accuracy"] > 0.5
     assert set(version.segment_metrics) == {"site=forest", "site=meadow"}
     champion = load_version(store, version)
-    assert champion.classes == ["ant", "bee", "wasp"]  # the artifact stores the class order
+    assert champion.classes == ["wasp", "ant", "bee"]  # the artifact stores the declared class order
     test = read_frame(store, first.need("splits").keys["test"])
     _, y, (proba,) = align_classes(test["kind"].to_numpy(), [(champion.classes, champion.predict_proba(test))])
     assert version.metrics["macro_roc_auc"] == pytest.approx(roc_auc_score(y, proba, multi_class="ovr"))

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pandas as pd
 
 from refit.io import Store
-from refit.io.frames import write_frame
+from refit.io.frames import write_partitions
 from refit.io.layout import LAYOUT
 
 PREDICTION_COLUMN = "prediction"
@@ -26,12 +27,8 @@ def write_requests(
 ) -> list[str]:
     """Write captured requests, one parquet file per (date, hour) partition; returns URIs."""
     part = part or uuid.uuid4().hex[:12]
-    ts = pd.to_datetime(frame[timestamp_column], utc=True)
-    uris = []
-    for (day, hour), group in frame.groupby([ts.dt.strftime("%Y-%m-%d"), ts.dt.hour], sort=True):
-        key = f"{LAYOUT.capture_requests(model)}date={day}/hour={int(hour):02d}/{part}.parquet"
-        uris.append(write_frame(store, key, group.reset_index(drop=True)))
-    return uris
+    hours = pd.to_datetime(frame[timestamp_column], utc=True).dt.floor("h")
+    return write_partitions(store, frame, _keys(LAYOUT.capture_requests(model), hours, "date=%Y-%m-%d/hour=%H/", part))
 
 
 def write_labels(
@@ -39,9 +36,13 @@ def write_labels(
 ) -> list[str]:
     """Write ground truth that arrived later (request id, label, arrival time), by arrival date."""
     part = part or uuid.uuid4().hex[:12]
-    ts = pd.to_datetime(labels[time_column], utc=True)
-    uris = []
-    for day, group in labels.groupby(ts.dt.strftime("%Y-%m-%d"), sort=True):
-        key = f"{LAYOUT.capture_labels(model)}date={day}/{part}.parquet"
-        uris.append(write_frame(store, key, group.reset_index(drop=True)))
-    return uris
+    days = pd.to_datetime(labels[time_column], utc=True).dt.floor("D")
+    return write_partitions(store, labels, _keys(LAYOUT.capture_labels(model), days, "date=%Y-%m-%d/", part))
+
+
+def _keys(prefix: str, times: pd.Series, partition: str, part: str) -> pd.Series:
+    """Each row's file: ``prefix``, its time's partition (a strftime format), ``part``; None
+    where the time is missing (such rows are not written)."""
+    codes, uniques = pd.factorize(times)
+    names = np.array([f"{prefix}{p}{part}.parquet" for p in pd.DatetimeIndex(uniques).strftime(partition)] + [None])
+    return pd.Series(names[codes], index=times.index)

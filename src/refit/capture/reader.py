@@ -92,11 +92,11 @@ def _utc(at: datetime | pd.Timestamp | None) -> pd.Timestamp | None:
 
 
 def _read_all(store: Store, keys: list[str]) -> tuple[pd.DataFrame, pd.Series]:
-    from refit.io.frames import read_frame
+    from refit.io.frames import read_frames
 
-    frames = [read_frame(store, k) for k in keys]
-    origins = pd.Series(np.repeat([store.uri_for(k) for k in keys], [len(f) for f in frames]), dtype=object)
-    return pd.concat(frames, ignore_index=True), origins
+    frame, lengths = read_frames(store, keys)
+    origins = pd.Series(np.repeat([store.uri_for(k) for k in keys], lengths), dtype=object)
+    return frame, origins
 
 
 def _latest_labels(labels: pd.DataFrame, request_id_column: str) -> pd.DataFrame:

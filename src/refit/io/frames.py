@@ -85,6 +85,71 @@ def frame_bytes(df: pd.DataFrame, key: str) -> bytes:
     return buf.getvalue()
 
 
+def read_frames(store: Store, keys: list[str]) -> tuple[pd.DataFrame, list[int]]:
+    """Many files as one frame (``pd.concat`` of :func:`read_frame` of each), and each file's
+    row count. Parquet files are concatenated as Arrow tables and converted to pandas once: a
+    frame per file costs more than reading it when files are small (a week of hourly capture
+    partitions is 168 files). Files whose columns Arrow cannot unify go pandas' way."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not keys or not all(k.endswith(".parquet") for k in keys):
+        frames = [read_frame(store, k) for k in keys]
+        return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), [len(f) for f in frames]
+    tables = []
+    for key in keys:
+        data = store.get_bytes(key)
+        try:
+            tables.append(pq.read_table(io.BytesIO(data), use_pandas_metadata=True))
+        except Exception:  # noqa: BLE001 - parse_frame says what is wrong with it, in one line
+            parse_frame(data, store.uri_for(key))
+            raise
+    lengths = [t.num_rows for t in tables]
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        frames = [t.to_pandas(split_blocks=True) for t in tables]
+        del tables
+        release_arrow_memory()
+        return pd.concat(frames, ignore_index=True), lengths
+    del tables
+    try:
+        return table.to_pandas(self_destruct=True, split_blocks=True), lengths
+    finally:
+        del table
+        release_arrow_memory()
+
+
+def write_partitions(store: Store, frame: pd.DataFrame, keys: pd.Series) -> list[str]:
+    """``frame``'s rows into files by ``keys`` (one key per row; rows whose key is missing are
+    not written), each file as :func:`write_frame` would write its rows; returns the URIs in
+    key order. Parquet rows are converted to Arrow once, not once per file."""
+    import numpy as np
+
+    codes, uniques = pd.factorize(keys, sort=True)
+    present = codes >= 0
+    if not present.any():
+        return []
+    if not all(str(k).endswith(".parquet") for k in uniques):
+        return [write_frame(store, k, frame[codes == i].reset_index(drop=True)) for i, k in enumerate(uniques)]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    order = np.argsort(codes, kind="stable")[np.count_nonzero(~present) :]
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    try:
+        table = pa.Table.from_pandas(frame.iloc[order], preserve_index=False)
+        uris = []
+        for i, key in enumerate(uniques):
+            buf = io.BytesIO()
+            pq.write_table(table.slice(bounds[i], bounds[i + 1] - bounds[i]), buf, compression="snappy")
+            store.put_bytes(key, buf.getvalue())
+            uris.append(store.uri_for(key))
+        return uris
+    finally:
+        release_arrow_memory()
+
+
 def write_frame(store: Store, key: str, df: pd.DataFrame) -> str:
     """Write a frame atomically; returns the URI."""
     store.put_bytes(key, frame_bytes(df, key))

@@ -244,7 +244,10 @@ def prepare_data(train_df: pd.DataFrame, val_df: pd.DataFrame, config: PipelineC
         positive = config.dataset.positive_class
         if task == "binary" and positive is None:
             _check_binary_labels(target, train_df[target], val_df[target])
-        labels = sorted(pd.unique(train_df[target]), key=lambda v: (str(type(v)), v))
+        if task == "multiclass":  # the declared order (dataset.classes), else sorted
+            labels = config.dataset.class_order(train_df[target])
+        else:
+            labels = sorted(pd.unique(train_df[target]), key=lambda v: (str(type(v)), v))
         if task == "binary" and positive is not None:
             labels = _negative_then_positive(target, labels, positive)
         classes = [_plain(v) for v in labels]
