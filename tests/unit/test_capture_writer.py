@@ -302,9 +302,12 @@ def test_a_full_spill_drops_the_oldest_batches_counts_them_and_logs_an_error(
         )
         writer.flush()
 
-    probe = CaptureWriter(flaky, MODEL, spill_dir=tmp_path / "probe", clock=Clock())
+    down_for_good = FlakyStore(local_store)  # the probe's retries must never land in the store read below
+    down_for_good.down = True
+    probe = CaptureWriter(down_for_good, MODEL, spill_dir=tmp_path / "probe", clock=Clock())
     log_batch(probe, 0)
     one_batch = probe.stats.spill_bytes
+    probe.close()  # its batch stays spilled in its own folder
     caplog.clear()
 
     # room for two batches, not three
@@ -521,7 +524,9 @@ def test_backoff_doubles_up_to_its_bound_while_the_store_fails(local_store: Stor
 
 def test_eight_threads_through_an_outage_write_every_row_exactly_once(local_store: Store) -> None:
     flaky = FlakyStore(local_store)
-    writer = CaptureWriter(flaky, MODEL, flush_rows=40)
+    # close() drains for at most flush_timeout_s (then leaves the rest to the flusher, which keeps
+    # at it): generous here, so that a loaded machine cannot end the drain before the read below
+    writer = CaptureWriter(flaky, MODEL, flush_rows=40, flush_timeout_s=120)
     feats = features(8)
     per_thread = 150
     start = threading.Barrier(9)
