@@ -815,7 +815,7 @@ def render_report(check: DriftCheck, header: str = "") -> str:
     share = check.result.drift_share_threshold
     if check.result.threshold_mode == "calibrated" and features:
         share = np.nextafter(1.0 / len(features), 0.0)  # any drifted column, as refit decides
-    _, _, html = evidently_compat.run_report(
+    _, html = evidently_compat.render_drift_report(
         plan.reference[evidently_cols],
         plan.current[evidently_cols],
         plan.kinds,
