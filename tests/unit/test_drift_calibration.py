@@ -343,7 +343,11 @@ def test_a_check_stores_under_1_mb_and_its_html_only_when_the_decision_changes(l
         )
         assert local_store.size(c.history_key) + html_bytes < 1_000_000
     page = local_store.get_bytes(LAYOUT.drift_report("churn", "20261005T100000000000Z")).decode()
-    assert "refit decision: trigger" in page and "decay in overall" in page and "p-value" in page
+    assert "refit decision: trigger" in page and "p-value" in page
+    # the decayed segment named with its interval, in words, above the tables (the issue's "Done when")
+    o = decay.overall
+    assert o.decayed and o.ci_low is not None and o.ci_high is not None
+    assert f"decay in overall: roc_auc {o.current:.3g}, 95% interval [{o.ci_low:.3g}, {o.ci_high:.3g}]" in page
     assert '<script src="evidently-' in page
     # Evidently's classification preset on the 600 labelled rows, framed in the same page
     from html import unescape
