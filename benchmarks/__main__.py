@@ -180,6 +180,8 @@ def _bench_drift(args: argparse.Namespace, results: dict[str, Any]) -> None:
         rows=r["flow"]["rows"],
         warm_s=r["flow"]["warm_s"],
         report_s=r["flow"]["report_s"],
+        evidently_import_s=r["flow"]["evidently_import_s"],
+        with_report_and_import_s=r["flow"]["with_report_and_import_s"],
         cold_s=r["flow"]["cold_s"],
         calibrate_at_promotion_s=r["flow"]["calibrate_s"],
         call=r["flow"]["call"],
@@ -220,8 +222,10 @@ def _bench_drift_rates(args: argparse.Namespace, results: dict[str, Any]) -> Non
             "<=",
             generator=row["generator"],
             self_split=row.get("self_split"),
+            fixed_verified=row.get("fixed_verified"),
             note="share of in-distribution windows that alarm (calibrated, alpha "
-            f"{r['alpha']}); evidently_fixed: the same windows at Evidently's default thresholds",
+            f"{r['alpha']}); evidently_fixed: the same windows' scores at Evidently's default thresholds "
+            "(fixed_verified: windows whose verdict the fixed-threshold check, Evidently's own tests, confirms)",
         )
         if int(size) >= 1000:
             power = row["power"]["0.5"]
