@@ -270,16 +270,17 @@ def rates_at(
     covariate drift at each strength.
 
     Each window is checked once, as production checks it (the champion's column kinds, nulls kept
-    between checks). Evidently's verdict comes from the same per-column scores (the calibrated
-    check scores with Evidently's stat tests, :mod:`refit.drift_null`) at Evidently's default
-    thresholds and the drift-share rule; on the first ``verify_windows`` windows the
-    fixed-threshold check (Evidently's own stat tests) runs too, and ``fixed_verified`` counts the
+    between checks), the reference side done once (:class:`refit.drift.ReferenceCache`).
+    Evidently's verdict comes from the same per-column scores (the calibrated check scores with
+    Evidently's stat tests, :mod:`refit.drift_null`) at Evidently's default thresholds and the
+    drift-share rule; on the first ``verify_windows`` windows the fixed-threshold check
+    (Evidently's own stat tests) runs too, and ``fixed_verified`` counts the
     windows whose verdict it confirms."""
     from refit import drift_null
     from refit.compat.evidently import default_threshold
     from refit.config import load_config
     from refit.datasets import generate_base, generate_production
-    from refit.drift import DriftResult, MemoryNullCache, check_drift, reference_kinds
+    from refit.drift import DriftResult, MemoryNullCache, ReferenceCache, check_drift, reference_kinds
 
     started = time.perf_counter()
     config = load_config(config_path)
@@ -289,6 +290,7 @@ def rates_at(
     reference, held_out = population.iloc[:REFERENCE_ROWS], population.iloc[REFERENCE_ROWS:]
     kinds = reference_kinds(reference, columns, cfg)
     nulls = MemoryNullCache()
+    refs = ReferenceCache()  # the reference side, done once for all the windows
     seed = config.training.seed
     thresholds: dict[tuple[str, str], float] = {}
     verified = {"windows": 0, "agree": 0}
@@ -311,11 +313,22 @@ def rates_at(
 
     def judge(window: pd.DataFrame) -> tuple[bool, bool]:
         cal = check_drift(
-            reference, window, columns, None, cfg, seed=seed, report=False, nulls=nulls, kinds=kinds
+            reference,
+            window,
+            columns,
+            None,
+            cfg,
+            seed=seed,
+            report=False,
+            nulls=nulls,
+            kinds=kinds,
+            reference_cache=refs,
         ).result
         old = evidently_verdict(cal)
         if verified["windows"] < verify_windows:
-            own = check_drift(reference, window, columns, None, fixed, seed=seed, report=False, kinds=kinds).result
+            own = check_drift(
+                reference, window, columns, None, fixed, seed=seed, report=False, kinds=kinds, reference_cache=refs
+            ).result
             verified["windows"] += 1
             verified["agree"] += own.drift_detected == old
         return cal.drift_detected, old

@@ -523,3 +523,30 @@ def test_column_kinds_are_fixed_per_version_and_carried_to_the_next(local_store)
         )
         held = check_drift(second, second, ["devices"], None, cfg, seed=0, report=False, kinds=kinds_2).result
         assert held.columns[0].kind == "categorical" and held.columns[0].method == "jensenshannon"
+
+
+def test_a_reference_cache_gives_the_same_results_and_cleans_the_reference_once(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Many windows against one reference (a replay, the rates benchmark) do the reference side
+    once: the same results as without the cache, and the reference's columns cleaned once."""
+    from refit import drift
+    from refit.drift import ReferenceCache
+
+    reference = generate_base(3000, seed=0)
+    windows = _windows(300, 3, seed=5, drift="none") + _windows(300, 1, seed=6, drift="covariate", drift_strength=1.0)
+    cfg = DriftConfig(sample_size=1000)
+    plain = [
+        check_drift(reference, w, COLUMNS, None, cfg, seed=0, report=False, nulls=MemoryNullCache()).result
+        for w in windows
+    ]
+    cleaned: list[int] = []
+    real_clean = drift._clean
+    monkeypatch.setattr(drift, "_clean", lambda values, kind: cleaned.append(len(values)) or real_clean(values, kind))
+    cache, nulls = ReferenceCache(), MemoryNullCache()
+    cached = [
+        check_drift(reference, w, COLUMNS, None, cfg, seed=0, report=False, nulls=nulls, reference_cache=cache).result
+        for w in windows
+    ]
+    assert [r.model_dump() for r in cached] == [r.model_dump() for r in plain]
+    assert cached[-1].drift_detected and not any(r.drift_detected for r in cached[:3])
+    # the reference's 1,000 sampled rows cleaned once per column, each 300-row window every time
+    assert cleaned.count(1000) == len(COLUMNS) and cleaned.count(300) == len(COLUMNS) * len(windows)
