@@ -235,8 +235,9 @@ def rates(
     verify_windows: int = 10,
 ) -> dict[str, Any]:
     """False alarms and power of the calibrated check and of Evidently's default thresholds on the
-    same windows, per window size (:func:`rates_at`; the sizes run side by side, one process each,
-    as the windows of one size share nothing with another's)."""
+    same windows, per window size (:func:`rates_at`). The windows share nothing but the reference,
+    so they run side by side: a process per size, and the larger sizes' windows split across
+    several (2 at 10,000 rows, 4 at 100,000), each process judging every ``chunks``-th window."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -245,15 +246,51 @@ def rates(
 
     config = load_config(config_path)
     out: dict[str, Any] = {"reference_rows": REFERENCE_ROWS, "alpha": config.drift.alpha, "sizes": {}}
-    args = (windows, power_windows, tuple(strengths), config_path, verify_windows)
+    split = {n: 1 if n <= 1000 else 2 if n <= 10_000 else 4 for n in sizes}
+    jobs = [(n, k) for n in sizes for k in range(split[n])]
     spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=len(sizes), mp_context=spawn) as pool:
-        futures = {n: pool.submit(rates_at, n, *args) for n in sizes}
-        for n, future in futures.items():
-            row = future.result()
-            out["sizes"][str(n)] = row
-            log(f"drift_rates: {n:,} rows in {row['seconds']} s: {row['generator']}")
+    with ProcessPoolExecutor(max_workers=len(jobs), mp_context=spawn) as pool:
+        futures = {
+            (n, k): pool.submit(
+                rates_at,
+                n,
+                windows,
+                power_windows,
+                tuple(strengths),
+                config_path,
+                -(-verify_windows // split[n]),
+                k,
+                split[n],
+            )
+            for n, k in jobs
+        }
+        for n in sizes:
+            parts = [futures[(n, k)].result() for k in range(split[n])]
+            out["sizes"][str(n)] = _rates_row(parts, strengths)
+            log(f"drift_rates: {n:,} rows in {out['sizes'][str(n)]['seconds']} s: {out['sizes'][str(n)]['generator']}")
     return out
+
+
+def _rates_row(parts: list[dict[str, Any]], strengths: tuple[float, ...]) -> dict[str, Any]:
+    """One size's rates from its processes' counts."""
+    totals: dict[str, list[int]] = {}
+    for part in parts:
+        for name, tally in part["counts"].items():
+            totals[name] = [a + b for a, b in zip(totals.get(name, [0, 0, 0]), tally, strict=True)]
+
+    def rate(name: str) -> dict[str, Any]:
+        judged, cal, old = totals[name]
+        return {"windows": judged, "calibrated": cal / judged, "evidently_fixed": old / judged}
+
+    row: dict[str, Any] = {"generator": rate("generator")}
+    if "self_split" in totals:
+        row["self_split"] = rate("self_split")
+    row["power"] = {str(strength): rate(f"power {strength}") for strength in strengths}
+    agree = sum(p["verified"]["agree"] for p in parts)
+    row["fixed_verified"] = f"{agree}/{sum(p['verified']['windows'] for p in parts)}"
+    row["processes"] = len(parts)
+    row["seconds"] = max(p["seconds"] for p in parts)
+    return row
 
 
 def rates_at(
@@ -263,8 +300,11 @@ def rates_at(
     strengths: tuple[float, ...] = (0.25, 0.5, 1.0),
     config_path: str = "benchmarks/bench.yaml",
     verify_windows: int = 10,
+    chunk: int = 0,
+    chunks: int = 1,
 ) -> dict[str, Any]:
-    """False alarms and power at windows of ``n`` rows. In-distribution windows: the churn
+    """Alarm counts at windows of ``n`` rows, over the windows ``chunk, chunk + chunks, ...`` (the
+    windows of one size split across processes; :func:`rates` adds them up). In-distribution windows: the churn
     generator without drift (each window its own seed) and, up to 10,000 rows, self-splits (rows
     of the reference's population that are not in the reference). Power: the generator's
     covariate drift at each strength.
@@ -274,7 +314,7 @@ def rates_at(
     Evidently's verdict comes from the same per-column scores (the calibrated check scores with
     Evidently's stat tests, :mod:`refit.drift_null`) at Evidently's default thresholds and the
     drift-share rule; on the first ``verify_windows`` windows the fixed-threshold check
-    (Evidently's own stat tests) runs too, and ``fixed_verified`` counts the
+    (Evidently's own stat tests) runs too, and ``verified`` counts the
     windows whose verdict it confirms."""
     from refit import drift_null
     from refit.compat.evidently import default_threshold
@@ -333,36 +373,25 @@ def rates_at(
             verified["agree"] += own.drift_detected == old
         return cal.drift_detected, old
 
-    row: dict[str, Any] = {}
-    cal = old = 0
-    for i in range(windows):
-        window = generate_production(1, n, seed=10_000 + i, drift="none")[0].features
+    mine = range(chunk, windows, chunks)  # this process's share of the window indices
+    counts: dict[str, list[int]] = {}  # per window set: [windows, calibrated alarms, Evidently alarms]
+
+    def count(name: str, window: pd.DataFrame) -> None:
         c, o = judge(window)
-        cal, old = cal + c, old + o
-    row["generator"] = {"windows": windows, "calibrated": cal / windows, "evidently_fixed": old / windows}
+        tally = counts.setdefault(name, [0, 0, 0])
+        tally[0], tally[1], tally[2] = tally[0] + 1, tally[1] + c, tally[2] + o
+
+    for i in mine:
+        count("generator", generate_production(1, n, seed=10_000 + i, drift="none")[0].features)
     if n * windows <= len(held_out) * 10:
-        cal = old = 0
-        rng = np.random.default_rng(n)
-        for _ in range(windows):
-            picks = rng.choice(len(held_out), size=n, replace=False)
-            c, o = judge(held_out.iloc[np.sort(picks)])
-            cal, old = cal + c, old + o
-        row["self_split"] = {"windows": windows, "calibrated": cal / windows, "evidently_fixed": old / windows}
-    row["power"] = {}
+        for i in mine:
+            picks = np.random.default_rng([n, i]).choice(len(held_out), size=n, replace=False)
+            count("self_split", held_out.iloc[np.sort(picks)])
     for strength in strengths:
-        cal = old = 0
-        for i in range(power_windows):
-            window = generate_production(1, n, seed=20_000 + i, drift="covariate", drift_strength=strength)[0].features
-            c, o = judge(window)
-            cal, old = cal + c, old + o
-        row["power"][str(strength)] = {
-            "windows": power_windows,
-            "calibrated": cal / power_windows,
-            "evidently_fixed": old / power_windows,
-        }
-    row["fixed_verified"] = f"{verified['agree']}/{verified['windows']}"
-    row["seconds"] = round(time.perf_counter() - started, 1)
-    return row
+        for i in range(chunk, power_windows, chunks):
+            drifted = generate_production(1, n, seed=20_000 + i, drift="covariate", drift_strength=strength)[0]
+            count(f"power {strength}", drifted.features)
+    return {"counts": counts, "verified": verified, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def decay_rates(
