@@ -110,7 +110,7 @@ def record_drift_check(
             key=artifact_key(model, "decay"),
             table=monitoring.decay_summary_rows(report),
             description=f"Performance decay of the champion in {decay.metric} on {decay.n_labelled:,} labelled rows, "
-            f"{decay.confidence:.0%} intervals: " + (", ".join(decay.decayed_segments) or "none decayed"),
+            f"{decay.confidence:.0%} intervals: " + ("; ".join(monitoring.decay_headlines(report)) or "none decayed"),
         )
     return report
 

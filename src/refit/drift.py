@@ -34,10 +34,11 @@ import json
 import math
 import uuid
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -245,6 +246,29 @@ class StoreNullCache:
         self._dirty.clear()
 
 
+_T = TypeVar("_T")
+
+
+class ReferenceCache:
+    """The reference side of checks against one reference frame, kept for every later check in
+    this process (a replay, a benchmark: many windows against one champion): its seeded sample,
+    each column's cleaned values and counts, and the digests the nulls are keyed by. Bound to one
+    frame object (another frame starts it over); the frame must not change in place meanwhile.
+    A check with it gives the result a check without it gives."""
+
+    def __init__(self) -> None:
+        self._frame: pd.DataFrame | None = None
+        self._entries: dict[tuple[Any, ...], Any] = {}
+
+    def get(self, frame: pd.DataFrame, key: tuple[Any, ...], make: Callable[[], _T]) -> _T:
+        if self._frame is not frame:
+            self._frame, self._entries = frame, {}
+        if key not in self._entries:
+            self._entries[key] = make()
+        found: _T = self._entries[key]
+        return found
+
+
 # --------------------------------------------------------------------------------------------
 # Sampling
 
@@ -423,6 +447,8 @@ class _Plan:
     prediction: str | None  # the prediction column when testable
     untestable: dict[str, ColumnDrift]  # columns decided without Evidently (no values)
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)  # non-missing (reference, current)
+    #: Reference-side values by key, from the check's ReferenceCache when it has one.
+    memo: Callable[[tuple[Any, ...], Callable[[], Any]], Any] = field(default=lambda key, make: make())
 
 
 def _plan(
@@ -433,6 +459,7 @@ def _plan(
     cfg: DriftConfig,
     seed: int,
     given_kinds: Mapping[str, ColumnKind] | None = None,
+    cache: ReferenceCache | None = None,
 ) -> _Plan:
     """What the check will compare: the columns and their kinds (``given_kinds`` where given, else
     from the reference sample), each column's method and threshold, and the seeded samples of
@@ -461,7 +488,12 @@ def _plan(
         pred = prediction_column
 
     keep = [*wanted, *([pred] if pred else [])]
-    ref_s = _sample(reference, keep, cfg, _rng(seed, 1))
+    sampled = ("sample", tuple(keep), cfg.sample_size, cfg.stratify_by, seed)
+
+    def memo(key: tuple[Any, ...], make: Callable[[], _T]) -> _T:
+        return cache.get(reference, (*sampled, *key), make) if cache is not None else make()
+
+    ref_s = memo((), lambda: _sample(reference, keep, cfg, _rng(seed, 1)))
     cur_s = _sample(current, keep, cfg, _rng(seed, 2))
 
     kinds: dict[str, ColumnKind] = {}
@@ -483,14 +515,15 @@ def _plan(
             pd.api.types.is_numeric_dtype(current[column]) and pd.api.types.is_numeric_dtype(ref_s[column])
         ):
             kind = "categorical"  # e.g. numbers in reference, strings in current
-        constant = column != pred and ref_s[column].nunique(dropna=True) == 1
+        constant = column != pred and memo(("nunique", column), partial(_distinct, ref_s[column])) == 1
         if constant:
             kind = "categorical"
         method = _method(column, kind, cfg, constant)
         default = _check_method(column, kind, method, cfg)
         threshold = _threshold(column, kind, cfg)
-        ref_col, cur_col = _clean(ref_s[column], kind), _clean(cur_s[column], kind)
-        n_ref, n_cur = int(ref_col.notna().sum()), int(cur_col.notna().sum())
+        ref_col, n_ref = memo(("clean", column, kind), partial(_clean_counted, ref_s[column], kind))
+        cur_col = _clean(cur_s[column], kind)
+        n_cur = int(cur_col.notna().sum())
         if column == pred and (n_ref == 0 or n_cur == 0):
             pred = None  # too sparse to be in the sample: no prediction drift this time
             continue
@@ -526,7 +559,17 @@ def _plan(
         prediction=pred,
         untestable=untestable,
         counts=counts,
+        memo=memo,
     )
+
+
+def _distinct(values: pd.Series) -> int:
+    return int(values.nunique(dropna=True))
+
+
+def _clean_counted(values: pd.Series, kind: ColumnKind) -> tuple[pd.Series, int]:
+    cleaned = _clean(values, kind)
+    return cleaned, int(cleaned.notna().sum())
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,14 +598,18 @@ def _score(plan: _Plan, column: str) -> float:
 
 def _null_key(plan: _Plan, column: str, draws: int) -> str:
     """What a column's null depends on: its reference values, test and number of draws."""
-    ref = plan.reference[column].dropna()
-    if plan.kinds[column] == "numerical":
-        content = np.sort(ref.to_numpy(dtype=np.float64)).tobytes()
-    else:
-        counts = ref.value_counts()
-        content = json.dumps(sorted(zip(map(repr, counts.index), counts.tolist(), strict=True))).encode()
-    digest = hashlib.sha256(content).hexdigest()[:16]
-    return f"{column}|{plan.kinds[column]}|{plan.methods[column]}|{len(ref)}|{draws}|{digest}"
+
+    def digest() -> tuple[int, str]:
+        ref = plan.reference[column].dropna()
+        if plan.kinds[column] == "numerical":
+            content = np.sort(ref.to_numpy(dtype=np.float64)).tobytes()
+        else:
+            counts = ref.value_counts()
+            content = json.dumps(sorted(zip(map(repr, counts.index), counts.tolist(), strict=True))).encode()
+        return len(ref), hashlib.sha256(content).hexdigest()[:16]
+
+    n, content = plan.memo(("digest", column, plan.kinds[column]), digest)
+    return f"{column}|{plan.kinds[column]}|{plan.methods[column]}|{n}|{draws}|{content}"
 
 
 def _draws(plan: _Plan, cfg: DriftConfig) -> int:
@@ -735,6 +782,7 @@ def check_drift(
     report: bool,
     nulls: NullCache | None = None,
     kinds: Mapping[str, ColumnKind] | None = None,
+    reference_cache: ReferenceCache | None = None,
 ) -> DriftCheck:
     """Drift of ``current`` against ``reference``, and Evidently's HTML report when asked for.
 
@@ -759,13 +807,15 @@ def check_drift(
             champion); None computes them for this call only.
         kinds: Each column's kind, fixed for a champion (:func:`reference_kinds`, stored at
             promotion); None decides them from this reference sample.
+        reference_cache: Keeps the reference side (sample, cleaned columns, null digests) for the
+            next check against the same frame; the result is the same with or without it.
 
     Raises:
         DataError: empty frames, missing or date-time columns.
         ConfigError: a method Evidently does not know for the column's type, or one
             calibration cannot score.
     """
-    plan = _plan(reference, current, columns, prediction_column, cfg, seed, kinds)
+    plan = _plan(reference, current, columns, prediction_column, cfg, seed, kinds, reference_cache)
     if not (plan.features or plan.prediction):
         per_column: dict[str, _Verdict] = {}
     elif cfg.threshold_mode == "calibrated":
@@ -815,7 +865,7 @@ def render_report(check: DriftCheck, header: str = "") -> str:
     share = check.result.drift_share_threshold
     if check.result.threshold_mode == "calibrated" and features:
         share = np.nextafter(1.0 / len(features), 0.0)  # any drifted column, as refit decides
-    _, _, html = evidently_compat.run_report(
+    _, html = evidently_compat.render_drift_report(
         plan.reference[evidently_cols],
         plan.current[evidently_cols],
         plan.kinds,

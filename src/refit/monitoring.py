@@ -409,6 +409,7 @@ def evidence_html(report: DriftReport, outcome: GovernorOutcome | None, performa
         f"<p>features: <b>{verdict}</b> ({r.n_drifted} of {r.n_columns} drifted; {escape(rule)}); "
         f"decay: <b>{escape(', '.join(decayed) or 'none')}</b></p>"
     )
+    lines.extend(f"<p><b>{escape(line)}</b></p>" for line in decay_headlines(report))
     lines.append(
         "<table border=1 cellpadding=3><tr><th>column</th><th>method</th><th>score</th>"
         "<th>threshold</th><th>p-value</th><th>drifted</th></tr>"
@@ -602,6 +603,25 @@ def drift_summary_rows(report: DriftReport) -> list[dict[str, Any]]:
             "drifted": c.drifted,
         }
         for c, label in tested
+    ]
+
+
+def decay_headlines(report: DriftReport) -> list[str]:
+    """One line per decayed segment, with its interval: what the decision used, in words
+    (``decay in region=south: roc_auc 0.712, 95% interval [0.69, 0.731], registered 0.801, ...``)."""
+    if report.decay is None:
+        return []
+    d = report.decay
+
+    def num(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3g}"
+
+    return [
+        f"decay in {s.segment}: {d.metric} {num(s.current)}, {d.confidence:.0%} interval "
+        f"[{num(s.ci_low)}, {num(s.ci_high)}], registered {num(s.registered)}, drop {num(s.drop)} "
+        f"beyond the tolerance {num(s.tolerance)} ({s.n_rows:,} labelled rows)"
+        for s in [d.overall, *d.segments]
+        if s.decayed
     ]
 
 

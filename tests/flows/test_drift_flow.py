@@ -184,6 +184,10 @@ def test_concept_drift_triggers_on_decay_without_feature_drift(project) -> None:
     assert result.decay_detected is True and "region=south" in result.decayed_segments  # ... the outcomes do not
     assert not any(s.startswith("region=") and s != "region=south" for s in result.decayed_segments)
     assert result.decision == "trigger" and result.labelled_rows > 10_000
+    # what the user opens says why: the stored report names the decayed segment with its interval
+    page = Path(result.report_uri).read_text()
+    assert "refit decision: trigger" in page and "decay in region=south: roc_auc " in page
+    assert "95% interval [" in page.split("decay in region=south: ", 1)[1].split("</b>", 1)[0]
 
 
 def test_a_quiet_window_is_a_completed_check_that_says_no_data(project) -> None:  # type: ignore[no-untyped-def]

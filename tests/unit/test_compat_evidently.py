@@ -152,3 +152,51 @@ def test_report_read_falls_back_to_the_public_lookup_when_the_serialised_form_ch
     renamed, renamed_counted, _ = evidently_compat.run_report(**args)  # type: ignore[arg-type]
     assert renamed == expected and expected["x"][1] is True
     assert counted == (1, 1.0) and renamed_counted is None
+
+
+def test_drift_page_tests_each_column_at_most_twice_and_judges_as_the_public_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The stored page is DataDriftPreset's own two widgets (dataset drift, drift table) and the
+    prediction's drift: each column's stat test runs once per widget, not also in a ValueDrift
+    metric whose plots the page never shows (the preset of 0.7 ran each test three times). Its
+    verdicts are the public report's and the direct stat tests'."""
+    import evidently.legacy.calculations.data_drift as data_drift
+    import evidently.metrics.column_statistics as column_statistics
+
+    rng = np.random.default_rng(3)
+    reference = pd.DataFrame(
+        {"x": rng.normal(0, 1, 400), "c": rng.choice(["a", "b"], 400).astype(object), "p": rng.random(400)}
+    )
+    current = pd.DataFrame(
+        {"x": rng.normal(0.5, 1, 300), "c": rng.choice(["a", "b"], 300).astype(object), "p": rng.random(300)}
+    )
+    kinds = {"x": "numerical", "c": "categorical", "p": "numerical"}
+    methods = {"x": "wasserstein", "c": "jensenshannon", "p": "wasserstein"}
+    args = {
+        "reference": reference,
+        "current": current,
+        "kinds": kinds,
+        "methods": methods,
+        "thresholds": {"x": 0.1, "c": 0.1, "p": 0.1},
+        "features": ["x", "c"],
+        "prediction": "p",
+        "drift_share": 0.5,
+    }
+    tested: list[str] = []
+    original = data_drift.get_one_column_drift
+
+    def counted(*a: object, **kw: object) -> object:
+        tested.append(str(kw.get("column_name")))
+        return original(*a, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(data_drift, "get_one_column_drift", counted)
+    monkeypatch.setattr(column_statistics, "get_one_column_drift", counted)
+    verdicts, html = evidently_compat.render_drift_report(**args)  # type: ignore[arg-type]
+    assert sorted(tested) == ["c", "c", "x", "x"]  # the prediction's own metric tests it once more
+    assert "<html" in html.lower() and "Dataset Drift is detected" in html
+    with public_path():
+        public, _ = evidently_compat.render_drift_report(**args)  # type: ignore[arg-type]
+    _same(verdicts, public)
+    _same(verdicts, evidently_compat.run_stattests(reference, current, kinds, methods, args["thresholds"]))  # type: ignore[arg-type]
+    assert verdicts["x"][1] is True

@@ -343,7 +343,11 @@ def test_a_check_stores_under_1_mb_and_its_html_only_when_the_decision_changes(l
         )
         assert local_store.size(c.history_key) + html_bytes < 1_000_000
     page = local_store.get_bytes(LAYOUT.drift_report("churn", "20261005T100000000000Z")).decode()
-    assert "refit decision: trigger" in page and "decay in overall" in page and "p-value" in page
+    assert "refit decision: trigger" in page and "p-value" in page
+    # the decayed segment named with its interval, in words, above the tables (the issue's "Done when")
+    o = decay.overall
+    assert o.decayed and o.ci_low is not None and o.ci_high is not None
+    assert f"decay in overall: roc_auc {o.current:.3g}, 95% interval [{o.ci_low:.3g}, {o.ci_high:.3g}]" in page
     assert '<script src="evidently-' in page
     # Evidently's classification preset on the 600 labelled rows, framed in the same page
     from html import unescape
@@ -519,3 +523,30 @@ def test_column_kinds_are_fixed_per_version_and_carried_to_the_next(local_store)
         )
         held = check_drift(second, second, ["devices"], None, cfg, seed=0, report=False, kinds=kinds_2).result
         assert held.columns[0].kind == "categorical" and held.columns[0].method == "jensenshannon"
+
+
+def test_a_reference_cache_gives_the_same_results_and_cleans_the_reference_once(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Many windows against one reference (a replay, the rates benchmark) do the reference side
+    once: the same results as without the cache, and the reference's columns cleaned once."""
+    from refit import drift
+    from refit.drift import ReferenceCache
+
+    reference = generate_base(3000, seed=0)
+    windows = _windows(300, 3, seed=5, drift="none") + _windows(300, 1, seed=6, drift="covariate", drift_strength=1.0)
+    cfg = DriftConfig(sample_size=1000)
+    plain = [
+        check_drift(reference, w, COLUMNS, None, cfg, seed=0, report=False, nulls=MemoryNullCache()).result
+        for w in windows
+    ]
+    cleaned: list[int] = []
+    real_clean = drift._clean
+    monkeypatch.setattr(drift, "_clean", lambda values, kind: cleaned.append(len(values)) or real_clean(values, kind))
+    cache, nulls = ReferenceCache(), MemoryNullCache()
+    cached = [
+        check_drift(reference, w, COLUMNS, None, cfg, seed=0, report=False, nulls=nulls, reference_cache=cache).result
+        for w in windows
+    ]
+    assert [r.model_dump() for r in cached] == [r.model_dump() for r in plain]
+    assert cached[-1].drift_detected and not any(r.drift_detected for r in cached[:3])
+    # the reference's 1,000 sampled rows cleaned once per column, each 300-row window every time
+    assert cleaned.count(1000) == len(COLUMNS) and cleaned.count(300) == len(COLUMNS) * len(windows)

@@ -236,6 +236,75 @@ def run_report(
     return per_column, None, snapshot.get_html_str(as_iframe=False)
 
 
+def render_drift_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    kinds: Mapping[str, ColumnKind],
+    methods: Mapping[str, str],
+    thresholds: Mapping[str, float],
+    features: Sequence[str],
+    prediction: str | None,
+    drift_share: float,
+) -> tuple[Verdicts, str]:
+    """The HTML of ``DataDriftPreset`` on ``features`` (and one column's drift for
+    ``prediction``), and the per-column (score, drifted) it shows.
+
+    The shortcut runs the preset's two widgets only: ``DataDriftPreset`` of 0.7 renders its
+    page from the legacy ``DatasetDriftMetric`` and ``DataDriftTable``, after computing every
+    column's ``ValueDrift`` with plots of its own that the page never shows (each stat test three
+    times, each column's plots twice, about half of a report's time). The legacy report of those
+    two metrics is the same page without the duplicates (and without the test list, which
+    repeats the table). Otherwise :func:`run_report`'s page.
+    """
+    if not internals_available():
+        public, _, page = run_report(reference, current, kinds, methods, thresholds, features, prediction, drift_share)
+        return public, page
+    from evidently.legacy.metrics import ColumnDriftMetric, DataDriftTable, DatasetDriftMetric
+    from evidently.legacy.pipeline.column_mapping import ColumnMapping
+    from evidently.legacy.report import Report as LegacyReport
+
+    columns = [*features, *([prediction] if prediction else [])]
+    stattests = {c: methods[c] for c in features}
+    limits = {c: thresholds[c] for c in features}
+    table = (
+        DataDriftTable(columns=list(features), per_column_stattest=stattests, per_column_stattest_threshold=limits)
+        if features
+        else None
+    )
+    metrics: list[Any] = []
+    if table is not None:  # what DataDriftPreset.render draws its page from, in its order
+        dataset = DatasetDriftMetric(
+            columns=list(features),
+            drift_share=drift_share,
+            per_column_stattest=stattests,
+            per_column_stattest_threshold=limits,
+        )
+        metrics += [dataset, table]
+    column = ColumnDriftMetric(prediction, methods[prediction], thresholds[prediction]) if prediction else None
+    if column is not None:
+        metrics.append(column)
+    mapping = ColumnMapping(
+        target=None,
+        prediction=None,
+        numerical_features=[c for c in columns if kinds[c] == "numerical"],
+        categorical_features=[c for c in columns if kinds[c] == "categorical"],
+    )
+    report = LegacyReport(metrics=metrics)
+    with _quiet():
+        report.run(reference_data=reference[columns], current_data=current[columns], column_mapping=mapping)
+        html = report.get_html()
+    verdicts: Verdicts = {}
+    if table is not None:
+        for name, drift in table.get_result().drift_by_columns.items():
+            verdicts[name] = (float(drift.drift_score), bool(drift.drift_detected))
+    if column is not None and prediction is not None:
+        found = column.get_result()
+        verdicts[prediction] = (float(found.drift_score), bool(found.drift_detected))
+    if set(verdicts) != set(columns):
+        raise RuntimeError(f"Evidently's drift report judged {sorted(verdicts)}, not {sorted(columns)}")
+    return verdicts, html
+
+
 # --------------------------------------------------------------------------------------------
 # The report's size
 
