@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import stop_group
+
 REFIT = str(Path(sys.executable).parent / "refit")
 FAR_AWAY = "0 0 1 1 *"  # no scheduled run of refit up's deployments in the way
 
@@ -112,18 +114,6 @@ def _start_up(root: Path, config: Path, env: dict[str, str]) -> tuple[subprocess
     return proc, f"http://127.0.0.1:{port}/api", time.perf_counter() - t0
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    import signal
-
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 def _attach_runs(phases: dict[str, dict[str, Any]], api_url: str) -> int:
     """Each timed command's flow run (the one that started while it ran), read through ``api_url``;
     start-up and flow seconds added to its timing. Returns how many runs of the phase without a
@@ -188,7 +178,7 @@ def run(rows: int = 3000, captures: int = 1200, reps: int = 3) -> dict[str, Any]
             phases["with_server"] = _phase("with_server", commands, env, root, reps)
             local_runs_in_ui = _attach_runs(phases, api_url)
         finally:
-            _stop(up)
+            stop_group(up, timeout_s=60)
         out: dict[str, Any] = {
             "rows": rows,
             "captures": captures,

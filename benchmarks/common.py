@@ -229,3 +229,18 @@ def timed_calls(parts: dict[str, tuple[tuple[str, str], ...]]) -> Iterator[dict[
     finally:
         for module, attr, fn in saved:
             setattr(module, attr, fn)
+
+
+def stop_group(proc: subprocess.Popen[bytes], sig: int | None = None, timeout_s: float = 30) -> None:
+    """Stop a server the bench started in its own process group: ``sig`` (default SIGINT, what
+    Ctrl-C sends) to the group, then SIGKILL if it is still there after ``timeout_s``."""
+    import signal
+
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGINT if sig is None else sig)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)

@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import stop_group
+
 WARM_UP_ROWS = 5_000
 
 
@@ -58,16 +60,8 @@ def _start_mlflow(folder: Path, timeout_s: float = 600) -> tuple[subprocess.Pope
                 return proc, url
         except OSError:
             time.sleep(0.5)
-    _stop(proc)
+    stop_group(proc, signal.SIGTERM)
     raise RuntimeError(f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def run(rows: int = 100_000, config_path: str = "benchmarks/bench.yaml", reps: int = 2) -> dict[str, Any]:
@@ -139,7 +133,7 @@ def _run(root: Path, rows: int, config_path: str, reps: int) -> dict[str, Any]:
             for tracked in (False, True) if i % 2 == 0 else (True, False):
                 (on if tracked else off).append(retrain(f"churn-{'on' if tracked else 'off'}-{i}", seed_store, tracked))
     finally:
-        _stop(server)
+        stop_group(server, signal.SIGTERM)
 
     return figures(rows, reps, generated, startup_s, warm_up_s, off, on)
 

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import stop_group
+
 SECRET = "whsec-bench-3e7c19a0"
 MODEL = "churn"
 SLICE = 1000
@@ -54,18 +56,6 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes]) -> Non
             pass
         time.sleep(0.5)
     raise RuntimeError(f"{url} did not answer within {timeout_s:g} s")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    import signal
-
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -164,7 +154,7 @@ def _scenario(
         ledger_objects, ledger_entries = len(ledger.seqs()), len(ledger.entries())
         outbox = len(store.list(LAYOUT.webhook_outbox(MODEL)))
     finally:
-        _stop(hook)
+        stop_group(hook, timeout_s=20)
         log.close()
     counts: dict[str, int] = {}
     for code in codes:
@@ -243,7 +233,7 @@ def run(alerts: int = 5000, concurrency: int = 50, config_path: str = "benchmark
             out["prefect_up"]["runs_created"] = _runs_of_retrain_on_drift(api_url)
             out["prefect_up"]["prefect_server_startup_s_excluded"] = round(startup, 1)
         finally:
-            _stop(prefect)
+            stop_group(prefect, timeout_s=20)
         down_url = f"http://127.0.0.1:{_free_port()}/api"  # nothing listens there
         out["prefect_down"] = _scenario(root, "down", down_url, env, config, alerts, concurrency)
     finally:
