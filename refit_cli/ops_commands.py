@@ -166,15 +166,19 @@ def webhook(
 ) -> None:
     """Run the drift-alert receiver (POST /alerts/drift, GET /healthz) with uvicorn."""
     with cli_errors(False):
+        from refit.config import Settings, load_config
+        from refit.webhook.app import check_credentials
+
+        settings = Settings()
+        check_credentials(settings, insecure_dev)  # a blank or missing secret is the one line, before Prefect
+        pipeline_config = load_config(config)
         use_prefect(quiet=False)
         import uvicorn
 
         from deployments.webhook import WebhookSettings, build_app
-        from refit.config import Settings, load_config
         from refit.io import store_from_settings
         from refit.webhook.server import server_config
 
-        settings = Settings()
         if insecure_dev:
             typer.secho(
                 "WARNING: --insecure-dev: the webhook accepts UNAUTHENTICATED alerts. Never expose it.",
@@ -184,7 +188,7 @@ def webhook(
             )
         app, dispatcher = build_app(
             store_from_settings(settings),
-            load_config(config),
+            pipeline_config,
             str(config),
             settings,
             insecure_dev=insecure_dev,
@@ -218,6 +222,7 @@ def _deployments_with(config: Path | None) -> tuple[list[Any], Any, str]:
         # absolute: the runs' worker may start in another folder
         settings = settings.model_copy(update={"config_path": str(config.resolve())})
     load_config(settings.config_path)
+    use_prefect(quiet=False)  # after the config check: a bad config is the one line
 
     from deployments.definitions import build_deployments
 
@@ -228,7 +233,6 @@ def _deployments_with(config: Path | None) -> tuple[list[Any], Any, str]:
 def serve(config: Annotated[Path | None, SERVE_CONFIG_OPT] = None) -> None:
     """Serve the deployments (schedules, manual runs, the drift trigger) from this process, on REFIT_STORE."""
     with cli_errors(False):
-        use_prefect(quiet=False)
         deployments, settings, _ = _deployments_with(config)
 
         from prefect import serve as prefect_serve
@@ -246,7 +250,6 @@ def deploy(
     """Deploy the four deployments to a work pool (no serving here): `prefect worker start --pool
     NAME` runs them, on any machine with this package installed. Same config and store as `refit serve`."""
     with cli_errors(False):
-        use_prefect(quiet=False)
         deployments, settings, store = _deployments_with(config)
 
         from deployments.notifications import apply_notifications

@@ -143,8 +143,22 @@ def create_app(
     return app
 
 
+def check_credentials(settings: Settings, insecure_dev: bool = False) -> None:
+    """What :func:`build_app` checks of the environment's secret and token, on its own: a command
+    that starts the receiver calls it first, so a blank or missing secret is its one error line.
+
+    Raises:
+        ConfigError: As :func:`build_app` would.
+    """
+    _credentials(None, None, settings, insecure_dev, warn=False)
+
+
 def _credentials(
-    secrets: Secret | Iterable[Secret] | None, token: Secret | None, settings: Settings | None, insecure_dev: bool
+    secrets: Secret | Iterable[Secret] | None,
+    token: Secret | None,
+    settings: Settings | None,
+    insecure_dev: bool,
+    warn: bool = True,
 ) -> tuple[list[Secret], Secret | None]:
     """The HMAC secrets and the bearer token the receiver accepts (arguments first, then settings).
 
@@ -164,10 +178,11 @@ def _credentials(
                 "the drift webhook needs REFIT_WEBHOOK_SECRET or REFIT_WEBHOOK_TOKEN "
                 "(or insecure_dev=True for local development)"
             )
-        logger.warning(
-            "!!! INSECURE: the drift webhook accepts UNAUTHENTICATED alerts (insecure_dev=True). "
-            "Anyone who can reach it can trigger retraining. Never expose it. !!!"
-        )
+        if warn:
+            logger.warning(
+                "!!! INSECURE: the drift webhook accepts UNAUTHENTICATED alerts (insecure_dev=True). "
+                "Anyone who can reach it can trigger retraining. Never expose it. !!!"
+            )
     return keys, bearer
 
 
