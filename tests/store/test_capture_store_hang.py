@@ -26,7 +26,10 @@ from refit.io.layout import LAYOUT
 from refit.io.s3 import BATCH_TIMEOUTS, SERVING_TIMEOUTS, S3Store, make_s3_client
 
 MODEL = "churn"
-LOG_BUDGET_S = 0.050  # the most one log() call may take while the store hangs
+# The most one log() call may take while the store hangs: a call that waited on the store would
+# take its flush timeout (1 s), so half of it is the line; a busy CI machine's scheduling pauses
+# must not fail this (the test prints the max and p99 it saw: 4 ms and 0.7 ms here).
+LOG_BUDGET_S = 0.5
 
 pytestmark = pytest.mark.slow
 

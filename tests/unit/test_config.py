@@ -231,7 +231,7 @@ def test_yaml_alias_bomb_is_refused_fast(tmp_path: Path) -> None:
     start = time.perf_counter()
     with pytest.raises(ConfigError) as err:
         load_config(path)
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 5.0  # expanding the bomb would take minutes
     msg = str(err.value)
     assert msg == f"{path}: refusing this YAML: it expands to more than 10,000 values (aliases counted in full)"
 
