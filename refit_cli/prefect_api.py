@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import tomllib
+import urllib.error
 import urllib.request
 from collections.abc import MutableMapping
 from dataclasses import dataclass
@@ -28,8 +30,13 @@ from typing import Any, Literal
 HOME_DIR = "prefect"
 LOCK_FILE = "refit-up.lock"
 STATE_FILE = "refit-up.json"
-#: How long a command waits for a running ``refit up`` to answer before it runs Prefect locally.
+#: How long one health check of a running ``refit up`` may take.
 HEALTH_TIMEOUT_S = 2.0
+#: How long a command keeps asking a running ``refit up`` that is slow to answer (a busy machine)
+#: before it runs Prefect locally. Starting that local server costs ~15 s idle and several times
+#: that under load, so waiting for the server that is already up is the cheaper bet; one that
+#: refuses the connection (nothing listens at its address) is given up at once.
+UP_PATIENCE_S = 20.0
 
 Env = MutableMapping[str, str]
 
@@ -98,12 +105,29 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _healthy(api_url: str, timeout_s: float) -> bool:
+Health = Literal["ok", "refused", "slow"]
+
+
+def _health(api_url: str, timeout_s: float) -> Health:
     try:
         with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout_s) as response:  # noqa: S310
-            return int(response.status) == 200
+            return "ok" if int(response.status) == 200 else "refused"
+    except TimeoutError:
+        return "slow"
+    except urllib.error.URLError as err:
+        return "slow" if isinstance(err.reason, TimeoutError) else "refused"
     except (OSError, ValueError):
-        return False
+        return "refused"
+
+
+def _wait_health(api_url: str, patience_s: float) -> Health:
+    """``refit up``'s API health: asked again while it is only slow, for up to ``patience_s``; a
+    refused connection or an error answer ends the wait at once."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        health = _health(api_url, max(0.1, min(HEALTH_TIMEOUT_S, deadline - time.monotonic())))
+        if health != "slow" or time.monotonic() >= deadline:
+            return health
 
 
 def profile_api_url(env: Env) -> tuple[str, str] | None:
@@ -159,8 +183,9 @@ class PrefectTarget:
         return "Prefect: as this process already set it up"
 
 
-def resolve_prefect(env: Env, store: str | None = None) -> PrefectTarget:
-    """Which Prefect a command on ``store`` (else ``REFIT_STORE``) uses, by the rules of this module's docstring."""
+def resolve_prefect(env: Env, store: str | None = None, *, patience_s: float = UP_PATIENCE_S) -> PrefectTarget:
+    """Which Prefect a command on ``store`` (else ``REFIT_STORE``) uses, by the rules of this module's
+    docstring; a running ``refit up`` that is slow to answer is waited for up to ``patience_s``."""
     if env.get("PREFECT_API_URL"):
         return PrefectTarget("env", None, env["PREFECT_API_URL"])
     profile = profile_api_url(env)
@@ -170,9 +195,11 @@ def resolve_prefect(env: Env, store: str | None = None) -> PrefectTarget:
     state = read_up_state(home)
     if state is None:
         return PrefectTarget("local", home, note="no refit up running")
-    if _healthy(state["api_url"], HEALTH_TIMEOUT_S):
+    health = _wait_health(state["api_url"], patience_s)
+    if health == "ok":
         return PrefectTarget("up", home, state["api_url"], f"pid {state['pid']}, UI {state.get('ui_url', '?')}")
-    late = f"refit up (pid {state['pid']}) did not answer at {state['api_url']} within {HEALTH_TIMEOUT_S:g} s"
+    why = "connection refused" if health == "refused" else f"not within {patience_s:g} s"
+    late = f"refit up (pid {state['pid']}) did not answer at {state['api_url']} ({why})"
     return PrefectTarget("local", home, note=late)
 
 

@@ -7,14 +7,20 @@ tests/cli/test_cli_prefect_home.py.
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from refit_cli.demo_command import DEMO_MARKER, prepare_demo_store
 from refit_cli.prefect_api import (
+    HEALTH_TIMEOUT_S,
     HOME_DIR,
     STATE_FILE,
     prefect_home,
@@ -96,7 +102,58 @@ def test_a_live_refit_up_that_does_not_answer_is_named_and_prefect_runs_locally(
     write_up_state(home, silent)
     target = resolve_prefect(_env(tmp_path))
     assert target.kind == "local" and target.home == home
-    assert target.note.startswith(f"refit up (pid {os.getpid()}) did not answer at {silent}")
+    assert target.note == f"refit up (pid {os.getpid()}) did not answer at {silent} (connection refused)"
+
+
+class _SlowHealth(http.server.BaseHTTPRequestHandler):
+    """A Prefect API on a busy machine: the first health checks take longer than one check may wait."""
+
+    slow_answers = 1
+    delay_s = HEALTH_TIMEOUT_S + 0.5
+    seen = 0
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        type(self).seen += 1
+        if type(self).seen <= type(self).slow_answers:
+            time.sleep(type(self).delay_s)
+        with contextlib.suppress(OSError):  # the client may have given up meanwhile
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"true")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def slow_api() -> Iterator[tuple[str, type[_SlowHealth]]]:
+    handler = type("Handler", (_SlowHealth,), {"seen": 0})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/api", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_live_refit_up_slow_to_answer_is_waited_for_not_doubled_by_a_second_server(
+    tmp_path: Path, slow_api: tuple[str, type[_SlowHealth]]
+) -> None:
+    """On a loaded machine (CI beside four test runs) refit up's /health took over 2 s and the command
+    started a second Prefect server on the same SQLite, which took 80 s to start there."""
+    url, handler = slow_api
+    home = tmp_path / "store" / HOME_DIR
+    home.mkdir(parents=True)
+    write_up_state(home, url)
+    target = resolve_prefect(_env(tmp_path), patience_s=HEALTH_TIMEOUT_S * 3)
+    assert (target.kind, target.api_url) == ("up", url)
+    assert handler.seen == 2  # the first check timed out; the second was answered
+
+    handler.seen, handler.slow_answers = 0, 1_000  # a refit up that never answers in time: run locally, named
+    late = resolve_prefect(_env(tmp_path), patience_s=1.0)
+    assert late.kind == "local" and late.home == home
+    assert late.note == f"refit up (pid {os.getpid()}) did not answer at {url} (not within 1 s)"
 
 
 def test_the_state_file_is_refit_ups_own_and_removed_only_by_it(tmp_path: Path) -> None:
