@@ -4,13 +4,17 @@ Loading: :func:`load_skops` admits a ``model.skops`` only if every type it names
 :data:`SKOPS_ALLOWED_TYPES` (skops' own default trust admits far more), checked before anything is
 built, and, given the family and task, only if the estimator is exactly what that family makes.
 
-Importing without torch: ``import skops.io`` builds skops' default trusted-type list with scikit-learn's
-``all_estimators()``, which walks and imports every scikit-learn subpackage, including the
-array-API shim ``sklearn.externals.array_api_compat.torch`` that imports torch when it is
-installed (about 2 s per process here). refit never uses that list (``refit.model`` passes its
-own exact allow-list), so while skops is first imported, torch is hidden from the import
-system: the shim fails to import, ``pkgutil.walk_packages`` skips it, and a process that loads
-a scikit-learn model never pays for torch. Torch imports normally afterwards.
+Importing cheaply: ``import skops.io`` builds skops' default trusted-type list with scikit-learn's
+``all_estimators()``, which walks and imports every scikit-learn subpackage (SVMs, clustering,
+neighbours, ... and the array-API shim ``sklearn.externals.array_api_compat.torch``, which imports
+torch when it is installed): about 4 CPU s per process on this machine, paid by every process
+that loads or saves a scikit-learn model (each drift check, smoke test and serving process).
+refit never uses that list: :func:`load_skops` admits only :data:`SKOPS_ALLOWED_TYPES` and passes
+skops exactly the types it found, already checked. So while skops is first imported,
+``all_estimators`` answers an empty list (skops' default trust becomes empty: stricter, never
+looser, whatever the skops version) and torch is hidden from the import system as a second
+guard. Both are restored at once; ``tests/unit/test_model_trust.py`` loads every family through
+this path, and ``tests/unit/test_model_import_cost.py`` checks what a model load imports.
 """
 
 from __future__ import annotations
@@ -109,19 +113,35 @@ class _HideTorch(importlib.abc.MetaPathFinder):
         return None
 
 
+def _no_estimators(*_args: Any, **_kwargs: Any) -> list[tuple[str, type]]:
+    return []
+
+
 def skops_io() -> ModuleType:
-    """``skops.io``, imported without importing torch when torch is not loaded yet."""
-    if "skops.io" in sys.modules or "torch" in sys.modules:
+    """``skops.io``, imported without walking scikit-learn's subpackages or importing torch
+    (see this module's docstring)."""
+    if "skops.io" in sys.modules:
         import skops.io
 
         return cast(ModuleType, skops.io)
+    import sklearn.utils
+
     with _import_lock:
-        hide = _HideTorch()
-        sys.meta_path.insert(0, hide)
+        if "skops.io" in sys.modules:
+            import skops.io
+
+            return cast(ModuleType, skops.io)
+        walk = sklearn.utils.all_estimators
+        hide = _HideTorch() if "torch" not in sys.modules else None
+        sklearn.utils.all_estimators = _no_estimators
+        if hide is not None:
+            sys.meta_path.insert(0, hide)
         try:
             import skops.io
         finally:
-            sys.meta_path.remove(hide)
+            sklearn.utils.all_estimators = walk
+            if hide is not None:
+                sys.meta_path.remove(hide)
     return cast(ModuleType, skops.io)
 
 
