@@ -253,7 +253,8 @@ def test_report_shows_the_calibrated_thresholds_and_agrees() -> None:
     """The stored page shows, per column, the result's own score, calibrated threshold and p-value
     (the numbers, in the column's row), and Evidently's report below it judges each column at that
     very threshold, so its verdicts are the result's."""
-    from refit.monitoring import DriftReport, drift_summary_rows, evidence_html
+    from refit.evidence import drift_summary_rows, evidence_html
+    from refit.monitoring import DriftReport
 
     reference = generate_base(3000, seed=0)
     window = _windows(800, 1, seed=7, drift="covariate", drift_strength=1.0)[0]
