@@ -312,15 +312,15 @@ def rates_at(
     Each window is checked once, as production checks it (the champion's column kinds, nulls kept
     between checks), the reference side done once (:class:`refit.drift.ReferenceCache`).
     Evidently's verdict comes from the same per-column scores (the calibrated check scores with
-    Evidently's stat tests, :mod:`refit.drift_null`) at Evidently's default thresholds and the
+    Evidently's stat tests, :mod:`refit.drift.null`) at Evidently's default thresholds and the
     drift-share rule; on the first ``verify_windows`` windows the fixed-threshold check
     (Evidently's own stat tests) runs too, and ``verified`` counts the
     windows whose verdict it confirms."""
-    from refit import drift_null
     from refit.compat.evidently import default_threshold
     from refit.config import load_config
     from refit.datasets import generate_base, generate_production
     from refit.drift import DriftResult, MemoryNullCache, ReferenceCache, check_drift, reference_kinds
+    from refit.drift import null as drift_null
 
     started = time.perf_counter()
     config = load_config(config_path)

@@ -11,7 +11,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from refit import monitoring
+from refit import evidence, monitoring
 from refit.capture import CaptureWindow
 from refit.config import PipelineConfig
 from refit.monitoring import DriftReport, GovernorOutcome, Reference
@@ -93,7 +93,7 @@ def record_drift_check(
     mode = f"{result.threshold_mode}" + (f", alpha {result.alpha}" if result.alpha is not None else "")
     create_table_artifact(
         key=artifact_key(model, "drift"),
-        table=monitoring.drift_summary_rows(report),
+        table=evidence.drift_summary_rows(report),
         description=f"Per-column drift ({mode}): {result.n_drifted} of {result.n_columns} drifted; "
         f"decision {outcome.action} ({outcome.reason}): {outcome.detail}",
     )
@@ -108,9 +108,9 @@ def record_drift_check(
         decay = report.decay
         create_table_artifact(
             key=artifact_key(model, "decay"),
-            table=monitoring.decay_summary_rows(report),
+            table=evidence.decay_summary_rows(report),
             description=f"Performance decay of the champion in {decay.metric} on {decay.n_labelled:,} labelled rows, "
-            f"{decay.confidence:.0%} intervals: " + ("; ".join(monitoring.decay_headlines(report)) or "none decayed"),
+            f"{decay.confidence:.0%} intervals: " + ("; ".join(evidence.decay_headlines(report)) or "none decayed"),
         )
     return report
 

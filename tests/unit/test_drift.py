@@ -93,11 +93,12 @@ def test_time_stratified_sample_keeps_every_hour() -> None:
     # Current traffic is lopsided: one hour holds half the rows.
     cur.loc[: len(cur) // 2, "at"] = pd.Timestamp("2026-01-01 05:30", tz="UTC")
     cfg = DriftConfig(sample_size=3000, stratify_by="at")
-    from refit import drift
+    from refit.drift.plan import _plan
+    from refit.drift.sampling import _rng, _strata_codes
 
-    plan = drift._plan(ref, cur, ["x"], None, cfg, seed=0)
+    plan = _plan(ref, cur, ["x"], None, cfg, seed=0)
     assert len(plan.reference) == len(plan.current) == 3000
-    positions = stratified_sample_positions(len(cur), 3000, drift._rng(0, 2), drift._strata_codes(cur["at"]))
+    positions = stratified_sample_positions(len(cur), 3000, _rng(0, 2), _strata_codes(cur["at"]))
     hours = cur["at"].iloc[positions].dt.floor("h").value_counts()
     full = cur["at"].dt.floor("h").value_counts()
     share_sample = hours / hours.sum()

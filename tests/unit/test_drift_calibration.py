@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from refit import drift_null
 from refit.config import DriftConfig, RetentionConfig
 from refit.datasets import FEATURE_COLUMNS, generate_base, generate_production
 from refit.drift import (
@@ -23,6 +22,7 @@ from refit.drift import (
     prune_reports,
     read_drift_history,
 )
+from refit.drift import null as drift_null
 from refit.io.layout import LAYOUT
 
 COLUMNS = list(FEATURE_COLUMNS)
@@ -253,7 +253,8 @@ def test_report_shows_the_calibrated_thresholds_and_agrees() -> None:
     """The stored page shows, per column, the result's own score, calibrated threshold and p-value
     (the numbers, in the column's row), and Evidently's report below it judges each column at that
     very threshold, so its verdicts are the result's."""
-    from refit.monitoring import DriftReport, drift_summary_rows, evidence_html
+    from refit.evidence import drift_summary_rows, evidence_html
+    from refit.monitoring import DriftReport
 
     reference = generate_base(3000, seed=0)
     window = _windows(800, 1, seed=7, drift="covariate", drift_strength=1.0)[0]
@@ -528,8 +529,7 @@ def test_column_kinds_are_fixed_per_version_and_carried_to_the_next(local_store)
 def test_a_reference_cache_gives_the_same_results_and_cleans_the_reference_once(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Many windows against one reference (a replay, the rates benchmark) do the reference side
     once: the same results as without the cache, and the reference's columns cleaned once."""
-    from refit import drift
-    from refit.drift import ReferenceCache
+    from refit.drift import ReferenceCache, plan
 
     reference = generate_base(3000, seed=0)
     windows = _windows(300, 3, seed=5, drift="none") + _windows(300, 1, seed=6, drift="covariate", drift_strength=1.0)
@@ -539,8 +539,8 @@ def test_a_reference_cache_gives_the_same_results_and_cleans_the_reference_once(
         for w in windows
     ]
     cleaned: list[int] = []
-    real_clean = drift._clean
-    monkeypatch.setattr(drift, "_clean", lambda values, kind: cleaned.append(len(values)) or real_clean(values, kind))
+    real_clean = plan._clean
+    monkeypatch.setattr(plan, "_clean", lambda values, kind: cleaned.append(len(values)) or real_clean(values, kind))
     cache, nulls = ReferenceCache(), MemoryNullCache()
     cached = [
         check_drift(reference, w, COLUMNS, None, cfg, seed=0, report=False, nulls=nulls, reference_cache=cache).result
