@@ -29,13 +29,13 @@ WARM_UP_ROWS = 20_000
 
 
 def plain_retrain(store_uri: str, config_path: str) -> dict[str, Any]:
-    """The flow's steps without Prefect: the plain runner (``refit.pipeline.run_retrain``)."""
-    from refit import pipeline
+    """The flow's steps without Prefect: the plain runner (``refit.recipe.run_retrain``)."""
+    from refit import recipe
     from refit.config import load_config
     from refit.io import open_store
 
-    run = pipeline.run_retrain(
-        open_store(store_uri), load_config(config_path), pipeline.RetrainOptions(tags={"trigger": "manual"})
+    run = recipe.run_retrain(
+        open_store(store_uri), load_config(config_path), recipe.RetrainOptions(tags={"trigger": "manual"})
     )
     if run.evaluation is None:
         return {"outcome": "SMOKE_FAILED"}

@@ -62,7 +62,7 @@ def production_window(rows: int, seed: int = 7) -> Any:
     return frame.iloc[:rows]
 
 
-#: The stage each step of ``refit.pipeline.RETRAIN_STEPS`` is reported as (the report's names).
+#: The stage each step of ``refit.recipe.RETRAIN_STEPS`` is reported as (the report's names).
 STAGE_OF_STEP = {
     "load-and-validate": "load_validate",
     "split-data": "split",
@@ -84,7 +84,7 @@ LOAD_VALIDATE_PARTS = {
 def retrain(rows: int, store: str, config_path: str, drift: bool = True) -> dict[str, Any]:
     """Every retrain stage on ``rows`` rows, timed, with the peak RSS seen during each."""
     from benchmarks.common import RssSampler, import_step_modules, peak_rss_mb, timed_calls
-    from refit import pipeline
+    from refit import recipe
     from refit.config import load_config
     from refit.io import open_store
 
@@ -107,7 +107,7 @@ def retrain(rows: int, store: str, config_path: str, drift: bool = True) -> dict
             record["parts_s"] = {name: round(parts[name], 3) for name in LOAD_VALIDATE_PARTS}
             record["parts_s"]["stage"] = round(record["s"] - sum(parts.values()), 3)
 
-        run = pipeline.run_retrain(st, config, pipeline.RetrainOptions(tags={"trigger": "bench"}), around=stage)
+        run = recipe.run_retrain(st, config, recipe.RetrainOptions(tags={"trigger": "bench"}), around=stage)
         version = run.need("version")
         retrain_stages = dict(rss.stages)
         out["retrain_s"] = round(sum(s["s"] for s in retrain_stages.values()), 2)

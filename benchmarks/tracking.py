@@ -75,7 +75,7 @@ def run(rows: int = 100_000, config_path: str = "benchmarks/bench.yaml", reps: i
 def _run(root: Path, rows: int, config_path: str, reps: int) -> dict[str, Any]:
     from benchmarks.common import import_step_modules
     from benchmarks.retrain import generate
-    from refit import pipeline
+    from refit import recipe
     from refit.config import load_config
     from refit.io import open_store
 
@@ -110,7 +110,7 @@ def _run(root: Path, rows: int, config_path: str, reps: int) -> dict[str, Any]:
             steps[step] = round(time.perf_counter() - t0, 3)
 
         t0 = time.perf_counter()
-        done = pipeline.run_retrain(open_store(str(path)), config, around=around)
+        done = recipe.run_retrain(open_store(str(path)), config, around=around)
         wall = round(time.perf_counter() - t0, 2)
         if tracked and not done.tracking.ok:
             raise RuntimeError(f"tracking failed: {done.tracking.error}")

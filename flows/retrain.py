@@ -78,7 +78,7 @@ class RetrainResult(BaseModel):
 def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  # noqa: B008
     """Retrain, gate per segment against the champion, register, and promote only when the gate says so.
 
-    The steps are ``refit.pipeline.RETRAIN_STEPS`` (the plain runner's recipe), as tasks of the
+    The steps are ``refit.recipe.RETRAIN_STEPS`` (the plain runner's recipe), as tasks of the
     same names: a flow test fails when the two run different steps.
 
     Args:

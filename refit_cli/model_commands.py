@@ -48,17 +48,17 @@ def train(
     with cli_errors(as_json):
         import sys
 
-        from refit import pipeline
+        from refit import recipe
         from refit.config import load_config
         from refit.io import store_from_settings
 
         cfg = load_config(config)
         on_epoch, close = _epoch_progress(not as_json and sys.stderr.isatty(), cfg.training.max_epochs)
         try:
-            run = pipeline.run_retrain(
+            run = recipe.run_retrain(
                 store_from_settings(),
                 cfg,
-                pipeline.RetrainOptions(window_days=window_days),
+                recipe.RetrainOptions(window_days=window_days),
                 until="train-candidates",
                 on_epoch=on_epoch,
             )

@@ -11,7 +11,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from refit import pipeline
+from refit import pipeline, tracking
 from refit.config import PipelineConfig, load_config
 from refit.data import ValidatedData
 from refit.dossier import for_display
@@ -252,7 +252,7 @@ def track_run(
     tags = {"refit.trigger": trigger, "prefect.flow_run_id": str(flow_run.id or "")}
     if flow_run.ui_url:
         tags["prefect.flow_run_url"] = str(flow_run.ui_url)
-    report = pipeline.track_run(
+    report = tracking.track_run(
         open_run_store(store_uri), config, run_id, splits, candidate, smoke, evaluation, version, tags
     )
     logger = get_run_logger()

@@ -247,7 +247,7 @@ def replay(
         on_window: Called with each window's record as it is done (progress).
     """
     from refit import monitoring
-    from refit.pipeline import RetrainOptions, run_retrain
+    from refit.recipe import RetrainOptions, run_retrain
     from refit.registry import Registry
 
     ds = config.dataset

@@ -129,10 +129,10 @@ def file_data(path: str | Path) -> DiffData:
 
 def store_holdout(store: Any, config: Any, keep: bool = False) -> DiffData:
     """The test split of the store's current data, loaded, validated and split exactly as a
-    retrain would, in memory (``refit.pipeline.holdout_split``): nothing is written. With
+    retrain would, in memory (``refit.recipe.holdout_split``): nothing is written. With
     ``keep``, the steps run as a retrain's first two and leave their run folder (staged rows,
     quarantine, splits) in the store, to look at later."""
-    from refit.pipeline import holdout_split, run_retrain
+    from refit.recipe import holdout_split, run_retrain
 
     if not keep:
         frame, fingerprint = holdout_split(store, config)

@@ -41,6 +41,7 @@ from refit.errors import first_line
 if TYPE_CHECKING:
     from refit.config import PipelineConfig, TrackingConfig
     from refit.io.base import Store
+    from refit.pipeline import CandidateHandle, EvaluationHandle, SplitHandles
 
 log = logging.getLogger("refit.tracking")
 
@@ -96,7 +97,7 @@ class TrackingReport:
 
 @dataclass(frozen=True)
 class RetrainRecord:
-    """One retrain as the tracker sees it: plain values, built by ``refit.pipeline``."""
+    """One retrain as the tracker sees it: plain values, built from its handles by :func:`track_run`."""
 
     run_id: str
     model: str
@@ -181,6 +182,79 @@ def track_retrain(store: Store, config: PipelineConfig, record: RetrainRecord) -
     return TrackingReport(
         uri=shown, experiment_id=experiment_id, run_id=run_id, trials=trials, mirrored=mirrored, aliases=aliases
     )
+
+
+def track_run(
+    store: Store,
+    config: PipelineConfig,
+    run_id: str,
+    splits: SplitHandles,
+    candidate: CandidateHandle,
+    smoke: Any = None,
+    evaluation: EvaluationHandle | None = None,
+    version: Any = None,
+    tags: dict[str, str] | None = None,
+) -> TrackingReport:
+    """Log this retrain to MLflow and mirror the registry (:func:`track_retrain`); never raises.
+
+    The retrain's handles become one :class:`RetrainRecord`: what each is called in MLflow
+    (params, ``val_``/``test_`` metrics, tags, dataset inputs) is decided here."""
+    from refit.contracts import column_kinds
+    from refit.data import stamp_time
+    from refit.model import git_commit
+
+    decision = None if evaluation is None else evaluation.decision.model_dump(mode="json")
+    outcome = "SMOKE_FAILED" if smoke is not None and not smoke.passed else (decision or {}).get("outcome", "")
+    all_tags = {
+        "mlflow.source.git.commit": git_commit() or "",
+        "refit.outcome": str(outcome),
+        "refit.store": store.uri,
+        **({"refit.version": str(version.version)} if version is not None else {}),
+        **(tags or {}),
+    }
+    lineage = splits.lineage()
+    params = {
+        "family": candidate.family,
+        **{f"candidate.{k}": v for k, v in candidate.params.items()},
+        "seed": config.training.seed,
+        "primary_metric": candidate.primary_metric,
+        "device": candidate.device,
+    }
+    metrics: dict[str, float | None] = {
+        **{f"val_{k}": v for k, v in candidate.validation_metrics.items()},
+        **({} if evaluation is None else {f"test_{k}": v for k, v in evaluation.candidate_metrics.items()}),
+        "train_s": candidate.train_s,
+        "samples_per_s": candidate.samples_per_s,
+        "peak_memory_mb": candidate.peak_memory_mb,
+        **{f"rows_{name}": fp.rows for name, fp in splits.fingerprints.items()},
+    }
+    dossier = (
+        [] if evaluation is None else [u.removeprefix(store.uri.rstrip("/") + "/") for u in evaluation.dossier.values()]
+    )
+    record = RetrainRecord(
+        run_id=run_id,
+        model=config.dataset.name,
+        started_at=stamp_time(run_id),
+        tags=all_tags,
+        params=params,
+        datasets={
+            name: {
+                "uri": store.uri_for(key),
+                "sha256": lineage[name]["sha256"],
+                "rows": lineage[name]["rows"],
+                "columns": lineage[name]["columns"],
+            }
+            for name, key in splits.keys.items()
+        },
+        columns=column_kinds(config.dataset.schema_path),
+        trials=candidate.trials,
+        best_trial=candidate.best_trial,
+        metrics=metrics,
+        decision=decision,
+        artifact_key=candidate.artifact_key,
+        dossier_keys=dossier,
+    )
+    return track_retrain(store, config, record)
 
 
 def _experiment(client: Any, name: str) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from refit import pipeline
+from refit import recipe
 from refit.config import load_config
 from refit_cli.output import RETRAIN_EXIT_CODES
 from tests.cli.test_cli_models import REFIT, run
@@ -37,7 +37,7 @@ def _flow_runs_with_config(config_path: str) -> list[Any]:
 def champion_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("cli-exit-codes")
     config, store = make_project(folder, rows=5000)
-    run_ = pipeline.run_retrain(store, load_config(config))
+    run_ = recipe.run_retrain(store, load_config(config))
     assert run_.need("version").version == 1
     return folder
 

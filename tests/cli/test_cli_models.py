@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from refit import pipeline
+from refit import recipe
 from refit.config import load_config
 from tests.flows.helpers import make_project
 
@@ -100,7 +100,7 @@ def _register(store, config_path: Path, promote: bool = True) -> int:  # type: i
     cfg = load_config(config_path)
     # every step but the promotion, when the test wants a version that is not champion
     until = None if promote else "register-model"
-    run = pipeline.run_retrain(store, cfg, until=until)
+    run = recipe.run_retrain(store, cfg, until=until)
     return int(run.need("version").version)
 
 
@@ -325,8 +325,8 @@ def test_train_and_retrain_use_the_capture_window_of_the_config(tmp_path: Path, 
         write_production_data(store, cfg, batches=2, rows_per_batch=400, start=start, seed=seed)
 
     def rows_within(days: float) -> int:
-        options = pipeline.RetrainOptions(window_days=days)
-        return int(pipeline.run_retrain(store, cfg, options, until="load-and-validate").need("data").rows)
+        options = recipe.RetrainOptions(window_days=days)
+        return int(recipe.run_retrain(store, cfg, options, until="load-and-validate").need("data").rows)
 
     in_window, everything = rows_within(35), rows_within(10_000)
     assert 3000 < in_window < everything  # both batches carry labels: the window decides

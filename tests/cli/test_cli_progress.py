@@ -9,7 +9,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from refit import pipeline
+from refit import recipe
 from refit.config import load_config
 from tests.cli.test_cli_models import REFIT
 from tests.flows.helpers import make_project
@@ -45,7 +45,7 @@ def _run_on_a_tty(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int,
 
 def test_a_drift_check_on_a_terminal_shows_a_heartbeat_and_json_stays_quiet(tmp_path: Path, prefect_api: str) -> None:
     config, store = make_project(tmp_path, rows=800)
-    assert pipeline.run_retrain(store, load_config(config)).promotion is not None
+    assert recipe.run_retrain(store, load_config(config)).promotion is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith(("REFIT_", "PREFECT_API"))}
     env |= {
         "REFIT_STORE": str(tmp_path / "store"),

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from refit import pipeline
+from refit import recipe
 from refit.config import load_config
 from refit.io import open_store
 from refit.metrics import compute_metrics
@@ -25,10 +25,10 @@ def two_versions(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Version 1 (champion) and version 2 (a weaker model, registered, not promoted)."""
     folder = tmp_path_factory.mktemp("cli-registry")
     config, store = make_project(folder, rows=3000)
-    pipeline.run_retrain(store, load_config(config))
+    recipe.run_retrain(store, load_config(config))
     weak = {"training": {"candidates": [{"family": "hist_gradient_boosting", "params": {"max_iter": [2]}}]}}
     shutil.copy(config, folder / "strong.yaml")
-    pipeline.run_retrain(store, load_config(write_config(folder, **weak)), until="register-model")
+    recipe.run_retrain(store, load_config(write_config(folder, **weak)), until="register-model")
     shutil.copy(folder / "strong.yaml", config)
     return folder
 
@@ -124,7 +124,7 @@ def test_diff_rescores_both_versions_on_one_data_set(project: Path) -> None:
     data = rescored["data"]
     assert data["source"] == "the holdout (test split) of the store's current data"
     # held in memory, nothing written: the same rows a retrain's split would test on
-    holdout, fingerprint = pipeline.holdout_split(store, load_config(project / "refit.yaml"))
+    holdout, fingerprint = recipe.holdout_split(store, load_config(project / "refit.yaml"))
     assert data["rows"] == len(holdout) > 0 and data["fingerprint"] == fingerprint.sha256
     truth = {
         v: compute_metrics(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from refit import pipeline
+from refit import recipe
 from refit.config import load_config
 from tests.e2e.conftest import screenshot_on_failure
 from tests.flows.helpers import make_project
@@ -45,7 +45,7 @@ def tracked(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Any
     config, store = make_project(
         folder, rows=600, dataset={"name": "churn-ui"}, training=training, tracking={"mlflow_uri": mlflow_server}
     )
-    run = pipeline.run_retrain(store, load_config(config), pipeline.RetrainOptions(dry_run=True))
+    run = recipe.run_retrain(store, load_config(config), recipe.RetrainOptions(dry_run=True))
     assert run.tracking.ok and run.tracking.trials == 2, run.tracking
     return run
 

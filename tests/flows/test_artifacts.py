@@ -18,7 +18,7 @@ import pytest
 
 from flows.drift_check import DriftCheckParameters, drift_check
 from flows.retrain import RetrainParameters, retrain
-from refit import pipeline
+from refit import pipeline, recipe
 from refit.config import load_config
 from refit.demo import write_production_data
 from refit.model import load
@@ -48,7 +48,7 @@ def _artifacts(state: Any) -> dict[str, Any]:
 def champion_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("artifacts-champion")
     config, store = make_project(folder, rows=5000)
-    assert pipeline.run_retrain(store, load_config(config)).promotion is not None
+    assert recipe.run_retrain(store, load_config(config)).promotion is not None
     return folder
 
 

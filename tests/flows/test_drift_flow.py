@@ -14,7 +14,7 @@ import yaml
 from deployments.definitions import DRIFT_CHECK_HOURLY, build_deployments
 from deployments.settings import DeploymentSettings
 from flows.drift_check import DriftCheckParameters, drift_check
-from refit import drift, monitoring, pipeline
+from refit import drift, monitoring, pipeline, recipe
 from refit.config import load_config
 from refit.demo import write_production_data
 from refit.io import open_store
@@ -31,7 +31,7 @@ def champion_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project whose store holds a champion (trained with the plain steps: no Prefect needed)."""
     folder = tmp_path_factory.mktemp("drift-project")
     config_path, store = make_project(folder, rows=8000)
-    run = pipeline.run_retrain(store, load_config(config_path))
+    run = recipe.run_retrain(store, load_config(config_path))
     assert run.promotion is not None
     return folder
 

@@ -15,7 +15,7 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from flows.drift_check import DriftCheckParameters, drift_check
-from refit import pipeline
+from refit import pipeline, recipe
 from refit.capture import LABEL_TIME_COLUMN, MODEL_VERSION_COLUMN, PREDICTION_COLUMN, write_labels, write_requests
 from refit.config import load_config
 from refit.io import open_store
@@ -95,7 +95,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store.put_bytes("data/base.csv", _rows(900, 1).to_csv(index=False).encode())
     saved = list(sys.path)
     try:
-        run = pipeline.run_retrain(store, load_config(path), pipeline.RetrainOptions(reason="first"))
+        run = recipe.run_retrain(store, load_config(path), recipe.RetrainOptions(reason="first"))
     finally:
         sys.path[:] = saved
     assert run.promotion is not None

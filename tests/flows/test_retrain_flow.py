@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from flows.retrain import RetrainParameters, RetrainResult, retrain
-from refit import pipeline
+from refit import pipeline, recipe
 from refit.config import load_config
 from refit.io import open_store
 from refit.io.frames import read_frame
@@ -112,9 +112,9 @@ def test_a_promotion_that_loses_the_race_is_judged_again_against_the_new_champio
         if not raced:  # this run's promotion: the rival registers v3 and promotes it from v1 first
             raced.append(True)
             if rival == "strong":
-                other = pipeline.run_retrain(store, load_config(strong))
+                other = recipe.run_retrain(store, load_config(strong))
             else:
-                other = pipeline.run_retrain(store, weak_loaded, pipeline.RetrainOptions(force=True, reason="rival"))
+                other = recipe.run_retrain(store, weak_loaded, recipe.RetrainOptions(force=True, reason="rival"))
             assert other.promotion is not None and other.need("version").version == 3
         return original(*args, **kwargs)
 

@@ -12,7 +12,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.sorting import TaskRunSort
 
 from flows.retrain import RetrainParameters, retrain
-from refit import pipeline
+from refit import recipe
 from refit.config import load_config
 from refit.io import open_store
 from tests.flows.helpers import make_project
@@ -78,10 +78,10 @@ def test_flow_and_runner_run_the_same_steps_in_the_same_order(twin_projects, dry
     flow_names = _flow_task_names(state.state_details.flow_run_id)
 
     cfg = load_config(plain_dir / "refit.yaml")
-    run = pipeline.run_retrain(open_store(str(plain_dir / "store")), cfg, pipeline.RetrainOptions(dry_run=dry_run))
+    run = recipe.run_retrain(open_store(str(plain_dir / "store")), cfg, recipe.RetrainOptions(dry_run=dry_run))
     assert run.need("evaluation").outcome == "PROMOTE"
 
-    names = [n for n in pipeline.RETRAIN_STEP_NAMES if n != "track-run"]
+    names = [n for n in recipe.RETRAIN_STEP_NAMES if n != "track-run"]
     expected = names[:5] if dry_run else names
     expected = [*expected, "track-run"] if tracked else expected
     assert run.steps == list(expected)
@@ -95,8 +95,8 @@ def test_runner_stops_after_a_named_step_and_refuses_an_unknown_one(seed_project
     shutil.copytree(seed_project, tmp_path / "p")
     store = open_store(str(tmp_path / "p" / "store"))
     cfg = load_config(tmp_path / "p" / "refit.yaml")
-    run = pipeline.run_retrain(store, cfg, until="split-data")
+    run = recipe.run_retrain(store, cfg, until="split-data")
     assert run.steps == ["load-and-validate", "split-data"] and run.candidate is None
     assert run.options.window_days == cfg.training.window_days == 30.0  # resolved from the config
     with pytest.raises(Exception, match="no retrain step 'train'"):
-        pipeline.run_retrain(store, cfg, until="train")
+        recipe.run_retrain(store, cfg, until="train")

@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.retrain import RetrainParameters, retrain
-from refit import pipeline
+from refit import pipeline, recipe
 from refit.config import load_config
 from refit.io.layout import LAYOUT, RunKeys
 from refit.model import git_commit
@@ -135,14 +135,14 @@ def test_mlflow_stopped_mid_retrain_never_fails_it_and_the_next_run_catches_the_
             tmp_path, rows=2000, dataset={"name": name}, tracking={"mlflow_uri": server.url}
         )
         live = load_config(config_path)
-        first = pipeline.run_retrain(store, live)
+        first = recipe.run_retrain(store, live)
         assert first.tracking.ok and first.tracking.mirrored == [1]
 
         with caplog.at_level(logging.WARNING, logger="refit.tracking"):
-            outage = pipeline.run_retrain(
+            outage = recipe.run_retrain(
                 store,
                 live,
-                pipeline.RetrainOptions(force=True, reason="hotfix during the outage"),
+                recipe.RetrainOptions(force=True, reason="hotfix during the outage"),
                 around=_stop_at(server, "train-candidates"),
             )
         assert server.proc is None  # it was stopped during the run, and stayed down
@@ -159,7 +159,7 @@ def test_mlflow_stopped_mid_retrain_never_fails_it_and_the_next_run_catches_the_
         assert len(client.search_model_versions(f"name = '{name}'")) == 1
 
         Registry(store).set_alias(name, "latest", 1, reason="a name MLflow reserves")
-        caught_up = pipeline.run_retrain(store, live, pipeline.RetrainOptions(dry_run=True))
+        caught_up = recipe.run_retrain(store, live, recipe.RetrainOptions(dry_run=True))
         assert caught_up.tracking.ok and caught_up.tracking.mirrored == [2]
         assert any("MLflow refused alias 'latest'" in r.getMessage() for r in caplog.records)
         versions = {v.tags["refit.version"]: v for v in client.search_model_versions(f"name = '{name}'")}
@@ -222,7 +222,7 @@ def test_the_artifacts_of_a_retrain_on_an_s3_store_go_to_the_s3_server(
         write_base_data(store, config, rows=1500, seed=0)
         run_id = pipeline.new_run_id()
         keys = LAYOUT.run(name, run_id)
-        run = pipeline.run_retrain(store, config, run_id=run_id, around=_drop_splits_before_tracking(store, keys))
+        run = recipe.run_retrain(store, config, run_id=run_id, around=_drop_splits_before_tracking(store, keys))
         assert not any(store.exists(keys.split(split)) for split in SPLIT_NAMES.values())
         assert run.version is not None, f"not registered: {run.steps}, smoke {run.smoke}"
         assert run.tracking.ok and run.version.version == 1

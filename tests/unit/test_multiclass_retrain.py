@@ -19,7 +19,8 @@ from refit.io import LocalStore
 from refit.io.frames import read_frame
 from refit.metrics import align_classes
 from refit.monitoring import champion_decay, load_reference
-from refit.pipeline import RetrainOptions, load_version, read_bytes, run_retrain
+from refit.pipeline import load_version, read_bytes
+from refit.recipe import RetrainOptions, run_retrain
 
 pytestmark = pytest.mark.slow  # the smoke test loads each candidate in a child process
 

@@ -17,7 +17,8 @@ import yaml
 from refit.config import load_config
 from refit.io import LocalStore
 from refit.io.frames import read_frame
-from refit.pipeline import RetrainOptions, run_retrain, scores
+from refit.pipeline import load_version, scores
+from refit.recipe import RetrainOptions, run_retrain
 
 pytestmark = pytest.mark.slow  # the smoke test loads each candidate in a child process
 
@@ -88,7 +89,7 @@ def test_string_labels_train_gate_and_register_in_the_positive_class(
     # ROC AUC of P("No") against renewed == "No": far above chance (the "Yes" column would give 1 - AUC)
     auc = first.evaluation.candidate_metrics["roc_auc"]
     assert auc is not None and auc > 0.8
-    model = run_retrain.__globals__["load_version"](store, first.version)
+    model = load_version(store, first.version)
     frame = _rows(200, 9)
     # the classes are kept negative first, so P("No") is the second column as for 0/1 labels
     assert model.classes == ["Yes", "No"]
