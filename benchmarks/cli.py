@@ -39,7 +39,7 @@ FAR_AWAY = "0 0 1 1 *"  # no scheduled run of refit up's deployments in the way
 def _make_store(root: Path, rows: int, captures: int) -> Path:
     """Base data, a champion (version 1) and ``captures`` captured requests scored by it; the config."""
     from benchmarks.orchestration import plain_retrain
-    from refit.config import load_config
+    from refit.config_loader import load_config
     from refit.demo import write_production_data
     from refit.io import open_store
     from refit.pipeline import load_version, scores

@@ -120,7 +120,7 @@ def time_flow_path(rows: int, config_path: str = "benchmarks/bench.yaml") -> dic
 
     from benchmarks.common import RssSampler
     from refit.compat import evidently as evidently_compat
-    from refit.config import load_config
+    from refit.config_loader import load_config
     from refit.datasets import generate_base
     from refit.drift import StoreNullCache, calibrate
     from refit.monitoring import column_kinds, compute_drift_and_decay, record_drift_check
@@ -175,7 +175,7 @@ def run(rows: int = 1_000_000, config_path: str = "benchmarks/bench.yaml", repea
     fixed-threshold verdicts against the preset's (same methods and thresholds)."""
     from benchmarks.common import RssSampler
     from benchmarks.retrain import production_window
-    from refit.config import load_config
+    from refit.config_loader import load_config
     from refit.datasets import generate_base
     from refit.drift import check_drift
 
@@ -242,7 +242,7 @@ def rates(
     from concurrent.futures import ProcessPoolExecutor
 
     from benchmarks.common import log
-    from refit.config import load_config
+    from refit.config_loader import load_config
 
     config = load_config(config_path)
     out: dict[str, Any] = {"reference_rows": REFERENCE_ROWS, "alpha": config.drift.alpha, "sizes": {}}
@@ -317,7 +317,7 @@ def rates_at(
     (Evidently's own stat tests) runs too, and ``verified`` counts the
     windows whose verdict it confirms."""
     from refit.compat.evidently import default_threshold
-    from refit.config import load_config
+    from refit.config_loader import load_config
     from refit.datasets import generate_base, generate_production
     from refit.drift import DriftResult, MemoryNullCache, ReferenceCache, check_drift, reference_kinds
     from refit.drift import null as drift_null
@@ -411,7 +411,7 @@ def decay_rates(
     ``refit.monitoring.judge_decay``, the flow's decay step."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from refit.config import load_config
+    from refit.config_loader import load_config
     from refit.datasets import FEATURE_COLUMNS, generate_base, generate_production
     from refit.monitoring import judge_decay
     from refit.pipeline import holdout_segment_metrics

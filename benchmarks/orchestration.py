@@ -31,7 +31,7 @@ WARM_UP_ROWS = 20_000
 def plain_retrain(store_uri: str, config_path: str) -> dict[str, Any]:
     """The flow's steps without Prefect: the plain runner (``refit.recipe.run_retrain``)."""
     from refit import recipe
-    from refit.config import load_config
+    from refit.config_loader import load_config
     from refit.io import open_store
 
     run = recipe.run_retrain(

@@ -24,7 +24,7 @@ def run(
 ) -> dict[str, Any]:
     """Replay ``weeks`` weekly windows of ``rows`` labelled rows in all (drift from mid-year)."""
     from benchmarks.common import peak_rss_mb
-    from refit.config import load_config
+    from refit.config_loader import load_config
     from refit.demo import production_history, write_base_data
     from refit.io import open_store
     from refit.io.frames import read_frame, write_frame

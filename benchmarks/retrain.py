@@ -22,7 +22,7 @@ DRIFT_KIND = "covariate"
 def generate(rows: int, store: str, config_path: str, seed: int = 0) -> dict[str, Any]:
     """Demo base data, ``rows`` rows, written where the config's sources point."""
     from benchmarks.common import frame_bytes
-    from refit.config import load_config
+    from refit.config_loader import load_config
     from refit.datasets import generate_base
     from refit.demo import base_data_key
     from refit.io import open_store
@@ -85,7 +85,7 @@ def retrain(rows: int, store: str, config_path: str, drift: bool = True) -> dict
     """Every retrain stage on ``rows`` rows, timed, with the peak RSS seen during each."""
     from benchmarks.common import RssSampler, import_step_modules, peak_rss_mb, timed_calls
     from refit import recipe
-    from refit.config import load_config
+    from refit.config_loader import load_config
     from refit.io import open_store
 
     import_step_modules()  # what the stages import lazily: no stage is charged for an import

@@ -31,7 +31,8 @@ def run(
     """Best validation value of the gate's metric after each budget, per search and seed, and their means."""
     import torch
 
-    from refit.config import CandidateSpec, load_config
+    from refit.config import CandidateSpec
+    from refit.config_loader import load_config
     from refit.datasets import generate_base
     from refit.metrics import get_metric
     from refit.pipeline import split_codes

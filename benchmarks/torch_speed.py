@@ -28,7 +28,7 @@ VALIDATION_SHARE = 0.15
 
 def churn_arrays(rows: int, config_path: str) -> Any:
     """Train / validation arrays of ``rows`` demo rows, preprocessed as the pipeline does."""
-    from refit.config import load_config
+    from refit.config_loader import load_config
     from refit.datasets import generate_base
     from refit.training.search import prepare_data
 

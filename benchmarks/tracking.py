@@ -76,7 +76,7 @@ def _run(root: Path, rows: int, config_path: str, reps: int) -> dict[str, Any]:
     from benchmarks.common import import_step_modules
     from benchmarks.retrain import generate
     from refit import recipe
-    from refit.config import load_config
+    from refit.config_loader import load_config
     from refit.io import open_store
 
     os.environ.pop("MLFLOW_TRACKING_URI", None)

@@ -8,7 +8,8 @@ from prefect import flow
 from pydantic import AliasChoices, AwareDatetime, BaseModel, Field
 
 from flows.parameters import RunBudget, RunParameters, with_deployment_defaults
-from refit.config import PipelineConfig, resolve_run_parameters
+from refit.config import PipelineConfig
+from refit.config_loader import resolve_run_parameters
 from refit.io import resolve_store_uri
 from refit.monitoring import no_data_detail
 from tasks.drift import (

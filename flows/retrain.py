@@ -8,7 +8,7 @@ from prefect import flow
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
 
 from flows.parameters import RunBudget, RunParameters, with_deployment_defaults
-from refit.config import resolve_run_parameters
+from refit.config_loader import resolve_run_parameters
 from refit.io import resolve_store_uri
 from refit.pipeline import new_run_id
 from refit.tracking import tracking_enabled

@@ -32,7 +32,7 @@ def generate_base_cmd(
 ) -> None:
     """Base training data: labelled customers, written where the config's sources point."""
     with cli_errors(as_json):
-        from refit.config import load_config
+        from refit.config_loader import load_config
         from refit.demo import write_base_data
         from refit.io import store_from_settings
 
@@ -65,7 +65,7 @@ def generate_production_cmd(
         raise typer.BadParameter("must be none, covariate or concept", param_hint="--drift")
     drift_kind: Literal["none", "covariate", "concept"] = drift  # type: ignore[assignment]
     with cli_errors(as_json):
-        from refit.config import load_config
+        from refit.config_loader import load_config
         from refit.demo import write_production_data
         from refit.io import store_from_settings
 
@@ -113,7 +113,7 @@ def validate(
 ) -> None:
     """Validate one file against the dataset's schema. Exit 0 when it passes, 1 when it does not."""
     with cli_errors(as_json):
-        from refit.config import load_config
+        from refit.config_loader import load_config
         from refit.data import validate_file
         from refit.io import store_from_settings
 

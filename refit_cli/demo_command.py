@@ -38,7 +38,7 @@ def demo(
     started = time.perf_counter()
     store = store.resolve()
     with cli_errors(as_json):
-        from refit.config import load_config
+        from refit.config_loader import load_config
 
         load_config(config)  # everything is checked before anything is deleted
         prepare_demo_store(store)
@@ -97,7 +97,7 @@ def _story(
     store_path: Path, config_path: Path, rows: int, batches: int, rows_per_batch: int, as_json: bool
 ) -> dict[str, Any]:
     """The demo's five chapters, told as they run; returns what each retrain and the drift check found."""
-    from refit.config import load_config
+    from refit.config_loader import load_config
     from refit.demo import write_base_data
     from refit.io import open_store
 

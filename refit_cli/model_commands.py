@@ -49,7 +49,7 @@ def train(
         import sys
 
         from refit import recipe
-        from refit.config import load_config
+        from refit.config_loader import load_config
         from refit.io import store_from_settings
 
         cfg = load_config(config)
@@ -406,7 +406,7 @@ def models_diff(
 
 def _diff_config(path: Path, model: Any, ref: str) -> Any:
     """The project's config, else the one stored with the loaded ``model`` (version ``ref``)."""
-    from refit.config import load_config, parse_config
+    from refit.config_loader import load_config, parse_config
 
     if path.is_file():
         return load_config(path)
@@ -488,7 +488,8 @@ def models_gc(
     from datetime import timedelta
 
     with cli_errors(as_json):
-        from refit.config import RetentionConfig, load_config
+        from refit.config import RetentionConfig
+        from refit.config_loader import load_config
         from refit.housekeeping import collect_calibrations, collect_runs, collect_temp_files
 
         path = config or Path("refit.yaml")

@@ -166,7 +166,8 @@ def webhook(
 ) -> None:
     """Run the drift-alert receiver (POST /alerts/drift, GET /healthz) with uvicorn."""
     with cli_errors(False):
-        from refit.config import Settings, load_config
+        from refit.config import Settings
+        from refit.config_loader import load_config
         from refit.webhook.app import check_credentials
 
         settings = Settings()
@@ -214,7 +215,7 @@ def _deployments_with(config: Path | None) -> tuple[list[Any], Any, str]:
     """The four deployments (on this REFIT_STORE, with ``config`` as an absolute path), their
     settings and the store; a bad config is one line here, not a red run every hour."""
     from deployments.settings import DeploymentSettings
-    from refit.config import load_config
+    from refit.config_loader import load_config
     from refit.io import resolve_store_uri
 
     settings = DeploymentSettings()

@@ -42,7 +42,7 @@ def existing_store(explicit: str | None = None) -> str:
 
 def checked_inputs(config: Path, store: str | None = None) -> tuple[PipelineConfig, str]:
     """The parsed config and the existing store's URI, or a :class:`ConfigError` (one line)."""
-    from refit.config import load_config
+    from refit.config_loader import load_config
 
     cfg = load_config(config)
     return cfg, existing_store(store)

@@ -70,7 +70,7 @@ def _run(
     *,
     progress: bool,
 ) -> dict[str, Any]:
-    from refit.config import load_config
+    from refit.config_loader import load_config
     from refit.errors import ConfigError
     from refit.io import open_store, resolve_store_uri
     from refit.replay import parse_window

@@ -258,7 +258,7 @@ def run_up(
     database: str | None = None,
     pool: str | None = None,
 ) -> int:
-    from refit.config import load_config
+    from refit.config_loader import load_config
 
     cfg = load_config(config)  # fail fast on a bad config, before starting anything
     problem = _credentials_problem()

@@ -12,7 +12,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
 from refit import pipeline, tracking
-from refit.config import PipelineConfig, load_config
+from refit.config import PipelineConfig
+from refit.config_loader import load_config
 from refit.data import ValidatedData
 from refit.dossier import for_display
 from refit.pipeline import CandidateHandle, EvaluationHandle, PromotionHandle, SplitHandles

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from refit import pipeline
-from refit.config import PipelineConfig, resolve_run_parameters
+from refit.config import PipelineConfig
+from refit.config_loader import resolve_run_parameters
 from refit.data import ValidatedData
 from refit.errors import RefitError
 from refit.fingerprint import fingerprint_frame

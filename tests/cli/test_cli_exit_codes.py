@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from refit import recipe
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit_cli.output import RETRAIN_EXIT_CODES
 from tests.cli.test_cli_models import REFIT, run
 from tests.flows.helpers import make_project

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from refit import recipe
-from refit.config import load_config
+from refit.config_loader import load_config
 from tests.flows.helpers import make_project
 
 REFIT = str(Path(sys.executable).parent / "refit")

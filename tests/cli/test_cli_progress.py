@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from refit import recipe
-from refit.config import load_config
+from refit.config_loader import load_config
 from tests.cli.test_cli_models import REFIT
 from tests.flows.helpers import make_project
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from refit import recipe
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.io import open_store
 from refit.metrics import compute_metrics
 from refit.registry import Registry

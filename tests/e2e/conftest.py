@@ -260,7 +260,7 @@ def prefect_server(e2e_root: Path) -> Iterator[PrefectServer]:
 
 @pytest.fixture(scope="session")
 def project(e2e_root: Path, prefect_server: PrefectServer) -> Project:
-    from refit.config import load_config
+    from refit.config_loader import load_config
     from refit.demo import write_base_data
     from tests.flows.helpers import write_config
 

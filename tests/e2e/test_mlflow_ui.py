@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from refit import recipe
-from refit.config import load_config
+from refit.config_loader import load_config
 from tests.e2e.conftest import screenshot_on_failure
 from tests.flows.helpers import make_project
 

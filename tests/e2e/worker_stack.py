@@ -42,7 +42,7 @@ FAST_RETRAIN: dict[str, Any] = {
 
 def make_project(root: Path, rows: int = 2000) -> Path:
     """A config (:data:`FAST_RETRAIN`) and ``rows`` of demo base data in ``root/store``; the config's path."""
-    from refit.config import load_config
+    from refit.config_loader import load_config
     from refit.demo import write_base_data
     from refit.io import open_store
     from tests.flows.helpers import write_config

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.demo import write_base_data
 from refit.io import open_store
 

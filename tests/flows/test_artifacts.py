@@ -19,7 +19,7 @@ import pytest
 from flows.drift_check import DriftCheckParameters, drift_check
 from flows.retrain import RetrainParameters, retrain
 from refit import pipeline, recipe
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.demo import write_production_data
 from refit.model import load
 from tasks.common import artifact_key, flat_rows, store_link

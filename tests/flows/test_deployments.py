@@ -23,7 +23,7 @@ from deployments.definitions import (
 from deployments.settings import DeploymentSettings
 from flows.drift_check import DriftCheckParameters, drift_check
 from flows.retrain import RetrainParameters, retrain
-from refit.config import load_config, resolve_run_parameters
+from refit.config_loader import load_config, resolve_run_parameters
 from tests.flows.helpers import write_config
 
 

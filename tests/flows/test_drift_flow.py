@@ -15,7 +15,7 @@ from deployments.definitions import DRIFT_CHECK_HOURLY, build_deployments
 from deployments.settings import DeploymentSettings
 from flows.drift_check import DriftCheckParameters, drift_check
 from refit import drift, monitoring, pipeline, recipe
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.demo import write_production_data
 from refit.io import open_store
 from refit.io.layout import LAYOUT

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from flows.drift_check import DriftCheckParameters, drift_check
 from refit import pipeline, recipe
 from refit.capture import LABEL_TIME_COLUMN, MODEL_VERSION_COLUMN, PREDICTION_COLUMN, write_labels, write_requests
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.io import open_store
 from refit.io.layout import LAYOUT
 from refit.metrics import align_classes

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from flows.retrain import RetrainParameters, RetrainResult, retrain
 from refit import pipeline, recipe
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.io import open_store
 from refit.io.frames import read_frame
 from refit.registry import Registry

@@ -13,7 +13,7 @@ from prefect.client.schemas.sorting import TaskRunSort
 
 from flows.retrain import RetrainParameters, retrain
 from refit import recipe
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.io import open_store
 from tests.flows.helpers import make_project
 

@@ -10,7 +10,7 @@ import pytest
 from flows.drift_check import DriftCheckParameters, drift_check
 from flows.retrain import RetrainParameters, retrain
 from refit import pipeline
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.data import run_stamp
 from refit.demo import write_production_data
 from refit.io.layout import LAYOUT

@@ -8,7 +8,7 @@ import pytest
 from prefect import flow
 
 import tasks.retrain as retrain_tasks
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.data import ValidatedData
 from refit.errors import AccessDeniedError, DataError, NotFoundError, PreconditionFailedError, StoreError
 from refit.io import LocalStore, Store

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from flows.retrain import RetrainParameters, retrain
-from refit.config import TimeoutsConfig, load_config
+from refit.config import TimeoutsConfig
+from refit.config_loader import load_config
 from tests.flows.helpers import make_project
 
 

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 
 from flows.retrain import RetrainParameters, retrain
 from refit import pipeline, recipe
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.io.layout import LAYOUT, RunKeys
 from refit.model import git_commit
 from refit.registry import Registry

@@ -13,7 +13,7 @@ from refit.capture import (
     write_labels,
     write_requests,
 )
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.data import stage_validated
 from refit.demo import write_base_data, write_production_data
 from refit.io.frames import write_frame
@@ -218,7 +218,7 @@ def test_a_row_window_replaces_the_hours_instead_of_intersecting_them(local_stor
     """--window-rows 3 means the last three requests up to as_of, however old: with the YAML's 24 h
     still applied on top, a quiet day left nothing to check."""
     from flows.drift_check import DriftCheckParameters
-    from refit.config import resolve_run_parameters
+    from refit.config_loader import resolve_run_parameters
 
     cfg = load_config(ROOT / "refit.yaml")
     assert cfg.drift.window_hours == 24

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.data import stage_validated
 from refit.errors import ValidationFailedError
 from refit.io.frames import read_frame, write_frame

@@ -11,7 +11,7 @@ from pandera.typing.pandas import Series
 
 from refit import monitoring
 from refit.capture import write_labels, write_requests
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.errors import ValidationFailedError
 from refit.validation import check_frame_shape, validate_frame
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from refit.config import PipelineConfig, Settings, load_config, parse_config
+from refit.config import PipelineConfig, Settings
+from refit.config_loader import load_config, parse_config
 from refit.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from types import ModuleType
 import pandas as pd
 import pytest
 
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.io import LocalStore
 from refit.replay import replay
 

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from refit.config import DatasetConfig, GateConfig, parse_config
+from refit.config import DatasetConfig, GateConfig
+from refit.config_loader import parse_config
 from refit.errors import ConfigError
 from refit.evaluation import Outcome
 from refit.evaluation.recent import judge, recent_rows

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from refit.config import PipelineConfig, RetentionConfig, parse_config
+from refit.config import PipelineConfig, RetentionConfig
+from refit.config_loader import parse_config
 from refit.errors import ConfigError
 from refit.housekeeping import collect_calibrations, collect_runs, collect_temp_files, run_folders
 from refit.io import Store

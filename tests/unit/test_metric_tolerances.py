@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from refit.config import PipelineConfig, parse_config
+from refit.config import PipelineConfig
+from refit.config_loader import parse_config
 from refit.decay import compute_decay
 from refit.evaluation import Outcome, evaluate_gate
 

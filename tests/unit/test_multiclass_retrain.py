@@ -14,7 +14,7 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.io import LocalStore
 from refit.io.frames import read_frame
 from refit.metrics import align_classes

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import torch
 
-from refit.config import CandidateSpec, load_config
+from refit.config import CandidateSpec
+from refit.config_loader import load_config
 from refit.errors import ConfigError
 from refit.io.local import LocalStore
 from refit.training.optuna_search import run_study

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.demo import production_history
 from refit.errors import RefitError
 from refit.replay import ReplayResult, parse_window, replay

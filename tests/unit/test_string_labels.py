@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from refit.config import load_config
+from refit.config_loader import load_config
 from refit.io import LocalStore
 from refit.io.frames import read_frame
 from refit.pipeline import load_version, scores

@@ -13,7 +13,7 @@ from tests.flows.helpers import write_config
 
 
 def _config(tmp_path: Path, **tracking_section: object):  # type: ignore[no-untyped-def]
-    from refit.config import load_config
+    from refit.config_loader import load_config
 
     return load_config(
         write_config(tmp_path, tracking=tracking_section) if tracking_section else write_config(tmp_path)

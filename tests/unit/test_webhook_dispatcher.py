@@ -18,7 +18,8 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from deployments.webhook import PrefectDispatcher, build_app, idempotency_key
-from refit.config import Settings, load_config
+from refit.config import Settings
+from refit.config_loader import load_config
 from refit.errors import StoreError
 from refit.io.local import LocalStore
 from refit.policy import Ledger
