@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect import flow
 from pydantic import AwareDatetime, BaseModel, Field, model_validator
@@ -25,6 +25,12 @@ from tasks.retrain import (
     track_run,
     train_candidates,
 )
+
+if TYPE_CHECKING:
+    from refit.config import PipelineConfig
+    from refit.data import ValidatedData
+    from refit.pipeline import CandidateHandle, EvaluationHandle, SplitHandles
+    from refit.smoke import SmokeReport
 
 
 class RetrainParameters(RunParameters):
@@ -95,7 +101,60 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
     splits = budget.step(split_data, step_s)(store, config, data, run_id)
     candidate = budget.step(train_candidates, config.timeouts.training_s)(store, config, splits, run_id)
     smoke = budget.step(smoke_test_candidate, step_s)(store, config, splits, candidate)
-    base = {
+    base = _summary(params, config, store, run_id, data, splits, candidate, smoke)
+    tracked = tracking_enabled(config)
+
+    def report(result: RetrainResult, evaluation: Any, version: Any) -> RetrainResult:
+        # after the decision: neither the run's time being up nor a failed report fails the run
+        if tracked:
+            budget.report(track_run, step_s)(
+                store, config, run_id, splits, candidate, smoke, evaluation, version, params.trigger, return_state=True
+            )
+        budget.report(publish_summary, step_s)(store, config, result.model_dump(mode="json"), return_state=True)
+        return result
+
+    if not smoke.passed:
+        result = RetrainResult(
+            **base, outcome="SMOKE_FAILED", headline="smoke test failed: " + "; ".join(smoke.reasons)
+        )
+        return report(result, None, None)
+    evaluation = budget.step(evaluate_candidate, step_s)(
+        store, config, splits, candidate, run_id, params.force, params.reason
+    )
+    result = RetrainResult(**base, **_judged(evaluation), forced=evaluation.decision.forced)
+    version = None
+    if not params.dry_run:
+        tags: dict[str, str] = {"trigger": params.trigger}
+        version = budget.step(register_model, step_s)(
+            store, config, splits, candidate, evaluation, run_id, params.reason, tags
+        )
+        result = result.model_copy(update={"version": version.version})
+        if evaluation.promote:
+            done = budget.step(promote_model, step_s)(
+                store, config, version.version, evaluation, splits, candidate, run_id, params.reason
+            )
+            if done.rejudged_against:  # another run promoted meanwhile: the decision against that champion counts
+                evaluation = done.evaluation
+                result = result.model_copy(update=_judged(evaluation))
+            if done.event is not None:
+                result = result.model_copy(update={"champion_after": version.version})
+                # a failed calibration does not fail the promoted run: the first drift check draws it then
+                budget.report(calibrate_drift, step_s)(store, config, version.version, return_state=True)
+    return report(result, evaluation, version)
+
+
+def _summary(
+    params: RetrainParameters,
+    config: PipelineConfig,
+    store: str,
+    run_id: str,
+    data: ValidatedData,
+    splits: SplitHandles,
+    candidate: CandidateHandle,
+    smoke: SmokeReport,
+) -> dict[str, Any]:
+    """The fields of the run's result known once the candidate is smoke-tested, whatever follows."""
+    return {
         "run_id": run_id,
         "model": config.dataset.name,
         "store": store,
@@ -116,59 +175,14 @@ def retrain(params: RetrainParameters = RetrainParameters()) -> RetrainResult:  
             "as_of": None if params.as_of is None else params.as_of.isoformat(),
         },
     }
-    tracked = tracking_enabled(config)
 
-    def report(result: RetrainResult, evaluation: Any, version: Any) -> RetrainResult:
-        # after the decision: neither the run's time being up nor a failed report fails the run
-        if tracked:
-            budget.report(track_run, step_s)(
-                store, config, run_id, splits, candidate, smoke, evaluation, version, params.trigger, return_state=True
-            )
-        budget.report(publish_summary, step_s)(store, config, result.model_dump(mode="json"), return_state=True)
-        return result
 
-    if not smoke.passed:
-        result = RetrainResult(
-            **base, outcome="SMOKE_FAILED", headline="smoke test failed: " + "; ".join(smoke.reasons)
-        )
-        return report(result, None, None)
-    evaluation = budget.step(evaluate_candidate, step_s)(
-        store, config, splits, candidate, run_id, params.force, params.reason
-    )
-    decision = evaluation.decision
-    result = RetrainResult(
-        **base,
-        outcome=evaluation.outcome,
-        headline=decision.headline,
-        forced=decision.forced,
-        dossier=evaluation.dossier,
-        champion_before=evaluation.champion_version,
-        champion_after=evaluation.champion_version,
-    )
-    version = None
-    if not params.dry_run:
-        tags: dict[str, str] = {"trigger": params.trigger}
-        version = budget.step(register_model, step_s)(
-            store, config, splits, candidate, evaluation, run_id, params.reason, tags
-        )
-        result = result.model_copy(update={"version": version.version})
-        if evaluation.promote:
-            done = budget.step(promote_model, step_s)(
-                store, config, version.version, evaluation, splits, candidate, run_id, params.reason
-            )
-            if done.rejudged_against:  # another run promoted meanwhile: the decision against that champion counts
-                evaluation = done.evaluation
-                result = result.model_copy(
-                    update={
-                        "outcome": evaluation.outcome,
-                        "headline": evaluation.decision.headline,
-                        "champion_before": evaluation.champion_version,
-                        "champion_after": evaluation.champion_version,
-                        "dossier": evaluation.dossier,
-                    }
-                )
-            if done.event is not None:
-                result = result.model_copy(update={"champion_after": version.version})
-                # a failed calibration does not fail the promoted run: the first drift check draws it then
-                budget.report(calibrate_drift, step_s)(store, config, version.version, return_state=True)
-    return report(result, evaluation, version)
+def _judged(evaluation: EvaluationHandle) -> dict[str, Any]:
+    """The fields of the run's result the gate's decision sets (again, when the candidate is judged again)."""
+    return {
+        "outcome": evaluation.outcome,
+        "headline": evaluation.decision.headline,
+        "champion_before": evaluation.champion_version,
+        "champion_after": evaluation.champion_version,
+        "dossier": evaluation.dossier,
+    }

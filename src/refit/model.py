@@ -509,6 +509,30 @@ def load(
     trials = _parse_json("trials.json", files["trials.json"])
     if not isinstance(trials, list):
         raise ModelArtifactError(f"trials.json is malformed: expected a JSON list, got {type(trials).__name__}")
+    fitted = _fitted_model(files, info, prep, schema, metrics, device)
+    return LoadedModel(
+        uri=store.uri_for(prefix) if prefix else store.uri,
+        fitted=fitted,
+        manifest=manifest,
+        input_schema=schema.model_dump(),
+        metrics=metrics,
+        config=config,
+        trials=trials,
+        environment=environment,
+        manifest_sha256=_sha256(files[MANIFEST]),
+        pinned=manifest_sha256 is not None,
+    )
+
+
+def _fitted_model(
+    files: dict[str, bytes],
+    info: _ModelJson,
+    prep: _PreprocessingJson,
+    schema: _InputSchemaJson,
+    metrics: dict[str, Any],
+    device: str,
+) -> FittedModel:
+    """The model the parsed files describe, once they are checked to agree with each other."""
     columns = [c.name for c in schema.columns]
     if (schema.numeric, schema.categorical) != (prep.numeric, prep.categorical):
         raise ModelArtifactError("input_schema.json and preprocessing.json disagree on the numeric/categorical columns")
@@ -543,18 +567,7 @@ def load(
         fitted.estimator = load_skops(files[SKOPS_WEIGHTS], info.family, info.task)
     else:
         raise ModelArtifactError(f"unknown weights format {info.weights!r}")
-    return LoadedModel(
-        uri=store.uri_for(prefix) if prefix else store.uri,
-        fitted=fitted,
-        manifest=manifest,
-        input_schema=schema.model_dump(),
-        metrics=metrics,
-        config=config,
-        trials=trials,
-        environment=environment,
-        manifest_sha256=_sha256(files[MANIFEST]),
-        pinned=manifest_sha256 is not None,
-    )
+    return fitted
 
 
 def _is_model_ref(source: str) -> bool:

@@ -257,17 +257,9 @@ def replay(
     last = pd.Timestamp(end).tz_convert(UTC) if end is not None else times.max() + pd.Timedelta(microseconds=1)
     if Registry(store).list_versions(ds.name):
         raise RefitError(f"{store.uri} already holds versions of {ds.name}: a replay starts on an empty store")
-    hours = int(window.total_seconds() // 3600)
-    if hours < 1 or timedelta(hours=hours) != window:
-        raise RefitError(f"window {window}: a whole number of hours, at least one")
+    hours = _whole_hours(window)
 
-    initial = run_retrain(
-        store,
-        config,
-        RetrainOptions(as_of=first.to_pydatetime(), reason="replay: the first model", tags={"trigger": "replay"}),
-    )
-    if initial.promotion is None:
-        raise RefitError(f"replay: the first model was not promoted ({_headline(initial)})")
+    initial = _first_model(store, config, first)
     first_version = int(initial.version.version)
     models = _ModelCache(store, ds.task, ds.positive_class)
     baseline = _baseline_score(store, initial)
@@ -306,6 +298,28 @@ def replay(
         t = w_end
     m = get_metric(metric)
     return ReplayResult(ds.name, metric, m.higher_is_better, window, first_version, timeline)
+
+
+def _whole_hours(window: timedelta) -> int:
+    """The window in whole hours, at least one: what the drift check's window can be."""
+    hours = int(window.total_seconds() // 3600)
+    if hours < 1 or timedelta(hours=hours) != window:
+        raise RefitError(f"window {window}: a whole number of hours, at least one")
+    return hours
+
+
+def _first_model(store: Store, config: PipelineConfig, first: pd.Timestamp) -> Any:
+    """The retrain on what was known at ``first``: the replay's first champion (it must be promoted)."""
+    from refit.recipe import RetrainOptions, run_retrain
+
+    initial = run_retrain(
+        store,
+        config,
+        RetrainOptions(as_of=first.to_pydatetime(), reason="replay: the first model", tags={"trigger": "replay"}),
+    )
+    if initial.promotion is None:
+        raise RefitError(f"replay: the first model was not promoted ({_headline(initial)})")
+    return initial
 
 
 def _replace(record: ReplayWindow, **changes: Any) -> ReplayWindow:

@@ -391,35 +391,7 @@ def validate_frame(
     bad_parts: list[pd.DataFrame] = [lossy] if len(lossy) else []
     if len(lossy):
         remaining = remaining.drop(index=lossy["index"].unique())
-    valid: pd.DataFrame | None = _fast_valid(remaining, schema)
-    for attempt in range(0 if valid is not None else _MAX_PASSES):
-        try:
-            valid = schema.validate(remaining, lazy=True)
-            break
-        except SchemaErrors as exc:
-            fc = exc.failure_cases
-            messages = [(str(error).splitlines() or [""])[0] for error in exc.schema_errors]
-        except SchemaError as exc:  # non-lazy error path (should not happen with lazy=True)
-            raise ValidationFailedError(f"{', '.join(source_names)}: {shorten(str(exc).splitlines()[0])}") from None
-        rows = _row_failures(fc)
-        if rows.empty:
-            # pandera may refuse without naming a failure case (a unique column's repeated missing values)
-            if not fc["index"].isna().any():
-                raise ValidationFailedError(f"{', '.join(source_names)}: {shorten('; '.join(messages))}")
-            frame = fc[fc["index"].isna()].iloc[0]
-            raise ValidationFailedError(
-                f"{', '.join(source_names)}: column {frame['column']} fails {frame['check']}: "
-                f"{shorten((str(frame['failure_case']).splitlines() or [''])[0])}"
-            )
-        # failure-case indices are positions in ``remaining``'s index (labels of df)
-        bad_parts.append(rows)
-        remaining = remaining.drop(index=rows["index"].unique())
-        if attempt + 1 < _MAX_PASSES:  # the rest is usually clean now: prove it without pandera
-            valid = _fast_valid(remaining, schema)
-            if valid is not None:
-                break
-    if valid is None:
-        raise ValidationFailedError(f"{', '.join(source_names)}: validation did not converge")
+    valid = _validated_rows(remaining, schema, bad_parts, ", ".join(source_names))
 
     failures_df = (
         pd.concat(bad_parts) if bad_parts else pd.DataFrame(columns=["column", "check", "failure_case", "index"])
@@ -438,6 +410,42 @@ def validate_frame(
     if not valid.index.equals(pd.RangeIndex(len(valid))):
         valid = valid.reset_index(drop=True)
     return ValidationResult(valid=valid, quarantine=quarantine, summary=summary)
+
+
+def _validated_rows(remaining: pd.DataFrame, schema: Any, bad_parts: list[pd.DataFrame], where: str) -> pd.DataFrame:
+    """The valid rows of ``remaining``, coerced: the fast path when every row passes, else
+    pandera's lazy validation, up to :data:`_MAX_PASSES` times, each pass's failing rows added to
+    ``bad_parts`` and dropped. ``where`` names the sources in the error of a frame-level fault."""
+    valid: pd.DataFrame | None = _fast_valid(remaining, schema)
+    for attempt in range(0 if valid is not None else _MAX_PASSES):
+        try:
+            valid = schema.validate(remaining, lazy=True)
+            break
+        except SchemaErrors as exc:
+            fc = exc.failure_cases
+            messages = [(str(error).splitlines() or [""])[0] for error in exc.schema_errors]
+        except SchemaError as exc:  # non-lazy error path (should not happen with lazy=True)
+            raise ValidationFailedError(f"{where}: {shorten(str(exc).splitlines()[0])}") from None
+        rows = _row_failures(fc)
+        if rows.empty:
+            # pandera may refuse without naming a failure case (a unique column's repeated missing values)
+            if not fc["index"].isna().any():
+                raise ValidationFailedError(f"{where}: {shorten('; '.join(messages))}")
+            frame = fc[fc["index"].isna()].iloc[0]
+            raise ValidationFailedError(
+                f"{where}: column {frame['column']} fails {frame['check']}: "
+                f"{shorten((str(frame['failure_case']).splitlines() or [''])[0])}"
+            )
+        # failure-case indices are positions in ``remaining``'s index (labels of df)
+        bad_parts.append(rows)
+        remaining = remaining.drop(index=rows["index"].unique())
+        if attempt + 1 < _MAX_PASSES:  # the rest is usually clean now: prove it without pandera
+            valid = _fast_valid(remaining, schema)
+            if valid is not None:
+                break
+    if valid is None:
+        raise ValidationFailedError(f"{where}: validation did not converge")
+    return valid
 
 
 def _quarantine_frame(

@@ -26,7 +26,7 @@ import torch
 from refit.config import CandidateSpec, PipelineConfig, TrainingConfig
 from refit.errors import ConfigError, DataError
 from refit.io.base import Store
-from refit.metrics import Task, get_metric
+from refit.metrics import Metric, Task, get_metric
 from refit.model import FittedModel, frame_dtypes
 from refit.preprocessing import Preprocessor, infer_columns
 from refit.training.checkpoint import CheckpointSink
@@ -344,21 +344,55 @@ def search_candidates(
     # Expand and check every trial before training any: a typo fails in seconds, not hours.
     plan = {id(spec): expand_params(spec, cfg.seed) for spec in cfg.candidates}
     _check_plan([(spec, params) for spec in cfg.candidates for params in plan[id(spec)]], cfg)
-    trials: list[Trial] = []
-    best: list[Any] = [None, None]  # the best trial and its training result
+    search = _Search(data, cfg, metric, run_settings, store, run_prefix, device, on_epoch)
+    for spec in cfg.candidates:
+        if spec.search == "optuna":
+            _search_optuna(search, config, spec)
+        else:
+            for params in plan[id(spec)]:
+                search.fit(spec, params, None)
+    if search.best is None:
+        raise _no_usable_model(search.trials, metric.name, data.task)
+    return SearchResult(
+        best=_fitted(search.best_result, search.best, data, config),
+        best_trial=search.best,
+        trials=search.trials,
+        task=data.task,
+        primary_metric=metric.name,
+        higher_is_better=metric.higher_is_better,
+        data_fingerprint=data.fingerprint,
+    )
 
-    def fit(spec: CandidateSpec, params: dict[str, Any], hook: Callable[[dict[str, Any]], None] | None) -> Trial:
-        index = len(trials)
-        key = run_key(data.fingerprint, spec.family, params, run_settings)
+
+@dataclass
+class _Search:
+    """One search's trials as they are trained, in order, and the best so far with its result."""
+
+    data: PreparedData
+    cfg: TrainingConfig
+    metric: Metric  # the gate's primary metric
+    run_settings: dict[str, Any]
+    store: Store | None
+    run_prefix: str
+    device: torch.device
+    on_epoch: Callable[[dict[str, Any]], None] | None
+    trials: list[Trial] = field(default_factory=list)
+    best: Trial | None = None
+    best_result: Any = None
+
+    def fit(self, spec: CandidateSpec, params: dict[str, Any], hook: Callable[[dict[str, Any]], None] | None) -> Trial:
+        """Train one trial (recorded failed or pruned rather than raised, when it is either)."""
+        index = len(self.trials)
+        key = run_key(self.data.fingerprint, spec.family, params, self.run_settings)
         start = time.perf_counter()
         trial = Trial(index=index, family=spec.family, params=params, status="ok", run_key=key)
-        trials.append(trial)
+        self.trials.append(trial)
         sink = None
-        if spec.family == "torch_mlp" and store is not None and cfg.checkpoint:
-            sink = CheckpointSink(store, _join(run_prefix, "checkpoints", key))
-        callback = _callbacks(on_epoch, hook, spec.family, index, trial)
+        if spec.family == "torch_mlp" and self.store is not None and self.cfg.checkpoint:
+            sink = CheckpointSink(self.store, _join(self.run_prefix, "checkpoints", key))
+        callback = _callbacks(self.on_epoch, hook, spec.family, index, trial)
         try:
-            result = _fit(trial, data, cfg, device, sink, callback)
+            result = _fit(trial, self.data, self.cfg, self.device, sink, callback)
         except TrainingError as exc:
             trial.status, trial.error = "failed", str(exc)
             trial.wall_s = time.perf_counter() - start
@@ -373,56 +407,46 @@ def search_candidates(
                 sink.clear()
             return trial
         trial.metrics = dict(result.val_metrics)
-        trial.primary = result.val_metrics.get(metric.name)
+        trial.primary = result.val_metrics.get(self.metric.name)
         trial.train_s, trial.wall_s = result.train_s, time.perf_counter() - start
         trial.resolved_params = dict(result.params)
         trial.samples_per_s = result.samples_per_s
         trial.history = [dict(row) for row in result.history]
         trial.peak_memory_bytes = result.peak_memory_bytes
         trial.device = str(getattr(result, "device", "cpu"))
-        if metric.is_better(trial.primary, best[0].primary if best[0] else None):
-            best[0], best[1] = trial, result
+        if self.metric.is_better(trial.primary, self.best.primary if self.best else None):
+            self.best, self.best_result = trial, result
         return trial
 
-    for spec in cfg.candidates:
-        if spec.search == "optuna":
-            from refit.training.optuna_search import run_study
 
-            name = _study_name(config, data, spec, run_settings, metric.name)
-            mine, study_best = run_study(
-                spec,
-                partial(_sampler_seed, cfg.seed, spec.family),
-                metric.higher_is_better,
-                metric.name,
-                partial(fit, spec),
-                storage=cfg.search_storage,
-                study_name=name,
-            )
-            if study_best is not None and study_best.number not in {t.study["number"] for t in mine if t.study}:
-                # Another worker of the shared study ran its best trial: train it here too (the
-                # same params, data and seed give the same model), so every worker's candidate is it.
-                trial = fit(spec, study_best.params, None)
-                trial.study = {"sampler": "TPE", "pruner": "median", "number": study_best.number,
-                               "state": "COMPLETE", "study": name, "retrained": True}  # fmt: skip
-        else:
-            for params in plan[id(spec)]:
-                fit(spec, params, None)
-    best_trial, best_result = best
-    if best_trial is None:
-        problems = "; ".join(
-            f"{t.family}#{t.index}: {t.error or f'validation {metric.name} is {t.primary}'}" for t in trials
-        )
-        hint = " (does the validation split hold every class?)" if data.task != "regression" else ""
-        raise TrainingError(f"no trial produced a usable model: {problems}{hint}")
-    return SearchResult(
-        best=_fitted(best_result, best_trial, data, config),
-        best_trial=best_trial,
-        trials=trials,
-        task=data.task,
-        primary_metric=metric.name,
-        higher_is_better=metric.higher_is_better,
-        data_fingerprint=data.fingerprint,
+def _search_optuna(search: _Search, config: PipelineConfig, spec: CandidateSpec) -> None:
+    """The trials of one ``search: optuna`` candidate, in its study (:mod:`refit.training.optuna_search`)."""
+    from refit.training.optuna_search import run_study
+
+    cfg, metric = search.cfg, search.metric
+    name = _study_name(config, search.data, spec, search.run_settings, metric.name)
+    mine, study_best = run_study(
+        spec,
+        partial(_sampler_seed, cfg.seed, spec.family),
+        metric.higher_is_better,
+        metric.name,
+        partial(search.fit, spec),
+        storage=cfg.search_storage,
+        study_name=name,
     )
+    if study_best is not None and study_best.number not in {t.study["number"] for t in mine if t.study}:
+        # Another worker of the shared study ran its best trial: train it here too (the
+        # same params, data and seed give the same model), so every worker's candidate is it.
+        trial = search.fit(spec, study_best.params, None)
+        trial.study = {"sampler": "TPE", "pruner": "median", "number": study_best.number,
+                       "state": "COMPLETE", "study": name, "retrained": True}  # fmt: skip
+
+
+def _no_usable_model(trials: list[Trial], metric: str, task: str) -> TrainingError:
+    """What a search in which no trial produced a usable model raises: each trial's problem."""
+    problems = "; ".join(f"{t.family}#{t.index}: {t.error or f'validation {metric} is {t.primary}'}" for t in trials)
+    hint = " (does the validation split hold every class?)" if task != "regression" else ""
+    return TrainingError(f"no trial produced a usable model: {problems}{hint}")
 
 
 def _sampler_seed(seed: int, family: str, number: int) -> int:
