@@ -4,10 +4,11 @@ Files: the weights (``model.safetensors`` for the MLP, ``model.skops`` for sciki
 ``model.json`` (family, task, classes, target scaling, MLP architecture),
 ``preprocessing.json``, ``input_schema.json``, ``config.json``, ``metrics.json``,
 ``trials.json``, ``environment.json`` and, written last, ``manifest.json`` with the sha256 of
-every other file. :func:`load` checks every hash before it parses anything, and never
-unpickles: safetensors holds only tensors, and skops loads only the exact types refit's own
-scikit-learn families produce (:data:`refit.skops_compat.SKOPS_ALLOWED_TYPES`), with the estimator's class checked
-against the family ``model.json`` names.
+every other file (:mod:`refit.model_files` reads the JSON ones back). :func:`load` checks
+every hash before it parses anything, and never unpickles: safetensors holds only tensors, and
+skops loads only the exact types refit's own scikit-learn families produce
+(:data:`refit.skops_compat.SKOPS_ALLOWED_TYPES`), with the estimator's class checked against
+the family ``model.json`` names.
 
 The manifest certifies the other files, but nothing in the folder certifies the manifest: the
 registry records its sha256 when a version is registered, and :func:`load` checks it when given
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import platform
 import subprocess
 import time
@@ -26,25 +26,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import (
-    ConfigDict,
-    StrictBool,
-    StrictFloat,
-    StrictInt,
-    StrictStr,
-    ValidationError,
-    model_validator,
-)
 
 from refit.errors import DataError, InvalidKeyError, ModelArtifactError, NotFoundError, first_line
 from refit.io.base import Store
 from refit.jsonable import to_jsonable
+from refit.model_files import InputSchemaJson, ModelJson, PreprocessingJson, parse_json, parse_object
 from refit.preprocessing import Preprocessor
-from refit.records import TolerantRecord
 from refit.skops_compat import SKOPS_ALLOWED_TYPES, load_skops
 from refit.training.common import Task
 
@@ -52,7 +43,6 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TORCH_WEIGHTS = "model.safetensors"
 SKOPS_WEIGHTS = "model.skops"
-_J = TypeVar("_J", bound="_ArtifactJson")
 JSON_FILES = (
     "model.json",
     "preprocessing.json",
@@ -243,95 +233,6 @@ def save_model(
     return store.uri_for(prefix.strip("/")) if prefix.strip("/") else store.uri
 
 
-class _ArtifactJson(TolerantRecord):
-    # Extra keys are tolerated (a newer refit may add some); the ones refit reads must be right.
-    model_config = ConfigDict(strict=True)
-
-
-_Label = StrictBool | StrictInt | StrictFloat | StrictStr
-
-
-class _ModelJson(_ArtifactJson):
-    family: StrictStr
-    task: Literal["binary", "multiclass", "regression"]
-    weights: StrictStr
-    classes: list[_Label] | None = None
-    target: StrictStr | None = None
-    target_mean: float | None = None
-    target_std: float | None = None
-    architecture: dict[str, Any] | None = None
-    params: dict[str, Any] | None = None
-
-    @model_validator(mode="after")
-    def _classes_fit_the_task(self) -> _ModelJson:
-        if self.task != "regression" and (not self.classes or len(self.classes) < 2):
-            raise ValueError(f"a {self.task} model needs at least two classes")
-        if self.task == "binary" and self.classes and len(self.classes) != 2:
-            raise ValueError(f"a binary model has two classes, not {len(self.classes)}")
-        return self
-
-
-class _Column(_ArtifactJson):
-    name: StrictStr
-    dtype: StrictStr
-
-
-class _InputSchemaJson(_ArtifactJson):
-    columns: list[_Column]
-    numeric: list[StrictStr]
-    categorical: list[StrictStr]
-
-
-class _PreprocessingJson(_ArtifactJson):
-    format_version: StrictInt
-    numeric: list[StrictStr]
-    categorical: list[StrictStr]
-    medians: list[float]
-    centers: list[float]
-    scales: list[float]
-    missing_indicators: list[StrictStr]
-    vocab: dict[str, list[StrictStr]]
-    clip: float
-
-    @model_validator(mode="after")
-    def _consistent(self) -> _PreprocessingJson:
-        n = len(self.numeric)
-        if not len(self.medians) == len(self.centers) == len(self.scales) == n:
-            raise ValueError(f"medians, centers and scales must each have {n} values (one per numeric column)")
-        values = [*self.medians, *self.centers, *self.scales, self.clip]
-        if not all(math.isfinite(v) for v in values) or any(v == 0 for v in self.scales):
-            raise ValueError("medians, centers, scales and clip must be finite numbers, scales non-zero")
-        if not set(self.missing_indicators) <= set(self.numeric):
-            raise ValueError("missing_indicators must be numeric columns")
-        if set(self.vocab) != set(self.categorical):
-            raise ValueError("vocab must have exactly one entry per categorical column")
-        return self
-
-
-def _parse_json(name: str, data: bytes, model: type[_J] | None = None) -> Any:
-    """A JSON file of the artifact, checked against ``model``; any fault is one ModelArtifactError line."""
-    try:
-        value = json.loads(data)
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-        raise ModelArtifactError(f"{name} is not valid JSON: {first_line(exc)}") from None
-    if model is None:
-        return value
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "top level"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ModelArtifactError(f"{name} is malformed at {where}: {err['msg']}{more}") from None
-
-
-def _parse_object(name: str, data: bytes) -> dict[str, Any]:
-    value = _parse_json(name, data)
-    if not isinstance(value, dict):
-        raise ModelArtifactError(f"{name} is malformed: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
 @dataclass
 class LoadedModel:
     """A model read back from an artifact. Validates inputs against the stored schema."""
@@ -499,14 +400,14 @@ def load(
         files = read_artifact(store, prefix, manifest_sha256)  # all hashes verified here, before any parsing
     except InvalidKeyError as exc:
         raise ModelArtifactError(f"the manifest lists a file outside the artifact: {exc}") from None
-    manifest = _parse_object(MANIFEST, files[MANIFEST])
-    info = _parse_json("model.json", files["model.json"], _ModelJson)
-    prep = _parse_json("preprocessing.json", files["preprocessing.json"], _PreprocessingJson)
-    schema = _parse_json("input_schema.json", files["input_schema.json"], _InputSchemaJson)
-    metrics = _parse_object("metrics.json", files["metrics.json"])
-    config = _parse_object("config.json", files["config.json"])
-    environment = _parse_object("environment.json", files["environment.json"])
-    trials = _parse_json("trials.json", files["trials.json"])
+    manifest = parse_object(MANIFEST, files[MANIFEST])
+    info = parse_json("model.json", files["model.json"], ModelJson)
+    prep = parse_json("preprocessing.json", files["preprocessing.json"], PreprocessingJson)
+    schema = parse_json("input_schema.json", files["input_schema.json"], InputSchemaJson)
+    metrics = parse_object("metrics.json", files["metrics.json"])
+    config = parse_object("config.json", files["config.json"])
+    environment = parse_object("environment.json", files["environment.json"])
+    trials = parse_json("trials.json", files["trials.json"])
     if not isinstance(trials, list):
         raise ModelArtifactError(f"trials.json is malformed: expected a JSON list, got {type(trials).__name__}")
     fitted = _fitted_model(files, info, prep, schema, metrics, device)
@@ -526,9 +427,9 @@ def load(
 
 def _fitted_model(
     files: dict[str, bytes],
-    info: _ModelJson,
-    prep: _PreprocessingJson,
-    schema: _InputSchemaJson,
+    info: ModelJson,
+    prep: PreprocessingJson,
+    schema: InputSchemaJson,
     metrics: dict[str, Any],
     device: str,
 ) -> FittedModel:
