@@ -42,7 +42,7 @@ def naive(
     x_num: np.ndarray, x_cat: np.ndarray, y: np.ndarray, cards: list[int], params: dict[str, Any], epochs: int
 ) -> float:
     """Samples/s of the textbook loop."""
-    from refit.training.torch_mlp import TabularMLP
+    from refit.training.torch_net import TabularMLP
 
     torch.manual_seed(0)
     model = TabularMLP(x_num.shape[1], cards, params["hidden"], params["dropout"], 1, params["emb_max_dim"])
@@ -68,7 +68,8 @@ def naive(
 
 def run(rows: int = 1_000_000, config_path: str = "benchmarks/bench.yaml", epochs: int = 1) -> dict[str, Any]:
     from refit.config import TrainingConfig
-    from refit.training.torch_mlp import resolve_params, train_torch
+    from refit.training.torch_mlp import train_torch
+    from refit.training.torch_net import resolve_params
 
     data, config = churn_arrays(rows, config_path)
     cfg = TrainingConfig(**{**config.training.model_dump(), "max_epochs": epochs, "patience": 99})

@@ -490,7 +490,7 @@ def _load_torch(weights: bytes, fitted: FittedModel, device: str) -> Any:
     import torch
     from safetensors.torch import load as load_safetensors
 
-    from refit.training.torch_mlp import TabularMLP
+    from refit.training.torch_net import TabularMLP
 
     if fitted.family != "torch_mlp":
         raise ModelArtifactError(f"model.json names family {fitted.family!r} but holds torch weights")

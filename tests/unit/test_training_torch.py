@@ -14,7 +14,8 @@ from refit.errors import ConfigError
 from refit.io.local import LocalStore
 from refit.preprocessing import Preprocessor, infer_columns
 from refit.training import CheckpointSink, TrainingError, run_key
-from refit.training.torch_mlp import TabularMLP, embedding_dim, predict_torch, resolve_params, train_torch
+from refit.training.torch_mlp import predict_torch, train_torch
+from refit.training.torch_net import TabularMLP, embedding_dim, resolve_params
 from tests.unit.training_frames import CHURN_FEATURES, churn_frame, multiclass_frame, regression_frame, split
 
 CPU = torch.device("cpu")

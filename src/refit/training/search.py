@@ -465,7 +465,7 @@ def _study_name(
 def _check_plan(plan: list[tuple[CandidateSpec, dict[str, Any]]], cfg: TrainingConfig) -> None:
     """Resolve every trial's params (unknown names raise) before any trial trains."""
     from refit.training.sklearn_models import resolve_params as resolve_sklearn_params
-    from refit.training.torch_mlp import resolve_params as resolve_torch_params
+    from refit.training.torch_net import resolve_params as resolve_torch_params
 
     for spec, params in plan:
         if spec.family == "torch_mlp":
