@@ -203,6 +203,16 @@ def prefect_api() -> Iterator[str]:
         yield str(url)
 
 
+#: The environment every test ``mlflow server`` starts with. MLflow 3 starts a job runner and
+#: seven Huey consumer processes beside the server by default (each imports mlflow: seconds of
+#: CPU apiece, a minute per server on a loaded 2-core machine); refit logs runs, artifacts and
+#: registry versions, none of which is a server job, so the tests run the server without them.
+MLFLOW_SERVER_ENV: dict[str, str] = {
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+}
+
+
 class MlflowServer:
     """A real ``mlflow server`` on a loopback port: SQLite backend store in ``folder``, artifacts
     in ``folder/artifacts`` or at ``artifacts`` (an ``s3://`` destination: ``env`` then carries
@@ -232,7 +242,7 @@ class MlflowServer:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true", **self.env},
+                env={**os.environ, **MLFLOW_SERVER_ENV, **self.env},
                 start_new_session=True,  # its own process group: the server and the workers it forks stop together
             )  # fmt: skip
         deadline = time.monotonic() + timeout_s
