@@ -66,7 +66,9 @@ SHARED_SERVER_MODULES: dict[str, str] = {
 #: Modules of long, independent tests (no fixture above function scope): each test is a scope
 #: of its own, so both workers share them. Every other module is one scope (its module fixtures,
 #: a champion trained once, are built once).
-SPLIT_MODULES: frozenset[str] = frozenset({"tests/unit/test_replay.py", "tests/cli/test_cli_demo.py"})
+SPLIT_MODULES: frozenset[str] = frozenset(
+    {"tests/unit/test_replay.py", "tests/cli/test_cli_demo.py", "tests/cli/test_cli_retrain.py"}
+)
 #: Scopes handed out first, longest work first, so that the workers finish together.
 LONG_FIRST: tuple[str, ...] = ("e2e-stack", "tests/unit/test_replay.py", "tests/e2e/", "tests/flows/", "tests/cli/")
 
