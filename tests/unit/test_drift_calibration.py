@@ -132,6 +132,7 @@ def _windows(rows: int, count: int, seed: int, **drift: object) -> list[pd.DataF
     return [b.features for b in batches]
 
 
+@pytest.mark.slow  # a false-alarm rate: 100 calibrated checks, the slowest test of make test-fast
 def test_in_distribution_windows_rarely_alarm() -> None:
     """100 windows of 100 rows from the generator without drift, against a 3,000-row reference:
     calibrated at alpha 0.01 alarms in at most 2 (1 here)."""
@@ -155,6 +156,7 @@ def test_fixed_thresholds_alarm_on_small_in_distribution_windows() -> None:
     assert sum(c.result.drift_detected for c in old) >= 4
 
 
+@pytest.mark.slow  # a false-alarm rate: 20 calibrated checks
 def test_reference_self_splits_rarely_alarm() -> None:
     """Windows cut from the reference's own population (another seed of the same generator)."""
     population = generate_base(6000, seed=3)
@@ -249,6 +251,7 @@ def test_calibrated_methods_are_checked_with_one_clear_line() -> None:
         check_drift(ref, ref, ["x"], None, DriftConfig(column_methods={"x": "ks"}), seed=0, report=False)
 
 
+@pytest.mark.slow  # renders Evidently's HTML report (seconds)
 def test_report_shows_the_calibrated_thresholds_and_agrees() -> None:
     """The stored page shows, per column, the result's own score, calibrated threshold and p-value
     (the numbers, in the column's row), and Evidently's report below it judges each column at that
@@ -293,6 +296,7 @@ def test_report_shows_the_calibrated_thresholds_and_agrees() -> None:
 # ------------------------------------------------------------------------------ storage
 
 
+@pytest.mark.slow  # renders Evidently's HTML report twice (seconds)
 def test_a_check_stores_under_1_mb_and_its_html_only_when_the_decision_changes(local_store) -> None:  # type: ignore[no-untyped-def]
     """JSON always (with the decision and the decay table); the HTML on a champion's first check and
     when the decision changes, with the decision and the calibrated thresholds above Evidently's
