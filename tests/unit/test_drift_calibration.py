@@ -433,6 +433,51 @@ def test_a_column_crosses_its_threshold_exactly_when_holm_rejects_it() -> None:
         assert [pi <= lv for pi, lv in zip(p, holm_levels(list(p), 0.01), strict=True)] == rejected
 
 
+def _unlucky_reference(n: int) -> dict[str, tuple[str, pd.Series]]:
+    """One categorical and one numeric reference column of ``n`` rows whose own sampling error is
+    at its 95th percentile (shares: Pearson chi-square 6.07 against the truth, 2 dof; mean:
+    1.96 standard errors off), what one champion in twenty keeps."""
+    shares = np.array([0.5, 0.35, 0.15])
+    counts = np.array([1050, 650, 300]) * n // 2000
+    plan = pd.Series(np.repeat(np.array(["a", "b", "c"], dtype=object), counts))
+    x = np.random.default_rng(0).normal(size=n)
+    x = (x - x.mean()) / x.std() + 1.96 / np.sqrt(n)
+    assert (((counts - n * shares) ** 2) / (n * shares)).sum() == pytest.approx(6.07, abs=0.01)
+    return {"plan": ("categorical", plan), "x": ("numerical", pd.Series(x))}
+
+
+@pytest.mark.parametrize("column", ["plan", "x"])
+def test_a_kept_reference_with_an_unlucky_sample_does_not_alarm_on_its_own_population(column: str) -> None:
+    """Every check compares its window with the same reference sample, so that sample's own error is
+    in every score. A two-sample null (both sides drawn afresh) is right only on average over
+    references: against this reference (95th percentile error), 200 windows as large as it, drawn
+    from the true population, crossed the 0.05 level in 24% (shares) and 18% (mean) of windows.
+    The smaller reference-side draw keeps it at or below the level (5 and 1 here)."""
+    kind, reference = _unlucky_reference(2000)[column]
+    method = "jensenshannon" if kind == "categorical" else "wasserstein"
+    null = drift_null.null_scores(method, kind, reference, 2000, 1000, np.random.default_rng(1))  # type: ignore[arg-type]
+    rng = np.random.default_rng(7)
+    alarms = 0
+    for _ in range(200):
+        if kind == "categorical":
+            window = pd.Series(np.array(["a", "b", "c"], dtype=object)[rng.choice(3, 2000, p=[0.5, 0.35, 0.15])])
+        else:
+            window = pd.Series(rng.normal(size=2000))
+        counts = drift_null.observed_counts(reference, window, kind)  # type: ignore[arg-type]
+        score = float(drift_null.score_counts(method, kind, counts)[0])  # type: ignore[arg-type]
+        alarms += drift_null.p_value(score, null, method) <= 0.05
+    assert alarms <= 10, alarms  # 0.05 of 200 (the old null: 48 and 37)
+
+
+def test_the_reference_side_of_a_null_is_drawn_so_spreads_add() -> None:
+    """sqrt(1/m + 1/n_c) = 1/sqrt(n_c) + 1/sqrt(n_r): a third of the reference at equal sizes,
+    little change for a small window."""
+    for nr, nc in [(20_000, 20_000), (20_000, 100), (50_000, 1000), (3000, 91)]:
+        m = drift_null.reference_draw_size(nr, nc)
+        assert np.sqrt(1 / m + 1 / nc) == pytest.approx(1 / np.sqrt(nc) + 1 / np.sqrt(nr), rel=1e-3)
+    assert drift_null.reference_draw_size(20_000, 20_000) == 6667
+
+
 # ------------------------------------------------------------------------------ calibration at promotion
 
 

@@ -41,7 +41,8 @@ def _score(plan: _Plan, column: str) -> float:
 
 
 def _null_key(plan: _Plan, column: str, draws: int) -> str:
-    """What a column's null depends on: its reference values, test and number of draws."""
+    """What a column's null depends on: its reference values, test, number of draws and the
+    null's scheme (how a draw is made)."""
 
     def digest() -> tuple[int, str]:
         ref = plan.reference[column].dropna()
@@ -53,7 +54,7 @@ def _null_key(plan: _Plan, column: str, draws: int) -> str:
         return len(ref), hashlib.sha256(content).hexdigest()[:16]
 
     n, content = plan.memo(("digest", column, plan.kinds[column]), digest)
-    return f"{column}|{plan.kinds[column]}|{plan.methods[column]}|{n}|{draws}|{content}"
+    return f"{column}|{plan.kinds[column]}|{plan.methods[column]}|{n}|{draws}|s{drift_null.NULL_SCHEME}|{content}"
 
 
 def _draws(plan: _Plan, cfg: DriftConfig) -> int:

@@ -6,6 +6,17 @@ a row of counts per sample, many rows at once. The observed window is one row (t
 reference's and the window's values); the null is many rows, each a pair of samples of sizes
 (reference, window) drawn with replacement from the reference, so the score a window of ``n``
 in-distribution rows reaches by chance is known for that ``n`` and that column.
+
+The reference side of each null pair is drawn smaller than the reference
+(:func:`reference_draw_size`), because every check compares its window with one *fixed* reference
+sample, whose own sampling error is part of every score it gives. A two-sample null (both sides
+drawn afresh) is right on average over references, not for the one a champion keeps: with a window
+as large as the reference sample, half of each score's spread is the reference's error, so for
+an unlucky reference (one column's shares off by chance) that column alarms on in-distribution
+windows many times more often than ``alpha``, every window. The smaller reference draw makes the
+null's spread the *sum* of the window's and the reference's, not their root-sum-square: by the
+triangle inequality, a window from the reference's population then alarms with probability at
+most the level for every reference whose own error is within its quantile at that level.
 ``tests/unit/test_drift_calibration.py`` checks the scores against Evidently's own stat tests.
 
 A p-value is the share of null scores at least as extreme as the observed one, with +1 smoothing
@@ -57,6 +68,9 @@ P_VALUE_METHODS = frozenset(
 #: Evidently bins a numeric column into Sturges bins only when the reference has more distinct
 #: values than this (``get_binned_data``); below it, each value is its own bin.
 _BINNED_ABOVE = 20
+#: Bumped when the null's draw changes meaning (2: :func:`reference_draw_size`); it is in the
+#: null's cache key, so a champion's stored nulls of an older scheme are drawn again, not reused.
+NULL_SCHEME = 2
 #: Null draws are scored this many at a time (bounds memory: rows x support cells).
 _CELLS_PER_CHUNK = 4_000_000
 
@@ -238,8 +252,9 @@ def null_scores(
 ) -> np.ndarray:
     """Scores of ``draws`` in-distribution windows: both samples drawn from the reference.
 
-    Each draw is a reference-sized sample and an ``n_current``-row window, both with replacement
-    from the reference's values (the two-sample bootstrap), scored by :func:`score_counts`.
+    Each draw is a reference-side sample of :func:`reference_draw_size` rows and an
+    ``n_current``-row window, both with replacement from the reference's values, scored by
+    :func:`score_counts`.
     For :data:`NEW_VALUE` (a constant reference) the window draws an unseen value with the
     add-one rate ``1 / (n_reference + 1)``: never seen in n rows is not proof it cannot occur.
     """
@@ -264,12 +279,31 @@ def null_scores(
             cur = rng.multinomial(n_current, cur_p, size=rows)
             out.append(score_counts(method, kind, Counts(support, np.repeat(ref_row[None, :], rows, 0), cur)))
         return np.concatenate(out)
-    per_draw = u if u <= 64 else max(u, n_ref + n_current)
+    ref_size = reference_draw_size(n_ref, n_current)
+    per_draw = u if u <= 64 else max(u, ref_size + n_current)
     for rows in _chunks(draws, per_draw):
-        ref_c = _draw_counts(rows_of, n_ref, rows, u, rng)
+        ref_c = _draw_counts(rows_of, ref_size, rows, u, rng)
         cur_c = _draw_counts(rows_of, n_current, rows, u, rng)
         out.append(score_counts(method, kind, Counts(support, ref_c, cur_c)))
     return np.concatenate(out)
+
+
+def reference_draw_size(n_reference: int, n_current: int) -> int:
+    """Rows of the reference side of a null pair: ``m`` with ``1/m = 1/n_r + 2/sqrt(n_r n_c)``.
+
+    A score is (near enough) a norm of the difference between the two samples' distributions,
+    whose spread scales as ``sqrt(1/n_r + 1/n_c)`` for samples drawn afresh on both sides. But
+    the reference is drawn once and kept: conditionally on it, a window's score is within
+    ``d(window, population) + d(reference, population)`` (triangle inequality), whose quantile
+    at a level is the sum of the two quantiles, of scales ``1/sqrt(n_c)`` and ``1/sqrt(n_r)``.
+    Drawing ``m`` rows makes the null's scale that sum,
+    ``sqrt(1/m + 1/n_c) = 1/sqrt(n_c) + 1/sqrt(n_r)``, so a threshold at level ``a`` keeps a
+    column's false-alarm rate at most ``a`` for every reference whose own error is within its
+    ``1 - a`` quantile, not only on average over references. It costs little for windows much
+    smaller than the reference (7% on the threshold at 100 rows against 20,000) and most where
+    the reference's error is half of every score (41% at equal sizes)."""
+    nr, nc = max(n_reference, 1), max(n_current, 1)
+    return max(1, int(round(1.0 / (1.0 / nr + 2.0 / math.sqrt(nr * nc)))))
 
 
 def p_value(observed: float, null: np.ndarray, method: str) -> float:
