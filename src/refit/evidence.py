@@ -53,13 +53,13 @@ def evidence_html(report: DriftReport, outcome: GovernorOutcome | None, performa
         lines.append(f"<h3>decay ({escape(d.metric)}, {d.confidence:.0%} intervals, {d.n_labelled} labelled rows)</h3>")
         lines.append(
             "<table border=1 cellpadding=3><tr><th>segment</th><th>rows</th><th>registered</th>"
-            "<th>now</th><th>interval</th><th>drop</th><th>tolerance</th><th>decayed</th></tr>"
+            "<th>now</th><th>drop</th><th>drop interval</th><th>tolerance</th><th>decayed</th></tr>"
         )
         for row in decay_summary_rows(report):
             interval = f"[{num(row['ci_low'])}, {num(row['ci_high'])}]" if row["ci_low"] is not None else ""
             lines.append(
                 f"<tr><td>{escape(row['segment'])}</td><td>{row['rows']}</td><td>{num(row['registered'])}</td>"
-                f"<td>{num(row['current'])}</td><td>{interval}</td><td>{num(row['drop'])}</td>"
+                f"<td>{num(row['current'])}</td><td>{num(row['drop'])}</td><td>{interval}</td>"
                 f"<td>{num(row['tolerance'])}</td>"
                 f"<td>{'yes' if row['decayed'] else escape(row['note'] or '')}</td></tr>"
             )
@@ -95,8 +95,9 @@ def drift_summary_rows(report: DriftReport) -> list[dict[str, Any]]:
 
 
 def decay_headlines(report: DriftReport) -> list[str]:
-    """One line per decayed segment, with its interval: what the decision used, in words
-    (``decay in region=south: roc_auc 0.712, 95% interval [0.69, 0.731], registered 0.801, ...``)."""
+    """One line per decayed segment, with the interval of its drop: what the decision used, in words
+    (``decay in region=south: roc_auc 0.712 (registered 0.801), drop 0.089, 95% interval [0.052,
+    0.121], beyond the tolerance 0.05 (498 labelled rows)``)."""
     if report.decay is None:
         return []
     d = report.decay
@@ -105,9 +106,9 @@ def decay_headlines(report: DriftReport) -> list[str]:
         return "n/a" if value is None else f"{value:.3g}"
 
     return [
-        f"decay in {s.segment}: {d.metric} {num(s.current)}, {d.confidence:.0%} interval "
-        f"[{num(s.ci_low)}, {num(s.ci_high)}], registered {num(s.registered)}, drop {num(s.drop)} "
-        f"beyond the tolerance {num(s.tolerance)} ({s.n_rows:,} labelled rows)"
+        f"decay in {s.segment}: {d.metric} {num(s.current)} (registered {num(s.registered)}), drop "
+        f"{num(s.drop)}, {d.confidence:.0%} interval [{num(s.ci_low)}, {num(s.ci_high)}], beyond the "
+        f"tolerance {num(s.tolerance)} ({s.n_rows:,} labelled rows)"
         for s in [d.overall, *d.segments]
         if s.decayed
     ]

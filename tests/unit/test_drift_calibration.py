@@ -352,7 +352,13 @@ def test_a_check_stores_under_1_mb_and_its_html_only_when_the_decision_changes(l
     # the decayed segment named with its interval, in words, above the tables (the issue's "Done when")
     o = decay.overall
     assert o.decayed and o.ci_low is not None and o.ci_high is not None
-    assert f"decay in overall: roc_auc {o.current:.3g}, 95% interval [{o.ci_low:.3g}, {o.ci_high:.3g}]" in page
+    # the interval is the drop's (what the decision compares with the tolerance), said next to the drop
+    assert (
+        f"decay in overall: roc_auc {o.current:.3g} (registered {o.registered:.3g}), drop {o.drop:.3g}, "
+        f"95% interval [{o.ci_low:.3g}, {o.ci_high:.3g}], beyond the tolerance {o.tolerance:.3g}"
+    ) in page
+    assert o.ci_low is not None and o.ci_high is not None and o.drop is not None
+    assert o.ci_low <= o.drop <= o.ci_high
     assert '<script src="evidently-' in page
     # Evidently's classification preset on the 600 labelled rows, framed in the same page
     from html import unescape
