@@ -60,7 +60,10 @@ def test_retrain_and_drift_from_the_cli(project, prefect_api: str) -> None:  # t
     drift = run(["drift", "--window-hours", "400", "--json"], folder, api=prefect_api)
     assert drift.returncode == 3, drift.stderr[-2000:]  # the governor triggers: exit 3
     report = json.loads(drift.stdout.strip().splitlines()[-1])
-    assert report["drift_detected"] is True and report["drift_share"] >= 0.3
+    # the generator's covariate drift moves charges, tenure, support tickets and the channel mix
+    moved = {"monthly_charges", "tenure_months", "support_tickets", "channel", "total_charges", "prediction"}
+    assert report["drift_detected"] is True, report
+    assert {"monthly_charges", "tenure_months"} <= set(report["drifted_columns"]) <= moved, report
     assert report["decision"] == "trigger" and "no listener started a retrain" in report["retrain"]
     history = json.loads(run(["drift", "history", "--json"], folder).stdout)
     assert [d["decision"]["action"] for d in history["decisions"]] == ["trigger"]
