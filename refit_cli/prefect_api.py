@@ -105,24 +105,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
-Health = Literal["ok", "refused", "slow"]
+Health = Literal["ok", "slow", "refused", "failed"]
+#: What the line says of a running ``refit up`` that is not used, by its last health check.
+_NOT_USED_WHY = {"refused": "connection refused", "failed": "no healthy answer"}
 
 
 def _health(api_url: str, timeout_s: float) -> Health:
     try:
         with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout_s) as response:  # noqa: S310
-            return "ok" if int(response.status) == 200 else "refused"
+            return "ok" if int(response.status) == 200 else "failed"
     except TimeoutError:
         return "slow"
+    except urllib.error.HTTPError:  # it answered, with an error status
+        return "failed"
     except urllib.error.URLError as err:
-        return "slow" if isinstance(err.reason, TimeoutError) else "refused"
+        if isinstance(err.reason, TimeoutError):
+            return "slow"
+        return "refused" if isinstance(err.reason, ConnectionRefusedError) else "failed"
     except (OSError, ValueError):
-        return "refused"
+        return "failed"
 
 
 def _wait_health(api_url: str, patience_s: float) -> Health:
     """``refit up``'s API health: asked again while it is only slow, for up to ``patience_s``; a
-    refused connection or an error answer ends the wait at once."""
+    refused connection or any other failure ends the wait at once."""
     deadline = time.monotonic() + patience_s
     while True:
         health = _health(api_url, max(0.1, min(HEALTH_TIMEOUT_S, deadline - time.monotonic())))
@@ -198,7 +204,7 @@ def resolve_prefect(env: Env, store: str | None = None, *, patience_s: float = U
     health = _wait_health(state["api_url"], patience_s)
     if health == "ok":
         return PrefectTarget("up", home, state["api_url"], f"pid {state['pid']}, UI {state.get('ui_url', '?')}")
-    why = "connection refused" if health == "refused" else f"not within {patience_s:g} s"
+    why = f"not within {patience_s:g} s" if health == "slow" else _NOT_USED_WHY[health]
     late = f"refit up (pid {state['pid']}) did not answer at {state['api_url']} ({why})"
     return PrefectTarget("local", home, note=late)
 

@@ -111,13 +111,14 @@ class _SlowHealth(http.server.BaseHTTPRequestHandler):
     slow_answers = 1
     delay_s = HEALTH_TIMEOUT_S + 0.5
     seen = 0
+    status = 200
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         type(self).seen += 1
         if type(self).seen <= type(self).slow_answers:
             time.sleep(type(self).delay_s)
         with contextlib.suppress(OSError):  # the client may have given up meanwhile
-            self.send_response(200)
+            self.send_response(type(self).status)
             self.end_headers()
             self.wfile.write(b"true")
 
@@ -154,6 +155,11 @@ def test_a_live_refit_up_slow_to_answer_is_waited_for_not_doubled_by_a_second_se
     late = resolve_prefect(_env(tmp_path), patience_s=1.0)
     assert late.kind == "local" and late.home == home
     assert late.note == f"refit up (pid {os.getpid()}) did not answer at {url} (not within 1 s)"
+
+    handler.seen, handler.slow_answers, handler.status = 0, 0, 503  # it answers, unhealthy: not waited for
+    failed = resolve_prefect(_env(tmp_path), patience_s=30.0)
+    assert failed.kind == "local" and handler.seen == 1
+    assert failed.note == f"refit up (pid {os.getpid()}) did not answer at {url} (no healthy answer)"
 
 
 def test_the_state_file_is_refit_ups_own_and_removed_only_by_it(tmp_path: Path) -> None:
