@@ -10,12 +10,18 @@ neighbours, ... and the array-API shim ``sklearn.externals.array_api_compat.torc
 torch when it is installed): 169 more scikit-learn modules, 0.7-1.4 s per process on an idle
 2-core machine against 0.3-0.7 s without the walk (torch hidden in both), paid by every process
 that loads or saves a scikit-learn model (each drift check, smoke test and serving process).
-refit never uses that list: :func:`load_skops` admits only :data:`SKOPS_ALLOWED_TYPES` and passes
-skops exactly the types it found, already checked. So while skops is first imported,
-``all_estimators`` answers an empty list (skops' default trust becomes empty: stricter, never
-looser, whatever the skops version) and torch is hidden from the import system as a second
-guard. Both are restored at once; ``tests/unit/test_model_trust.py`` loads every family through
-this path, and ``tests/unit/test_model_import_cost.py`` checks what a model load imports.
+The same import also names every numpy and scipy.special ufunc for that list
+(``skops.io._utils.get_public_type_names``): a ufunc without ``__module__`` is looked up in every
+loaded module in turn, about 460,000 ``getattr`` calls where Prefect is already imported (a drift
+check, a flow run by a worker), many of them on modules whose ``__getattr__`` raises: 1.9 s of the
+2.5 s import in ``refit drift``. refit never uses that list either: :func:`load_skops` admits only
+:data:`SKOPS_ALLOWED_TYPES` (no ufunc) and passes skops exactly the types it found, already
+checked. So while skops is first imported, ``all_estimators`` and skops' ufunc naming answer
+empty lists (skops' default trust loses those entries: stricter, never looser, whatever the
+skops version; a skops without the helper is imported as it is) and torch is hidden from the
+import system as a second guard. All are restored at once; ``tests/unit/test_model_trust.py``
+loads every family through this path, and ``tests/unit/test_model_import_cost.py`` checks what
+a model load imports and that the scan is skipped.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import io
 import json
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, cast
 
@@ -118,6 +124,60 @@ def _no_estimators(*_args: Any, **_kwargs: Any) -> list[tuple[str, type]]:
     return []
 
 
+def _no_type_names(*_args: Any, **_kwargs: Any) -> list[str]:
+    return []
+
+
+#: skops' helper that names a module's ufuncs for its default trust list (see the docstring).
+_UFUNC_NAMING = ("skops.io._utils", "get_public_type_names")
+
+
+class _Executed(importlib.abc.Loader):
+    """Wraps a module's loader: runs it, then hands the module to ``after``."""
+
+    def __init__(self, loader: importlib.abc.Loader, after: Callable[[ModuleType], None]) -> None:
+        self._loader, self._after = loader, after
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self._loader.exec_module(module)
+        self._after(module)
+
+    def __getattr__(self, name: str) -> Any:  # get_source, get_code, ...: tracebacks and linecache
+        return getattr(self._loader, name)
+
+
+class _SkipUfuncNaming(importlib.abc.MetaPathFinder):
+    """Replaces skops' ufunc naming with :func:`_no_type_names` right after ``skops.io._utils``
+    runs, before ``skops.io._trusted_types`` imports it; :meth:`restore` puts it back."""
+
+    def __init__(self) -> None:
+        self.patched: ModuleType | None = None
+        self._original: Any = None
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname != _UFUNC_NAMING[0]:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _Executed(spec.loader, self._patch)
+        return spec
+
+    def _patch(self, module: ModuleType) -> None:
+        if hasattr(module, _UFUNC_NAMING[1]):
+            self.patched, self._original = module, getattr(module, _UFUNC_NAMING[1])
+            setattr(module, _UFUNC_NAMING[1], _no_type_names)
+
+    def restore(self) -> None:
+        if self.patched is not None:
+            setattr(self.patched, _UFUNC_NAMING[1], self._original)
+
+
 def skops_io() -> ModuleType:
     """``skops.io``, imported without walking scikit-learn's subpackages or importing torch
     (see this module's docstring)."""
@@ -134,15 +194,18 @@ def skops_io() -> ModuleType:
             return cast(ModuleType, skops.io)
         walk = sklearn.utils.all_estimators
         hide = _HideTorch() if "torch" not in sys.modules else None
+        skip = _SkipUfuncNaming() if _UFUNC_NAMING[0] not in sys.modules else None
+        finders = [f for f in (hide, skip) if f is not None]
         sklearn.utils.all_estimators = _no_estimators
-        if hide is not None:
-            sys.meta_path.insert(0, hide)
+        sys.meta_path[:0] = finders
         try:
             import skops.io
         finally:
             sklearn.utils.all_estimators = walk
-            if hide is not None:
-                sys.meta_path.remove(hide)
+            for finder in finders:
+                sys.meta_path.remove(finder)
+            if skip is not None:
+                skip.restore()
     return cast(ModuleType, skops.io)
 
 

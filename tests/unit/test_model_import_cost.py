@@ -29,7 +29,12 @@ LOAD_AND_PREDICT = textwrap.dedent(
     proba = loaded.predict_proba(pd.read_parquet(sys.argv[2]))[:, 1]
     # skops' default trust list walks every scikit-learn subpackage; refit never uses it
     unused = [m for m in ("sklearn.gaussian_process", "sklearn.mixture", "sklearn.neural_network") if m in sys.modules]
-    print(json.dumps({"torch": "torch" in sys.modules, "unused": unused, "proba": proba.tolist()}))
+    # ... and names every ufunc by scanning every loaded module for it: skipped, and the helper restored
+    import skops.io._trusted_types as trusted, skops.io._utils as utils
+    ufuncs = len(trusted.SCIPY_UFUNC_TYPE_NAMES) + len(trusted.NUMPY_UFUNC_TYPE_NAMES)
+    restored = utils.get_public_type_names.__qualname__ == "get_public_type_names"
+    print(json.dumps({"torch": "torch" in sys.modules, "unused": unused, "ufuncs": ufuncs, "restored": restored,
+                      "proba": proba.tolist()}))
     """
 )
 
@@ -54,5 +59,5 @@ def test_loading_and_scoring_a_sklearn_model_does_not_import_torch(tmp_path: Pat
         )
         assert done.returncode == 0, done.stderr[-2000:]
         out = json.loads(done.stdout)
-        assert out["torch"] is False and out["unused"] == []
+        assert out["torch"] is False and out["unused"] == [] and out["ufuncs"] == 0 and out["restored"]
         np.testing.assert_allclose(out["proba"], result.best.predict_proba(val)[:, 1], atol=1e-9, rtol=0)
