@@ -1,4 +1,5 @@
-"""The ``refit`` console script: one line instead of a traceback where only the serving side is installed.
+"""The ``refit`` console script: one line instead of a traceback where only the serving side is
+installed, and an exit that does not wait for the interpreter's teardown.
 
 ``pip install refit`` (or ``refit[capture]``) installs the capture writer and model loading, not
 the packages the command needs (typer, Prefect, torch, Evidently: the ``pipeline`` extra).
@@ -6,7 +7,10 @@ the packages the command needs (typer, Prefect, torch, Evidently: the ``pipeline
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
+from typing import NoReturn
 
 OWN_PACKAGES = frozenset({"refit", "refit_cli", "flows", "tasks", "schemas", "deployments"})
 
@@ -21,4 +25,37 @@ def main() -> None:
         sys.exit(
             f"refit: the command needs the pipeline extra ({missing} is not installed): pip install 'refit[pipeline]'"
         )
-    run()
+    try:
+        run()
+    except SystemExit as done:  # typer ends every command this way, with its exit status
+        exit_now(done.code)
+
+
+def exit_now(code: object) -> NoReturn:
+    """End the process with ``code`` as ``sys.exit(code)`` would, minus the interpreter's teardown.
+
+    A flow-backed command ends with about 2,700 modules loaded and Prefect's event-loop threads
+    alive; tearing that down after the exit handlers had run took 1.7-2.0 s of a 10-12 s
+    ``refit drift`` on a 2-core machine, after its answer was printed. So the exit handlers run
+    here, in the usual order (Prefect drains its log and event workers, ``logging`` flushes its
+    handlers, temporary folders are removed), stdout and stderr are flushed, and the process ends
+    with ``os._exit``. Where the interpreter offers no way to run the handlers first, this is a
+    plain ``sys.exit``.
+    """
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): the message on stderr, status 1
+        print(code, file=sys.stderr)
+        status = 1
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
+    if run_exit_handlers is None:
+        raise SystemExit(status)
+    run_exit_handlers()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
+            status = status or 1
+    os._exit(status)
