@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import threading
 from typing import NoReturn
 
 OWN_PACKAGES = frozenset({"refit", "refit_cli", "flows", "tasks", "schemas", "deployments"})
@@ -36,11 +37,12 @@ def exit_now(code: object) -> NoReturn:
 
     A flow-backed command ends with about 2,700 modules loaded and Prefect's event-loop threads
     alive; tearing that down after the exit handlers had run took 1.7-2.0 s of a 10-12 s
-    ``refit drift`` on a 2-core machine, after its answer was printed. So the exit handlers run
-    here, in the usual order (Prefect drains its log and event workers, ``logging`` flushes its
-    handlers, temporary folders are removed), stdout and stderr are flushed, and the process ends
-    with ``os._exit``. Where the interpreter offers no way to run the handlers first, this is a
-    plain ``sys.exit``.
+    ``refit drift`` on a 2-core machine, after its answer was printed. So what the interpreter
+    does before its teardown happens here, in its order: non-daemon threads are waited for, the
+    exit handlers run (Prefect drains its log and event workers, ``logging`` flushes its handlers,
+    a capture writer flushes its rows, temporary folders are removed), stdout and stderr are
+    flushed; then the process ends with ``os._exit``. Where the interpreter offers no way to run
+    the handlers, this is a plain ``sys.exit``.
     """
     if code is None:
         status = 0
@@ -52,6 +54,10 @@ def exit_now(code: object) -> NoReturn:
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
     if run_exit_handlers is None:
         raise SystemExit(status)
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and not thread.daemon:
+            thread.join()
     run_exit_handlers()
     for stream in (sys.stdout, sys.stderr):
         try:

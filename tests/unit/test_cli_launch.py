@@ -12,12 +12,14 @@ import pytest
 
 EXITS = textwrap.dedent(
     """
-    import atexit, sys, tempfile, pathlib
+    import atexit, sys, tempfile, pathlib, threading, time
     from refit_cli.launch import exit_now
     folder = tempfile.TemporaryDirectory()  # removed by its exit handler (weakref.finalize)
     pathlib.Path(sys.argv[1]).write_text(folder.name)
     atexit.register(lambda: print("handler ran", flush=False))  # buffered: the flush must come after
     print("answer", end=" ")  # buffered too (stdout is a pipe)
+    late = threading.Thread(target=lambda: (time.sleep(0.5), print("thread done", end=" ")))
+    late.start()  # not a daemon: waited for, as sys.exit waits, before the handlers
     sys.stderr.write("to stderr ")
     exit_now(eval(sys.argv[2]))
     """
@@ -39,7 +41,7 @@ def test_exit_now_runs_the_exit_handlers_flushes_and_keeps_the_status(
     where = tmp_path / "folder.txt"
     done = subprocess.run([sys.executable, "-c", EXITS, str(where), code], capture_output=True, text=True, timeout=60)
     assert done.returncode == status
-    assert done.stdout == "answer handler ran\n"
+    assert done.stdout == "answer thread done handler ran\n"
     assert done.stderr == stderr
     assert not Path(where.read_text()).exists()
 
