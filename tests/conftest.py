@@ -63,6 +63,13 @@ SHARED_SERVER_MODULES: dict[str, str] = {
     "tests/e2e/test_up_e2e.py": "e2e-stack",
     "tests/e2e/test_ui_manual_run.py": "e2e-stack",
 }
+#: Test modules whose tests import Evidently (~6 s of CPU once per process, on the first drift
+#: check or report): one xdist scope, so that one worker pays the import, not both.
+SHARED_IMPORT_MODULES: dict[str, str] = {
+    "tests/unit/test_drift.py": "evidently-users",
+    "tests/unit/test_drift_calibration.py": "evidently-users",
+    "tests/unit/test_compat_evidently.py": "evidently-users",
+}
 #: Modules of long, independent tests (no fixture above function scope): each test is a scope
 #: of its own, so both workers share them. Every other module is one scope (its module fixtures,
 #: a champion trained once, are built once).
@@ -70,7 +77,9 @@ SPLIT_MODULES: frozenset[str] = frozenset(
     {"tests/unit/test_replay.py", "tests/cli/test_cli_demo.py", "tests/cli/test_cli_retrain.py"}
 )
 #: Scopes handed out first, longest work first, so that the workers finish together.
-LONG_FIRST: tuple[str, ...] = ("e2e-stack", "tests/unit/test_replay.py", "tests/e2e/", "tests/flows/", "tests/cli/")
+LONG_FIRST: tuple[str, ...] = (
+    "e2e-stack", "tests/unit/test_replay.py", "tests/e2e/", "tests/flows/", "tests/cli/", "evidently-users",
+)  # fmt: skip
 
 
 def xdist_scope(nodeid: str) -> str:
@@ -78,6 +87,8 @@ def xdist_scope(nodeid: str) -> str:
     module = nodeid.split("::", 1)[0]
     if module in SHARED_SERVER_MODULES:
         return SHARED_SERVER_MODULES[module]
+    if module in SHARED_IMPORT_MODULES:
+        return SHARED_IMPORT_MODULES[module]
     return nodeid if module in SPLIT_MODULES else module
 
 
