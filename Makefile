@@ -46,7 +46,8 @@ demo: setup
 # nothing marked slow or e2e; tests/conftest.py marks cli/, flows/ and e2e/ by directory).
 # Both run on pytest-xdist workers, one per CPU core (TEST_WORKERS=0: one process); loadscope
 # with tests/conftest.py's scopes keeps a module's tests, and the e2e tests sharing servers, on
-# one worker, longest work first.
+# one worker, longest work first. REFIT_TEST_LANE=fast (tests/lanes.py) runs fewer generated
+# cases and race rounds of the property and race tests; make test runs all of them.
 TEST_WORKERS ?= auto
 XDIST := -n $(TEST_WORKERS) --dist loadscope
 
@@ -54,7 +55,7 @@ test: setup system-deps
 	$(BIN)/python -m pytest $(XDIST)
 
 test-fast: setup
-	$(BIN)/python -m pytest $(XDIST) -m "not slow and not e2e" tests/unit tests/store
+	REFIT_TEST_LANE=fast $(BIN)/python -m pytest $(XDIST) -m "not slow and not e2e" tests/unit tests/store
 
 lint: setup
 	$(BIN)/ruff check .

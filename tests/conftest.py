@@ -63,14 +63,29 @@ SHARED_SERVER_MODULES: dict[str, str] = {
     "tests/e2e/test_up_e2e.py": "e2e-stack",
     "tests/e2e/test_ui_manual_run.py": "e2e-stack",
 }
+#: Test modules whose tests import Evidently (~6 s of CPU once per process, on the first drift
+#: check or report): one xdist scope, so that one worker pays the import, not both.
+SHARED_IMPORT_MODULES: dict[str, str] = {
+    "tests/unit/test_drift.py": "evidently-users",
+    "tests/unit/test_drift_calibration.py": "evidently-users",
+    "tests/unit/test_compat_evidently.py": "evidently-users",
+}
 #: Modules of long, independent tests (no fixture above function scope): each test is a scope
 #: of its own, so both workers share them. Every other module is one scope (its module fixtures,
 #: a champion trained once, are built once).
 SPLIT_MODULES: frozenset[str] = frozenset(
     {"tests/unit/test_replay.py", "tests/cli/test_cli_demo.py", "tests/cli/test_cli_retrain.py"}
 )
-#: Scopes handed out first, longest work first, so that the workers finish together.
-LONG_FIRST: tuple[str, ...] = ("e2e-stack", "tests/unit/test_replay.py", "tests/e2e/", "tests/flows/", "tests/cli/")
+#: Scopes handed out first, longest work first, so that the workers finish together. After the
+#: slow lane's, the fast lane's longest modules (4 to 12 s each at rest, 2026-12-01): every other
+#: module is handed out by its number of tests, and a long one among the last kept a worker busy
+#: seconds after the other had finished.
+LONG_FIRST: tuple[str, ...] = (
+    "e2e-stack", "tests/unit/test_replay.py", "tests/e2e/", "tests/flows/", "tests/cli/", "evidently-users",
+    "tests/store/test_store.py", "tests/store/test_capture_join.py", "tests/unit/test_capture_writer.py",
+    "tests/unit/test_training_torch.py", "tests/unit/test_compat_pandera.py", "tests/store/test_registry_s3.py",
+    "tests/unit/test_training_search.py", "tests/unit/test_validation.py", "tests/store/test_registry_races.py",
+)  # fmt: skip
 
 
 def xdist_scope(nodeid: str) -> str:
@@ -78,6 +93,8 @@ def xdist_scope(nodeid: str) -> str:
     module = nodeid.split("::", 1)[0]
     if module in SHARED_SERVER_MODULES:
         return SHARED_SERVER_MODULES[module]
+    if module in SHARED_IMPORT_MODULES:
+        return SHARED_IMPORT_MODULES[module]
     return nodeid if module in SPLIT_MODULES else module
 
 

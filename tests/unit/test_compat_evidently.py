@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 import refit.compat
 from refit.compat import evidently as evidently_compat
+from tests.lanes import repeats
 
 NUM_METHODS = ["wasserstein", "ks", "psi", "kl_div", "jensenshannon", "anderson", "hellinger", "ed"]
 CAT_METHODS = ["jensenshannon", "chisquare", "psi", "kl_div", "TVD", "hellinger", "z"]
@@ -103,7 +104,7 @@ def _same(a: dict[str, tuple[float, bool]], b: dict[str, tuple[float, bool]]) ->
         assert a[column][1] is b[column][1], column
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=repeats(full=8, fast=3), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=drift_cases())
 def test_stat_tests_give_the_same_scores_and_verdicts_on_both_paths(case: dict[str, object]) -> None:
     shortcut = evidently_compat.run_stattests(**case)  # type: ignore[arg-type]
@@ -112,7 +113,7 @@ def test_stat_tests_give_the_same_scores_and_verdicts_on_both_paths(case: dict[s
     _same(shortcut, public)
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=repeats(full=4, fast=2), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=drift_cases(), drift_share=st.sampled_from([0.3, 0.5, 1.0]))
 def test_report_reads_the_same_scores_and_verdicts_on_both_paths(case: dict[str, object], drift_share: float) -> None:
     """The shortcut reads the report's serialised form, the public path looks each metric up by

@@ -35,8 +35,10 @@ from refit.compat import pandera as pandera_compat
 from refit.errors import ValidationFailedError
 from refit.validation import ValidationResult, validate_frame
 from schemas.base import BaseSchema
+from tests.lanes import repeats
 
-PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# 60 generated cases each (15 in make test-fast; the explicit examples always run).
+PROPERTY = settings(max_examples=repeats(full=60, fast=15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 KINDS = ["int", "float", "bool", "str", "category"]
 ANNOTATION = {

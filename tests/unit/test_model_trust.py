@@ -12,11 +12,11 @@ import pickle
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
-import skops.io as sio
 import torch
 
 from refit.config import TrainingConfig
@@ -27,6 +27,17 @@ from refit.training.search import select_candidate
 from tests.unit.training_frames import churn_frame, make_config, split
 
 TASKS = (("binary", 2), ("multiclass", 3), ("regression", 0))
+
+
+def sio() -> ModuleType:
+    """``skops.io`` as refit imports it (:func:`refit.skops_compat.skops_io`), when a test first
+    uses it rather than at collection: a plain ``import skops.io`` builds skops' default trust
+    list (a walk of scikit-learn, every ufunc named), 2 to 3 s that every xdist worker paid while
+    collecting. That list then lacks scikit-learn's estimators and the ufuncs, so skops' own
+    untrusted report below names more types, never fewer: every one must still be allowed."""
+    from refit.skops_compat import skops_io
+
+    return skops_io()
 
 
 def schema_types(data: bytes) -> set[str]:
@@ -88,8 +99,8 @@ def test_every_family_refit_trains_is_allowed_and_loads(
     """The allow-list cannot go stale: every family, task and input shape refit can train dumps
     to types on the list (skops' own untrusted report and the full schema), and loads back."""
     estimator, x = fit_family(family, task, n_classes, n_cat, early)
-    data = sio.dumps(estimator)
-    assert set(sio.get_untrusted_types(data=data)) <= SKOPS_ALLOWED_TYPES
+    data = sio().dumps(estimator)
+    assert set(sio().get_untrusted_types(data=data)) <= SKOPS_ALLOWED_TYPES
     assert schema_types(data) <= SKOPS_ALLOWED_TYPES, sorted(schema_types(data) - SKOPS_ALLOWED_TYPES)
     loaded = load_skops(data, family, task)
     assert type(loaded) is type(estimator)
@@ -145,7 +156,7 @@ def data_source_gadget(estimator: Any, target: Path) -> bytes:
     gadget._istmpdest = True  # type: ignore[attr-defined]
     estimator.refit_cache = gadget
     try:
-        return sio.dumps(estimator)
+        return sio().dumps(estimator)
     finally:
         gadget._istmpdest = False  # type: ignore[attr-defined]  # the test's own copy deletes nothing
         del estimator.refit_cache
@@ -158,7 +169,7 @@ def test_a_data_source_gadget_is_refused_and_deletes_nothing(saved: dict[str, Pa
     (target / "keep.txt").write_text("keep")
     estimator = load(str(folder)).fitted.estimator
     data = data_source_gadget(estimator, target)
-    assert "numpy.lib.npyio.DataSource" in sio.get_untrusted_types(data=data)
+    assert "numpy.lib.npyio.DataSource" in sio().get_untrusted_types(data=data)
     replant(folder, "model.skops", data)
     with pytest.raises(ModelArtifactError, match=r"does not trust: numpy\.lib\.npyio\.DataSource$") as err:
         load(str(folder))
@@ -174,8 +185,8 @@ def other_estimators() -> dict[str, bytes]:
     x = np.random.default_rng(0).normal(size=(30, 3))
     return {
         "pickle": pickle.dumps(LinearRegression().fit(x, x[:, 0])),
-        "LinearRegression": sio.dumps(LinearRegression().fit(x, x[:, 0])),
-        "OrderedDict": sio.dumps(OrderedDict(a=np.arange(3))),
+        "LinearRegression": sio().dumps(LinearRegression().fit(x, x[:, 0])),
+        "OrderedDict": sio().dumps(OrderedDict(a=np.arange(3))),
     }
 
 
@@ -294,7 +305,7 @@ def test_a_bit_generator_name_swapped_for_a_function_is_refused() -> None:
     """numpy.random.Generator is allowed, but skops rebuilds it by calling ``numpy.random.<name>``
     with a name stored as a plain string: a name that is not a bit generator is refused."""
     estimator, _ = fit_family("hist_gradient_boosting", "binary", 2, 0)
-    data = sio.dumps(estimator)
+    data = sio().dumps(estimator)
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     assert b'"\\"PCG64\\""' in members["schema.json"]
