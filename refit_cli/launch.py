@@ -38,28 +38,30 @@ def exit_now(code: object) -> NoReturn:
     A flow-backed command ends with about 2,700 modules loaded and Prefect's event-loop threads
     alive; tearing that down after the exit handlers had run took 1.7-2.0 s of a 10-12 s
     ``refit drift`` on a 2-core machine, after its answer was printed. So what the interpreter
-    does before its teardown happens here, in its order: non-daemon threads are waited for, the
-    exit handlers run (Prefect drains its log and event workers, ``logging`` flushes its handlers,
-    a capture writer flushes its rows, temporary folders are removed), stdout and stderr are
-    flushed; then the process ends with ``os._exit``. Where the interpreter offers no way to run
-    the handlers, this is a plain ``sys.exit``.
+    does before its teardown happens here, in its order (CPython's ``Py_FinalizeEx``):
+    ``threading._shutdown`` runs the threading exit hooks (Prefect drains its event worker
+    there; idle thread pools are told to stop) and waits for non-daemon threads, then the exit
+    handlers run (``logging`` flushes its handlers, which drains Prefect's log worker, a capture
+    writer flushes its rows, temporary folders are removed), stdout and stderr are flushed; then
+    the process ends with ``os._exit``. Where the interpreter offers neither hook, or for a status
+    ``os._exit`` cannot take, this is a plain ``sys.exit``.
     """
     if code is None:
         status = 0
     elif isinstance(code, int):
-        status = code
+        status = int(code)
     else:  # sys.exit("message"): the message on stderr, status 1
         print(code, file=sys.stderr)
         status = 1
+    shutdown_threads = getattr(threading, "_shutdown", None)
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
-    if run_exit_handlers is None:
-        raise SystemExit(status)
-    current = threading.current_thread()
-    for thread in threading.enumerate():
-        if thread is not current and not thread.daemon:
-            thread.join()
+    if shutdown_threads is None or run_exit_handlers is None or not -(2**31) <= status < 2**31:
+        raise SystemExit(status if isinstance(code, str) else code)
+    shutdown_threads()
     run_exit_handlers()
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started without that file descriptor
+            continue
         try:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it

@@ -146,7 +146,9 @@ class _Executed(importlib.abc.Loader):
         self._after(module)
 
     def __getattr__(self, name: str) -> Any:  # get_source, get_code, ...: tracebacks and linecache
-        return getattr(self._loader, name)
+        if "_loader" not in self.__dict__:  # a copy being built: no loader to ask yet
+            raise AttributeError(name)
+        return getattr(self.__dict__["_loader"], name)
 
 
 class _SkipUfuncNaming(importlib.abc.MetaPathFinder):
