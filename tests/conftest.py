@@ -29,6 +29,8 @@ from typing import Any
 
 import pytest
 
+from tests.reaper import REAPER
+
 # Tests never talk to AWS and never send telemetry.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
@@ -196,6 +198,10 @@ def processes_only_when_slow(request: pytest.FixtureRequest, monkeypatch: pytest
         pytest.fail(f"{request.node.nodeid} started {started[0]} but is not marked slow: add @pytest.mark.slow")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    REAPER.start()  # stops this process's servers should it die without its teardown (tests/reaper.py)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -219,7 +225,19 @@ def prefect_api() -> Iterator[str]:
     ):
         url = PREFECT_API_URL.value()
         assert url, "prefect_test_harness set no API URL"
+        server = _harness_server_pid()
+        REAPER.watch_process(server)
         yield str(url)
+    REAPER.forget_process(server)
+
+
+def _harness_server_pid() -> int:
+    """The process of the API server ``prefect_test_harness`` started (its default server)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    process = SubprocessASGIServer._instances[None].server_process
+    assert process is not None, "prefect_test_harness started no server process"
+    return process.pid
 
 
 #: The environment every test ``mlflow server`` starts with. MLflow 3 starts a job runner and
@@ -264,6 +282,7 @@ class MlflowServer:
                 env={**os.environ, **MLFLOW_SERVER_ENV, **self.env},
                 start_new_session=True,  # its own process group: the server and the workers it forks stop together
             )  # fmt: skip
+        REAPER.watch_group(self.proc.pid)
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -291,6 +310,7 @@ class MlflowServer:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        REAPER.forget_group(proc.pid)
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.reaper import REAPER
+
 USER = "refit"
 
 
@@ -63,11 +65,12 @@ class PostgresCluster:
         )
         return self.url(name)
 
+    def stop_command(self) -> list[str]:
+        return [*self._as_user, str(pg_bin() / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"]
+
     def stop(self) -> None:
-        subprocess.run(
-            [*self._as_user, str(pg_bin() / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
-            capture_output=True,
-        )
+        subprocess.run(self.stop_command(), capture_output=True)
+        REAPER.forget_command(self.stop_command())
         shutil.rmtree(self.data.parent, ignore_errors=True)
 
 
@@ -99,4 +102,6 @@ def start_postgres() -> PostgresCluster:
         check=True,
         capture_output=True,
     )
-    return PostgresCluster(data=data, port=port, _as_user=as_user)
+    cluster = PostgresCluster(data=data, port=port, _as_user=as_user)
+    REAPER.watch_command(cluster.stop_command())  # pg_ctl detached the server: stop it should this process die
+    return cluster

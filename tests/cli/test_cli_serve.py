@@ -13,6 +13,7 @@ from typing import Any
 from deployments.definitions import RETRAIN_FAILED_AUTOMATION, RETRAIN_REJECTED_AUTOMATION
 from tests.cli.test_cli_models import REFIT
 from tests.flows.helpers import make_project
+from tests.reaper import REAPER
 
 DEPLOYMENTS = (
     "retrain/retrain-weekly",
@@ -65,6 +66,7 @@ def test_serve_config_reaches_all_four_deployments_and_a_partial_run_keeps_the_d
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    REAPER.watch_group(serve.pid)
     try:
         with get_client(sync_client=True) as client:
 
@@ -103,3 +105,4 @@ def test_serve_config_reaches_all_four_deployments_and_a_partial_run_keeps_the_d
         except subprocess.TimeoutExpired:
             os.killpg(serve.pid, signal.SIGKILL)
             serve.wait(timeout=10)
+        REAPER.forget_group(serve.pid)

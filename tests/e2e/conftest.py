@@ -27,6 +27,7 @@ import pytest
 
 from tests.browser import CHROMIUM_ARGS, chromium_path
 from tests.conftest import free_port
+from tests.reaper import REAPER
 
 BIN = Path(sys.executable).parent
 WEBHOOK_SECRET = "whsec-e2e-up-4b1e0c7d9a"
@@ -132,22 +133,26 @@ def start(name: str, args: list[str], env: dict[str, str], cwd: Path, logs: Path
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+    REAPER.watch_group(popen.pid)
     return Proc(name, popen, log)
 
 
 def stop(proc: Proc, grace_s: float = 15) -> None:
     """SIGINT to the process group (a clean stop), SIGKILL when it lingers."""
-    if proc.alive():
-        try:
-            os.killpg(proc.popen.pid, signal.SIGINT)
-            proc.popen.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        except ProcessLookupError:
-            return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.popen.pid, signal.SIGKILL)  # stragglers of the group (flow-run subprocesses)
-    proc.popen.wait(timeout=10)
+    try:
+        if proc.alive():
+            try:
+                os.killpg(proc.popen.pid, signal.SIGINT)
+                proc.popen.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass
+            except ProcessLookupError:
+                return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.popen.pid, signal.SIGKILL)  # stragglers of the group (flow-run subprocesses)
+        proc.popen.wait(timeout=10)
+    finally:
+        REAPER.forget_group(proc.popen.pid)
 
 
 @dataclass
