@@ -251,3 +251,45 @@ def test_an_alerts_window_end_is_the_retrains_as_of(tmp_path: Path, config_path:
     assert Ledger(store, MODEL).entries()[-1].decision.at == end
     # an alert that names no window: the retrain runs as of now
     assert dispatcher.run_parameters(alert("plain"))["as_of"] is None
+
+
+def test_an_alert_dated_in_the_future_is_refused_and_cannot_move_the_governors_clock(
+    tmp_path: Path, config_path: Path
+) -> None:
+    """A signed alert whose window ends in 2099 was decided at 2099: every later alert, and the
+    scheduled checks, were then in its cooldown, and alerts dated 2100-01-01, -02, ... each passed
+    the cooldown and the daily cap. The receiver refuses a window more than an hour ahead of its
+    clock (422, one line), and the dispatcher never decides later than now."""
+    from datetime import UTC, datetime, timedelta
+
+    store = LocalStore(tmp_path / "store")
+    prefect = FakePrefect()
+    app, dispatcher = build_app(
+        store, load_config(config_path), str(config_path), Settings(webhook_secret=SecretStr(SECRET)), start_run=prefect
+    )
+
+    def post_dated(alert_id: str, end: datetime) -> Any:
+        body = json.dumps({"alert_id": alert_id, "model": MODEL, "drift_share": 0.4, "window_end": end.isoformat()})
+        return client.post("/alerts/drift", content=body.encode(), headers={"X-Refit-Signature": sign(body, SECRET)})
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        poison = post_dated("poison", datetime(2099, 1, 1, tzinfo=UTC))
+        assert poison.status_code == 422, poison.text
+        assert "window_end 2099-01-01T00:00:00+00:00 is after this receiver's clock" in poison.json()["detail"]
+        for day in range(3):
+            assert post_dated(f"future-{day}", datetime(2100, 1, 1 + day, tzinfo=UTC)).status_code == 422
+        assert Ledger(store, MODEL).entries() == [] and prefect.calls == 0  # nothing recorded, nothing run
+        # a window that closes within the hour (a monitor's clock a little ahead) is taken
+        soon = post_dated("closes-soon", datetime.now(UTC) + timedelta(minutes=20))
+        assert soon.status_code == 202, soon.text
+        # and decided at the receiver's clock, not the window's: the next genuine alert meets the
+        # ordinary cooldown, which ends hours from now, not from the future window
+        [entry] = Ledger(store, MODEL).entries()
+        assert entry.decision.at <= datetime.now(UTC)
+        assert post(client, "genuine").json()["reason"].startswith("cooldown")
+
+    # the dispatcher on its own (the outbox's retries call it too) never decides in the future
+    later = DriftAlert(alert_id="direct", model=MODEL, window_end=datetime(2099, 1, 1, tzinfo=UTC))
+    other = make_dispatcher(LocalStore(tmp_path / "other"), config_path, FakePrefect())
+    other(later)
+    assert Ledger(other.store, MODEL).entries()[-1].decision.at <= datetime.now(UTC)

@@ -12,6 +12,7 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -129,7 +130,7 @@ def create_app(
             headers = {"WWW-Authenticate": "Bearer"} if bearer is not None else None
             return JSONResponse({"status": "unauthorized", "detail": exc.reason}, status_code=401, headers=headers)
         try:
-            alerts = parse_alerts(body, default_model=default_model)
+            alerts = parse_alerts(body, default_model=default_model, now=datetime.fromtimestamp(clock(), UTC))
         except PayloadError as exc:
             return JSONResponse({"status": "invalid", "detail": str(exc)}, status_code=422)
 

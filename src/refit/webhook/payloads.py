@@ -15,7 +15,7 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, ConfigDict, Field, ValidationError, field_validator
@@ -26,6 +26,11 @@ from refit.records import Record, TolerantRecord
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MODEL_LABELS = ("model", "refit_model")
 MAX_DEPTH = 32  # JSON nesting levels read; deeper bodies are refused (422), not a RecursionError (500)
+#: How far past the receiver's clock an alert's ``window_end`` may lie (a monitor's clock skew, a
+#: window labelled by the hour it closes). Further is refused (422): the governor decides an
+#: alert on its window's clock, and one dated years ahead would start a cooldown that long, or
+#: each of a series of future dates would pass the cooldown and the daily cap.
+MAX_WINDOW_END_AHEAD = timedelta(hours=1)
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 
 
@@ -301,7 +306,7 @@ def _depth_over(data: Any, limit: int) -> bool:
     return False
 
 
-def parse_alerts(body: bytes | str, default_model: str | None = None) -> list[DriftAlert]:
+def parse_alerts(body: bytes | str, default_model: str | None = None, now: datetime | None = None) -> list[DriftAlert]:
     """Read a request body into drift alerts (raise ``PayloadError`` when it is not one).
 
     An Alertmanager group may hold alerts for several models: each model gets its own
@@ -311,7 +316,22 @@ def parse_alerts(body: bytes | str, default_model: str | None = None) -> list[Dr
     Args:
         body: The raw JSON body.
         default_model: Model for alerts that name none (a receiver that serves one model).
+        now: The receiver's clock (default: the system's): a ``window_end`` more than
+            :data:`MAX_WINDOW_END_AHEAD` after it is refused.
     """
+    alerts = _parse(body, default_model)
+    limit = (now or datetime.now(UTC)) + MAX_WINDOW_END_AHEAD
+    for alert in alerts:
+        if alert.window_end is not None and alert.window_end > limit:
+            raise PayloadError(
+                f"alert {alert.alert_id!r}: window_end {alert.window_end.isoformat()} is after this "
+                f"receiver's clock ({(limit - MAX_WINDOW_END_AHEAD).isoformat(timespec='seconds')}) by more "
+                f"than {MAX_WINDOW_END_AHEAD}: a drifted window cannot end in the future"
+            )
+    return alerts
+
+
+def _parse(body: bytes | str, default_model: str | None) -> list[DriftAlert]:
     try:
         data = json.loads(body)
     except RecursionError:
