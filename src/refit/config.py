@@ -8,6 +8,7 @@ Nothing here touches the disk or the network at import time.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, TypeVar
 
 from pydantic import (
@@ -262,11 +263,28 @@ class TrainingConfig(_Section):
         parts = urlsplit(value)
         if parts.scheme not in ("postgresql", "postgresql+psycopg2"):
             raise ValueError(f"must be a postgresql:// URL, got scheme {parts.scheme or '(none)'!r}")
-        if parts.password is not None:
-            raise ValueError(
-                "must not carry a password (the config is stored with every model): use PGPASSWORD or ~/.pgpass"
-            )
+        _refuse_credentials(value, "PGPASSWORD or ~/.pgpass")
         return value
+
+
+#: Query parameters of a URL that carry a credential (libpq's ``password`` and ``sslpassword``, tokens).
+_CREDENTIAL_PARAMETER = re.compile(r"password|secret|token", re.IGNORECASE)
+
+
+def _refuse_credentials(url: str, instead: str) -> None:
+    """Refuse a URL that carries a password (``user:pw@host``, or ``?password=...`` and the like):
+    the config is stored beside every model, in its dossier and in MLflow.
+
+    Raises:
+        ValueError: Naming what to use ``instead``, never the value.
+    """
+    from urllib.parse import parse_qsl, urlsplit
+
+    parts = urlsplit(url)
+    named = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True) if _CREDENTIAL_PARAMETER.search(name)]
+    if parts.password is not None or named:
+        where = "a password" if parts.password is not None else f"a credential ({', '.join(sorted(set(named)))})"
+        raise ValueError(f"must not carry {where} (the config is stored with every model): use {instead}")
 
 
 class GateConfig(_Section):
@@ -533,6 +551,18 @@ class TrackingConfig(_Section):
         description="MLflow tracking server, e.g. http://127.0.0.1:5000 (else MLFLOW_TRACKING_URI; neither: off).",
     )
     experiment: str | None = Field(None, description="MLflow experiment (default: the dataset's name).")
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        if value is not None:
+            _refuse_credentials(
+                value,
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN), or the whole URI "
+                "in MLFLOW_TRACKING_URI, none of which is stored",
+            )
+        return value
+
     timeout_s: float = Field(
         30.0, gt=0, description="Per request to MLflow; a dead server is given up on after one try."
     )

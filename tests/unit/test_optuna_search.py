@@ -103,7 +103,13 @@ def test_the_time_budget_stops_asking() -> None:
 
 @pytest.mark.parametrize(
     ("url", "rule"),
-    [("sqlite:///study.db", "must be a postgresql:// URL"), ("postgresql://team:s3cret@db/optuna", "PGPASSWORD")],
+    [
+        ("sqlite:///study.db", "must be a postgresql:// URL"),
+        ("postgresql://team:s3cret@db/optuna", "must not carry a password"),
+        # libpq (psycopg2) also reads a password from the query string
+        ("postgresql://team@db/optuna?password=s3cret", "must not carry a credential (password)"),
+        ("postgresql://team@db/optuna?sslmode=require&sslpassword=s3cret", "credential (sslpassword)"),
+    ],
 )
 def test_search_storage_is_postgresql_without_a_password(tmp_path: Path, url: str, rule: str) -> None:
     path = tmp_path / "refit.yaml"
@@ -116,7 +122,7 @@ def test_search_storage_is_postgresql_without_a_password(tmp_path: Path, url: st
         load_config(path)
     message = str(info.value)
     assert str(path) in message and "training.search_storage" in message and rule in message
-    assert "s3cret" not in message
+    assert "s3cret" not in message and ("PGPASSWORD" in message or "postgresql://" in message)
 
 
 SHARED_BUDGET = 8

@@ -39,6 +39,25 @@ def test_a_password_in_the_uri_never_reaches_a_log() -> None:
     assert tracking.redact("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
 
 
+@pytest.mark.parametrize(
+    ("uri", "rule"),
+    [
+        ("https://ana:s3cret@mlflow.example.com", "must not carry a password"),
+        ("https://mlflow.example.com/?token=s3cret", "must not carry a credential (token)"),
+    ],
+)
+def test_a_tracking_uri_with_a_password_is_refused_at_load(tmp_path: Path, uri: str, rule: str) -> None:
+    """The config is stored with every model (config.json, the dossier, MLflow): the password was too."""
+    from refit.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        _config(tmp_path, mlflow_uri=uri)
+    message = str(info.value)
+    assert "tracking.mlflow_uri" in message and rule in message and "MLFLOW_TRACKING_PASSWORD" in message
+    assert "s3cret" not in message
+    assert _config(tmp_path, mlflow_uri="https://ana@mlflow.example.com").tracking.mlflow_uri  # a user alone is fine
+
+
 def test_segment_scopes_become_valid_metric_names() -> None:
     assert tracking._metric_name("segment.region×plan=north×basic.gain") == "segment.region_plan_north_basic.gain"
     assert tracking._metric_name("val_roc_auc") == "val_roc_auc"
@@ -51,7 +70,9 @@ def test_an_unreachable_server_is_one_warning_and_the_environment_is_restored(
 
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")  # the user's own setting wins, and stays
-    cfg = _config(tmp_path, mlflow_uri=f"http://ana:pw@127.0.0.1:{free_port()}")
+    # a password may come in MLFLOW_TRACKING_URI (never stored); the YAML refuses one (below)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://ana:pw@127.0.0.1:{free_port()}")
+    cfg = _config(tmp_path)
     record = tracking.RetrainRecord("r1", "churn", None, {}, {}, {}, [], None, {}, None, None, [])
     with caplog.at_level("WARNING", logger="refit.tracking"):
         report = tracking.track_retrain(None, cfg, record)  # type: ignore[arg-type]
