@@ -32,9 +32,13 @@ def notification_block_id(settings: DeploymentSettings) -> UUID | None:
         with get_client(sync_client=True) as client:
             return client.read_block_document_by_name(name, block_type_slug=slug).id
     if settings.notify_webhook_url is not None:
+        # the URL may carry a token (Slack's, Teams'): kept in the block's secrets and filled into
+        # its url template when it sends; the url field itself is plain text that anyone who can
+        # read blocks (the API, the UI) sees
         block = CustomWebhookNotificationBlock(
             name=WEBHOOK_BLOCK_NAME,
-            url=settings.notify_webhook_url.get_secret_value(),
+            url="{{notify_url}}",
+            secrets={"notify_url": settings.notify_webhook_url.get_secret_value()},
             json_data={"subject": "{{subject}}", "body": "{{body}}"},
         )
         # called from sync code it is the UUID (Prefect's sync_compatible types both outcomes)

@@ -96,7 +96,10 @@ def test_failed_and_rejected_retrains_notify_through_the_server(receiver: Receiv
         [failed] = client.read_automations_by_name(RETRAIN_FAILED_AUTOMATION)
         [rejected] = client.read_automations_by_name(RETRAIN_REJECTED_AUTOMATION)
         block = client.read_block_document(failed.actions[0].block_document_id)  # type: ignore[union-attr]
+        shown = client.read_block_document(block.id, include_secrets=False)  # what the API and UI show
     assert block.block_type is not None and block.block_type.slug == "custom-webhook"
+    # the URL (it may carry a token) is one of the block's secrets, not its plain-text url field
+    assert shown.data["url"] == "{{notify_url}}" and receiver.url not in json.dumps(shown.data, default=str)
     assert failed.enabled and rejected.enabled
     assert failed.trigger.expect == {f"prefect.flow-run.{s}" for s in FAILED_STATES}  # type: ignore[union-attr]
     assert failed.trigger.match_related.model_dump() == {  # type: ignore[union-attr]
