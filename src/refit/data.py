@@ -16,7 +16,7 @@ from refit.fingerprint import DatasetFingerprint, fingerprint_frame
 from refit.io import Store, open_location
 from refit.io.frames import FORMATS, read_frame, write_frame
 from refit.io.layout import LAYOUT
-from refit.validation import ValidationResult, check_frame_shape, enforce, validate_frame
+from refit.validation import ValidationResult, check_frame_shape, enforce, text_columns, validate_frame
 
 
 @dataclass(frozen=True)
@@ -47,9 +47,10 @@ def read_sources(files: list[SourceFile], schema_model: Any) -> tuple[pd.DataFra
     Returns the rows and, aligned with them, the URI of the file each row came from.
     """
     frames, origins = [], []
+    text = text_columns(schema_model)
     for f in files:
         try:
-            df = read_frame(f.store, f.key)
+            df = read_frame(f.store, f.key, text)
         except NotFoundError as exc:
             raise DataError(str(exc)) from None
         check_frame_shape(df, schema_model, f.uri)

@@ -128,6 +128,20 @@ def _schema_of(schema_model: Any) -> Any:
     return schema_model.to_schema() if hasattr(schema_model, "to_schema") else schema_model
 
 
+def text_columns(schema_model: Any) -> list[str]:
+    """The columns ``schema_model`` declares as strings or categories: a CSV reader takes them as
+    written (``02134`` stays ``02134``, ``1.0`` stays ``1.0``), not as the numbers pandas would
+    guess, which the schema's coercion would then turn into other strings (``2134``)."""
+    from pandera.dtypes import is_category, is_string
+
+    schema = _schema_of(schema_model)
+    return [
+        str(name)
+        for name, column in schema.columns.items()
+        if column.dtype is not None and (is_string(column.dtype) or is_category(column.dtype))
+    ]
+
+
 def _short_rule(check: str) -> str:
     return str(check).replace("greater_than_or_equal_to", ">=").replace("less_than_or_equal_to", "<=")
 

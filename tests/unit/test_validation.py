@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -480,3 +481,24 @@ def test_duplicates_are_judged_on_coerced_values() -> None:
     assert list(result.quarantine["_refit_row"]) == [6, 8]
     assert result.quarantine[ERRORS_COLUMN].str.startswith("customer_id: field_uniqueness").all()
     assert list(result.valid["customer_id"]) == [0, 1, 2, 3, 4, 5, 7, 9]
+
+
+def test_a_csvs_string_columns_are_read_as_written(tmp_path: Path) -> None:
+    """pandas guessed ``02134`` was the number 2134 and the schema's coercion then made it the
+    string ``2134``: a value changed, and nothing quarantined. Columns the schema declares as
+    strings or categories are read as written; numbers are still numbers."""
+    from refit.data import SourceFile, read_sources
+    from refit.io.local import LocalStore
+
+    class Places(BaseSchema):
+        zip: Series[str]
+        code: Series[str]
+        kind: Series[pd.CategoricalDtype]
+        visits: Series[int]
+
+    store = LocalStore(tmp_path)
+    store.put_bytes("places.csv", b"zip,code,kind,visits\n02134,1.0,007,3\n00501,1e5,010,4\n")
+    frame, _ = read_sources([SourceFile(store, "places.csv")], Places)
+    valid = validate_frame(frame, Places, source="places.csv").valid
+    assert valid["zip"].tolist() == ["02134", "00501"] and valid["code"].tolist() == ["1.0", "1e5"]
+    assert valid["kind"].astype(str).tolist() == ["007", "010"] and valid["visits"].tolist() == [3, 4]

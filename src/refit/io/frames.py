@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Collection
 
 import pandas as pd
 
@@ -20,8 +21,13 @@ def frame_format(key: str) -> str:
     raise DataError(f"{key}: unsupported file type (expected one of {', '.join(FORMATS)})")
 
 
-def parse_frame(data: bytes, name: str) -> pd.DataFrame:
-    """Parse parquet or CSV bytes; ``name`` (a key or URI) is used for the format and errors."""
+def parse_frame(data: bytes, name: str, text_columns: Collection[str] = ()) -> pd.DataFrame:
+    """Parse parquet or CSV bytes; ``name`` (a key or URI) is used for the format and errors.
+
+    A CSV's ``text_columns`` (those a schema declares as strings) are read as written, with no
+    type guessing: ``02134`` stays ``02134``. An empty field, and pandas' other missing-value
+    markers (``NA``, ``null``, ``N/A``, ...), are missing in every column.
+    """
     fmt = frame_format(name)
     if not data:
         raise DataError(f"{name}: file is empty")
@@ -29,7 +35,13 @@ def parse_frame(data: bytes, name: str) -> pd.DataFrame:
         if fmt == "parquet":
             return _parquet_frame(data)
         # engine="c" with strict quoting: a broken quote is an error, not a silently merged row.
-        df = pd.read_csv(io.BytesIO(data), quoting=csv.QUOTE_MINIMAL, doublequote=True, on_bad_lines="error")
+        df = pd.read_csv(
+            io.BytesIO(data),
+            quoting=csv.QUOTE_MINIMAL,
+            doublequote=True,
+            on_bad_lines="error",
+            dtype=dict.fromkeys(text_columns, str) or None,
+        )
     except pd.errors.EmptyDataError:
         raise DataError(f"{name}: file is empty (no columns)") from None
     except Exception as exc:  # pyarrow / parser errors carry long messages: keep the first line
@@ -68,8 +80,8 @@ def release_arrow_memory() -> None:
     pa.default_memory_pool().release_unused()
 
 
-def read_frame(store: Store, key: str) -> pd.DataFrame:
-    return parse_frame(store.get_bytes(key), store.uri_for(key))
+def read_frame(store: Store, key: str, text_columns: Collection[str] = ()) -> pd.DataFrame:
+    return parse_frame(store.get_bytes(key), store.uri_for(key), text_columns)
 
 
 def frame_bytes(df: pd.DataFrame, key: str) -> bytes:
