@@ -35,7 +35,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from refit.config import PipelineConfig
-from refit.errors import NotFoundError, RefitError
+from refit.errors import NotFoundError, RefitError, first_line
 from refit.io import Store
 from refit.io.layout import LAYOUT
 from refit.policy import Decision, DriftSignal, Governor
@@ -99,6 +99,7 @@ class PrefectDispatcher:
         self.governor = Governor(store, self.model, config.drift)
         self._start_run: RunStarter = start_run or self.start_prefect_run
         self._retry_lock = threading.Lock()  # one outbox pass at a time
+        self._unreadable: set[str] = set()  # outbox objects that are not pending alerts (warned once)
         self._stop = threading.Event()
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="refit-prefect")
         self._failed_at: float | None = None  # monotonic time of the last failed Prefect call
@@ -278,14 +279,19 @@ class PrefectDispatcher:
             for key in self.store.list(self.outbox):
                 try:
                     pending = json.loads(self.store.get_bytes(key))
+                    alert = DriftAlert.model_validate(pending["alert"])
+                    signal = DriftSignal.model_validate(pending["signal"])
+                    received = datetime.fromisoformat(pending["received_at"])
                 except NotFoundError:
                     continue  # the request that wrote it has just finished with it
-                alert = DriftAlert.model_validate(pending["alert"])
-                signal = DriftSignal.model_validate(pending["signal"])
+                except (ValueError, KeyError, TypeError) as exc:  # not an entry this receiver wrote
+                    if key not in self._unreadable:  # kept for a person to look at; said once
+                        self._unreadable.add(key)
+                        logger.warning("outbox: %s is not a pending alert (%s); skipped", key, first_line(exc))
+                    continue
                 entry = self.governor.trigger_for(signal.fingerprint)
                 if entry is None:
-                    received = datetime.fromisoformat(pending["received_at"])
-                    decided = self.governor.submit(signal, now=alert.window_end or received)
+                    decided = self.governor.submit(signal, now=min(alert.window_end or received, received))
                     entry = self.governor.trigger_for(signal.fingerprint)  # this one's, or a concurrent one's
                     if entry is None:
                         logger.info(

@@ -124,3 +124,17 @@ def test_threads_registering_at_once_on_s3_get_distinct_numbers(s3_store: Store)
     assert sorted(r.version for r in results) == [1, 2, 3, 4]
     for r in results:
         assert reg.read_artifact("churn", r.version, "m") == r.description.encode()
+
+
+def test_folder_markers_from_the_s3_console_are_not_listed(s3_store: Store, s3_client: Any, s3_bucket: str) -> None:
+    """The S3 console's "Create folder" writes a zero-byte object ``prefix/``: listed, its read
+    raised InvalidKeyError and stopped the registry's history (and so rollback) and the webhook's
+    outbox pass."""
+    reg = Registry(s3_store)
+    reg.register("churn", artifact_uri="s3://m/1")
+    reg.promote("churn", 1, expected_current=None, reason="first")
+    for marker in ("registry/churn/history/", "webhook/churn/outbox/", "odd//key.json"):
+        s3_client.put_object(Bucket=s3_bucket, Key=f"prefix/{marker}", Body=b"")
+    assert s3_store.list("webhook/churn/outbox/") == []
+    assert all(not k.endswith("/") and "//" not in k for k in s3_store.list())
+    assert [(e.seq, e.to_version, e.reason) for e in reg.history("churn")] == [(1, 1, "first")]

@@ -293,3 +293,28 @@ def test_an_alert_dated_in_the_future_is_refused_and_cannot_move_the_governors_c
     other = make_dispatcher(LocalStore(tmp_path / "other"), config_path, FakePrefect())
     other(later)
     assert Ledger(other.store, MODEL).entries()[-1].decision.at <= datetime.now(UTC)
+
+
+def test_an_object_in_the_outbox_that_is_not_an_alert_does_not_stop_the_others(
+    tmp_path: Path, config_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One unreadable outbox object (a person's note, a truncated file) ended every pass before
+    the entries after it: their runs never started."""
+    store = LocalStore(tmp_path / "store")
+    prefect = FakePrefect()
+    prefect.down = True
+    dispatcher = make_dispatcher(store, config_path, prefect)
+    assert dispatcher(alert("z-1")).status == "queued"
+    store.put_bytes(f"webhook/{MODEL}/outbox/a-note.json", b"not json")
+    store.put_bytes(f"webhook/{MODEL}/outbox/a-stub.json", b'{"alert": {}}')
+    prefect.down = False
+    dispatcher._failed_at = None
+    with caplog.at_level("WARNING", logger="refit.webhook"):
+        assert dispatcher.retry_pending() == [prefect.runs[idempotency_key(alert("z-1"))]]
+        assert dispatcher.retry_pending() == []
+    # kept for a person to look at, and said once each
+    assert store.list(f"webhook/{MODEL}/outbox/") == [
+        f"webhook/{MODEL}/outbox/a-note.json",
+        f"webhook/{MODEL}/outbox/a-stub.json",
+    ]
+    assert sum("is not a pending alert" in r.getMessage() for r in caplog.records) == 2

@@ -13,12 +13,21 @@ from typing import Any
 
 from refit.errors import (
     AccessDeniedError,
+    InvalidKeyError,
     NoSuchBucketError,
     NotFoundError,
     PreconditionFailedError,
     StoreError,
 )
 from refit.io.base import Blob, Store, validate_key, validate_prefix
+
+
+def _addressable(key: str) -> bool:
+    try:
+        validate_key(key)
+    except InvalidKeyError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -177,7 +186,10 @@ class S3Store(Store):
                 keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
         except Exception as exc:
             raise self._error(exc, prefix, "list") from None
-        return sorted(keys)
+        # only what a key can name: the S3 console's "Create folder" leaves a zero-byte object
+        # "prefix/" (and other tools write "a//b"); listed, its read failed and stopped whatever
+        # walked the prefix (the webhook's outbox, the registry's history)
+        return sorted(k for k in keys if _addressable(k))
 
     def browse_url(self, uri: str) -> str:
         """The object's page in the AWS console; on any other S3 endpoint (MinIO, Ceph, a local
