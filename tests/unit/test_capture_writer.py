@@ -342,6 +342,24 @@ def test_a_batch_bigger_than_the_whole_spill_is_dropped_and_counted(
     assert "over the spill bound" in capture_records(caplog, logging.ERROR)[0].getMessage()
 
 
+def test_a_batch_too_big_for_the_spill_evicts_nothing(local_store: Store, tmp_path: Path) -> None:
+    """The oversized batch was dropped only after the older spilled batches had been evicted to
+    make room it could never have: both were lost, where only it had to be."""
+    flaky = FlakyStore(local_store)
+    flaky.down = True
+    writer = CaptureWriter(flaky, MODEL, spill_dir=tmp_path / "spill", max_spill_bytes=20_000, clock=Clock())
+    writer.log(features(10), np.zeros(10), model_version="1", request_ids=ids("small-", 10), timestamps=T0)
+    writer.flush()
+    assert writer.stats.rows_spilled == 10
+    writer.log(features(5000), np.zeros(5000), model_version="1", timestamps=T0)  # over 20 kB as parquet
+    stats = writer.flush()
+    assert (stats.rows_dropped, stats.spilled_batches) == (5000, 1)  # the big one only
+    flaky.down = False
+    writer.flush()
+    got = read_all(local_store, LAYOUT.capture_requests(MODEL))[0]
+    assert sorted(got["request_id"]) == ids("small-", 10)  # the spilled batch survived and was written
+
+
 def test_an_unreadable_spill_file_is_dropped_loudly_and_the_rest_still_written(
     local_store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

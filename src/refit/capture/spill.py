@@ -99,14 +99,7 @@ class SpillingWriter:
             self._count_dropped(kind, len(frame), "queued", f"cannot serialise the batch ({one_line(exc)})")
             return
         data = buf.getvalue()
-        evicted = []
-        while self._spill and self._spill_bytes() + len(data) > self.max_spill_bytes:
-            evicted.append(self._spill.popleft())
-        if evicted:
-            for item in evicted:
-                item.path.unlink(missing_ok=True)
-            self._drop(evicted, f"the spill is over its bound of {self.max_spill_bytes} bytes")
-        if len(data) > self.max_spill_bytes:
+        if len(data) > self.max_spill_bytes:  # before evicting anything: it would not fit anyway
             self._count_dropped(
                 kind,
                 len(frame),
@@ -114,6 +107,13 @@ class SpillingWriter:
                 f"one batch ({len(data)} bytes) is over the spill bound of {self.max_spill_bytes} bytes",
             )
             return
+        evicted = []
+        while self._spill and self._spill_bytes() + len(data) > self.max_spill_bytes:
+            evicted.append(self._spill.popleft())
+        if evicted:
+            for item in evicted:
+                item.path.unlink(missing_ok=True)
+            self._drop(evicted, f"the spill is over its bound of {self.max_spill_bytes} bytes")
         seq = self._next_seq
         self._next_seq += 1
         try:
