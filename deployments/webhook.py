@@ -64,7 +64,11 @@ class WebhookSettings(BaseSettings):
 
 
 def idempotency_key(alert: DriftAlert) -> str:
-    return f"refit-alert-{alert.model}-{alert.alert_id}"
+    """Prefect's key for the alert's run: a redelivery (same id, same window) gets the first run
+    back. The window's end is part of it: a sender that reuses an id for a later window got the
+    earlier, finished run back, answered "accepted", and no retrain ran."""
+    window = f"-{alert.window_end.astimezone(UTC):%Y%m%dT%H%M%SZ}" if alert.window_end is not None else ""
+    return f"refit-alert-{alert.model}-{alert.alert_id}{window}"
 
 
 def outbox_name(alert_id: str) -> str:

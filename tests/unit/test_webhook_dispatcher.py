@@ -318,3 +318,26 @@ def test_an_object_in_the_outbox_that_is_not_an_alert_does_not_stop_the_others(
         f"webhook/{MODEL}/outbox/a-stub.json",
     ]
     assert sum("is not a pending alert" in r.getMessage() for r in caplog.records) == 2
+
+
+def test_an_alert_id_reused_for_a_later_window_starts_a_run_of_its_own(tmp_path: Path, config_path: Path) -> None:
+    """Prefect's idempotency key was the alert id alone: a sender reusing it for a later window
+    (a rule name as id) had the governor record a trigger, got the earlier finished run back and
+    "accepted", and no retrain ran."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    prefect = FakePrefect()
+    dispatcher = make_dispatcher(LocalStore(tmp_path / "store"), config_path, prefect)
+    first_end = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
+
+    def dated(end: datetime) -> DriftAlert:
+        return DriftAlert(alert_id="rule-drift", model=MODEL, drift_share=0.4, window_end=end)
+
+    first = dispatcher(dated(first_end))
+    again = dispatcher(dated(first_end))  # a redelivery: the same run, not a second
+    later = dispatcher(dated(first_end + timedelta(days=1)))  # past the cooldown
+    assert (first.status, again.status, later.status) == ("accepted", "suppressed", "accepted")
+    assert later.flow_run_id != first.flow_run_id and len(prefect.runs) == 2
+    assert idempotency_key(dated(first_end)) == idempotency_key(
+        dated(first_end.astimezone(timezone(timedelta(hours=2))))
+    )
