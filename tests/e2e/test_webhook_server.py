@@ -390,3 +390,52 @@ def test_no_secret_and_no_token_is_refused_unless_insecure_dev(caplog: pytest.Lo
     assert any("INSECURE" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     status, _ = _call_asgi(app, [], [_alert("open")])
     assert status == 200
+
+
+def test_a_head_or_body_trickled_past_its_deadline_gets_408_and_the_connection_closes() -> None:
+    """A sender trickling a head or a body held its connection (and up to 1 MiB) for as long as it
+    liked, before any authentication could refuse it; many such senders tied up the receiver."""
+    import socket
+
+    seen: list[DriftAlert] = []
+    app = create_app(lambda a: seen.append(a) or DispatchResult("ignored"), secrets=SECRET, body_deadline_s=1.0)  # type: ignore[func-returns-value]
+    port = free_port()
+    config = server_config(app, "127.0.0.1", port, head_deadline_s=1.0, log_level="warning", lifespan="off")
+    assert config.limit_concurrency == 256
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+
+    def answer(sock: socket.socket) -> bytes:
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+        return data  # the server closed the connection
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"POST /alerts/drift HTTP/1.1\r\nHost: x\r\n")  # ... and the rest never comes
+            started = time.monotonic()
+            reply = answer(sock)
+            assert reply.startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 5
+        body = _alert("slow-body")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /alerts/drift HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\nX-Refit-Signature: {sign(body, SECRET)}\r\n\r\n".encode()
+                + body[:10]
+            )
+            reply = answer(sock)
+            assert reply.startswith(b"HTTP/1.1 408 ") and b'"status":"timeout"' in reply
+        assert seen == []
+        # a request that arrives in time is served as before
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            assert _post(client, _alert("in-time")).status_code == 200
+        assert [a.alert_id for a in seen] == ["in-time"]
+    finally:
+        server.should_exit = True
+        thread.join(10)

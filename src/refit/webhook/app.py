@@ -8,6 +8,7 @@ then parsing, then the dispatcher. The app decides nothing about retraining: the
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -34,6 +35,10 @@ from refit.webhook.payloads import (
 logger = logging.getLogger("refit.webhook")
 
 MAX_BODY_BYTES = 1 << 20
+#: Longest a request's body may take to arrive: a sender trickling bytes holds a connection and
+#: up to MAX_BODY_BYTES of memory for as long as it likes otherwise (a slow-body attack, before
+#: any authentication can refuse it). A real alert of a few kB arrives in milliseconds.
+BODY_DEADLINE_S = 10.0
 DRIFT_PATH = "/alerts/drift"
 
 AnyDispatcher = Callable[[DriftAlert], DispatchResult] | Callable[[DriftAlert], Awaitable[DispatchResult]]
@@ -78,6 +83,7 @@ def create_app(
     token: Secret | None = None,
     default_model: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    body_deadline_s: float = BODY_DEADLINE_S,
     tolerance_s: float = DEFAULT_TOLERANCE_S,
     retry_after_s: int = 30,
     clock: Callable[[], float] = time.time,
@@ -93,6 +99,7 @@ def create_app(
         token: Bearer token accepted instead of a signature. Overrides settings.
         default_model: Model for alerts that name none.
         max_body_bytes: Larger bodies get 413 before any parsing.
+        body_deadline_s: A body not complete this long after the request began gets 408.
         tolerance_s: Replay window of the signature timestamp.
         retry_after_s: ``Retry-After`` of a 503 when the dispatcher names none.
         clock: Unix seconds, for the replay window.
@@ -101,8 +108,8 @@ def create_app(
     keys, bearer = _credentials(secrets, token, settings, insecure_dev)
     if max_body_bytes < 1:
         raise ConfigError("max_body_bytes must be at least 1")
-    if tolerance_s <= 0:
-        raise ConfigError("tolerance_s must be positive")
+    if tolerance_s <= 0 or body_deadline_s <= 0:
+        raise ConfigError("tolerance_s and body_deadline_s must be positive")
     dispatch = _awaitable(dispatcher)
     app = FastAPI(title="refit drift-alert receiver", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -113,7 +120,14 @@ def create_app(
     @app.post(DRIFT_PATH)
     async def receive_drift_alert(request: Request) -> JSONResponse:
         try:
-            body = await _read_body(request, max_body_bytes)
+            async with asyncio.timeout(body_deadline_s):
+                body = await _read_body(request, max_body_bytes)
+        except TimeoutError:
+            return JSONResponse(
+                {"status": "timeout", "detail": f"body not received within {body_deadline_s:g} s"},
+                status_code=408,
+                headers={"Connection": "close"},
+            )
         except _BodyTooLarge:
             return JSONResponse(
                 {"status": "too_large", "detail": f"body larger than {max_body_bytes} bytes"},

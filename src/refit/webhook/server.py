@@ -15,6 +15,12 @@ from typing import Any
 
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers together
 MAX_HEADER_COUNT = 100
+#: Longest a request head may take to arrive once its first byte has: a sender trickling a head
+#: held its connection for as long as it liked (the body has its own deadline, in the app).
+HEAD_DEADLINE_S = 10.0
+#: Connections and requests served at once; past it uvicorn answers 503 at once instead of
+#: letting many slow senders pile up sockets and memory.
+MAX_CONCURRENCY = 256
 
 
 def _bounded_protocol() -> type[asyncio.Protocol] | None:
@@ -34,6 +40,7 @@ def _bounded_protocol() -> type[asyncio.Protocol] | None:
 
         max_header_bytes = MAX_HEADER_BYTES
         max_header_count = MAX_HEADER_COUNT
+        head_deadline_s = HEAD_DEADLINE_S
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -43,6 +50,7 @@ def _bounded_protocol() -> type[asyncio.Protocol] | None:
             self._head_count = 0
             self._too_large = False  # the parser saw a complete head over the bounds
             self._refused = False  # 431 sent, connection closing
+            self._head_timer: asyncio.TimerHandle | None = None  # the head's deadline, once its first byte is in
 
         def _over(self) -> bool:
             """What the parser has seen of the head is over a bound (bytes of a body never count)."""
@@ -55,19 +63,35 @@ def _bounded_protocol() -> type[asyncio.Protocol] | None:
                 return
             if self._head_open:
                 self._head_bytes += len(data)
+                if self._head_timer is None:
+                    self._head_timer = self.loop.call_later(self.head_deadline_s, self._head_too_slow)
             super().data_received(data)
             # Still in the head after this chunk: everything received since it began is head.
             unfinished = self._head_open and self._head_bytes > self.max_header_bytes
             if not self._refused and (self._over() or unfinished):
                 self._refuse()
 
-        def _refuse(self) -> None:
+        def _head_too_slow(self) -> None:
+            self._head_timer = None
+            if self._head_open and not self._refused and not self.transport.is_closing():
+                self._refuse(408, b"Request head not received in time.")
+
+        def _stop_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_head_timer()
+            super().connection_lost(exc)
+
+        def _refuse(self, status: int = 431, msg: bytes = b"Request header fields too large.") -> None:
             self._refused = True
-            msg = b"Request header fields too large."
+            self._stop_head_timer()
             self.transport.write(
                 b"".join(
                     [
-                        STATUS_LINE[431],
+                        STATUS_LINE[status],
                         b"content-type: text/plain; charset=utf-8\r\n",
                         b"content-length: " + str(len(msg)).encode() + b"\r\n",
                         b"connection: close\r\n\r\n",
@@ -96,6 +120,7 @@ def _bounded_protocol() -> type[asyncio.Protocol] | None:
         def on_headers_complete(self) -> None:
             self._head_open = False
             self._head_bytes = 0
+            self._stop_head_timer()
             if self._over():
                 self._too_large = True  # the app never sees it; data_received answers 431
                 return
@@ -112,16 +137,19 @@ def _bounded_protocol() -> type[asyncio.Protocol] | None:
     return BoundedHttpToolsProtocol
 
 
-def server_config(app: Any, host: str, port: int, **kwargs: Any) -> Any:
-    """A ``uvicorn.Config`` for the receiver with the head bounds in place (see the module docstring)."""
+def server_config(app: Any, host: str, port: int, head_deadline_s: float = HEAD_DEADLINE_S, **kwargs: Any) -> Any:
+    """A ``uvicorn.Config`` for the receiver with the head bounds and deadline in place (see the
+    module docstring) and at most :data:`MAX_CONCURRENCY` connections at once (``kwargs`` win)."""
     import uvicorn
 
     protocol = _bounded_protocol()
+    if protocol is not None and head_deadline_s != protocol.head_deadline_s:  # type: ignore[attr-defined]
+        protocol = type(protocol.__name__, (protocol,), {"head_deadline_s": head_deadline_s})
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         http=protocol if protocol is not None else "h11",
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
-        **kwargs,
+        **{"limit_concurrency": MAX_CONCURRENCY} | kwargs,
     )
