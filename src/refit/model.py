@@ -184,7 +184,24 @@ def save_model(
     *,
     overwrite: bool = False,
 ) -> str:
-    """Write the artifact folder under ``prefix``; the manifest goes last. Returns its URI.
+    """:func:`write_model`, returning the artifact's URI only."""
+    return write_model(store, prefix, fitted, config, trials, metrics, info, overwrite=overwrite)[0]
+
+
+def write_model(
+    store: Store,
+    prefix: str,
+    fitted: FittedModel,
+    config: Any,
+    trials: Sequence[Any] = (),
+    metrics: dict[str, Any] | None = None,
+    info: dict[str, Any] | None = None,
+    *,
+    overwrite: bool = False,
+) -> tuple[str, str]:
+    """Write the artifact folder under ``prefix``; the manifest goes last. Returns its URI and the
+    sha256 of the manifest as written: the run pins every later read of the candidate to it
+    (:func:`load`, :func:`read_artifact`), so what the gate judged is what gets registered.
 
     Args:
         store: Where to write.
@@ -229,8 +246,9 @@ def save_model(
         "task": fitted.task,
         "files": {name: {"sha256": _sha256(data), "bytes": len(data)} for name, data in sorted(files.items())},
     }
-    store.put_bytes(manifest_key, _json_bytes(manifest))
-    return store.uri_for(prefix.strip("/")) if prefix.strip("/") else store.uri
+    manifest_bytes = _json_bytes(manifest)
+    store.put_bytes(manifest_key, manifest_bytes)
+    return (store.uri_for(prefix.strip("/")) if prefix.strip("/") else store.uri), _sha256(manifest_bytes)
 
 
 @dataclass
@@ -337,8 +355,8 @@ def read_artifact(store: Store, prefix: str, manifest_sha256: str | None = None)
         raise ModelArtifactError(f"no model at {where.rsplit('/', 1)[0]}: {MANIFEST} not found") from None
     if manifest_sha256 is not None and _sha256(manifest_bytes) != manifest_sha256:
         raise ModelArtifactError(
-            f"{where} does not match the sha256 the registry recorded for this version "
-            "(the artifact was altered after registration)"
+            f"{where} does not match the sha256 recorded for it (by the registry for a version, by "
+            "training for a run's candidate): the artifact was altered after it was written"
         )
     try:
         manifest = json.loads(manifest_bytes)

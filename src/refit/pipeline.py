@@ -166,6 +166,9 @@ class CandidateHandle:
     samples_per_s: float | None
     peak_memory_mb: float | None
     best_trial: int | None = None
+    #: The sha256 of the artifact's manifest as training wrote it: evaluation and registration
+    #: read the candidate pinned to it, so the version registered is the one the gate judged.
+    manifest_sha256: str | None = None
 
 
 def _prepared_splits(store: Store, config: PipelineConfig, splits: SplitHandles) -> Any:
@@ -188,7 +191,7 @@ def train_candidates(
 ) -> CandidateHandle:
     """Search every configured family; save the best as a self-contained artifact."""
     from refit.device import resolve_device
-    from refit.model import save_model
+    from refit.model import write_model
     from refit.seeds import seed_everything
     from refit.training.search import search_candidates
 
@@ -204,7 +207,7 @@ def train_candidates(
     best = result.best_trial
     info = {"device": str(device), "search_wall_s": wall, "data": splits.lineage()}
     key = run_folder.candidate
-    uri = save_model(
+    uri, manifest_sha256 = write_model(
         store,
         key,
         result.best,
@@ -228,6 +231,7 @@ def train_candidates(
         samples_per_s=best.samples_per_s,
         peak_memory_mb=env.get("peak_memory_mb"),
         best_trial=best.index,
+        manifest_sha256=manifest_sha256,
     )
 
 
@@ -357,7 +361,7 @@ def evaluate_candidate(
 
     ds = config.dataset
     test_df = read_frame(store, splits.keys["test"])
-    models = [load(store, candidate.artifact_key)]
+    models = [load(store, candidate.artifact_key, manifest_sha256=candidate.manifest_sha256)]
     champion = champion_version(store, ds.name)
     if champion is not None:
         models.append(load_version(store, champion))
@@ -434,7 +438,7 @@ def register_candidate(
     from refit.model import git_commit, read_artifact
     from refit.registry import Registry
 
-    files = read_artifact(store, candidate.artifact_key)
+    files = read_artifact(store, candidate.artifact_key, candidate.manifest_sha256)
     train_df = read_frame(store, splits.keys["train"])
     n = min(REFERENCE_SAMPLE_ROWS, len(train_df))
     reference = train_df.sample(n=n, random_state=config.training.seed) if n < len(train_df) else train_df

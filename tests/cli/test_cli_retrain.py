@@ -90,8 +90,8 @@ def test_retrain_dry_run_refuses_a_tampered_champion(champion_project, tmp_path:
     assert out.returncode == 1  # (Prefect logs the failed task's traceback; refit's own error is one line)
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and last.endswith(
-        "manifest.json does not match the sha256 the registry recorded for this version "
-        "(the artifact was altered after registration)"
+        "manifest.json does not match the sha256 recorded for it (by the registry for a version, by "
+        "training for a run's candidate): the artifact was altered after it was written"
     )
 
     for name, data in pristine.items():

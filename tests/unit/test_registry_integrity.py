@@ -73,7 +73,7 @@ def test_an_edited_file_with_a_recomputed_manifest_is_refused(
     # the artifact is self-consistent: on its own it loads and predicts differently
     changed = load(str(folder)).predict_proba(val)
     assert not np.allclose(changed, before)
-    message = r"manifest.json does not match the sha256 the registry recorded for this version"
+    message = r"manifest.json does not match the sha256 recorded for it \(by the registry for a version"
     with pytest.raises(ModelArtifactError, match=message):
         reg.load_model("churn", 1)
     with pytest.raises(ModelArtifactError, match=message):  # the path retrain, drift and the demo use
@@ -106,7 +106,7 @@ def test_a_referenced_artifact_is_pinned_too(local_store: LocalStore, tmp_path: 
     reg.register("churn", artifact_uri=str(folder), manifest_sha256=sha)
     assert reg.load_model("churn", 1).pinned is True
     tamper_preprocessing(folder)
-    with pytest.raises(ModelArtifactError, match="does not match the sha256 the registry recorded"):
+    with pytest.raises(ModelArtifactError, match=r"does not match the sha256 recorded for it \(by the registry"):
         reg.load_model("churn", 1)
     with pytest.raises(RegistryError, match="64 lowercase hex digits"):
         reg.register("churn", artifact_uri=str(folder), manifest_sha256="abc")
@@ -130,3 +130,35 @@ def test_a_version_registered_before_the_record_loads_and_says_so(
     assert loaded.pinned is False
     assert "churn:1 was registered without a manifest sha256" in caplog.text
     assert loaded.predict_proba(val).shape == (len(val), 2)
+
+
+@pytest.mark.slow  # a whole retrain: the smoke test loads the candidate in a child process
+@pytest.mark.parametrize("before", ["evaluate-candidate", "register-model"])
+def test_a_candidate_altered_after_training_is_neither_judged_nor_registered(tmp_path: Path, before: str) -> None:
+    """Evaluation and registration read the candidate from the run folder anew: one edited
+    (files and manifest recomputed) between training and either step was judged, or registered
+    after the gate had judged the original. Both reads are pinned to the manifest training wrote."""
+    from contextlib import contextmanager
+
+    from refit.config_loader import load_config
+    from refit.recipe import RetrainOptions, run_retrain
+    from tests.flows.helpers import make_project
+
+    config_path, store = make_project(tmp_path, rows=1500)
+    cfg = load_config(config_path)
+    cfg = cfg.model_copy(
+        update={"training": cfg.training.model_copy(update={"candidates": cfg.training.candidates[:1]})}
+    )
+    altered: list[str] = []
+
+    @contextmanager
+    def tamper_before(step: str):  # type: ignore[no-untyped-def]
+        if step == before:
+            folder = next(Path(store.root).glob("runs/*/*/candidate"))
+            tamper_preprocessing(folder)
+            altered.append(str(folder))
+        yield
+
+    with pytest.raises(ModelArtifactError, match=r"recorded for it \(by the registry for a version, by training"):
+        run_retrain(store, cfg, RetrainOptions(reason="first"), around=tamper_before)
+    assert altered and Registry(store).list_models() == []  # nothing registered
