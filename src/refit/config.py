@@ -8,7 +8,6 @@ Nothing here touches the disk or the network at import time.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal, TypeVar
 
 from pydantic import (
@@ -32,6 +31,7 @@ from refit.metrics import (
     tolerance_defaults,
 )
 from refit.records import Record
+from refit.url_credentials import refuse_credentials
 
 DEFAULT_CONFIG_FILE = "refit.yaml"
 
@@ -263,28 +263,8 @@ class TrainingConfig(_Section):
         parts = urlsplit(value)
         if parts.scheme not in ("postgresql", "postgresql+psycopg2"):
             raise ValueError(f"must be a postgresql:// URL, got scheme {parts.scheme or '(none)'!r}")
-        _refuse_credentials(value, "PGPASSWORD or ~/.pgpass")
+        refuse_credentials(value, "PGPASSWORD or ~/.pgpass")
         return value
-
-
-#: Query parameters of a URL that carry a credential (libpq's ``password`` and ``sslpassword``, tokens).
-_CREDENTIAL_PARAMETER = re.compile(r"password|secret|token", re.IGNORECASE)
-
-
-def _refuse_credentials(url: str, instead: str) -> None:
-    """Refuse a URL that carries a password (``user:pw@host``, or ``?password=...`` and the like):
-    the config is stored beside every model, in its dossier and in MLflow.
-
-    Raises:
-        ValueError: Naming what to use ``instead``, never the value.
-    """
-    from urllib.parse import parse_qsl, urlsplit
-
-    parts = urlsplit(url)
-    named = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True) if _CREDENTIAL_PARAMETER.search(name)]
-    if parts.password is not None or named:
-        where = "a password" if parts.password is not None else f"a credential ({', '.join(sorted(set(named)))})"
-        raise ValueError(f"must not carry {where} (the config is stored with every model): use {instead}")
 
 
 class GateConfig(_Section):
@@ -556,7 +536,7 @@ class TrackingConfig(_Section):
     @classmethod
     def _no_credentials(cls, value: str | None) -> str | None:
         if value is not None:
-            _refuse_credentials(
+            refuse_credentials(
                 value,
                 "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN), or the whole URI "
                 "in MLFLOW_TRACKING_URI, none of which is stored",

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 from refit.errors import first_line
+from refit.url_credentials import redact, scrub
 
 if TYPE_CHECKING:
     from refit.config import PipelineConfig, TrackingConfig
@@ -60,22 +60,6 @@ def tracking_uri(config: PipelineConfig) -> str | None:
 
 def tracking_enabled(config: PipelineConfig) -> bool:
     return tracking_uri(config) is not None
-
-
-def redact(uri: str) -> str:
-    """``uri`` without a password (``https://user:***@host``): safe for logs."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _scrub(text: str, uri: str) -> str:
-    """``text`` with the URI's password replaced (an error message may quote the URL)."""
-    password = urlsplit(uri).password
-    return text.replace(password, "***") if password else text
 
 
 @dataclass(frozen=True)
@@ -171,7 +155,7 @@ def track_retrain(store: Store, config: PipelineConfig, record: RetrainRecord) -
             run_id, trials = _log_retrain(client, experiment_id, store, record)
             mirrored, aliases = mirror_registry(client, store, record.model, experiment_id)
     except Exception as exc:  # MLflow down, or refusing: the retrain goes on
-        message = _scrub(f"{type(exc).__name__}: {first_line(exc)}", uri)
+        message = scrub(f"{type(exc).__name__}: {first_line(exc)}", uri)
         log.warning(
             "MLflow tracking at %s failed (%s); the retrain goes on, the next tracked run catches up the mirror",
             shown,

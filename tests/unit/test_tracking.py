@@ -37,6 +37,10 @@ def test_a_password_in_the_uri_never_reaches_a_log() -> None:
         tracking.redact("https://ana:s3cret@mlflow.example.com:8443/x") == "https://ana:***@mlflow.example.com:8443/x"
     )
     assert tracking.redact("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    # a token in the query string (MLFLOW_TRACKING_URI may hold one) is masked too
+    assert (
+        tracking.redact("https://mlflow.example.com/?token=s3cret&x=1") == "https://mlflow.example.com/?token=***&x=1"
+    )
 
 
 @pytest.mark.parametrize(

@@ -48,16 +48,18 @@ class _BodyTooLarge(Exception):
     pass
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused as soon as it passes ``limit`` bytes (declared or streamed)."""
+async def _read_body(request: Request, limit: int, deadline_s: float) -> bytes:
+    """The raw body, refused as soon as it passes ``limit`` bytes (declared or streamed), or
+    (``TimeoutError``) when it has not all arrived ``deadline_s`` after reading began."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         raise _BodyTooLarge
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _BodyTooLarge
+    async with asyncio.timeout(deadline_s):
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _BodyTooLarge
     return bytes(body)
 
 
@@ -120,13 +122,11 @@ def create_app(
     @app.post(DRIFT_PATH)
     async def receive_drift_alert(request: Request) -> JSONResponse:
         try:
-            async with asyncio.timeout(body_deadline_s):
-                body = await _read_body(request, max_body_bytes)
+            body = await _read_body(request, max_body_bytes, body_deadline_s)
         except TimeoutError:
+            detail = f"body not received within {body_deadline_s:g} s"
             return JSONResponse(
-                {"status": "timeout", "detail": f"body not received within {body_deadline_s:g} s"},
-                status_code=408,
-                headers={"Connection": "close"},
+                {"status": "timeout", "detail": detail}, status_code=408, headers={"Connection": "close"}
             )
         except _BodyTooLarge:
             return JSONResponse(
