@@ -74,21 +74,17 @@ def write_production_data(
         batches, rows_per_batch, seed=seed, start=start_ts, drift=drift, segment=segment, drift_strength=strength
     )
     name = config.dataset.name
-    dataset = config.dataset
     n_rows = n_labels = 0
     # Through the serving-side writer, so the demo exercises it: one flush per batch, parts named
     # after the batch (a rerun with the same seed overwrites rather than duplicates).
     with tempfile.TemporaryDirectory(prefix="refit-demo-spill-") as spill:
-        writer = CaptureWriter(
+        writer = CaptureWriter.for_config(
             store,
-            name,
+            config,
             flush_rows=sys.maxsize,
             flush_interval_s=math.inf,
             max_queue_rows=sys.maxsize,  # one flush per batch, whatever its size: reruns overwrite
             spill_dir=spill,
-            timestamp_column=dataset.timestamp_column,
-            request_id_column=dataset.request_id_column,
-            label_column=dataset.target,
             part_prefix=f"batch-{seed}",
         )
         for batch in produced:

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -651,3 +652,81 @@ def test_rows_still_queued_when_the_process_exits_without_close_are_written(tmp_
     keys = store.list(LAYOUT.capture_requests(MODEL))
     ids = sorted(i for k in keys for i in read_frame(store, k)["request_id"])
     assert ids == sorted([f"r{i}" for i in range(50)] + [f"late{i}" for i in range(7)])
+
+
+def test_one_value_of_another_type_loses_no_row_and_validation_judges_it(
+    local_store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Parquet holds one type per column: one request whose tenure came as the string "38" (or a
+    flag as "maybe") made the whole batch unwritable, and every caller's rows in it were dropped
+    (101 of 101), with a warning that blamed the store. Such a column is written as text; read
+    back, validation coerces "38" losslessly and quarantines "maybe" with its rule."""
+    from refit.io.layout import LAYOUT
+    from refit.validation import validate_frame
+    from schemas.churn import ChurnCaptureSchema
+
+    caplog.set_level(logging.WARNING, logger="refit.capture")
+    writer = CaptureWriter(local_store, MODEL, clock=Clock())
+    clean = features(100).assign(customer_id=range(100))
+    writer.log(clean, np.full(100, 0.4), model_version="1", request_ids=ids("ok-", 100), timestamps=T0)
+    odd = features(2, seed=4).astype({"tenure_months": object, "autopay": object}).assign(customer_id=[100, 101])
+    odd.loc[0, "tenure_months"] = "38"
+    odd.loc[1, "autopay"] = "maybe"
+    writer.log(odd, [0.4, 0.5], model_version="1", request_ids=ids("odd-", 2), timestamps=T0)
+    stats = writer.close()
+    assert (stats.rows_written, stats.rows_dropped, stats.last_error) == (102, 0, None)
+    [warning] = [r.getMessage() for r in caplog.records if "mixed types" in r.getMessage()]
+    assert "tenure_months, autopay" in warning and "failing" not in warning  # not blamed on the store
+
+    got = read_all(local_store, LAYOUT.capture_requests(MODEL))[0]
+    assert sorted(got["request_id"]) == ids("odd-", 2) + ids("ok-", 100)
+    result = validate_frame(got, ChurnCaptureSchema, source="captures")
+    valid = result.valid.set_index("request_id")
+    assert valid.loc["odd-00000", "tenure_months"] == 38 and len(valid) == 101
+    assert valid.loc[ids("ok-", 100), "tenure_months"].tolist() == clean["tenure_months"].tolist()
+    [rejected] = result.quarantine["request_id"].tolist()
+    assert rejected == "odd-00001" and "autopay" in result.summary.one_line()
+
+
+def test_captures_without_the_configs_columns_are_one_line_and_for_config_names_them(
+    local_store: Store, tmp_path: Path
+) -> None:
+    """``CaptureWriter(store, name)`` as the README showed it writes ``event_time`` and ``label``;
+    for a dataset whose columns are ``applied_at`` and ``defaulted`` the drift check and the
+    retrain then ended in a KeyError traceback. It is one line saying what to use, and
+    ``CaptureWriter.for_config`` writes the columns the config reads."""
+    from refit.capture import read_captures
+    from refit.errors import DataError
+    from tests.flows.helpers import write_config
+
+    def read(model: str) -> Any:
+        return read_captures(
+            local_store, model, timestamp_column="applied_at", request_id_column="request_id", target="defaulted"
+        )
+
+    plain = CaptureWriter(local_store, "loans", clock=Clock())
+    plain.log(features(3), np.zeros(3), model_version="1", request_ids=ids("p-", 3), timestamps=T0)
+    plain.log_labels(ids("p-", 3), [0, 1, 0])
+    plain.close()
+    with pytest.raises(DataError) as info:
+        read("loans")
+    message = str(info.value)
+    assert "\n" not in message and "no column 'applied_at' (dataset.timestamp_column)" in message
+    assert "event_time" in message and "CaptureWriter.for_config(store, config)" in message
+
+    from refit.config_loader import load_config
+
+    config = load_config(write_config(tmp_path))
+    config = config.model_copy(
+        update={
+            "dataset": config.dataset.model_copy(
+                update={"name": "loans2", "timestamp_column": "applied_at", "target": "defaulted"}
+            )
+        }
+    )
+    writer = CaptureWriter.for_config(local_store, config, clock=Clock())
+    writer.log(features(3), np.zeros(3), model_version="1", request_ids=ids("c-", 3), timestamps=T0)
+    writer.log_labels(ids("c-", 3), [0, 1, 0])
+    writer.close()
+    window = read("loans2")
+    assert window.frame["applied_at"].tolist() == [T0] * 3 and window.labels["defaulted"].tolist() == [0, 1, 0]

@@ -22,8 +22,19 @@ MODEL_VERSION_COLUMN = "model_version"
 LABEL_TIME_COLUMN = "label_time"
 
 
+#: The column names of a ``CaptureWriter`` made without its config (``CaptureWriter.for_config``
+#: names the config's own): the request time, the request id and the label.
+DEFAULT_TIMESTAMP_COLUMN = "event_time"
+DEFAULT_REQUEST_ID_COLUMN = "request_id"
+DEFAULT_LABEL_COLUMN = "label"
+
+
 def write_requests(
-    store: Store, model: str, frame: pd.DataFrame, timestamp_column: str = "event_time", part: str | None = None
+    store: Store,
+    model: str,
+    frame: pd.DataFrame,
+    timestamp_column: str = DEFAULT_TIMESTAMP_COLUMN,
+    part: str | None = None,
 ) -> list[str]:
     """Write captured requests, one parquet file per (date, hour) partition; returns URIs."""
     part = part or uuid.uuid4().hex[:12]

@@ -14,7 +14,13 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
-from refit.capture.layout import LABEL_TIME_COLUMN
+from refit.capture.layout import (
+    DEFAULT_LABEL_COLUMN,
+    DEFAULT_REQUEST_ID_COLUMN,
+    DEFAULT_TIMESTAMP_COLUMN,
+    LABEL_TIME_COLUMN,
+)
+from refit.errors import DataError
 from refit.io import Store
 from refit.io.layout import LAYOUT
 
@@ -106,6 +112,27 @@ def _latest_labels(labels: pd.DataFrame, request_id_column: str) -> pd.DataFrame
     return labels.drop_duplicates(request_id_column, keep="last").reset_index(drop=True)
 
 
+def _require(frame: pd.DataFrame, store: Store, prefix: str, columns: dict[str, str]) -> None:
+    """The captures have the columns the config reads them by, or a one-line DataError: a writer
+    made without them (``CaptureWriter(store, name)`` keeps its defaults ``event_time`` and
+    ``label``) used to end the check in a KeyError traceback."""
+    missing = [f"{name!r} ({key})" for name, key in columns.items() if name not in frame.columns]
+    if missing:
+        defaults = [
+            c for c in (DEFAULT_TIMESTAMP_COLUMN, DEFAULT_REQUEST_ID_COLUMN, DEFAULT_LABEL_COLUMN) if c in frame.columns
+        ]
+        have = (
+            f"the writer's default {', '.join(defaults)}"
+            if defaults
+            else ", ".join(str(c) for c in frame.columns[:12]) + (", ..." if len(frame.columns) > 12 else "")
+        )
+        raise DataError(
+            f"captures under {store.uri_for(prefix.rstrip('/'))} have no column {', '.join(missing)} "
+            f"(they have {have}): log them with CaptureWriter.for_config(store, config), "
+            "which names the config's columns"
+        )
+
+
 def read_captures(
     store: Store,
     model: str,
@@ -139,6 +166,12 @@ def read_captures(
     lab_keys = [k for k in store.list(LAYOUT.capture_labels(model)) if _may_hold(k, label_from, None)]
     if req_keys:
         frame, origins = _read_all(store, req_keys)
+        _require(
+            frame,
+            store,
+            LAYOUT.capture_requests(model),
+            {timestamp_column: "dataset.timestamp_column", request_id_column: "dataset.request_id_column"},
+        )
     else:
         frame, origins = pd.DataFrame(columns=[request_id_column, timestamp_column]), pd.Series([], dtype=object)
     if first is not None or last is not None:
@@ -153,6 +186,13 @@ def read_captures(
         order = np.argsort(pd.to_datetime(frame[timestamp_column], utc=True).to_numpy(), kind="stable")[-last_rows:]
         frame, origins = frame.iloc[order].reset_index(drop=True), origins.iloc[order].reset_index(drop=True)
     labels = _read_all(store, lab_keys)[0] if lab_keys else pd.DataFrame(columns=[request_id_column, target])
+    if lab_keys:
+        _require(
+            labels,
+            store,
+            LAYOUT.capture_labels(model),
+            {target: "dataset.target", request_id_column: "dataset.request_id_column"},
+        )
     known = _utc(known_at)
     if known is not None and LABEL_TIME_COLUMN in labels.columns:
         labels = labels[(pd.to_datetime(labels[LABEL_TIME_COLUMN], utc=True) <= known).to_numpy()]

@@ -57,6 +57,32 @@ def column_values(values: Any) -> Any:
     return np.array(values, copy=True)
 
 
+#: What ``pd.api.types.infer_dtype`` calls an object column Arrow cannot store as one type.
+_MIXED = frozenset({"mixed", "mixed-integer"})
+
+
+def arrow_safe(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``frame`` with each object column whose values mix types (an ``age`` of ints and one
+    ``"38"``, a flag of booleans and ``"maybe"``) written as text, and those columns' names.
+
+    Parquet holds one type per column: such a column failed the whole batch, every caller's rows
+    in it dropped for one value. As text every value is kept as it came; reading the captures
+    back, validation coerces each losslessly or quarantines its row with the rule, as it does
+    any capture. Missing values stay missing.
+    """
+    mixed = [
+        name
+        for name in frame.columns
+        if frame[name].dtype == object and pd.api.types.infer_dtype(frame[name], skipna=True) in _MIXED
+    ]
+    if not mixed:
+        return frame, []
+    out = frame.copy(deep=False)
+    for name in mixed:
+        out[name] = frame[name].map(lambda v: None if v is None or v is pd.NA or v != v else str(v))
+    return out, [str(name) for name in mixed]
+
+
 def one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

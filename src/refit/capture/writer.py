@@ -16,19 +16,22 @@ import uuid
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from refit.capture.layout import (
+    DEFAULT_LABEL_COLUMN,
+    DEFAULT_REQUEST_ID_COLUMN,
+    DEFAULT_TIMESTAMP_COLUMN,
     LABEL_TIME_COLUMN,
     MODEL_VERSION_COLUMN,
     PREDICTION_COLUMN,
     write_labels,
     write_requests,
 )
-from refit.capture.rows import Buffer, checked_ids, column_values, one_line, sampled, utc_times
+from refit.capture.rows import Buffer, arrow_safe, checked_ids, column_values, one_line, sampled, utc_times
 from refit.capture.settings import (
     DEFAULT_FLUSH_INTERVAL_S,
     DEFAULT_FLUSH_ROWS,
@@ -43,6 +46,9 @@ from refit.capture.spill import Spilled, SpillingWriter
 from refit.capture.stats import COUNTER_PREFIX, LABELS, REQUESTS, CaptureStats
 from refit.io import Store
 from refit.retry import doubling
+
+if TYPE_CHECKING:
+    from refit.config import PipelineConfig
 
 _MIN_SLEEP_S = 0.01
 _MAX_SLEEP_S = 3600.0
@@ -154,9 +160,9 @@ class CaptureWriter(SpillingWriter):
         spill_dir: str | os.PathLike[str] | None = None,
         max_spill_bytes: int = DEFAULT_MAX_SPILL_BYTES,
         clock: Callable[[], float] = time.time,
-        timestamp_column: str = "event_time",
-        request_id_column: str = "request_id",
-        label_column: str = "label",
+        timestamp_column: str = DEFAULT_TIMESTAMP_COLUMN,
+        request_id_column: str = DEFAULT_REQUEST_ID_COLUMN,
+        label_column: str = DEFAULT_LABEL_COLUMN,
         part_prefix: str | None = None,
     ) -> None:
         reserved = check_settings(
@@ -208,6 +214,7 @@ class CaptureWriter(SpillingWriter):
         self._spill_root: Path | None = None if spill_dir is None else Path(spill_dir) / model_name
         self._spill: collections.deque[Spilled] = collections.deque()
         self._flushes = 0
+        self._mixed_warned: set[tuple[str, str]] = set()  # (kind, column) whose mixed types were said
         self._next_seq = 0
         self._outage = False
         self._failures = 0  # store failures in a row
@@ -217,6 +224,20 @@ class CaptureWriter(SpillingWriter):
             self._adopt_spill(self._spill_root)
 
     # -- the serving-side API ---------------------------------------------------------------
+
+    @classmethod
+    def for_config(cls, store: Store, config: PipelineConfig, **kwargs: Any) -> CaptureWriter:
+        """A writer for ``config``'s dataset: its name, and the timestamp, request id and label
+        columns the drift check and retrains read the captures by (``kwargs``: the rest)."""
+        dataset = config.dataset
+        return cls(
+            store,
+            dataset.name,
+            timestamp_column=dataset.timestamp_column,
+            request_id_column=dataset.request_id_column,
+            label_column=dataset.target,
+            **kwargs,
+        )
 
     def log(
         self,
@@ -490,9 +511,12 @@ class CaptureWriter(SpillingWriter):
                 if not buffer.rows:
                     continue
                 try:
-                    batches.append((kind, part, buffer.frame((time_column,))))
+                    frame, texted = arrow_safe(buffer.frame((time_column,)))
                 except Exception as exc:
                     self._count_dropped(kind, buffer.rows, "queued", f"cannot build the batch ({one_line(exc)})")
+                    continue
+                self._warn_mixed(kind, texted)
+                batches.append((kind, part, frame))
         store_ok = try_store and self._retry_spill(deadline)
         for kind, part, frame in batches:
             # once the store failed (or this flush's time is up), spill the rest without waiting on it
@@ -503,6 +527,20 @@ class CaptureWriter(SpillingWriter):
                     self._counts[f"{COUNTER_PREFIX[kind]}_written"] += len(frame)
             else:
                 self._spill_batch(kind, part, frame)
+
+    def _warn_mixed(self, kind: str, columns: list[str]) -> None:
+        """Say once per column that its values came in mixed types (see :func:`arrow_safe`)."""
+        new = [c for c in columns if (kind, c) not in self._mixed_warned]
+        if new:
+            self._mixed_warned.update((kind, c) for c in new)
+            log.warning(
+                "capture %s of %s: column(s) %s came with values of mixed types (e.g. numbers and text); "
+                "written as text so that no row is lost: the drift check reads them back, and quarantines "
+                "any value its schema cannot take",
+                kind,
+                self.model_name,
+                ", ".join(new),
+            )
 
     def _write(self, kind: str, part: str, frame: pd.DataFrame, deadline: float) -> bool:
         """One batch to the store, within ``deadline``; False (and backoff) when the store fails."""
