@@ -82,7 +82,26 @@ def test_the_drift_check_reads_requests_logged_without_the_target(local_store) -
         pd.DataFrame({"request_id": ["r2"], "churned": [1.0], "label_time": [now - pd.Timedelta(minutes=5)]}),
     )
     window = monitoring.load_capture_window(local_store, cfg, as_of=now.to_pydatetime(), window_hours=24)
-    valid = monitoring.validate_captures(local_store, cfg, window)
+    valid = monitoring.validate_captures(local_store, cfg, window).valid
     assert valid["request_id"].tolist() == ["r1", "r2"]
     labelled = window.labelled(valid)
     assert labelled["request_id"].tolist() == ["r2"] and labelled["churned"].tolist() == [1.0]
+
+    # a few bad requests (1 of 3 here, 33%: over training's 1%) are quarantined and the check goes on
+    # with the rest; it stopped every check of the window before, until the rows aged out
+    write_requests(local_store, "churn", requests.iloc[:1].assign(request_id="r3", autopay="maybe"))
+    window = monitoring.load_capture_window(local_store, cfg, as_of=now.to_pydatetime(), window_hours=24)
+    result = monitoring.validate_captures(local_store, cfg, window)
+    assert result.valid["request_id"].tolist() == ["r1", "r2"] and result.summary.invalid_rows == 1
+    assert "1 of 3 rows invalid (33.33% <= max 50.00%): autopay" in result.summary.one_line()
+    # past validation.max_invalid_capture_fraction (most of them bad: a serving fault) the check stops
+    write_requests(local_store, "churn", requests.iloc[:1].assign(request_id="r4", autopay="maybe"))
+    window = monitoring.load_capture_window(local_store, cfg, as_of=now.to_pydatetime(), window_hours=24)
+    with pytest.raises(ValidationFailedError, match=r"2 of 4 rows invalid \(50.00% > max 40.00%\)"):
+        monitoring.validate_captures(
+            local_store,
+            cfg.model_copy(
+                update={"validation": cfg.validation.model_copy(update={"max_invalid_capture_fraction": 0.4})}
+            ),
+            window,
+        )
