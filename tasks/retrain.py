@@ -40,9 +40,12 @@ def load_and_validate(
     store = open_run_store(store_uri)
     handle = pipeline.load_and_validate(store, config, run_id, window_days, as_of)
     get_run_logger().info(
-        "validated %s rows (%s quarantined), fingerprint %s",
+        "validated %s rows (%s quarantined%s), fingerprint %s",
         f"{handle.rows:,}",
         f"{handle.invalid_rows:,}",
+        f"; {handle.later_rows:,} dated after as_of {as_of.isoformat()} left out"
+        if as_of and handle.later_rows
+        else "",
         handle.fingerprint.short,
     )
     if handle.quarantine_uri:

@@ -99,6 +99,8 @@ class ValidatedData:
     invalid_rows: int
     quarantine_uri: str | None
     summary_uri: str
+    #: Valid rows left out because their timestamp is after the run's ``as_of``.
+    later_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +111,7 @@ class ValidatedData:
             "invalid_rows": self.invalid_rows,
             "quarantine_uri": self.quarantine_uri,
             "summary_uri": self.summary_uri,
+            "later_rows": self.later_rows,
         }
 
 
@@ -211,26 +214,40 @@ def read_training_rows(
 
 
 def stage_validated(
-    store: Store, config: PipelineConfig, run_id: str, extra: pd.DataFrame | None = None
+    store: Store,
+    config: PipelineConfig,
+    run_id: str,
+    extra: pd.DataFrame | None = None,
+    as_of: datetime | None = None,
 ) -> tuple[ValidatedData, ValidationResult]:
     """Read the configured sources (plus ``extra`` rows, e.g. labelled captures), validate them,
     quarantine bad rows, stop when too many are bad, and stage the valid rows in the run's folder
     (:meth:`refit.io.layout.StoreLayout.run`) for the next step.
+
+    ``as_of``: only rows whose ``dataset.timestamp_column`` is at or before it are staged (a
+    retrain as of then trains on what was known then; the rest are counted in ``later_rows``).
     """
     schema_model = schema_for(config, "training")
     frame, origins = read_training_rows(store, config, extra)
     result, quarantine_uri, summary_uri = validate_and_quarantine(
         store, frame, origins, schema_model, config.dataset.name, config.validation.max_invalid_fraction
     )
+    valid, later = result.valid, 0
+    if as_of is not None:
+        known = (pd.to_datetime(valid[config.dataset.timestamp_column], utc=True) <= pd.Timestamp(as_of)).to_numpy()
+        later = int((~known).sum())
+        if later:
+            valid = valid[known].reset_index(drop=True)
     key = LAYOUT.run(config.dataset.name, run_id).validated
-    uri = write_frame(store, key, result.valid)
+    uri = write_frame(store, key, valid)
     handle = ValidatedData(
         uri=uri,
         key=key,
-        fingerprint=fingerprint_frame(result.valid),
-        rows=len(result.valid),
+        fingerprint=fingerprint_frame(valid),
+        rows=len(valid),
         invalid_rows=result.summary.invalid_rows,
         quarantine_uri=quarantine_uri,
         summary_uri=summary_uri,
+        later_rows=later,
     )
     return handle, result

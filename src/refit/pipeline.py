@@ -82,9 +82,9 @@ def load_and_validate(
     as_of: datetime | None = None,
 ) -> ValidatedData:
     """Base data plus labelled production captures (inside the window, :func:`labelled_captures`),
-    validated and staged."""
+    validated and staged; with ``as_of``, only rows dated at or before it (what was known then)."""
     captures = labelled_captures(store, config, window_days, as_of)
-    handle, _ = stage_validated(store, config, run_id, extra=captures)
+    handle, _ = stage_validated(store, config, run_id, extra=captures, as_of=as_of)
     return handle
 
 

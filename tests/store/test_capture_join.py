@@ -16,7 +16,7 @@ from refit.capture import (
 from refit.config_loader import load_config
 from refit.data import stage_validated
 from refit.demo import write_base_data, write_production_data
-from refit.io.frames import write_frame
+from refit.io.frames import read_frame, write_frame
 from refit.io.layout import LAYOUT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,6 +51,15 @@ def test_labelled_captures_join_and_validate(store) -> None:  # type: ignore[no-
 
     handle, result = stage_validated(store, cfg, run_id="join", extra=joined)
     assert handle.rows == 2000 + len(joined) and handle.invalid_rows == 0
+
+    # as of a day inside the base data's period: only what was known then. Base rows dated after
+    # it were trained on too (only the captures were cut), so --as-of did not replay the past.
+    times = pd.to_datetime(result.valid["event_time"], utc=True)
+    as_of = times.sort_values().iloc[len(times) // 3].floor("s")
+    then, _ = stage_validated(store, cfg, run_id="then", extra=joined, as_of=as_of.to_pydatetime())
+    staged = read_frame(store, then.key)
+    assert then.rows == int((times <= as_of).sum()) == len(staged) and then.later_rows == len(times) - then.rows
+    assert pd.to_datetime(staged["event_time"], utc=True).max() <= as_of
 
 
 # The window of the two tests below: a day that starts at midnight UTC, so a label stamped a
