@@ -153,6 +153,8 @@ def check_against_schema(config: PipelineConfig, source: str = "<config>") -> No
             "(string labels: binary with dataset.positive_class, or multiclass)"
         )
     _check_classes(config, source, columns[ds.target], target_kind)
+    if ds.positive_class is not None:
+        _check_positive_class(config, source, columns[ds.target])
     for i, spec in enumerate(ds.segments):
         kind = _column_kind(columns[spec.column].dtype)
         if spec.bins is not None and kind not in ("int", "float"):
@@ -191,13 +193,30 @@ def _check_classes(config: PipelineConfig, source: str, target: Any, target_kind
             f"{source}: dataset.classes: {wrong[0]!r} does not fit column '{ds.target}' ({declared}); "
             f"declare {'strings' if target_kind == 'text' else 'integers'}"
         )
-    for check in target.checks:
-        allowed = (check.statistics or {}).get("allowed_values") if check.name == "isin" else None
-        if allowed is None:
-            continue
+    for allowed in _allowed_labels(target):
         outside = [c for c in ds.classes if str(c) not in {str(a) for a in allowed}]
         if outside:
             raise ConfigError(
                 f"{source}: dataset.classes: {', '.join(map(str, outside))} not allowed by column "
                 f"'{ds.target}' in {ds.schema_path} (isin {list(allowed)}); remove them or widen the schema"
+            )
+
+
+def _allowed_labels(target: Any) -> list[list[Any]]:
+    """The label lists the target's ``isin`` checks allow (none when it declares no such check)."""
+    lists = [
+        (check.statistics or {}).get("allowed_values") if check.name == "isin" else None for check in target.checks
+    ]
+    return [list(a) for a in lists if a is not None]
+
+
+def _check_positive_class(config: PipelineConfig, source: str, target: Any) -> None:
+    """A ``positive_class`` the schema's ``isin`` on the target does not allow is no label any row
+    can have: every run trained, then stopped at the split ("needs two labels")."""
+    ds = config.dataset
+    for allowed in _allowed_labels(target):
+        if str(ds.positive_class) not in {str(a) for a in allowed}:
+            raise ConfigError(
+                f"{source}: dataset.positive_class: {ds.positive_class!r} is not a label column '{ds.target}' "
+                f"allows in {ds.schema_path} (isin {allowed}); name one of them"
             )

@@ -131,6 +131,11 @@ def test_a_missing_schema_module_says_where_modules_are_looked_for(tmp_path: Pat
             "dataset.positive_class: column 'busy' holds string labels (str in myschemas_{n}.bikes:BikeRides); "
             "name the label that counts as positive, e.g. positive_class: 'Yes'",
         ),
+        (  # not a label the schema allows: every run trained, then stopped at the split
+            {"target": "busy", "task": "binary", "positive_class": "yes"},
+            "dataset.positive_class: 'yes' is not a label column 'busy' allows in myschemas_{n}.bikes:BikeRides "
+            "(isin ['Yes', 'No']); name one of them",
+        ),
         (
             {"target": "busy", "task": "multiclass", "positive_class": "Yes"},
             "dataset.positive_class: only a binary task with string labels takes one (task multiclass",
