@@ -407,10 +407,20 @@ def models_diff(
 def _diff_config(path: Path, model: Any, ref: str) -> Any:
     """The project's config, else the one stored with the loaded ``model`` (version ``ref``)."""
     from refit.config_loader import load_config, parse_config
+    from refit.errors import ConfigError
 
     if path.is_file():
         return load_config(path)
-    return parse_config(model.config, f"the config stored with {ref}")
+    from refit.contracts import import_schema
+
+    try:
+        cfg = parse_config(model.config, f"the config stored with {ref}")
+        import_schema(cfg.dataset.schema_path)
+        return cfg
+    except ConfigError as exc:  # its schema module lives beside the project's YAML, not here
+        raise ConfigError(
+            f"{exc} (no {path} here: pass the project's YAML with --config, whose folder holds the schema module)"
+        ) from None
 
 
 def _human_diff(r: dict[str, Any], table: str) -> str:

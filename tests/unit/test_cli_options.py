@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -28,3 +29,20 @@ def test_no_as_of_is_now_and_a_typo_is_one_line() -> None:
     assert parse_as_of(None) is None
     with pytest.raises(ConfigError, match=r"^--as-of 'last tuesday' is not an ISO 8601 time \(e\.g\. "):
         parse_as_of("last tuesday")
+
+
+def test_models_diff_without_the_projects_yaml_says_to_pass_it(tmp_path: Path) -> None:
+    """`refit models diff` falls back to the config stored with the version; a user's schema
+    module lives beside their YAML, so from elsewhere the import failed with no hint."""
+    from types import SimpleNamespace
+
+    from refit.config_loader import load_config
+    from refit_cli.model_commands import _diff_config
+    from tests.flows.helpers import write_config
+
+    stored = load_config(write_config(tmp_path)).to_dict()
+    stored["dataset"]["schema"] = "loan_schemas_nowhere:LoanSchema"
+    with pytest.raises(ConfigError) as info:
+        _diff_config(tmp_path / "absent.yaml", SimpleNamespace(config=stored), "loans:3")
+    message = str(info.value)
+    assert "cannot import 'loan_schemas_nowhere'" in message and "pass the project's YAML with --config" in message
