@@ -11,7 +11,7 @@ import pandas as pd
 
 from refit.config import PipelineConfig
 from refit.contracts import import_object
-from refit.errors import DataError, NotFoundError
+from refit.errors import DataError, NoSuchBucketError, NotFoundError
 from refit.fingerprint import DatasetFingerprint, fingerprint_frame
 from refit.io import Store, open_location
 from refit.io.frames import FORMATS, read_frame, write_frame
@@ -23,6 +23,8 @@ from refit.validation import ValidationResult, check_frame_shape, enforce, text_
 class SourceFile:
     store: Store
     key: str
+    #: A local path looked for first, and not there (named too when the key is not found either).
+    also_tried: str | None = None
 
     @property
     def uri(self) -> str:
@@ -52,7 +54,8 @@ def read_sources(files: list[SourceFile], schema_model: Any) -> tuple[pd.DataFra
         try:
             df = read_frame(f.store, f.key, text)
         except NotFoundError as exc:
-            raise DataError(str(exc)) from None
+            tried = f" (nor a file {f.also_tried})" if f.also_tried and not isinstance(exc, NoSuchBucketError) else ""
+            raise DataError(f"{exc}{tried}") from None
         check_frame_shape(df, schema_model, f.uri)
         frames.append(df)
         origins.append(pd.Series([f.uri] * len(df), dtype="category"))
@@ -176,7 +179,7 @@ def locate(store: Store, path: str) -> SourceFile:
     if os.path.exists(path):
         src_store, key = open_location(os.path.abspath(path), store)
         return SourceFile(src_store, key)
-    return SourceFile(store, path)
+    return SourceFile(store, path, also_tried=os.path.abspath(path))
 
 
 def validate_file(store: Store, config: PipelineConfig, path: str, kind: str = "training") -> dict[str, Any]:

@@ -502,3 +502,19 @@ def test_a_csvs_string_columns_are_read_as_written(tmp_path: Path) -> None:
     valid = validate_frame(frame, Places, source="places.csv").valid
     assert valid["zip"].tolist() == ["02134", "00501"] and valid["code"].tolist() == ["1.0", "1e5"]
     assert valid["kind"].astype(str).tolist() == ["007", "010"] and valid["visits"].tolist() == [3, 4]
+
+
+def test_a_file_found_neither_here_nor_in_the_store_names_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`refit validate mistakes/x.csv` looks for a local file, then a key in the store; the error
+    named only the store's path, so a user who meant the local file was sent to the wrong place."""
+    from refit.data import locate, read_sources
+    from refit.errors import DataError
+    from refit.io.local import LocalStore
+
+    monkeypatch.chdir(tmp_path)
+    store = LocalStore(tmp_path / "store")
+    with pytest.raises(DataError) as info:
+        read_sources([locate(store, "mistakes/x.csv")], ChurnTrainingSchema)
+    message = str(info.value)
+    assert str(tmp_path / "store" / "mistakes" / "x.csv") in message
+    assert f"nor a file {tmp_path / 'mistakes' / 'x.csv'}" in message
