@@ -400,7 +400,6 @@ def decay_rates(
     strength: float = 1.0,
     segment: str = "south",
     config_path: str = "benchmarks/bench.yaml",
-    registered_se: bool = True,
 ) -> dict[str, Any]:
     """Concept drift in one segment (``region=south``: the generator's churn rises there, the
     features do not move), caught by decay in the first window with at least ``segment_rows``
@@ -408,17 +407,14 @@ def decay_rates(
 
     The champion is a small HistGradientBoosting model trained on the generator's base data; its
     registered metrics (overall and per gate segment) come from a held-out part, as registration
-    stores them with their standard errors (``refit.pipeline.registered_metrics``); each window
-    is judged by ``refit.monitoring.judge_decay``, the flow's decay step. ``registered_se=False``
-    judges against the registered values as exact (versions registered before refit stored the
-    errors)."""
+    stores them (``refit.pipeline.holdout_segment_metrics``); each window is judged by
+    ``refit.monitoring.judge_decay``, the flow's decay step."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from refit.config_loader import load_config
     from refit.datasets import FEATURE_COLUMNS, generate_base, generate_production
-    from refit.decay import se_key
     from refit.monitoring import judge_decay
-    from refit.pipeline import registered_metrics
+    from refit.pipeline import holdout_segment_metrics
 
     config = load_config(config_path)
     ds = config.dataset
@@ -438,13 +434,13 @@ def decay_rates(
     y = holdout[ds.target].astype(int).to_numpy()
     scores = model.predict_proba(design(holdout))[:, 1]
     metric = config.gate.primary_metric
-    recorded = registered_metrics(holdout, y, scores, config).items()
-    registered = {k: float(v[metric]) for k, v in recorded if v.get(metric) is not None}
-    errors = {k: float(v[se_key(metric)]) for k, v in recorded if registered_se and v.get(se_key(metric)) is not None}
-    held = {k: int(v["n"]) for k, v in recorded if k != "overall"}
+    per_segment = holdout_segment_metrics(holdout, y, scores, config).items()
+    registered = {k: float(v[metric]) for k, v in per_segment if v.get(metric) is not None}
+    from refit.metrics import metric_value
+
+    registered["overall"] = float(metric_value(metric, y, scores))
     share = float((base["region"] == segment).mean())
     out: dict[str, Any] = {"segment": f"region={segment}", "strength": strength, "metric": metric, "sizes": {}}
-    out["registered_se"] = {k: round(v, 4) for k, v in errors.items() if k in ("overall", f"region={segment}")}
     for rows in segment_rows:
         n = int(math.ceil(rows / share * 1.1))
         row: dict[str, Any] = {"window_rows": n}
@@ -457,8 +453,7 @@ def decay_rates(
                 )[0]
                 frame = batch.features.merge(batch.labels[["request_id", ds.target]], on="request_id")
                 in_segment.append(int((frame["region"] == segment).sum()))
-                score = model.predict_proba(design(frame))[:, 1]
-                result = judge_decay(config, registered, frame, score, registered_se=errors, registered_n=held)
+                result = judge_decay(config, registered, frame, model.predict_proba(design(frame))[:, 1])
                 caught += f"region={segment}" in result.decayed_segments
                 fired += bool(result.decayed)
             row[kind] = {

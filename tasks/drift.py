@@ -40,19 +40,22 @@ def load_capture_window(
         open_run_store(store_uri), config, as_of=as_of, window_hours=window_hours, window_rows=window_rows
     )
     get_run_logger().info(
-        "window %s .. %s: %s requests, %s labels",
+        "window %s .. %s: %s requests, %s of them labelled",
         window.start,
         window.end,
         f"{len(window.frame):,}",
-        f"{len(window.labels):,}",
+        f"{len(window.labelled()):,}",
     )
     return window
 
 
 @io_task("validate-captures")
 def validate_captures(store_uri: str, config: PipelineConfig, window: CaptureWindow) -> pd.DataFrame:
-    """Captures against their contract; bad rows quarantined."""
-    return monitoring.validate_captures(open_run_store(store_uri), config, window)
+    """Captures against their contract; bad rows quarantined (said in the run's log), the rest checked."""
+    result = monitoring.validate_captures(open_run_store(store_uri), config, window)
+    if result.summary.invalid_rows:
+        get_run_logger().warning("captures: %s", result.summary.one_line())
+    return result.valid
 
 
 @io_task("compute-drift")

@@ -175,6 +175,13 @@ class DatasetConfig(_Section):
 
 class ValidationConfig(_Section):
     max_invalid_fraction: float = Field(0.01, ge=0.0, le=1.0, description="Stop the run above this.")
+    max_invalid_capture_fraction: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="A drift check stops above this share of invalid captured requests (they are quarantined "
+        "either way): a few bad requests must not blind monitoring; most of them bad is a serving fault.",
+    )
 
 
 class SplitConfig(_Section):

@@ -470,7 +470,7 @@ def _check_and_retrain(
     champion's), then the retrain recipe when triggered."""
     as_of = record.end
     window = monitoring.load_capture_window(store, config, as_of=as_of, window_hours=hours)
-    current = monitoring.validate_captures(store, config, window)
+    current = monitoring.validate_captures(store, config, window).valid
     report = monitoring.compute_drift_and_decay(store, config, reference, current, window)
     outcome = monitoring.ask_governor(store, config, reference, report)
     monitoring.record_drift_check(store, config, report, outcome)

@@ -113,7 +113,8 @@ class ValidationSummary:
         where = f"; rejected rows kept at {self.quarantine_uri}" if self.quarantine_uri else ""
         return (
             f"{files}: {self.invalid_rows} of {self.rows} rows invalid "
-            f"({self.invalid_fraction:.2%} > max {self.max_invalid_fraction:.2%}): {rules}{more}{where}"
+            f"({self.invalid_fraction:.2%} {'<=' if self.passed else '>'} max {self.max_invalid_fraction:.2%}): "
+            f"{rules}{more}{where}"
         )
 
 

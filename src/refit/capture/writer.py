@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
 import collections
 import dataclasses
 import hashlib
@@ -13,7 +12,6 @@ import shutil
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from refit.capture.at_exit import watch_at_exit
 from refit.capture.layout import (
     DEFAULT_LABEL_COLUMN,
     DEFAULT_REQUEST_ID_COLUMN,
@@ -55,29 +54,6 @@ _MAX_SLEEP_S = 3600.0
 
 #: The package's one logger (operators and tests filter on ``refit.capture``).
 log = logging.getLogger("refit.capture")
-
-#: Writers whose flusher runs: closed (drained or spilled, bounded) when the interpreter exits,
-#: so rows still queued when a server stops without calling ``close()`` are not lost.
-_RUNNING: weakref.WeakSet[CaptureWriter] = weakref.WeakSet()
-_exit_hook = threading.Lock()
-_exit_hook_registered = False
-
-
-def _close_running_writers() -> None:
-    for writer in list(_RUNNING):
-        try:
-            writer.close()
-        except Exception:  # one writer's failure must not stop the others
-            log.exception("closing capture writer for %s at exit failed", writer.model_name)
-
-
-def _watch_at_exit(writer: CaptureWriter) -> None:
-    global _exit_hook_registered
-    _RUNNING.add(writer)
-    with _exit_hook:
-        if not _exit_hook_registered:
-            atexit.register(_close_running_writers)
-            _exit_hook_registered = True
 
 
 class CaptureWriter(SpillingWriter):
@@ -450,7 +426,7 @@ class CaptureWriter(SpillingWriter):
         if self._flusher is None:
             self._flusher = threading.Thread(target=self._run, name=f"refit-capture-{self.model_name}", daemon=True)
             self._flusher.start()
-            _watch_at_exit(self)
+            watch_at_exit(self)
 
     def _due_locked(self) -> bool:
         """Whether the flusher has work now (called by the flusher, under ``_lock``)."""
