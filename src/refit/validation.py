@@ -389,7 +389,8 @@ def validate_frame(
 
     Coercion is lossless: a value that coercing would change (a boolean spelled otherwise than
     :data:`TRUE_SPELLINGS` / :data:`FALSE_SPELLINGS`, a fractional or out-of-range number in an
-    integer column) quarantines its row instead.
+    integer column, a number or a non-ISO 8601 text in a datetime column) quarantines its row
+    instead.
 
     Args:
         df: the rows as read (any index; it is reset). Not modified; when every row is valid
