@@ -14,8 +14,10 @@ class BaseSchema(pa.DataFrameModel):
 
     Coercion is lossless (``refit.validation`` checks it before pandera's ``astype``): a
     ``bool`` column reads true/false, yes/no and 1/0 in any case, real booleans and the numbers
-    0 and 1; an ``int`` column refuses a fractional or out-of-range number. Any other value
-    sends its row to the quarantine, with the rule it broke.
+    0 and 1; an ``int`` column refuses a fractional or out-of-range number; a datetime column
+    reads ISO 8601 times (no offset: UTC; a date alone: midnight UTC) and datetime objects, and
+    refuses numbers and any other text. Any other value sends its row to the quarantine, with
+    the rule it broke.
     """
 
     class Config:

@@ -14,7 +14,10 @@ booleans and quarantines every value of a boolean or integer column that would c
   :data:`TRUE_SPELLINGS` / :data:`FALSE_SPELLINGS` (case-insensitive); a missing value stays
   missing and the column's ``nullable`` decides;
 * an integer column refuses a number with a fractional part and one outside the integer
-  type's range.
+  type's range;
+* a datetime column reads ISO 8601 times and datetime objects, each value on its own, and
+  refuses numbers (pandas would read epoch seconds as nanoseconds), ambiguous dates
+  (``01/02/2026``) and other text: :mod:`refit.timestamps`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pandera.errors import SchemaError, SchemaErrors
 
 from refit.compat import pandera as pandera_compat
 from refit.errors import ValidationFailedError
+from refit.timestamps import read_times
 
 SOURCE_COLUMN = "_refit_source"
 ERRORS_COLUMN = "_refit_errors"
@@ -204,7 +208,8 @@ _LossyValues = list[tuple[np.ndarray, str]]  # (mask of the values a coercion wo
 
 
 def _coerce_kind(column: Any) -> tuple[str, Any] | None:
-    """("bool" | "int", the target dtype) when ``column`` coerces to a boolean or integer dtype."""
+    """("bool" | "int" | "datetime", the target dtype) when ``column`` coerces to a boolean,
+    integer or datetime dtype."""
     target = getattr(column.dtype, "type", None)
     if target is None:
         return None
@@ -213,6 +218,8 @@ def _coerce_kind(column: Any) -> tuple[str, Any] | None:
             return "bool", target
         if pd.api.types.is_integer_dtype(target):
             return "int", target
+        if pd.api.types.is_datetime64_any_dtype(target):
+            return "datetime", target
     except TypeError:  # a dtype pandas does not know: pandera alone decides
         return None
     return None
@@ -321,6 +328,8 @@ def _lossless_column(series: pd.Series, column: Any) -> tuple[pd.Series, _LossyV
         return series, []
     if kind[0] == "bool":
         return _lossless_bool(series, str(column.dtype))
+    if kind[0] == "datetime":
+        return read_times(series, kind[1], str(column.dtype))
     return series, _lossless_int(series, kind[1], str(column.dtype))
 
 
@@ -381,7 +390,8 @@ def validate_frame(
 
     Coercion is lossless: a value that coercing would change (a boolean spelled otherwise than
     :data:`TRUE_SPELLINGS` / :data:`FALSE_SPELLINGS`, a fractional or out-of-range number in an
-    integer column) quarantines its row instead.
+    integer column, a number or a non-ISO 8601 text in a datetime column) quarantines its row
+    instead.
 
     Args:
         df: the rows as read (any index; it is reset). Not modified; when every row is valid

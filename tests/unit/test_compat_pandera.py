@@ -2,21 +2,27 @@
 (pandera's ``schema.validate(lazy=True)`` alone) gives the same valid rows and quarantine.
 
 Schemas are generated the way refit's own are written (``schemas/``): a ``BaseSchema``
-subclass (coerce, strict) with int, float, bool, str and category columns, ``nullable``,
-``unique``, and the ``ge`` / ``le`` / ``isin`` / ``str_length`` fields. Frames mix good values,
-bad values, missing values, wrong types and booleans spelled in many ways, either as a column
-of one natural dtype or as an object column.
+subclass (coerce, strict) with int, float, bool, str, category and UTC datetime columns,
+``nullable``, ``unique``, and the ``ge`` / ``le`` / ``isin`` / ``str_length`` fields. Frames mix
+good values, bad values, missing values, wrong types, booleans and times spelled in many ways,
+either as a column of one natural dtype or as an object column.
 
 Where refit is deliberately stricter than pandera, the rule is stated here, apart from the
 code under test: coercion is lossless. A boolean column reads real booleans, the numbers 0 and
 1 and the words true/false, yes/no, 1/0 in any case (anything else is refused; pandera's
 ``astype`` would read every non-empty string as True); an integer column refuses a number with
 a fractional part or outside the int64 range (pandera's ``astype`` would truncate or wrap it).
+A datetime column reads, each value on its own, ISO 8601 times (``YYYY-MM-DD``, optionally
+``[T ]HH:MM[:SS[.f]]`` with up to nine fractional digits and ``Z`` / ``+HH[:MM]``; without an
+offset, UTC) and datetime objects (naive: UTC), and refuses anything else: numbers (pandas reads
+an integer as nanoseconds), other text, and times outside ``datetime64[ns]``.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -35,19 +41,22 @@ from refit.compat import pandera as pandera_compat
 from refit.errors import ValidationFailedError
 from refit.validation import ValidationResult, validate_frame
 from schemas.base import BaseSchema
+from schemas.churn import UtcTimestamp
 from tests.lanes import repeats
 
 # 60 generated cases each (15 in make test-fast; the explicit examples always run).
 PROPERTY = settings(max_examples=repeats(full=60, fast=15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-KINDS = ["int", "float", "bool", "str", "category"]
+KINDS = ["int", "float", "bool", "str", "category", "datetime"]
 ANNOTATION = {
     "int": Series[int],
     "float": Series[float],
     "bool": Series[bool],
     "str": Series[str],
     "category": Series[pd.CategoricalDtype],
+    "datetime": Series[UtcTimestamp],
 }
+JAN_2 = pd.Timestamp("2026-01-02", tz="UTC")
 
 # Values a column of each kind may hold: the first list is what a clean, typed column is drawn
 # from; the second adds what arrives in an object column (wrong types, spellings, extremes).
@@ -57,6 +66,7 @@ GOOD = {
     "bool": [True, False],
     "str": ["a", "b", "c", "ab", "abcd", ""],
     "category": ["a", "b", "c"],
+    "datetime": [JAN_2, JAN_2 + pd.Timedelta(hours=10), JAN_2 - pd.Timedelta(days=1), JAN_2 + pd.Timedelta("1.5s")],
 }
 ODD = {
     "int": [3.0, 2.5, -0.5, 1e20, -1e20, math.inf, None, math.nan, "4", "x", True, np.int32(7), np.float32(2.0)],
@@ -64,11 +74,19 @@ ODD = {
     "bool": [0, 1, 2, 0.0, 1.0, 0.5, "yes", "No", "TRUE", "false", "1", "0", "maybe", "", "t", None, math.nan],
     "str": [None, math.nan, 5, 2.5, True, "  "],
     "category": [None, math.nan, "d", 5],
+    "datetime": [
+        *("2026-01-02T10:00:00Z", "2026-01-02T11:00+01:00", "2026-01-02 10:00:00", "2026-01-02"),
+        "2026-01-01T23:00-0100",
+        *("2026-01-02T10:00:00 ", "01/02/2026", "not a date", "", "1767227077", "2026-02-30", "3000-01-01", "2026-01"),
+        *(1767227077, 1.5, 0, True, None, math.nan, pd.NaT),
+        *(pd.Timestamp("2026-01-02 10:00"), pd.Timestamp("2026-01-02 11:00", tz="Europe/Paris"), dt.date(2026, 1, 2)),
+    ],
 }
 
 TRUE_WORDS = {"true", "yes", "1"}
 FALSE_WORDS = {"false", "no", "0"}
 INT64 = np.iinfo(np.int64)
+ISO_TIME = re.compile(r"\d{4}-\d\d-\d\d([T ]\d\d:\d\d(:\d\d(\.\d{1,9})?)?(Z|[+-]\d\d(:?\d\d)?)?)?")
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,6 +122,22 @@ def int_refused(value: Any) -> bool:
     return int(value) != value or not INT64.min <= int(value) <= INT64.max
 
 
+def time_reading(value: Any) -> pd.Timestamp | None | str:
+    """The UTC time, None (missing) or "refused", for one value of a datetime column."""
+    if _missing(value) or value is pd.NaT:
+        return None
+    if isinstance(value, str):
+        if not ISO_TIME.fullmatch(value):
+            return "refused"
+    elif not isinstance(value, dt.date | np.datetime64):
+        return "refused"
+    try:
+        stamp = pd.Timestamp(value).as_unit("ns")
+    except ValueError:  # no such day, or outside datetime64[ns]
+        return "refused"
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
 # --------------------------------------------------------------------------------------------
 # Generated schemas and frames
 
@@ -123,7 +157,9 @@ def column_specs(draw: st.DrawFn, allow_unique: bool) -> dict[str, Any]:
         field["str_length"] = draw(st.sampled_from([None, {"min_value": 1, "max_value": 3}, {"min_value": 2}]))
     elif kind == "category":
         field["isin"] = draw(st.sampled_from([None, ["a", "b"]]))
-    if allow_unique and kind in ("int", "str"):
+    elif kind == "datetime":
+        field["ge"] = draw(st.sampled_from([None, JAN_2]))
+    if allow_unique and kind in ("int", "str", "datetime"):
         field["unique"] = draw(st.booleans())
     return {"kind": kind, "field": {k: v for k, v in field.items() if v is not None}}
 
@@ -168,6 +204,8 @@ CATEGORY_FAILURE = _case("category", {"isin": ["a", "b"]}, ["c"], object)  # a c
 REPEATED_MISSING_UNIQUE = _case("int", {"nullable": True, "unique": True}, [None, None, 3], object)  # no row named
 NUMBERS_AND_NUMERIC_STRINGS = _case("int", {"nullable": True}, [-2, "4"], object)  # Int64 cast fails as a whole
 CHECK_BESIDE_A_COERCION_FAILURE = _case("int", {"isin": list(range(6))}, [None, "4"], object)  # "4" is 4: valid
+EPOCH_SECONDS = _case("datetime", {}, ["2026-01-02T10:00:00Z", 1767227077], object)  # pandas: nanoseconds
+ODD_TIMES_AMONG_ISO = _case("datetime", {}, ["2026-01-02T11:00+01:00", "2026-01-02", "01/02/2026", "x "], object)
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,6 +291,8 @@ def test_public_path_validates_every_frame_with_pandera(monkeypatch: pytest.Monk
 @example(case=REPEATED_MISSING_UNIQUE)
 @example(case=NUMBERS_AND_NUMERIC_STRINGS)
 @example(case=CHECK_BESIDE_A_COERCION_FAILURE)
+@example(case=EPOCH_SECONDS)
+@example(case=ODD_TIMES_AMONG_ISO)
 def test_fast_path_and_public_path_give_the_same_valid_rows_and_quarantine(
     case: tuple[type[BaseSchema], pd.DataFrame],
 ) -> None:
@@ -283,6 +323,10 @@ def _as_read(df: pd.DataFrame, schema: type[BaseSchema]) -> tuple[pd.DataFrame, 
             out[name] = pd.array(kept, dtype="boolean") if None in kept else np.array(kept, dtype=bool)
         elif str(column.dtype) in ("int64", "Int64"):
             refused |= {i for i, v in enumerate(values) if int_refused(v)}
+        elif str(column.dtype) == "datetime64[ns, UTC]":
+            times = [time_reading(v) for v in values]
+            refused |= {i for i, t in enumerate(times) if isinstance(t, str)}
+            out[name] = pd.Series([None if isinstance(t, str) else t for t in times], dtype="datetime64[ns, UTC]")
     return out, refused
 
 
@@ -311,6 +355,8 @@ def _strings_among_nullable_ints(df: pd.DataFrame, schema: type[BaseSchema]) -> 
 @example(case=INT64_INTO_NULLABLE_INT)
 @example(case=CATEGORY_FAILURE)
 @example(case=CHECK_BESIDE_A_COERCION_FAILURE)
+@example(case=EPOCH_SECONDS)
+@example(case=ODD_TIMES_AMONG_ISO)
 def test_quarantine_is_exactly_what_pandera_and_the_lossless_rule_reject(
     case: tuple[type[BaseSchema], pd.DataFrame],
 ) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from refit.timestamps import NOT_NUMBERS
+
 
 class Buffer:
     """Rows buffered column by column.
@@ -114,7 +116,7 @@ def utc_times(values: Any, n: int, name: str, clock: Callable[[], float]) -> np.
     if not scalar and not isinstance(values, (pd.Series, pd.Index, np.ndarray)):
         values = pd.Series(list(values))
     if isinstance(values, (int, float, np.number)) if scalar else pd.api.types.is_numeric_dtype(values.dtype):
-        raise ValueError(f"{name} must be datetimes, not numbers")
+        raise ValueError(f"{name} must be {NOT_NUMBERS}")
     try:
         if scalar:
             stamp = pd.Timestamp(values)
