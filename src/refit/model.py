@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from refit.booleans import lossless_bool
 from refit.errors import DataError, InvalidKeyError, ModelArtifactError, NotFoundError, first_line
 from refit.io.base import Store
 from refit.jsonable import to_jsonable
@@ -284,7 +285,9 @@ class LoadedModel:
         """The feature columns of ``df`` after checking them against the input schema.
 
         Rules: every feature column the model was trained on is present; a numeric feature holds
-        numbers (or is empty). Errors are one line naming ``source``, the column, the row and the rule.
+        numbers (or is empty); a boolean one the spellings training read (``refit.booleans``:
+        ``yes``/``no``, ``true``/``false``, 0/1), read as booleans. Errors are one line naming
+        ``source``, the column, the row and the rule.
         """
         if not isinstance(df, pd.DataFrame):
             raise DataError(f"{source}: expected a pandas DataFrame, got {type(df).__name__}")
@@ -297,18 +300,24 @@ class LoadedModel:
                 "(rule: every column of the training schema is required)"
             )
         dtypes = {c["name"]: c.get("dtype", "?") for c in schema["columns"]}
+        out = df[columns]
         for col in schema.get("numeric", []):
             values = df[col]
             if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
                 continue
-            bad = pd.to_numeric(values, errors="coerce").isna() & values.notna()
+            if dtypes[col] == "bool":  # the spellings training's validation reads (refit.booleans)
+                read, [(bad_mask, rule)] = lossless_bool(values, "bool")
+                bad, rule = pd.Series(bad_mask, index=values.index), rule.split(": ", 1)[1]
+                out = out.assign(**{col: read})
+            else:
+                bad, rule = pd.to_numeric(values, errors="coerce").isna() & values.notna(), "numeric"
             if bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
                 raise DataError(
                     f"{source}: column {col!r} row {row + 1} is {values.iloc[row]!r} "
-                    f"(rule: numeric, trained as {dtypes[col]}); {int(bad.sum())} such row(s)"
+                    f"(rule: {rule}, trained as {dtypes[col]}); {int(bad.sum())} such row(s)"
                 )
-        return df[columns]
+        return out
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         return self.fitted.predict(self.check_input(df))

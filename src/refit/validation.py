@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from pandera.errors import SchemaError, SchemaErrors
 
+from refit.booleans import is_missing, lossless_bool
 from refit.compat import pandera as pandera_compat
 from refit.errors import ValidationFailedError
 from refit.timestamps import read_times
@@ -41,9 +42,6 @@ _MAX_EXAMPLES = 5
 _MAX_PASSES = 3
 #: Longest value (as shown) echoed in an error, a summary or a quarantine reason.
 MAX_SHOWN_CHARS = 80
-#: Strings a boolean column reads as True / False (compared case-insensitively, no other spelling).
-TRUE_SPELLINGS = frozenset({"true", "yes", "1"})
-FALSE_SPELLINGS = frozenset({"false", "no", "0"})
 
 
 def shorten(text: str, limit: int = MAX_SHOWN_CHARS) -> str:
@@ -202,8 +200,6 @@ def _row_failures(fc: pd.DataFrame) -> pd.DataFrame:
     return rows[~uncoerced]
 
 
-_BOOL_WORDS = {word: True for word in TRUE_SPELLINGS} | {word: False for word in FALSE_SPELLINGS}
-_NOT_BOOL = object()
 _LossyValues = list[tuple[np.ndarray, str]]  # (mask of the values a coercion would change, the rule)
 
 
@@ -223,56 +219,6 @@ def _coerce_kind(column: Any) -> tuple[str, Any] | None:
     except TypeError:  # a dtype pandas does not know: pandera alone decides
         return None
     return None
-
-
-def _is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    if isinstance(value, decimal.Decimal):
-        return value.is_nan()
-    return isinstance(value, float | np.floating) and value != value
-
-
-def _bool_of(value: Any) -> Any:
-    """True, False, None (missing) or _NOT_BOOL, for one value of a boolean column."""
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, str):
-        return _BOOL_WORDS.get(value.lower(), _NOT_BOOL)
-    if _is_missing(value):
-        return None
-    if isinstance(value, int | np.integer | float | np.floating | decimal.Decimal | fractions.Fraction):
-        if value == 1:
-            return True
-        if value == 0:
-            return False
-    return _NOT_BOOL
-
-
-def _lossless_bool(series: pd.Series, name: str) -> tuple[pd.Series, _LossyValues]:
-    """``series`` as booleans (pandas' nullable ``boolean`` when a value is missing), and the
-    values that are no accepted spelling. Bad values become False here: their rows are dropped."""
-    if pd.api.types.is_bool_dtype(series.dtype):
-        return series, []
-    if series.dtype.kind in "iuf":
-        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-        missing = np.isnan(values)
-        truth = values == 1
-        bad = ~missing & ~truth & (values != 0)
-    else:
-        raw = series.to_numpy(dtype=object)
-        try:  # a column holds few distinct spellings: judge each once (equal values judge alike)
-            codes, uniques = pd.factorize(raw, use_na_sentinel=True)
-        except TypeError:  # unhashable cells
-            codes, uniques = np.arange(len(raw)), raw
-        judged = [_bool_of(v) for v in uniques] + [None]  # code -1: missing
-        truth = np.array([v is True for v in judged])[codes]
-        missing = np.array([v is None for v in judged])[codes]
-        bad = np.array([v is _NOT_BOOL for v in judged])[codes]
-    keep_missing = missing & ~bad
-    array: Any = pd.arrays.BooleanArray(truth, keep_missing) if keep_missing.any() else truth
-    out = pd.Series(array, index=series.index, name=series.name)
-    return out, [(bad, f"coerce_dtype('{name}'): not true/false, yes/no or 1/0")]
 
 
 def _lossless_int(series: pd.Series, target: Any, name: str) -> _LossyValues:
@@ -298,7 +244,7 @@ def _lossless_int(series: pd.Series, target: Any, name: str) -> _LossyValues:
         fractional = np.zeros(len(raw), dtype=bool)
         out_of_range = np.zeros(len(raw), dtype=bool)
         for i, value in enumerate(raw):
-            if isinstance(value, bool | np.bool_ | str) or _is_missing(value):
+            if isinstance(value, bool | np.bool_ | str) or is_missing(value):
                 continue  # strings: pandera's int() refuses "35.9"; bools are 0 and 1
             if not isinstance(value, int | np.integer | float | np.floating | decimal.Decimal | fractions.Fraction):
                 continue
@@ -327,7 +273,7 @@ def _lossless_column(series: pd.Series, column: Any) -> tuple[pd.Series, _LossyV
     if kind is None:
         return series, []
     if kind[0] == "bool":
-        return _lossless_bool(series, str(column.dtype))
+        return lossless_bool(series, str(column.dtype))
     if kind[0] == "datetime":
         return read_times(series, kind[1], str(column.dtype))
     return series, _lossless_int(series, kind[1], str(column.dtype))

@@ -88,3 +88,20 @@ def test_read_input_and_write_output_round_trip(tmp_path: Path) -> None:
         scoring.read_input(tmp_path / "nope.csv")
     with pytest.raises(DataError, match="unsupported file type"):
         scoring.write_output(df, tmp_path / "out.txt")
+
+
+def test_a_boolean_feature_takes_the_spellings_training_read(registered) -> None:  # type: ignore[no-untyped-def]
+    """Training's validation reads yes/no for a boolean column; `refit predict` refused them
+    ("rule: numeric, trained as bool"): one home for the spellings (refit.booleans) serves both."""
+    store, val, expected = registered
+    model = refit.model.load("m@champion", registry=store)
+    spelled = val.copy()
+    spelled["autopay"] = np.where(val["autopay"], "Yes", "no").astype(object)
+    np.testing.assert_allclose(model.predict_proba(spelled), expected, atol=1e-12)
+    spelled.loc[spelled.index[2], "autopay"] = "maybe"
+    with pytest.raises(DataError) as info:
+        model.check_input(spelled, "rows.csv")
+    assert str(info.value) == (
+        "rows.csv: column 'autopay' row 3 is 'maybe' (rule: not true/false, yes/no or 1/0, trained as bool); "
+        "1 such row(s)"
+    )
