@@ -101,6 +101,18 @@ def _read_strings(raw: np.ndarray, where: np.ndarray, utc: np.ndarray, refused: 
         refused[_refusal(raw[i])][i] = True
 
 
+_ZONED = re.compile(_ISO_ZONED)
+_NAIVE = re.compile(_ISO_NAIVE)
+
+
+def text_refusal(text: str, target: str) -> str | None:
+    """None when ``text`` is spelled as :func:`read_times` reads a time, else the rule it is
+    refused under: the check for one value (the capture writer's scalar timestamp), in Python."""
+    if _ZONED.fullmatch(text) or _NAIVE.fullmatch(text):
+        return None
+    return reasons(target)[_refusal(text)]
+
+
 def _refusal(text: str) -> str:
     if _NUMBER.fullmatch(text):
         return "number"

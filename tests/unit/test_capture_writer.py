@@ -596,6 +596,9 @@ def test_round_trip_through_s3(s3_store: Store) -> None:
         ({"request_ids": ["a", None]}, "missing ids"),
         ({"timestamps": [T0, None]}, "missing values"),
         ({"timestamps": [1.0, 2.0]}, "not numbers"),
+        # text is read as validation reads it (refit.timestamps): pandas guessed month-first
+        ({"timestamps": "01/02/2026 10:00"}, r"'01/02/2026 10:00' is refused \(day/month order is ambiguous"),
+        ({"timestamps": ["2026-01-02T10:00Z", "soon"]}, r"'soon' is refused \(not an ISO 8601 time"),
         ({"features": pd.DataFrame({"request_id": ["a", "b"]})}, "columns the writer adds"),
         ({"model_version": 3}, "model_version"),
     ],
@@ -606,6 +609,18 @@ def test_bad_input_is_a_value_error(local_store: Store, kwargs: dict[str, object
     with pytest.raises(ValueError, match=message):
         writer.log(**call)  # type: ignore[arg-type]
     assert writer.stats.rows_logged == 0
+
+
+def test_text_timestamps_with_and_without_an_offset_are_each_read_as_written(local_store: Store) -> None:
+    """Given both, pandas read the naive time in the offset of the zoned one (08:00 became 06:00)."""
+    writer = CaptureWriter(local_store, MODEL, clock=Clock())
+    writer.log(
+        features(2), [0.1, 0.2], model_version="1", request_ids=["a", "b"],
+        timestamps=["2026-01-02T10:00:00+02:00", "2026-01-02 08:00"],
+    )  # fmt: skip
+    writer.close()
+    got = read_all(local_store, LAYOUT.capture_requests(MODEL))[0].sort_values("request_id")
+    assert got["event_time"].tolist() == [pd.Timestamp("2026-01-02 08:00", tz="UTC")] * 2
 
 
 def test_a_closed_writer_refuses_rows_and_removes_its_empty_temp_spill(local_store: Store) -> None:

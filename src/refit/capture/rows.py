@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from refit.timestamps import NOT_NUMBERS
+from refit.timestamps import NOT_NUMBERS, read_times, text_refusal
+
+_UTC = "datetime64[ns, UTC]"
 
 
 class Buffer:
@@ -117,6 +119,18 @@ def utc_times(values: Any, n: int, name: str, clock: Callable[[], float]) -> np.
         values = pd.Series(list(values))
     if isinstance(values, (int, float, np.number)) if scalar else pd.api.types.is_numeric_dtype(values.dtype):
         raise ValueError(f"{name} must be {NOT_NUMBERS}")
+    # text as validation reads it (refit.timestamps): ISO 8601 only; pandas would guess
+    # 01/02/2026 month-first, and read a naive time in the offset of the first zoned one
+    if scalar and isinstance(values, str):
+        refused = text_refusal(values, _UTC)
+        if refused is not None:
+            raise ValueError(f"{name}: {values!r} is refused ({refused.split(': ', 1)[1]})")
+    elif not scalar and values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) == "string":
+        texts = pd.Series(values)
+        read, refusals = read_times(texts, pd.DatetimeTZDtype("ns", "UTC"), _UTC)
+        for mask, reason in refusals:
+            raise ValueError(f"{name}: {texts[mask].iloc[0]!r} is refused ({reason.split(': ', 1)[1]})")
+        values = read.reset_index(drop=True)
     try:
         if scalar:
             stamp = pd.Timestamp(values)
