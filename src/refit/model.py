@@ -174,19 +174,9 @@ def _join(prefix: str, name: str) -> str:
     return f"{prefix}/{name}" if prefix else name
 
 
-def save_model(
-    store: Store,
-    prefix: str,
-    fitted: FittedModel,
-    config: Any,
-    trials: Sequence[Any] = (),
-    metrics: dict[str, Any] | None = None,
-    info: dict[str, Any] | None = None,
-    *,
-    overwrite: bool = False,
-) -> str:
-    """:func:`write_model`, returning the artifact's URI only."""
-    return write_model(store, prefix, fitted, config, trials, metrics, info, overwrite=overwrite)[0]
+def save_model(store: Store, prefix: str, fitted: FittedModel, config: Any, *args: Any, **kwargs: Any) -> str:
+    """:func:`write_model` (the same arguments), returning the artifact's URI only."""
+    return write_model(store, prefix, fitted, config, *args, **kwargs)[0]
 
 
 def write_model(

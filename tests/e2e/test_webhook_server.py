@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -56,11 +57,12 @@ class RecordingDispatcher:
 DISPATCHER = RecordingDispatcher()
 
 
-@pytest.fixture(scope="module")
-def base_url() -> Iterator[str]:
-    app = create_app(DISPATCHER, settings=Settings(webhook_secret=SecretStr(SECRET), webhook_token=SecretStr(TOKEN)))
+@contextlib.contextmanager
+def serving(app: Any, **config: Any) -> Iterator[int]:
+    """``app`` behind a real uvicorn server (``server_config``: the receiver's bounds) on a free
+    port, in a thread; yields the port."""
     port = free_port()
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port, log_level="warning", lifespan="off", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -68,10 +70,17 @@ def base_url() -> Iterator[str]:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.01)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield port
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def base_url() -> Iterator[str]:
+    app = create_app(DISPATCHER, settings=Settings(webhook_secret=SecretStr(SECRET), webhook_token=SecretStr(TOKEN)))
+    with serving(app) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
@@ -399,16 +408,7 @@ def test_a_head_or_body_trickled_past_its_deadline_gets_408_and_the_connection_c
 
     seen: list[DriftAlert] = []
     app = create_app(lambda a: seen.append(a) or DispatchResult("ignored"), secrets=SECRET, body_deadline_s=1.0)  # type: ignore[func-returns-value]
-    port = free_port()
-    config = server_config(app, "127.0.0.1", port, head_deadline_s=1.0, log_level="warning", lifespan="off")
-    assert config.limit_concurrency == 256
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.01)
+    assert server_config(app, "127.0.0.1", 0).limit_concurrency == 256
 
     def answer(sock: socket.socket) -> bytes:
         data = b""
@@ -416,7 +416,7 @@ def test_a_head_or_body_trickled_past_its_deadline_gets_408_and_the_connection_c
             data += chunk
         return data  # the server closed the connection
 
-    try:
+    with serving(app, head_deadline_s=1.0) as port:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"POST /alerts/drift HTTP/1.1\r\nHost: x\r\n")  # ... and the rest never comes
             started = time.monotonic()
@@ -436,6 +436,3 @@ def test_a_head_or_body_trickled_past_its_deadline_gets_408_and_the_connection_c
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             assert _post(client, _alert("in-time")).status_code == 200
         assert [a.alert_id for a in seen] == ["in-time"]
-    finally:
-        server.should_exit = True
-        thread.join(10)
