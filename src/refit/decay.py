@@ -4,7 +4,7 @@ Judged in the gate's metric, on the gate's segments, with intervals: the window'
 bootstrapped with the gate's own kernels (``refit.evaluation.metric_bootstrap``) and a drop
 counts only when it is significantly beyond the tolerance. The registered value is an estimate
 too (from the holdout's rows of that segment): registration stores its bootstrap standard error
-(:func:`registered_errors`), and the drop's interval carries both sources of noise. The drift check
+(:func:`registered_errors`), and the drop's interval and p-value carry both sources of noise. The drift check
 (``refit.monitoring``) calls :func:`compute_decay` on the labelled part of its window.
 """
 
@@ -87,10 +87,10 @@ def compute_decay(
     ``cfg.decay_limit`` of that value: the one-sided bootstrap p-value of "drop <= tolerance",
     Holm-adjusted within each segmentation (``region``; ``region×plan``), is at most
     ``(1 - decay_confidence) / 2``, so the interval's lower bound clears the tolerance. The
-    registered value is an estimate too: with its standard error (``registered_se``) the drop's
-    resamples are independent normal draws of it minus the window's resamples, so a value
-    registered on few holdout rows (a lucky high one) needs a larger drop; without one (versions
-    registered before refit stored it) it is taken as exact. Segments with fewer than
+    registered value is an estimate too: with its standard error (``registered_se``) each
+    resampled drop is spread by the registered value's independent normal error (integrated,
+    not drawn), so a value registered on few holdout rows (a lucky high one) needs a larger
+    drop; without one (versions registered before refit stored it) it is taken as exact. Segments with fewer than
     ``cfg.decay_min_rows`` labelled rows, an undefined metric (one class only), or no registered
     value are reported but never decay.
 
@@ -105,7 +105,7 @@ def compute_decay(
         metric: A name from ``refit.metrics.METRICS``.
         segments: Each segmentation's label of every row, aligned with ``y_true``
             (``refit.evaluation.segment_labels``: bins, labels and crossings included).
-        seed: Seed of the resamples (and of the registered value's draws).
+        seed: Seed of the resamples.
         registered_se: Bootstrap standard error of each registered value, same keys
             (:func:`registered_errors`, what registration stores as ``<metric>_se``).
         registered_n: Holdout rows behind each registered value.
@@ -119,13 +119,12 @@ def compute_decay(
     undefined = "one class only" if "regression" not in m.tasks else f"{m.name} undefined"
     alpha = (1 - cfg.decay_confidence) / 2
     sign = 1.0 if m.higher_is_better else -1.0
-    noise = np.random.default_rng([seed & 0xFFFFFFFF, 0xDECA]).standard_normal(cfg.decay_resamples)
     sides = (registered, registered_se or {}, registered_n or {})
 
     def known(scope: str) -> SegmentDecay:  # the registered side, before the window is judged
         return _registered_side(scope, *sides, cfg)
 
-    judged = [_judge(rep, known(rep.scope), cfg, sign, alpha, undefined, noise) for rep in boot]
+    judged = [_judge(rep, known(rep.scope), cfg, sign, alpha, undefined) for rep in boot]
     judged = _holm_within_segmentations(judged, alpha, cfg.decay_holm, holm_adjust)
     if not judged:  # no labelled row at all
         judged = [known("overall").model_copy(update={"note": f"fewer than {cfg.decay_min_rows} labelled rows"})]
@@ -179,12 +178,10 @@ def _window_bootstrap(
     return boot, int(labelled.sum())
 
 
-def _judge(
-    rep: Any, row: SegmentDecay, cfg: DriftConfig, sign: float, alpha: float, undefined: str, noise: np.ndarray
-) -> SegmentDecay:
+def _judge(rep: Any, row: SegmentDecay, cfg: DriftConfig, sign: float, alpha: float, undefined: str) -> SegmentDecay:
     """One group's decay: its drop from the registered value with the bootstrap interval and
     the one-sided p-value of "drop <= tolerance" (``decayed`` is set once the family's p-values
-    are adjusted). ``noise``: standard normal draws, scaled by the registered value's SE."""
+    are adjusted)."""
     row = row.model_copy(update={"n_rows": rep.n, "current": rep.point})
     base, se, tol = row.registered, row.registered_se, row.tolerance
     valid = rep.replicates[np.isfinite(rep.replicates)]
@@ -194,11 +191,27 @@ def _judge(
         return row.model_copy(update={"note": undefined})
     if base is None:
         return row.model_copy(update={"note": "no registered value"})
-    drawn = base if se is None else base + se * noise[: len(valid)]  # the registered value's own noise
-    drops = sign * (drawn - valid)
-    lo, hi = np.quantile(drops, [alpha, 1 - alpha])
+    drops = sign * (base - valid)
+    if se:  # the registered value's own noise: each resampled drop spread by N(0, se^2)
+        p, lo, hi = _with_registered_noise(drops, se, tol, alpha)  # type: ignore[arg-type]
+    else:  # registered before refit stored the SE: the registered value as exact
+        p, (lo, hi) = float(np.mean(drops <= tol)), np.quantile(drops, [alpha, 1 - alpha])
     update = {"drop": sign * (base - rep.point), "ci_low": float(lo), "ci_high": float(hi)}
-    return row.model_copy(update={**update, "p_value": float(np.mean(drops <= tol))})
+    return row.model_copy(update={**update, "p_value": p})
+
+
+def _with_registered_noise(drops: np.ndarray, se: float, tol: float, alpha: float) -> tuple[float, float, float]:
+    """The drop's distribution when the registered value is itself an estimate: the window's
+    resampled drops, each convolved with the registered value's normal error (independent
+    samples), integrated exactly rather than drawn. Returns P(drop <= tol) and the
+    ``alpha`` / ``1 - alpha`` quantiles (read off the mixture's CDF on a fine grid)."""
+    from scipy.special import ndtr
+
+    p = float(np.mean(ndtr((tol - drops) / se)))
+    grid = np.linspace(drops.min() - 6 * se, drops.max() + 6 * se, 1024)
+    cdf = ndtr((grid[:, None] - drops[None, :]) / se).mean(axis=1)
+    lo, hi = np.interp([alpha, 1 - alpha], cdf, grid)
+    return p, float(lo), float(hi)
 
 
 def _weak_note(row: SegmentDecay, weak_below: int | None) -> SegmentDecay:
