@@ -400,6 +400,7 @@ def decay_rates(
     strength: float = 1.0,
     segment: str = "south",
     config_path: str = "benchmarks/bench.yaml",
+    registered_se: bool = True,
 ) -> dict[str, Any]:
     """Concept drift in one segment (``region=south``: the generator's churn rises there, the
     features do not move), caught by decay in the first window with at least ``segment_rows``
@@ -407,14 +408,17 @@ def decay_rates(
 
     The champion is a small HistGradientBoosting model trained on the generator's base data; its
     registered metrics (overall and per gate segment) come from a held-out part, as registration
-    stores them (``refit.pipeline.holdout_segment_metrics``); each window is judged by
-    ``refit.monitoring.judge_decay``, the flow's decay step."""
+    stores them with their standard errors (``refit.pipeline.registered_metrics``); each window
+    is judged by ``refit.monitoring.judge_decay``, the flow's decay step. ``registered_se=False``
+    judges against the registered values as exact (versions registered before refit stored the
+    errors)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from refit.config_loader import load_config
     from refit.datasets import FEATURE_COLUMNS, generate_base, generate_production
+    from refit.decay import se_key
     from refit.monitoring import judge_decay
-    from refit.pipeline import holdout_segment_metrics
+    from refit.pipeline import registered_metrics
 
     config = load_config(config_path)
     ds = config.dataset
@@ -434,13 +438,13 @@ def decay_rates(
     y = holdout[ds.target].astype(int).to_numpy()
     scores = model.predict_proba(design(holdout))[:, 1]
     metric = config.gate.primary_metric
-    per_segment = holdout_segment_metrics(holdout, y, scores, config).items()
-    registered = {k: float(v[metric]) for k, v in per_segment if v.get(metric) is not None}
-    from refit.metrics import metric_value
-
-    registered["overall"] = float(metric_value(metric, y, scores))
+    recorded = registered_metrics(holdout, y, scores, config).items()
+    registered = {k: float(v[metric]) for k, v in recorded if v.get(metric) is not None}
+    errors = {k: float(v[se_key(metric)]) for k, v in recorded if registered_se and v.get(se_key(metric)) is not None}
+    held = {k: int(v["n"]) for k, v in recorded if k != "overall"}
     share = float((base["region"] == segment).mean())
     out: dict[str, Any] = {"segment": f"region={segment}", "strength": strength, "metric": metric, "sizes": {}}
+    out["registered_se"] = {k: round(v, 4) for k, v in errors.items() if k in ("overall", f"region={segment}")}
     for rows in segment_rows:
         n = int(math.ceil(rows / share * 1.1))
         row: dict[str, Any] = {"window_rows": n}
@@ -453,7 +457,8 @@ def decay_rates(
                 )[0]
                 frame = batch.features.merge(batch.labels[["request_id", ds.target]], on="request_id")
                 in_segment.append(int((frame["region"] == segment).sum()))
-                result = judge_decay(config, registered, frame, model.predict_proba(design(frame))[:, 1])
+                score = model.predict_proba(design(frame))[:, 1]
+                result = judge_decay(config, registered, frame, score, registered_se=errors, registered_n=held)
                 caught += f"region={segment}" in result.decayed_segments
                 fired += bool(result.decayed)
             row[kind] = {
@@ -463,4 +468,41 @@ def decay_rates(
                 "any_decay": fired / windows,
             }
         out["sizes"][str(rows)] = row
+    return out
+
+
+def decay_registered_rates(
+    holdout_rows: int = 123, window_rows: tuple[int, ...] = (300, 1000), pairs: int = 200
+) -> dict[str, Any]:
+    """A segment registered on few holdout rows (30% positives, true ROC AUC 0.638) and judged
+    on windows where it is 0.614 (a true drop of 0.024, under the 0.05 tolerance), or where it
+    collapsed to 0.5 (a drop of 0.138): how often decay fires with the registered value taken as
+    exact (versions without a stored SE) and with its bootstrap standard error
+    (``refit.decay.registered_errors``, as registration stores it). Each pair draws a new
+    holdout and a new window; the registered value is as lucky or unlucky as its draw."""
+    from refit.config import DriftConfig
+    from refit.decay import compute_decay, registered_errors
+
+    def rows(n: int, strength: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        y = (rng.random(n) < 0.3).astype(float)
+        return y, 1 / (1 + np.exp(-(rng.normal(0, 1, n) + strength * y)))
+
+    cfg = DriftConfig()
+    out: dict[str, Any] = {"holdout_rows": holdout_rows, "pairs": pairs, "sizes": {}}
+    registered = [
+        registered_errors("binary", "roc_auc", *rows(holdout_rows, 0.5, i), None, 1000, 0)["overall"]
+        for i in range(pairs)
+    ]
+    for n in window_rows:
+        fired = {(how, kind): 0 for how in ("exact", "with_se") for kind in ("small_drop", "collapse")}
+        for i, reg in enumerate(registered):
+            for kind, strength in (("small_drop", 0.41), ("collapse", 0.0)):
+                window = rows(n, strength, 100_000 + 1_000 * n + i)
+                for how, se in (("exact", None), ("with_se", {"overall": reg["roc_auc_se"]})):
+                    result = compute_decay(
+                        *window, {"overall": reg["roc_auc"]}, cfg, "roc_auc", seed=i, registered_se=se
+                    )
+                    fired[(how, kind)] += result.decayed
+        out["sizes"][str(n)] = {f"{how}_{kind}": count / pairs for (how, kind), count in fired.items()}
     return out

@@ -52,16 +52,16 @@ def evidence_html(report: DriftReport, outcome: GovernorOutcome | None, performa
         d = report.decay
         lines.append(f"<h3>decay ({escape(d.metric)}, {d.confidence:.0%} intervals, {d.n_labelled} labelled rows)</h3>")
         lines.append(
-            "<table border=1 cellpadding=3><tr><th>segment</th><th>rows</th><th>registered</th>"
+            "<table border=1 cellpadding=3><tr><th>segment</th><th>rows</th><th>registered (± SE, holdout rows)</th>"
             "<th>now</th><th>drop</th><th>drop interval</th><th>tolerance</th><th>decayed</th></tr>"
         )
         for row in decay_summary_rows(report):
             interval = f"[{num(row['ci_low'])}, {num(row['ci_high'])}]" if row["ci_low"] is not None else ""
+            verdict = "; ".join(v for v in ("yes" if row["decayed"] else "", row["note"] or "") if v)
             lines.append(
-                f"<tr><td>{escape(row['segment'])}</td><td>{row['rows']}</td><td>{num(row['registered'])}</td>"
+                f"<tr><td>{escape(row['segment'])}</td><td>{row['rows']}</td><td>{_registered(row, num)}</td>"
                 f"<td>{num(row['current'])}</td><td>{num(row['drop'])}</td><td>{interval}</td>"
-                f"<td>{num(row['tolerance'])}</td>"
-                f"<td>{'yes' if row['decayed'] else escape(row['note'] or '')}</td></tr>"
+                f"<td>{num(row['tolerance'])}</td><td>{escape(verdict)}</td></tr>"
             )
         lines.append("</table>")
     if performance is not None:
@@ -73,6 +73,13 @@ def evidence_html(report: DriftReport, outcome: GovernorOutcome | None, performa
         )
     lines.append("</div>")
     return "\n".join(lines)
+
+
+def _registered(row: dict[str, Any], num: Any) -> str:
+    """The registered value with its standard error and holdout rows, where they were stored."""
+    se = f" ± {num(row['registered_se'], 2)}" if row["registered_se"] is not None else ""
+    n = f" ({row['registered_n']:,} rows)" if row["registered_n"] is not None else ""
+    return f"{num(row['registered'])}{se}{n}"
 
 
 def drift_summary_rows(report: DriftReport) -> list[dict[str, Any]]:
@@ -96,8 +103,9 @@ def drift_summary_rows(report: DriftReport) -> list[dict[str, Any]]:
 
 def decay_headlines(report: DriftReport) -> list[str]:
     """One line per decayed segment, with the interval of its drop: what the decision used, in words
-    (``decay in region=south: roc_auc 0.712 (registered 0.801), drop 0.089, 95% interval [0.052,
-    0.121], beyond the tolerance 0.05 (498 labelled rows)``)."""
+    (``decay in region=south: roc_auc 0.712 (registered 0.801 ± 0.0061), drop 0.089, 95% interval
+    [0.052, 0.121], beyond the tolerance 0.05 (498 labelled rows)``). The interval carries the
+    registered value's standard error as well as the window's, where registration stored it."""
     if report.decay is None:
         return []
     d = report.decay
@@ -105,8 +113,11 @@ def decay_headlines(report: DriftReport) -> list[str]:
     def num(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3g}"
 
+    def se(s: Any) -> str:
+        return "" if s.registered_se is None else f" ± {s.registered_se:.2g}"
+
     return [
-        f"decay in {s.segment}: {d.metric} {num(s.current)} (registered {num(s.registered)}), drop "
+        f"decay in {s.segment}: {d.metric} {num(s.current)} (registered {num(s.registered)}{se(s)}), drop "
         f"{num(s.drop)}, {d.confidence:.0%} interval [{num(s.ci_low)}, {num(s.ci_high)}], beyond the "
         f"tolerance {num(s.tolerance)} ({s.n_rows:,} labelled rows)"
         for s in [d.overall, *d.segments]
@@ -115,7 +126,8 @@ def decay_headlines(report: DriftReport) -> list[str]:
 
 
 def decay_summary_rows(report: DriftReport) -> list[dict[str, Any]]:
-    """Per segment: the registered and current metric, the interval, the drop and the verdict."""
+    """Per segment: the registered metric (its standard error and holdout rows where stored) and
+    the current one, the drop's interval, the tolerance and the verdict."""
     if report.decay is None:
         return []
     return [
@@ -123,6 +135,8 @@ def decay_summary_rows(report: DriftReport) -> list[dict[str, Any]]:
             "segment": s.segment,
             "rows": s.n_rows,
             "registered": s.registered,
+            "registered_se": s.registered_se,
+            "registered_n": s.registered_n,
             "current": s.current,
             "ci_low": s.ci_low,
             "ci_high": s.ci_high,

@@ -33,6 +33,10 @@ class Reference:
     version: int
     frame: pd.DataFrame
     registered_metrics: dict[str, float]
+    #: The registered values' bootstrap standard errors and holdout rows, where registration
+    #: stored them (``refit.decay.registered_errors``; none for versions registered before).
+    registered_se: dict[str, float] = field(default_factory=dict)
+    registered_n: dict[str, int] = field(default_factory=dict)
     #: What checks against this reference compute once: the champion's model and its predictions
     #: on ``frame`` (a flow's steps share one Reference; a replay keeps one while the champion serves).
     _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -49,14 +53,23 @@ def load_reference(store: Store, config: PipelineConfig) -> Reference:
     except RefitError as exc:
         raise RefitError(f"no champion for {name} yet ({exc}): run a retrain first") from None
     frame = reg.reference(name, version.version)
-    metric = config.gate.primary_metric  # what registration stored, overall and per segment
+    from refit.decay import se_key
+
+    metric, se = config.gate.primary_metric, se_key(config.gate.primary_metric)  # what registration stored
     registered: dict[str, float] = {}
-    if version.metrics.get(metric) is not None:
-        registered["overall"] = float(version.metrics[metric])  # type: ignore[arg-type]
-    for segment, values in version.segment_metrics.items():
+    errors: dict[str, float] = {}
+    rows: dict[str, int] = {}
+    for scope, values in {"overall": version.metrics, **version.segment_metrics}.items():
         if values.get(metric) is not None:
-            registered[segment] = float(values[metric])  # type: ignore[arg-type]
-    return Reference(model=name, version=version.version, frame=frame, registered_metrics=registered)
+            registered[scope] = float(values[metric])  # type: ignore[arg-type]
+        if values.get(se) is not None:
+            errors[scope] = float(values[se])  # type: ignore[arg-type]
+        if scope != "overall" and values.get("n") is not None:
+            rows[scope] = int(values["n"])  # type: ignore[arg-type]
+    return Reference(
+        model=name, version=version.version, frame=frame, registered_metrics=registered,
+        registered_se=errors, registered_n=rows,
+    )  # fmt: skip
 
 
 def load_capture_window(
@@ -408,7 +421,10 @@ def champion_decay(
     """The reference champion's decay on a window's labelled rows: the drift check's decay.
     ``scored``: :func:`labelled_scores` of these rows when the caller has them already."""
     y, scores = scored if scored is not None else labelled_scores(store, config, reference, labelled)
-    return judge_decay(config, reference.registered_metrics, labelled, scores, labels=y)
+    return judge_decay(
+        config, reference.registered_metrics, labelled, scores, labels=y,
+        registered_se=reference.registered_se, registered_n=reference.registered_n,
+    )  # fmt: skip
 
 
 def judge_decay(
@@ -417,12 +433,17 @@ def judge_decay(
     labelled: pd.DataFrame,
     scores: np.ndarray,
     labels: np.ndarray | None = None,
+    *,
+    registered_se: dict[str, float] | None = None,
+    registered_n: dict[str, int] | None = None,
 ) -> Any:
     """The champion's decay on labelled rows, judged as the gate judged it at registration:
     in ``gate.primary_metric`` and on the gate's own segments (bins, labels, crossings), so
     every segment key matches a registered one. ``labels``: the labels as the metric reads
     them when ``scores`` came with them (multiclass: ``refit.pipeline.gate_inputs``); default
-    ``dataset.gate_labels``. Returns a ``refit.decay.DecayResult``."""
+    ``dataset.gate_labels``. ``registered_se`` / ``registered_n``: the registered values'
+    standard errors and holdout rows (:class:`Reference`); a segment registered on fewer than
+    ``gate.min_segment_size`` rows is noted as weak evidence. Returns a ``refit.decay.DecayResult``."""
     from refit.decay import compute_decay
     from refit.evaluation import segment_labels
 
@@ -435,6 +456,9 @@ def judge_decay(
         metric=config.gate.primary_metric,
         segments=segment_labels(labelled.reset_index(drop=True), ds),
         seed=config.training.seed,
+        registered_se=registered_se,
+        registered_n=registered_n,
+        weak_below=config.gate.min_segment_size,
     )
 
 

@@ -354,6 +354,7 @@ def evaluate_candidate(
     reason: str | None = None,
 ) -> EvaluationHandle:
     """Score candidate and champion on the same test rows; run the gate; write the dossier."""
+    from refit.decay import se_key
     from refit.dossier import write_dossier
     from refit.evaluation.recent import judge
     from refit.metrics import compute_metrics
@@ -370,9 +371,9 @@ def evaluate_candidate(
     champ_scores = judged[1] if champion is not None else None
     # the rows gate.evaluate_on names: the holdout, its most recent window, or both
     decision = judge(ds.task, y, cand_scores, champ_scores, test_df, config.gate, ds, force=force, force_reason=reason)
-    seg_metrics = {s.scope: {"n": s.n, config.gate.primary_metric: s.candidate} for s in decision.segments}
-    if decision.evaluated_on != "holdout":  # registration records the whole holdout, as for every version
-        seg_metrics = holdout_segment_metrics(test_df, y, cand_scores, config)
+    # registration records the whole holdout whichever rows the gate judged, with standard errors
+    seg_metrics = registered_metrics(test_df, y, cand_scores, config)
+    overall = seg_metrics.pop("overall")
     del test_df
     release_arrow_memory()
     context = {
@@ -390,7 +391,8 @@ def evaluate_candidate(
         name: store.uri_for(f"{prefix}dossier.{ext}")
         for name, ext in (("json", "json"), ("markdown", "md"), ("png", "png"))
     }
-    metrics = compute_metrics(ds.task, y, cand_scores)
+    se = se_key(config.gate.primary_metric)
+    metrics = compute_metrics(ds.task, y, cand_scores) | {se: overall[se]}
     return EvaluationHandle(
         decision=decision,
         champion_version=champion.version if champion else None,
@@ -403,21 +405,28 @@ def evaluate_candidate(
 def holdout_segment_metrics(
     test_df: pd.DataFrame, y: np.ndarray, cand_scores: np.ndarray, config: PipelineConfig
 ) -> dict[str, dict[str, Any]]:
-    """The candidate's gate metric per segment value on the whole holdout: what registration
-    stores (and decay is judged against) whichever rows ``gate.evaluate_on`` judged."""
-    from refit.evaluation import segment_key, segment_masks
-    from refit.metrics import metric_value
-
-    metric = config.gate.primary_metric
-    out: dict[str, dict[str, Any]] = {}
-    for segment, values in segment_masks(test_df.reset_index(drop=True), config.dataset).items():
-        for value, rows in values.items():
-            if len(rows):
-                out[segment_key(segment, value)] = {
-                    "n": len(rows),
-                    metric: metric_value(metric, y[rows], cand_scores[rows], task=config.dataset.task),
-                }
+    """The candidate's gate metric per segment value on the whole holdout, with its rows and
+    bootstrap standard error: what registration stores (and decay is judged against) whichever
+    rows ``gate.evaluate_on`` judged. :func:`registered_metrics` without ``"overall"``."""
+    out = registered_metrics(test_df, y, cand_scores, config)
+    del out["overall"]
     return out
+
+
+def registered_metrics(
+    test_df: pd.DataFrame, y: np.ndarray, cand_scores: np.ndarray, config: PipelineConfig
+) -> dict[str, dict[str, Any]]:
+    """``"overall"`` and every segment value of the holdout: ``{"n", <metric>, <metric>_se}``,
+    the standard error from the gate's bootstrap kernels, resamples and seed
+    (``refit.decay.registered_errors``), so decay can tell a lucky registered value from a drop."""
+    from refit.decay import registered_errors
+    from refit.evaluation import segment_labels
+
+    gate = config.gate
+    segments = segment_labels(test_df.reset_index(drop=True), config.dataset)
+    return registered_errors(
+        config.dataset.task, gate.primary_metric, y, cand_scores, segments, gate.bootstrap_resamples, gate.seed
+    )
 
 
 # ---------------------------------------------------------------------------------------------

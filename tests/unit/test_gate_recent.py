@@ -118,7 +118,9 @@ def test_registration_records_the_whole_holdout_whichever_rows_were_judged() -> 
     cfg = parse_config({"dataset": DATASET.model_dump(mode="json", by_alias=True), "gate": {"min_segment_size": 100}})
     holdout = judge("regression", y, cand, champ, frame, cfg.gate, DATASET)
     recorded = holdout_segment_metrics(frame, y, cand, cfg)
-    # the same values the gate reports when it judges the holdout
-    assert recorded == {s.scope: {"n": s.n, "rmse": pytest.approx(s.candidate)} for s in holdout.segments}
+    # the same values the gate reports when it judges the holdout, with their standard errors
+    values = {scope: {"n": v["n"], "rmse": v["rmse"]} for scope, v in recorded.items()}
+    assert values == {s.scope: {"n": s.n, "rmse": pytest.approx(s.candidate)} for s in holdout.segments}
+    assert all(0 < v["rmse_se"] < 0.2 for v in recorded.values())
     recent = judge("regression", y, cand, champ, frame, _gate(evaluate_on="recent"), DATASET)
     assert {s.n for s in recent.segments} == {150} and {v["n"] for v in recorded.values()} == {650}

@@ -94,6 +94,9 @@ def test_string_multiclass_trains_gates_registers_and_decays(tmp_path: Path, mon
     assert {"macro_roc_auc", "log_loss", "accuracy"} <= set(version.metrics)
     assert version.metrics["macro_roc_auc"] > 0.75 and version.metrics["accuracy"] > 0.5
     assert set(version.segment_metrics) == {"site=forest", "site=meadow"}
+    # registration stores each value's bootstrap standard error, overall and per segment, for decay
+    assert 0 < version.metrics["macro_roc_auc_se"] < 0.1  # type: ignore[operator]
+    assert all(0 < m["macro_roc_auc_se"] < 0.2 for m in version.segment_metrics.values())  # type: ignore[operator]
     champion = load_version(store, version)
     assert champion.classes == ["wasp", "ant", "bee"]  # the artifact stores the declared class order
     test = read_frame(store, first.need("splits").keys["test"])
@@ -121,6 +124,7 @@ def test_string_multiclass_trains_gates_registers_and_decays(tmp_path: Path, mon
     assert same.metric == "macro_roc_auc" and not same.decayed and same.n_labelled == 300
     assert {s.segment for s in same.segments} == {"site=forest", "site=meadow"}
     assert same.overall.registered == pytest.approx(reference.registered_metrics["overall"])
+    assert same.overall.registered_se == reference.registered_se["overall"] > 0  # the champion's, stored
     noisy = champion_decay(store, cfg, reference, _rows(300, 4, noise=3.0))  # the features stop telling kinds apart
     assert noisy.decayed and noisy.overall.drop is not None and noisy.overall.drop > 0.1
 
