@@ -210,9 +210,17 @@ def test_drift_flow_validates_captures(project) -> None:  # type: ignore[no-unty
     bad.loc[:, "prediction"] = 7.0  # a serving bug: probabilities out of range
     bad["request_id"] = "bad-" + bad["request_id"]
     bad.to_parquet(first.parent / "bad.parquet")
+    # a share of bad requests under validation.max_invalid_capture_fraction (0.5): quarantined, and
+    # the check goes on with the rest (training's 1% stopped every check of the window)
+    result = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, as_of=NOW))
+    assert any(k.startswith("quarantine/churn-captures/") for k in store.list("quarantine/"))
+    assert result.current_rows == 1500 and not result.drift_detected
+    # past it (most of the window bad: a serving fault) the check stops, naming the rule
+    raw = yaml.safe_load(config.read_text())
+    raw.setdefault("validation", {})["max_invalid_capture_fraction"] = 0.1
+    config.write_text(yaml.safe_dump(raw))
     with pytest.raises(Exception, match="prediction"):
         drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, as_of=NOW))
-    assert any(k.startswith("quarantine/churn-captures/") for k in store.list("quarantine/"))
 
 
 def test_the_hourly_deployment_reads_the_window_from_the_config(project, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
