@@ -7,6 +7,7 @@
     python -m benchmarks --only replay     # refit replay: 52 weekly windows, 1M labelled rows
     python -m benchmarks --only workers
     python -m benchmarks --only cli        # refit retrain --dry-run / refit drift, with refit up vs without
+    python -m benchmarks --only decay      # decay's power and its false alarms alone (drift_rates runs them too)
 
 Every benchmark runs in a fresh subprocess. Results go to ``<out>/latest.json`` and
 ``<out>/latest.md`` (rewritten after every benchmark, so an interrupted run keeps what it has).
@@ -37,6 +38,7 @@ BENCHMARKS = (
     "torch",
     "drift",
     "drift_rates",
+    "decay",
     "orchestration",
     "webhook",
     "search",
@@ -212,12 +214,12 @@ def _bench_drift_rates(args: argparse.Namespace, results: dict[str, Any]) -> Non
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=1) as beside:  # decay's windows share nothing with drift's
-        decay_run = beside.submit(run_in_subprocess, "drift:decay_rates", {"config_path": str(args.config)})
+        decay_run = beside.submit(_bench_decay, args, results)
         r = run_in_subprocess(
             "drift:rates",
             {"sizes": args.drift_rate_sizes, "windows": args.drift_windows, "config_path": str(args.config)},
         )
-        decay = decay_run.result()
+        decay_run.result()
     results["benchmarks"]["drift_rates"] = r
     for size, row in r["sizes"].items():
         worst = max(row["generator"]["calibrated"], row.get("self_split", {}).get("calibrated", 0.0))
@@ -237,6 +239,25 @@ def _bench_drift_rates(args: argparse.Namespace, results: dict[str, Any]) -> Non
             results["ratios"][f"drift_power_0.5_{size}"] = ratio(
                 power["calibrated"], 1.0, ">=", **power, all_strengths=row["power"]
             )
+
+
+def _bench_decay(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """Decay's power on concept drift in one segment, and its false alarms when the registered
+    value came from a small holdout (taken as exact vs with its standard error)."""
+    decay = run_in_subprocess("drift:decay_rates", {"config_path": str(args.config)})
+    registered = run_in_subprocess("drift:decay_registered_rates", {})
+    results["benchmarks"]["decay_registered_rates"] = registered
+    for n, row in registered["sizes"].items():
+        results["ratios"][f"decay_false_alarm_small_registered_{n}"] = ratio(
+            row["with_se_small_drop"],
+            0.05,
+            "<=",
+            **row,
+            holdout_rows=registered["holdout_rows"],
+            pairs=registered["pairs"],
+            note=f"a true drop of 0.024 (tolerance 0.05) in {n}-row windows against a value registered on "
+            f"{registered['holdout_rows']} holdout rows: share that fired with its SE (exact_*: as exact)",
+        )
     results["benchmarks"]["decay_rates"] = decay
     for rows, row in decay["sizes"].items():
         results["ratios"][f"decay_power_{rows}"] = ratio(
@@ -409,6 +430,7 @@ _RATIO_BENCHMARKS = {
     "torch": _bench_torch_speed,
     "drift": _bench_drift,
     "drift_rates": _bench_drift_rates,
+    "decay": _bench_decay,
     "orchestration": _bench_orchestration,
     "webhook": _bench_webhook,
     "search": _bench_search,
@@ -423,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", type=int, default=[100_000, 1_000_000, 10_000_000])
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
-    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    # decay runs inside drift_rates (beside its windows); --only decay re-measures it alone
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=[b for b in BENCHMARKS if b != "decay"])
     parser.add_argument("--config", type=Path, default=BENCH_CONFIG)
     parser.add_argument("--ratio-rows", type=int, default=RATIO_ROWS, help="rows of the ratio benchmarks")
     parser.add_argument("--orchestration-reps", type=int, default=6, help="runs of each, plain and flow")

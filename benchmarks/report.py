@@ -107,6 +107,17 @@ def _ratio_detail(name: str, r: dict[str, Any]) -> str:
         if sp:
             text += f"; self-splits: {sp['calibrated']:.3f} (Evidently's: {sp['evidently_fixed']:.3f})"
         return text
+    if name.startswith("decay_power_"):
+        return (
+            f"{r['windows']} first windows with >= {r['segment_rows_min']} labelled rows in {r['segment']} "
+            f"(concept drift, strength {r['strength']}); no drift: any decay in {r['no_drift_any_decay']:.2f}"
+        )
+    if name.startswith("decay_false_alarm_small_registered_"):
+        return (
+            f"{r['pairs']} pairs, registered on {r['holdout_rows']} rows: fired {r['with_se_small_drop']:.3f} with "
+            f"its SE vs {r['exact_small_drop']:.3f} as exact; a collapse caught {r['with_se_collapse']:.3f} vs "
+            f"{r['exact_collapse']:.3f}"
+        )
     if name.startswith("drift_power_"):
         return f"{r['windows']} windows of covariate drift at 0.5; all strengths: {r['all_strengths']}"
     if name == "drift_verdict_agrees":
@@ -381,9 +392,10 @@ def _ratios_section(results: dict[str, Any]) -> list[str]:
         "| name | value | target | met | measured |",
         "|---|---:|---:|---|---|",
     ]
+    families = ("drift_false_alarms_", "drift_power_", "decay_power_", "decay_false_alarm_small_registered_")
     rates = sorted(
-        (n for n in results["ratios"] if n.startswith(("drift_false_alarms_", "drift_power_"))),
-        key=lambda n: (n.startswith("drift_power_"), int(n.rsplit("_", 1)[-1])),
+        (n for n in results["ratios"] if n.startswith(families)),
+        key=lambda n: (next(i for i, f in enumerate(families) if n.startswith(f)), int(n.rsplit("_", 1)[-1])),
     )
     for name in [*RATIO_ORDER, *rates]:
         r = results["ratios"].get(name)
