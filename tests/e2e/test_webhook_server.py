@@ -408,7 +408,7 @@ def test_a_head_or_body_trickled_past_its_deadline_gets_408_and_the_connection_c
 
     seen: list[DriftAlert] = []
     app = create_app(lambda a: seen.append(a) or DispatchResult("ignored"), secrets=SECRET, body_deadline_s=1.0)  # type: ignore[func-returns-value]
-    assert server_config(app, "127.0.0.1", 0).limit_concurrency == 256
+    assert server_config(app, "127.0.0.1", 0).limit_concurrency == 1024
 
     def answer(sock: socket.socket) -> bytes:
         data = b""
@@ -417,6 +417,10 @@ def test_a_head_or_body_trickled_past_its_deadline_gets_408_and_the_connection_c
         return data  # the server closed the connection
 
     with serving(app, head_deadline_s=1.0) as port:
+        # a connection that sends nothing at all is closed too (it held a slot of the cap forever)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            started = time.monotonic()
+            assert answer(sock).startswith(b"HTTP/1.1 408 ") and time.monotonic() - started < 5
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"POST /alerts/drift HTTP/1.1\r\nHost: x\r\n")  # ... and the rest never comes
             started = time.monotonic()

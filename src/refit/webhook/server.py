@@ -15,12 +15,15 @@ from typing import Any
 
 MAX_HEADER_BYTES = 16 * 1024  # request line and headers together
 MAX_HEADER_COUNT = 100
-#: Longest a request head may take to arrive once its first byte has: a sender trickling a head
-#: held its connection for as long as it liked (the body has its own deadline, in the app).
+#: Longest a request head may take to arrive, from the connection's start (or, on a kept-alive
+#: connection, from the next request's first byte): a sender trickling a head, or sending
+#: nothing, held its connection for as long as it liked (the body has its own deadline, in the app).
 HEAD_DEADLINE_S = 10.0
 #: Connections and requests served at once; past it uvicorn answers 503 at once instead of
-#: letting many slow senders pile up sockets and memory.
-MAX_CONCURRENCY = 256
+#: letting many slow senders pile up sockets and memory. With the head deadline a connection
+#: that sends nothing is closed after HEAD_DEADLINE_S, so filling this takes a sender opening
+#: over MAX_CONCURRENCY / HEAD_DEADLINE_S connections a second without pause.
+MAX_CONCURRENCY = 1024
 
 
 def _bounded_protocol() -> type[asyncio.Protocol] | None:
@@ -52,6 +55,14 @@ def _bounded_protocol() -> type[asyncio.Protocol] | None:
             self._refused = False  # 431 sent, connection closing
             self._head_timer: asyncio.TimerHandle | None = None  # the head's deadline, once its first byte is in
 
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._start_head_timer()  # a connection that never sends a byte has a deadline too
+
+        def _start_head_timer(self) -> None:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self.head_deadline_s, self._head_too_slow)
+
         def _over(self) -> bool:
             """What the parser has seen of the head is over a bound (bytes of a body never count)."""
             return (
@@ -63,8 +74,7 @@ def _bounded_protocol() -> type[asyncio.Protocol] | None:
                 return
             if self._head_open:
                 self._head_bytes += len(data)
-                if self._head_timer is None:
-                    self._head_timer = self.loop.call_later(self.head_deadline_s, self._head_too_slow)
+                self._start_head_timer()
             super().data_received(data)
             # Still in the head after this chunk: everything received since it began is head.
             unfinished = self._head_open and self._head_bytes > self.max_header_bytes
