@@ -132,17 +132,21 @@ def _schema_of(schema_model: Any) -> Any:
 
 
 def text_columns(schema_model: Any) -> list[str]:
-    """The columns ``schema_model`` declares as strings or categories: a CSV reader takes them as
+    """The columns ``schema_model`` declares as strings or categories of strings: a CSV reader takes them as
     written (``02134`` stays ``02134``, ``1.0`` stays ``1.0``), not as the numbers pandas would
     guess, which the schema's coercion would then turn into other strings (``2134``)."""
     from pandera.dtypes import is_category, is_string
 
     schema = _schema_of(schema_model)
-    return [
-        str(name)
-        for name, column in schema.columns.items()
-        if column.dtype is not None and (is_string(column.dtype) or is_category(column.dtype))
-    ]
+
+    def textual(dtype: Any) -> bool:
+        if is_string(dtype):
+            return True
+        # a category of strings (or of categories not declared); one of numbers reads as numbers
+        categories = getattr(dtype, "categories", None)
+        return is_category(dtype) and (categories is None or all(isinstance(c, str) for c in categories))
+
+    return [str(name) for name, column in schema.columns.items() if column.dtype is not None and textual(column.dtype)]
 
 
 def _short_rule(check: str) -> str:

@@ -703,6 +703,25 @@ def test_one_value_of_another_type_loses_no_row_and_validation_judges_it(
     assert rejected == "odd-00001" and "autopay" in result.summary.one_line()
 
 
+def test_nested_values_are_written_as_arrow_nests_them() -> None:
+    """Lists, dicts and arrays are "mixed" to pandas' type inference but one type to Arrow: they
+    stay as they are (a column of arrays dropped its whole batch; lists became their repr)."""
+    from refit.capture.rows import arrow_safe
+
+    frame = pd.DataFrame(
+        {
+            "tags": [["a", "b"], ["c"], None],
+            "extra": [{"k": 1}, {"k": 2}, None],
+            "vector": [np.array([1.0, 2.0]), np.array([3.0]), None],
+            "age": [41, "38", None],
+        }
+    )
+    out, texted = arrow_safe(frame)
+    assert texted == ["age"] and out["age"].tolist() == ["41", "38", None]
+    assert out["tags"].tolist() == [["a", "b"], ["c"], None] and out["extra"].tolist()[0] == {"k": 1}
+    assert out["vector"].tolist()[0].tolist() == [1.0, 2.0]
+
+
 def test_captures_without_the_configs_columns_are_one_line_and_for_config_names_them(
     local_store: Store, tmp_path: Path
 ) -> None:

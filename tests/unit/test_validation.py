@@ -494,14 +494,19 @@ def test_a_csvs_string_columns_are_read_as_written(tmp_path: Path) -> None:
         zip: Series[str]
         code: Series[str]
         kind: Series[pd.CategoricalDtype]
+        tier: Series[pd.CategoricalDtype] = pa.Field(dtype_kwargs={"categories": [1, 2, 3]})
         visits: Series[int]
 
     store = LocalStore(tmp_path)
-    store.put_bytes("places.csv", b"zip,code,kind,visits\n02134,1.0,007,3\n00501,1e5,010,4\n")
+    store.put_bytes("places.csv", b"zip,code,kind,tier,visits\n02134,1.0,007,1,3\n00501,1e5,010,3,4\n")
     frame, _ = read_sources([SourceFile(store, "places.csv")], Places)
-    valid = validate_frame(frame, Places, source="places.csv").valid
+    result = validate_frame(frame, Places, source="places.csv")
+    valid = result.valid
+    assert result.summary.invalid_rows == 0
     assert valid["zip"].tolist() == ["02134", "00501"] and valid["code"].tolist() == ["1.0", "1e5"]
     assert valid["kind"].astype(str).tolist() == ["007", "010"] and valid["visits"].tolist() == [3, 4]
+    # a category of numbers is read as numbers (as text, "1" was no category of it: every row quarantined)
+    assert valid["tier"].tolist() == [1, 3]
 
 
 def test_a_file_found_neither_here_nor_in_the_store_names_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -77,14 +77,27 @@ def arrow_safe(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     mixed = [
         name
         for name in frame.columns
-        if frame[name].dtype == object and pd.api.types.infer_dtype(frame[name], skipna=True) in _MIXED
+        if frame[name].dtype == object
+        and pd.api.types.infer_dtype(frame[name], skipna=True) in _MIXED
+        and not _arrow_takes(frame[name])  # lists, dicts and arrays are "mixed" too, and Arrow nests them
     ]
     if not mixed:
         return frame, []
     out = frame.copy(deep=False)
     for name in mixed:
-        out[name] = frame[name].map(lambda v: None if v is None or v is pd.NA or v != v else str(v))
+        out[name] = frame[name].map(lambda v: None if pd.api.types.is_scalar(v) and pd.isna(v) else str(v))
     return out, [str(name) for name in mixed]
+
+
+def _arrow_takes(column: pd.Series) -> bool:
+    """Whether Arrow writes ``column`` as one type (it refuses ints beside strings, say)."""
+    import pyarrow as pa
+
+    try:
+        pa.array(column, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return False
+    return True
 
 
 def one_line(exc: BaseException) -> str:
