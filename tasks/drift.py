@@ -44,7 +44,7 @@ def load_capture_window(
         window.start,
         window.end,
         f"{len(window.frame):,}",
-        f"{len(window.labelled()):,}",
+        f"{int(window.frame[window.request_id_column].isin(window.labels[window.request_id_column]).sum()):,}",
     )
     return window
 

@@ -237,7 +237,10 @@ def stage_validated(
     )
     valid, later = result.valid, 0
     if as_of is not None:
-        known = (pd.to_datetime(valid[config.dataset.timestamp_column], utc=True) <= pd.Timestamp(as_of)).to_numpy()
+        end = pd.Timestamp(as_of)
+        end = end.tz_localize("UTC") if end.tzinfo is None else end  # naive is UTC, as everywhere
+        # a row without a time is not known to be later: kept (validation judged its nullability)
+        known = ~(pd.to_datetime(valid[config.dataset.timestamp_column], utc=True) > end).to_numpy()
         later = int((~known).sum())
         if later:
             valid = valid[known].reset_index(drop=True)

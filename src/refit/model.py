@@ -295,7 +295,7 @@ class LoadedModel:
             values = df[col]
             if pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype):
                 continue
-            if dtypes[col] == "bool":  # the spellings training's validation reads (refit.booleans)
+            if dtypes[col] in ("bool", "boolean"):  # the spellings training's validation reads (refit.booleans)
                 read, [(bad_mask, rule)] = lossless_bool(values, "bool")
                 bad, rule = pd.Series(bad_mask, index=values.index), rule.split(": ", 1)[1]
                 out = out.assign(**{col: read})

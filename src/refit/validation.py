@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 from pandera.errors import SchemaError, SchemaErrors
 
+from refit.booleans import FALSE_SPELLINGS as FALSE_SPELLINGS  # re-exported: they were defined here
+from refit.booleans import TRUE_SPELLINGS as TRUE_SPELLINGS
 from refit.booleans import is_missing, lossless_bool
 from refit.compat import pandera as pandera_compat
 from refit.errors import ValidationFailedError

@@ -60,6 +60,8 @@ def test_labelled_captures_join_and_validate(store) -> None:  # type: ignore[no-
     staged = read_frame(store, then.key)
     assert then.rows == int((times <= as_of).sum()) == len(staged) and then.later_rows == len(times) - then.rows
     assert pd.to_datetime(staged["event_time"], utc=True).max() <= as_of
+    naive, _ = stage_validated(store, cfg, run_id="naive", extra=joined, as_of=as_of.tz_localize(None).to_pydatetime())
+    assert naive.rows == then.rows  # a naive as_of is UTC, as everywhere
 
 
 # The window of the two tests below: a day that starts at midnight UTC, so a label stamped a

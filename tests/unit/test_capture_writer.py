@@ -599,6 +599,10 @@ def test_round_trip_through_s3(s3_store: Store) -> None:
         # text is read as validation reads it (refit.timestamps): pandas guessed month-first
         ({"timestamps": "01/02/2026 10:00"}, r"'01/02/2026 10:00' is refused \(day/month order is ambiguous"),
         ({"timestamps": ["2026-01-02T10:00Z", "soon"]}, r"'soon' is refused \(not an ISO 8601 time"),
+        (  # pandas' string dtypes too, not only object columns
+            {"timestamps": pd.Series(["01/02/2026 10:00"] * 2, dtype="string[pyarrow]")},
+            r"'01/02/2026 10:00' is refused \(day/month order is ambiguous",
+        ),
         ({"features": pd.DataFrame({"request_id": ["a", "b"]})}, "columns the writer adds"),
         ({"model_version": 3}, "model_version"),
     ],

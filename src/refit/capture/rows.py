@@ -138,7 +138,11 @@ def utc_times(values: Any, n: int, name: str, clock: Callable[[], float]) -> np.
         refused = text_refusal(values, _UTC)
         if refused is not None:
             raise ValueError(f"{name}: {values!r} is refused ({refused.split(': ', 1)[1]})")
-    elif not scalar and values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) == "string":
+    elif (
+        not scalar
+        and pd.api.types.is_string_dtype(values.dtype)
+        and pd.api.types.infer_dtype(values, skipna=True) == "string"
+    ):
         texts = pd.Series(values)
         read, refusals = read_times(texts, pd.DatetimeTZDtype("ns", "UTC"), _UTC)
         for mask, reason in refusals:
