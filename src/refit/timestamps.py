@@ -120,7 +120,17 @@ def _refusal(text: str) -> str:
 
 
 def _read_objects(raw: np.ndarray, missing: np.ndarray, utc: np.ndarray, refused: dict[str, np.ndarray]) -> None:
-    """Read a column of mixed values (strings, numbers, datetime objects) value by value."""
+    """Read a column of mixed values (strings, numbers, datetime objects) value by value; a
+    column of datetime objects alone (parquet's dates come as ``datetime.date``) in one call."""
+    present = np.flatnonzero(~missing)
+    if pd.api.types.infer_dtype(raw[present], skipna=True) in ("date", "datetime", "datetime64"):
+        try:
+            parsed = pd.to_datetime(pd.Series(raw[present]), utc=True)  # naive is UTC
+        except (ValueError, OverflowError, TypeError):  # one out of range: judged value by value below
+            pass
+        else:
+            utc[present] = parsed.dt.tz_localize(None).dt.as_unit("ns").to_numpy()
+            return
     strings = np.array([isinstance(v, str) for v in raw], dtype=bool)
     if strings.any():
         _read_strings(raw, np.flatnonzero(strings & ~missing), utc, refused)

@@ -6,7 +6,7 @@ user-info password (``user:pw@host``) and query parameters such as libpq's ``pas
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
 
 #: Query parameters that carry a credential.
 CREDENTIAL_PARAMETER = re.compile(r"password|secret|token", re.IGNORECASE)
@@ -49,8 +49,16 @@ def redact(uri: str) -> str:
 
 
 def scrub(text: str, uri: str) -> str:
-    """``text`` with every credential of ``uri`` replaced (an error message may quote the URL)."""
-    for _, value in _secrets(uri):
-        if value:
-            text = text.replace(value, MASK)
+    """``text`` with every credential of ``uri`` replaced, as written in the URL (percent-encoded:
+    an error message quotes the URL) and decoded."""
+    values = {value for _, value in _secrets(uri)}
+    for pair in urlsplit(uri).query.split("&"):  # the raw, still-encoded spellings
+        name, _, raw = pair.partition("=")
+        if CREDENTIAL_PARAMETER.search(unquote_plus(name)):
+            values.add(raw)
+    password = urlsplit(uri).password
+    if password:
+        values.add(unquote(password))
+    for value in sorted((v for v in values if v), key=len, reverse=True):
+        text = text.replace(value, MASK)
     return text

@@ -41,6 +41,12 @@ def test_a_password_in_the_uri_never_reaches_a_log() -> None:
     assert (
         tracking.redact("https://mlflow.example.com/?token=s3cret&x=1") == "https://mlflow.example.com/?token=***&x=1"
     )
+    # and in an error message that quotes the URL, percent-encoded as written, or decoded
+    from refit.url_credentials import scrub
+
+    uri = "https://mlflow.example.com/api?token=ab%2Bc%2F%3D&x=1"
+    said = scrub(f"API request to {uri} failed: token ab+c/= refused", uri)
+    assert said == "API request to https://mlflow.example.com/api?token=***&x=1 failed: token *** refused"
 
 
 @pytest.mark.parametrize(
