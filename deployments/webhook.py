@@ -63,19 +63,26 @@ class WebhookSettings(BaseSettings):
     retry_every_s: float = Field(RETRY_EVERY_S, gt=0, description="How often the outbox is retried.")
 
 
+def _alert_name(alert: DriftAlert) -> str:
+    """The alert's id and, when it names one, its window's end: one name per alert and window."""
+    window = f"-{alert.window_end.astimezone(UTC):%Y%m%dT%H%M%SZ}" if alert.window_end is not None else ""
+    return f"{alert.alert_id}{window}"
+
+
 def idempotency_key(alert: DriftAlert) -> str:
     """Prefect's key for the alert's run: a redelivery (same id, same window) gets the first run
     back. The window's end is part of it: a sender that reuses an id for a later window got the
     earlier, finished run back, answered "accepted", and no retrain ran."""
-    window = f"-{alert.window_end.astimezone(UTC):%Y%m%dT%H%M%SZ}" if alert.window_end is not None else ""
-    return f"refit-alert-{alert.model}-{alert.alert_id}{window}"
+    return f"refit-alert-{alert.model}-{_alert_name(alert)}"
 
 
-def outbox_name(alert_id: str) -> str:
-    """The alert's object name in the outbox: its id when that is a safe key, else a hash of it."""
-    if _SAFE_NAME.fullmatch(alert_id) and ".." not in alert_id:
-        return f"{alert_id}.json"
-    return f"sha256-{hashlib.sha256(alert_id.encode()).hexdigest()[:40]}.json"
+def outbox_name(alert: DriftAlert) -> str:
+    """The alert's object name in the outbox, one per alert and window (as its run's key): its
+    name when that is a safe key, else a hash of it."""
+    name = _alert_name(alert)
+    if _SAFE_NAME.fullmatch(name) and ".." not in name:
+        return f"{name}.json"
+    return f"sha256-{hashlib.sha256(name.encode()).hexdigest()[:40]}.json"
 
 
 class PrefectDispatcher:
@@ -148,7 +155,7 @@ class PrefectDispatcher:
             drift_share=alert.drift_share,
             detail=alert.reason or "drift alert",
         )
-        key = self.outbox + outbox_name(alert.alert_id)
+        key = self.outbox + outbox_name(alert)
         written: list[str] = []
 
         def write_outbox(decision: Decision) -> None:

@@ -338,6 +338,14 @@ def test_an_alert_id_reused_for_a_later_window_starts_a_run_of_its_own(tmp_path:
     later = dispatcher(dated(first_end + timedelta(days=1)))  # past the cooldown
     assert (first.status, again.status, later.status) == ("accepted", "suppressed", "accepted")
     assert later.flow_run_id != first.flow_run_id and len(prefect.runs) == 2
+    # queued while Prefect is down, each window keeps its own outbox entry (one name overwrote the other)
+    down = FakePrefect()
+    down.down = True
+    queued = make_dispatcher(LocalStore(tmp_path / "down"), config_path, down)
+    assert [queued(dated(first_end + timedelta(days=d))).status for d in (0, 1)] == ["queued", "queued"]
+    assert len(queued.store.list(f"webhook/{MODEL}/outbox/")) == 2
+    down.down, queued._failed_at = False, None
+    assert len(queued.retry_pending()) == 2 and len(down.runs) == 2
     assert idempotency_key(dated(first_end)) == idempotency_key(
         dated(first_end.astimezone(timezone(timedelta(hours=2))))
     )
