@@ -171,10 +171,8 @@ class PrefectDispatcher:
         # one store write, under its own lock; Prefect is never called under it.
         # an alert that names its window is decided on the data's clock, as the drift check is (the
         # cooldown and the daily cap compare window times in one ledger); one that does not, on
-        # ours. Never later than ours: a window_end ahead of it (the receiver refuses more than an
-        # hour ahead) would start a cooldown in the future, or pass one with each later date.
-        decided_at = min(alert.window_end, now) if alert.window_end is not None else now
-        entry = self.governor.submit(signal, now=decided_at, before_trigger=write_outbox)
+        # ours (the governor caps a future one: policy.MAX_DECISION_AHEAD)
+        entry = self.governor.submit(signal, now=alert.window_end or now, before_trigger=write_outbox)
         if not entry.decision.trigger:
             if written:  # decided again after another writer's entry, and not a trigger this time
                 self._remove(key)
@@ -302,7 +300,7 @@ class PrefectDispatcher:
                     continue
                 entry = self.governor.trigger_for(signal.fingerprint)
                 if entry is None:
-                    decided = self.governor.submit(signal, now=min(alert.window_end or received, received))
+                    decided = self.governor.submit(signal, now=alert.window_end or received)
                     entry = self.governor.trigger_for(signal.fingerprint)  # this one's, or a concurrent one's
                     if entry is None:
                         logger.info(

@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from refit.clock import MAX_DECISION_AHEAD
 from refit.config import DriftConfig
 from refit.errors import NotFoundError, PreconditionFailedError, RefitError, StoreError
 from refit.io.base import Store
@@ -366,8 +367,16 @@ class Governor:
     the next write (a group commit): one store write per moment, not per signal.
     """
 
-    def __init__(self, store: Store, model: str, cfg: DriftConfig, checkpoint_every: int = CHECKPOINT_EVERY) -> None:
+    def __init__(
+        self,
+        store: Store,
+        model: str,
+        cfg: DriftConfig,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.ledger = Ledger(store, model)
+        self.clock = clock
         self.model = model
         self.cfg = cfg
         self.checkpoint_every = checkpoint_every
@@ -408,7 +417,11 @@ class Governor:
 
         Args:
             signal: The evidence.
-            now: Decision time (default: when it is decided).
+            now: Decision time (default: when it is decided): the data's clock (a window's end,
+                an alert's, a replay's), never more than :data:`MAX_DECISION_AHEAD` after this
+                governor's clock. A later one is taken as that: a decision dated 2099 (a signed
+                alert's window, a mistyped ``--as-of``) started a cooldown until 2099 for every
+                later signal, and a series of future dates passed the cooldown and the daily cap.
             before_trigger: Called with a trigger decision before it is written; when it
                 raises, nothing is recorded for this signal and the error propagates (so
                 whatever must exist before a trigger counts, such as an outbox entry, is never
@@ -416,7 +429,8 @@ class Governor:
         """
         if signal.model != self.model:
             raise ValueError(f"signal is for model {signal.model!r}, this governor is for {self.model!r}")
-        pending = _Pending(signal, None if now is None else _utc(now), before_trigger)
+        at = None if now is None else min(_utc(now), self.clock() + MAX_DECISION_AHEAD)
+        pending = _Pending(signal, at, before_trigger)
         with self._queue_lock:
             self._queue.append(pending)
         with self._commit_lock:

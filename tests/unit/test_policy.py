@@ -62,6 +62,22 @@ def test_drift_triggers() -> None:
     assert d.at == T0 + timedelta(hours=1)
 
 
+def test_a_decision_is_never_dated_more_than_an_hour_past_the_clock(local_store) -> None:  # type: ignore[no-untyped-def]
+    """The governor decides on the data's clock. A date years ahead (a signed alert's window, a
+    mistyped --as-of 2062) started a cooldown until then for every later signal, and each of a
+    series of future dates passed the cooldown and the daily cap: it is capped at the clock + 1 h."""
+    cfg = DriftConfig(cooldown_hours=6, daily_cap=5)
+    gov = Governor(local_store, MODEL, cfg, clock=lambda: T0)
+    first = gov.submit(signal(0), now=datetime(2099, 1, 1, tzinfo=UTC))
+    assert first.decision.trigger and first.decision.at == T0 + timedelta(hours=1)
+    # the dates after it are capped too: none passes the cooldown
+    later = [gov.submit(signal(i), now=datetime(2100, 1, i, tzinfo=UTC)).decision for i in range(1, 4)]
+    assert [d.reason for d in later] == ["cooldown"] * 3
+    # and a check 7 hours on, on the real clock, is no longer in a cooldown until 2099
+    gov.clock = lambda: T0 + timedelta(hours=7)
+    assert gov.submit(signal(9), now=T0 + timedelta(hours=7)).decision.trigger
+
+
 def test_decay_alone_triggers() -> None:
     d = decide(signal(0, drift=False, decay=True), [], T0, DriftConfig())
     assert d.action == "trigger"

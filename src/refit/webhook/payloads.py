@@ -15,22 +15,21 @@ import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, ConfigDict, Field, ValidationError, field_validator
 
+from refit.clock import MAX_DECISION_AHEAD
 from refit.errors import RefitError
 from refit.records import Record, TolerantRecord
 
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MODEL_LABELS = ("model", "refit_model")
 MAX_DEPTH = 32  # JSON nesting levels read; deeper bodies are refused (422), not a RecursionError (500)
-#: How far past the receiver's clock an alert's ``window_end`` may lie (a monitor's clock skew, a
-#: window labelled by the hour it closes). Further is refused (422): the governor decides an
-#: alert on its window's clock, and one dated years ahead would start a cooldown that long, or
-#: each of a series of future dates would pass the cooldown and the daily cap.
-MAX_WINDOW_END_AHEAD = timedelta(hours=1)
+#: How far past the receiver's clock an alert's ``window_end`` may lie: as far as the governor
+#: dates a decision ahead. Further is refused (422), so the sender learns of its wrong clock.
+MAX_WINDOW_END_AHEAD = MAX_DECISION_AHEAD
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 
 
