@@ -402,17 +402,6 @@ def evaluate_candidate(
     )
 
 
-def holdout_segment_metrics(
-    test_df: pd.DataFrame, y: np.ndarray, cand_scores: np.ndarray, config: PipelineConfig
-) -> dict[str, dict[str, Any]]:
-    """The candidate's gate metric per segment value on the whole holdout, with its rows and
-    bootstrap standard error: what registration stores (and decay is judged against) whichever
-    rows ``gate.evaluate_on`` judged. :func:`registered_metrics` without ``"overall"``."""
-    out = registered_metrics(test_df, y, cand_scores, config)
-    del out["overall"]
-    return out
-
-
 def registered_metrics(
     test_df: pd.DataFrame, y: np.ndarray, cand_scores: np.ndarray, config: PipelineConfig
 ) -> dict[str, dict[str, Any]]:

@@ -26,9 +26,8 @@ def refuse_credentials(url: str, instead: str) -> None:
     found = _secrets(url)
     if not found:
         return
-    parts = urlsplit(url)
-    named = sorted({where for where, _ in found if where != "password" or parts.password is None})
-    what = "a password" if parts.password is not None else f"a credential ({', '.join(named)})"
+    named = ", ".join(sorted({where for where, _ in found}))
+    what = "a password" if urlsplit(url).password is not None else f"a credential ({named})"
     raise ValueError(f"must not carry {what} (the config is stored with every model): use {instead}")
 
 

@@ -15,7 +15,7 @@ from refit.evidence import decay_summary_rows
 from refit.io.local import LocalStore
 from refit.metrics import metric_value
 from refit.monitoring import Reference, champion_decay, load_reference
-from refit.pipeline import holdout_segment_metrics
+from refit.pipeline import registered_metrics
 from refit.registry import Registry
 
 TRUE_AUC = 0.80  # of the score below on this population, measured on 400,000 rows
@@ -109,7 +109,8 @@ def _champion(tmp_path: Path, holdout: tuple[pd.DataFrame, np.ndarray, np.ndarra
     the holdout, per segment) and load the reference decay judges against."""
     config = _loans_config()
     frame, y, score = holdout
-    segments = holdout_segment_metrics(frame, y, score, config)
+    segments = registered_metrics(frame, y, score, config)
+    del segments["overall"]
     if not with_se:  # a version registered before refit stored standard errors
         segments = {k: {"n": v["n"], "roc_auc": v["roc_auc"]} for k, v in segments.items()}
     store = LocalStore(tmp_path)
