@@ -16,6 +16,7 @@ from refit.fingerprint import DatasetFingerprint, fingerprint_frame
 from refit.io import Store, open_location
 from refit.io.frames import FORMATS, read_frame, write_frame
 from refit.io.layout import LAYOUT
+from refit.timestamps import utc_timestamp
 from refit.validation import ValidationResult, check_frame_shape, enforce, text_columns, validate_frame
 
 
@@ -237,10 +238,8 @@ def stage_validated(
     )
     valid, later = result.valid, 0
     if as_of is not None:
-        end = pd.Timestamp(as_of)
-        end = end.tz_localize("UTC") if end.tzinfo is None else end  # naive is UTC, as everywhere
         # a row without a time is not known to be later: kept (validation judged its nullability)
-        known = ~(pd.to_datetime(valid[config.dataset.timestamp_column], utc=True) > end).to_numpy()
+        known = ~(pd.to_datetime(valid[config.dataset.timestamp_column], utc=True) > utc_timestamp(as_of)).to_numpy()
         later = int((~known).sum())
         if later:
             valid = valid[known].reset_index(drop=True)

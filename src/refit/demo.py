@@ -16,6 +16,7 @@ from refit.errors import ConfigError, StoreError
 from refit.io import Store, open_location
 from refit.io.frames import write_frame
 from refit.io.layout import LAYOUT
+from refit.timestamps import utc_timestamp
 
 
 def base_data_key(config: PipelineConfig, part: int) -> str:
@@ -68,8 +69,7 @@ def write_production_data(
         # two weeks back by default, so that most labels (1 to 60 days late) have arrived
         start_ts = pd.Timestamp(now - timedelta(days=14, hours=batches))
     else:
-        start_ts = pd.Timestamp(start)
-        start_ts = start_ts.tz_localize("UTC") if start_ts.tzinfo is None else start_ts.tz_convert("UTC")
+        start_ts = utc_timestamp(start)
     produced = generate_production(
         batches, rows_per_batch, seed=seed, start=start_ts, drift=drift, segment=segment, drift_strength=strength
     )
@@ -136,8 +136,7 @@ def production_history(
     """
     from refit.datasets import generate_production, to_capture_frame
 
-    first = pd.Timestamp(start or "2026-10-05")  # the base data ends on 1 October 2026
-    first = first.tz_localize("UTC") if first.tzinfo is None else first.tz_convert("UTC")
+    first = utc_timestamp(start or "2026-10-05")  # the base data ends on 1 October 2026
     frames = []
     for week in range(weeks):
         kind = drift if week >= drift_from_week else "none"

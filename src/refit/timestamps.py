@@ -29,6 +29,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+
+def utc_timestamp(at: Any) -> pd.Timestamp:
+    """``at`` (a datetime, a Timestamp or an ISO string) as a UTC Timestamp; one without a zone
+    is UTC, refit's rule for every time that does not say its own."""
+    stamp = pd.Timestamp(at)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
 #: What a time column holds, and what it refuses (the capture writer says the same).
 NOT_NUMBERS = "datetimes, not numbers"
 

@@ -23,6 +23,7 @@ from refit.capture.layout import (
 from refit.errors import DataError
 from refit.io import Store
 from refit.io.layout import LAYOUT
+from refit.timestamps import utc_timestamp
 
 #: Labels arrive after their request, so label partitions dated before the window's first day
 #: cannot hold one of its labels; this margin keeps those of services whose clocks disagree.
@@ -91,10 +92,7 @@ def _may_hold(key: str, first: pd.Timestamp | None, last: pd.Timestamp | None) -
 
 def _utc(at: datetime | pd.Timestamp | None) -> pd.Timestamp | None:
     """A bound as a UTC timestamp; a naive one is UTC, as naive captured times are."""
-    if at is None:
-        return None
-    stamp = pd.Timestamp(at)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return None if at is None else utc_timestamp(at)
 
 
 def _read_all(store: Store, keys: list[str]) -> tuple[pd.DataFrame, pd.Series]:

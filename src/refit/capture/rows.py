@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from refit.timestamps import NOT_NUMBERS, read_times, text_refusal
+from refit.timestamps import NOT_NUMBERS, read_times, text_refusal, utc_timestamp
 
 _UTC = "datetime64[ns, UTC]"
 
@@ -150,8 +150,7 @@ def utc_times(values: Any, n: int, name: str, clock: Callable[[], float]) -> np.
         values = read.reset_index(drop=True)
     try:
         if scalar:
-            stamp = pd.Timestamp(values)
-            stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+            stamp = utc_timestamp(values)
             parsed = pd.DatetimeIndex([stamp] * n)
         else:
             parsed = pd.DatetimeIndex(pd.to_datetime(values, utc=True))

@@ -23,6 +23,7 @@ import numpy.typing as npt
 import pandas as pd
 from tqdm import tqdm
 
+from refit.timestamps import utc_timestamp
 from schemas.churn import CHANNELS, PLANS, REGIONS
 
 Drift = Literal["none", "covariate", "concept"]
@@ -294,8 +295,7 @@ def _draw_labels(
 
 def _to_utc(value: pd.Timestamp | str) -> pd.Timestamp:
     """A timestamp in UTC; a naive one is read as UTC."""
-    ts = pd.Timestamp(value)
-    return ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+    return utc_timestamp(value)
 
 
 def _base_window(start: pd.Timestamp | str | None, end: pd.Timestamp | str | None) -> tuple[pd.Timestamp, pd.Timestamp]:
