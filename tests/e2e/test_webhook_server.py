@@ -408,7 +408,6 @@ def test_a_head_or_body_trickled_past_its_deadline_gets_408_and_the_connection_c
 
     seen: list[DriftAlert] = []
     app = create_app(lambda a: seen.append(a) or DispatchResult("ignored"), secrets=SECRET, body_deadline_s=1.0)  # type: ignore[func-returns-value]
-    assert server_config(app, "127.0.0.1", 0).limit_concurrency == 1024
 
     def answer(sock: socket.socket) -> bytes:
         data = b""
@@ -440,3 +439,4 @@ def test_a_head_or_body_trickled_past_its_deadline_gets_408_and_the_connection_c
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             assert _post(client, _alert("in-time")).status_code == 200
         assert [a.alert_id for a in seen] == ["in-time"]
+    assert server_config(app, "127.0.0.1", 0).limit_concurrency == 1024

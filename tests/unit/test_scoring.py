@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,10 @@ def test_a_boolean_feature_takes_the_spellings_training_read(registered) -> None
     spelled = val.copy()
     spelled["autopay"] = np.where(val["autopay"], "Yes", "no").astype(object)
     np.testing.assert_allclose(model.predict_proba(spelled), expected, atol=1e-12)
+    # a model whose training data had a missing flag records the column as pandas' nullable "boolean"
+    nullable = dict(model.input_schema, columns=[dict(c) for c in model.input_schema["columns"]])
+    next(c for c in nullable["columns"] if c["name"] == "autopay")["dtype"] = "boolean"
+    np.testing.assert_allclose(replace(model, input_schema=nullable).predict_proba(spelled), expected, atol=1e-12)
     spelled.loc[spelled.index[2], "autopay"] = "maybe"
     with pytest.raises(DataError) as info:
         model.check_input(spelled, "rows.csv")
