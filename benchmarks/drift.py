@@ -441,6 +441,11 @@ def decay_rates(
     recorded = registered_metrics(holdout, y, scores, config).items()
     registered = {k: float(v[metric]) for k, v in recorded if v.get(metric) is not None}
     errors = {k: float(v[se_key(metric)]) for k, v in recorded if registered_se and v.get(se_key(metric)) is not None}
+    # the most any test at the 5% level could catch on these windows: one-sided 5% (not 2.5%),
+    # no Holm, the registered value taken as exact; the same bootstrap (a ceiling, not a setting)
+    lenient = config.model_copy(
+        update={"drift": config.drift.model_copy(update={"decay_confidence": 0.90, "decay_holm": False})}
+    )
     held = {k: int(v["n"]) for k, v in recorded if k != "overall"}
     share = float((base["region"] == segment).mean())
     out: dict[str, Any] = {"segment": f"region={segment}", "strength": strength, "metric": metric, "sizes": {}}
@@ -449,7 +454,7 @@ def decay_rates(
         n = int(math.ceil(rows / share * 1.1))
         row: dict[str, Any] = {"window_rows": n}
         for kind in ("concept", "none"):
-            caught = fired = 0
+            caught = fired = ceiling = above = 0
             in_segment = []
             for i in range(windows):
                 batch = generate_production(
@@ -461,11 +466,17 @@ def decay_rates(
                 result = judge_decay(config, registered, frame, score, registered_se=errors, registered_n=held)
                 caught += f"region={segment}" in result.decayed_segments
                 fired += bool(result.decayed)
+                loose = judge_decay(lenient, registered, frame, score, registered_n=held)
+                ceiling += f"region={segment}" in loose.decayed_segments
+                mine = next(s for s in loose.segments if s.segment == f"region={segment}")
+                above += mine.drop is not None and mine.drop > mine.tolerance  # type: ignore[operator]
             row[kind] = {
                 "windows": windows,
                 "segment_rows_min": min(in_segment),
                 "caught_in_segment": caught / windows,
                 "any_decay": fired / windows,
+                "ceiling_5pct_one_sided_exact": ceiling / windows,
+                "point_drop_above_tolerance": above / windows,
             }
         out["sizes"][str(rows)] = row
     return out

@@ -25,7 +25,7 @@ RATIO_ORDER = (
     "webhook_flat",
     "workers_throughput",
     "cli_retrain_startup_s",
-    "cli_drift_s",
+    "cli_drift_startup_s",
 )
 
 
@@ -111,6 +111,13 @@ def _ratio_detail(name: str, r: dict[str, Any]) -> str:
         return (
             f"{r['windows']} first windows with >= {r['segment_rows_min']} labelled rows in {r['segment']} "
             f"(concept drift, strength {r['strength']}); no drift: any decay in {r['no_drift_any_decay']:.2f}"
+            + (
+                f"; the most a one-sided 5% test (no Holm, registered value exact) names: "
+                f"{r['ceiling_5pct_one_sided_exact']:.2f}; drop estimate above the tolerance: "
+                f"{r['point_drop_above_tolerance']:.2f}"
+                if "ceiling_5pct_one_sided_exact" in r
+                else ""
+            )
         )
     if name.startswith("decay_false_alarm_small_registered_"):
         return (
@@ -163,14 +170,14 @@ def _ratio_detail(name: str, r: dict[str, Any]) -> str:
             f"{r['wall_s'][1]:.0f} s; median run {r['run_s_median'][0]:.0f} s / {r['run_s_median'][1]:.0f} s); "
             f"load average after {r['load_average_after'][0]} / {r['load_average_after'][1]}"
         )
-    if name in ("cli_retrain_startup_s", "cli_drift_s"):
+    if name in ("cli_retrain_startup_s", "cli_drift_startup_s"):
         up, local = r["with_server"], r["without_server"]
-        what = "start-up (process start to its flow run's start)" if name == "cli_retrain_startup_s" else "wall"
         return (
-            f"{'`refit retrain --dry-run`' if name == 'cli_retrain_startup_s' else '`refit drift`'} {what}, median "
-            f"of {r['reps']}: {r['value']:.1f} s with a running `refit up`, {r['without_server_s']:.1f} s without "
-            f"(Prefect's local server), {r['speedup']:.1f}x; whole command {up['wall_s']:.1f} s / "
-            f"{local['wall_s']:.1f} s, flow run {up['flow_run_s']:.1f} s / {local['flow_run_s']:.1f} s; "
+            f"{'`refit retrain --dry-run`' if name == 'cli_retrain_startup_s' else '`refit drift`'} start-up "
+            f"(process start to its flow run's start), median of {r['reps']}: {r['value']:.1f} s with a running "
+            f"`refit up`, {r['without_server_s']:.1f} s without (Prefect's local server), {r['speedup']:.1f}x; "
+            f"whole command {up['wall_s']:.1f} s / {local['wall_s']:.1f} s ({r.get('wall_speedup', 0):.1f}x), "
+            f"flow run {up['flow_run_s']:.1f} s / {local['flow_run_s']:.1f} s; "
             f"load average {r['load_average_before']} before, {r['load_average_after']} after"
         )
     if name == "gate_bootstrap_s":
