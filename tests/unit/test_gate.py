@@ -16,6 +16,7 @@ from refit.evaluation import (
     decide_gate,
     evaluate_gate,
 )
+from refit.evaluation.wording import signed
 
 DATASET = DatasetConfig.model_validate(
     {
@@ -253,3 +254,20 @@ def test_holm_within_each_segmentation_rejects_a_clearly_worse_segment() -> None
     assert by_segmentation[0] <= 0.025 < across_all[0]
     no_holm = _holm_by_family(pending, GateConfig(holm=False))
     assert no_holm[0] == 0.002
+
+
+def test_a_lower_is_better_headline_gives_the_change_of_the_metric_itself() -> None:
+    """`+0.044 RMSE` reads as the candidate's RMSE being higher: the headline and the reasons
+    give the metric's own change (the gain with its sign and interval turned), not the gain."""
+    rng = np.random.default_rng(8)
+    y = rng.normal(100, 20, 3000)
+    champ = y + rng.normal(0, 6, len(y))
+    cand = y + rng.normal(0, 10, len(y))
+    gate = GateConfig(primary_metric="rmse", bootstrap_resamples=200, max_improvement=None)
+    worse = evaluate_gate("regression", y, cand, champ, None, gate, None)
+    assert worse.outcome == Outcome.REJECT and worse.gain < -3 and worse.ci_high < 0
+    rise = signed(worse.candidate_value - worse.champion_value)  # "+4.012"
+    assert rise.startswith("+") and f"worse overall ({rise} RMSE, 95% CI [+" in worse.headline, worse.headline
+    assert f"worse overall: {rise} RMSE, 95% CI [+" in " ".join(worse.reasons), worse.reasons
+    better = evaluate_gate("regression", y, champ, cand, None, gate, None)
+    assert f"better overall (-{rise[1:]} RMSE, 95% CI [-" in better.headline, better.headline

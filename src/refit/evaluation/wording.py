@@ -29,6 +29,20 @@ def ci_text(lo: float | None, hi: float | None, confidence: float) -> str:
     return f"{confidence:.0%} CI [{signed(lo)}, {signed(hi)}]"
 
 
+def change_text(
+    metric: str, gain: float | None, lo: float | None, hi: float | None, confidence: float, unit: str = ""
+) -> str:
+    """A gain (positive: better) and its interval, written as the change of the metric itself,
+    which is how a person reads ``+0.044 RMSE``: the candidate's RMSE is 0.044 higher (worse).
+    Where higher is better the two are the same numbers. ``unit``: a label after the number."""
+
+    def flip(x: float | None) -> float | None:
+        return x if x is None or get_metric(metric).higher_is_better else -x
+
+    low, high = (lo, hi) if get_metric(metric).higher_is_better else (flip(hi), flip(lo))
+    return f"{signed(flip(gain))}{' ' + unit if unit else ''}, {ci_text(low, high, confidence)}"
+
+
 def p_text(p: float | None) -> str:
     """A p-value with 3 decimals, or ``n/a``."""
     return "n/a" if p is None else f"{p:.3f}"
@@ -50,7 +64,7 @@ def reasons(checks: list[GateCheck], metric: str, confidence: float) -> list[str
             out.append(f"gain {signed(c.value)} exceeds max_improvement {c.threshold:g} (leakage guard)")
         elif c.name in ("overall_regression", "segment_regression"):
             out.append(
-                f"worse {where}: {signed(c.value)} ({ci_text(c.ci_low, c.ci_high, confidence)}), "
+                f"worse {where}: {change_text(metric, c.value, c.ci_low, c.ci_high, confidence, label)}, "
                 f"tolerance {abs(c.threshold or 0.0):g}"
             )
         elif c.name == "improvement":
@@ -83,7 +97,7 @@ def _worse_segments(d: GateDecision, segs: list[GateCheck]) -> str:
     echoes), worst first; the tolerance is named once, on the first."""
     worst = sorted(segs, key=lambda c: ("×" in c.scope.split("=")[0], c.value if c.value is not None else 0.0))
     parts = [
-        f"{c.scope} ({signed(c.value)}, {ci_text(c.ci_low, c.ci_high, d.confidence)}"
+        f"{c.scope} ({change_text(d.metric, c.value, c.ci_low, c.ci_high, d.confidence)}"
         + (f", tolerance {d.max_segment_regression:g})" if i == 0 else ")")
         for i, c in enumerate(worst[:3])
     ]
@@ -95,7 +109,7 @@ def _worse_segments(d: GateDecision, segs: list[GateCheck]) -> str:
 def _compared_body(d: GateDecision) -> str:
     trend = _trend(d)
     label = get_metric(d.metric).label
-    body = f"{trend} overall ({signed(d.gain)} {label}, {ci_text(d.ci_low, d.ci_high, d.confidence)})"
+    body = f"{trend} overall ({change_text(d.metric, d.gain, d.ci_low, d.ci_high, d.confidence, label)})"
     bad = [c for c in d.checks if c.passed is False and c.rejects]
     segs = [c for c in bad if c.name == "segment_regression"]
     if segs:
