@@ -70,6 +70,8 @@ def compute_drift(
     report = monitoring.compute_drift_and_decay(open_run_store(store_uri), config, reference, current, window)
     result = report.result
     logger = get_run_logger()
+    if report.labels is not None and report.labels.summary.invalid_rows:
+        logger.warning("labels: %s (quarantined, not judged)", report.labels.summary.one_line())
     logger.info(
         "drift share %.2f (threshold %.2f): %s; drifted: %s",
         result.drift_share,

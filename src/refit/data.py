@@ -17,7 +17,7 @@ from refit.io import Store, open_location
 from refit.io.frames import FORMATS, read_frame, write_frame
 from refit.io.layout import LAYOUT
 from refit.timestamps import utc_timestamp
-from refit.validation import ValidationResult, check_frame_shape, enforce, text_columns, validate_frame
+from refit.validation import ValidationResult, check_frame_shape, enforce, schema_of, text_columns, validate_frame
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,22 @@ def _with_declared_classes(schema_model: Any, config: PipelineConfig) -> Any:
         return schema
     rule = pa.Check.isin(list(ds.classes), error=f"isin dataset.classes {list(ds.classes)}")
     return schema.update_column(ds.target, checks=[*schema.columns[ds.target].checks, rule])
+
+
+def validate_labels(config: PipelineConfig, labelled: pd.DataFrame, source: str | pd.Series) -> ValidationResult:
+    """A drift window's labelled rows, their labels held to the training contract's rules for the
+    target (its dtype, the schema's checks on it, ``dataset.classes``): what training asks of the
+    same captures' labels. A row whose label breaks one is quarantined with the rule instead of
+    being judged (a label ``"urgent"`` outside the classes, ``-500`` minutes where the schema says
+    ``ge=0``). ``source``: the label file of each row (or one name for all). Nothing is written."""
+    import pandera.pandas as pa
+
+    schema = schema_of(schema_for(config, "training"))
+    target = config.dataset.target  # in the schema: the config's load checked it (refit.contracts)
+    rules = pa.DataFrameSchema({target: schema.columns[target]}, coerce=schema.coerce, name=f"{schema.name} (label)")
+    return validate_frame(
+        labelled, rules, source=source, max_invalid_fraction=config.validation.max_invalid_capture_fraction
+    )
 
 
 @dataclass(frozen=True)

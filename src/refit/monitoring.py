@@ -16,13 +16,14 @@ import numpy as np
 import pandas as pd
 
 from refit.capture import CaptureWindow, read_captures
+from refit.capture.reader import LABEL_SOURCE_COLUMN
 from refit.config import PipelineConfig
-from refit.data import run_stamp, schema_for, validate_and_quarantine
+from refit.data import run_stamp, schema_for, validate_and_quarantine, validate_labels, write_quarantine
 from refit.errors import RefitError
 from refit.evidence import evidence_html
 from refit.io import Store
 from refit.io.layout import LAYOUT
-from refit.validation import ValidationResult
+from refit.validation import ValidationResult, enforce
 
 PREDICTION_COLUMN = "prediction"
 
@@ -258,6 +259,9 @@ class DriftReport:
     #: The labelled rows' targets and the champion's scores (columns ``target``, ``prediction``),
     #: for Evidently's performance preset in the stored report; None without labels.
     performance: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+    #: The labelled rows' labels held to the training contract (``refit.data.validate_labels``);
+    #: :func:`record_drift_check` quarantines those that broke it. None without labels.
+    labels: ValidationResult | None = field(default=None, repr=False, compare=False)
 
     @property
     def drift_detected(self) -> bool:
@@ -302,7 +306,13 @@ def compute_drift_and_decay(
     )
     decay = None
     performance = None
+    labels = None
     labelled = window.labelled(current)
+    if len(labelled):  # the labels held to the training contract, as training holds them
+        source = labelled.pop(LABEL_SOURCE_COLUMN) if LABEL_SOURCE_COLUMN in labelled else "captured labels"
+        labels = validate_labels(config, labelled, source)
+        enforce(labels.summary)  # past validation.max_invalid_capture_fraction: the check stops
+        labelled = labels.valid
     if len(labelled):
         scored = labelled_scores(store, config, reference, labelled)
         decay = champion_decay(store, config, reference, labelled, scored)
@@ -322,6 +332,7 @@ def compute_drift_and_decay(
         check=check,
         champion_version=reference.version,
         performance=performance,
+        labels=labels,
     )
 
 
@@ -343,6 +354,8 @@ def record_drift_check(
     from refit.drift import append_drift_history, latest_drift_record, prune_reports, render_report
 
     name, cfg = config.dataset.name, config.drift
+    if report.labels is not None and report.labels.summary.invalid_rows:
+        write_quarantine(store, f"{name}-labels", report.labels, run_stamp())
     decision = _decision_record(report, outcome)
     previous = latest_drift_record(store, name)
     if html is None:

@@ -129,7 +129,7 @@ class ValidationResult:
     summary: ValidationSummary
 
 
-def _schema_of(schema_model: Any) -> Any:
+def schema_of(schema_model: Any) -> Any:
     return schema_model.to_schema() if hasattr(schema_model, "to_schema") else schema_model
 
 
@@ -139,7 +139,7 @@ def text_columns(schema_model: Any) -> list[str]:
     guess, which the schema's coercion would then turn into other strings (``2134``)."""
     from pandera.dtypes import is_category, is_string
 
-    schema = _schema_of(schema_model)
+    schema = schema_of(schema_model)
 
     def textual(dtype: Any) -> bool:
         if is_string(dtype):
@@ -166,7 +166,7 @@ def _sources_list(sources: pd.Series) -> list[str]:
 
 def check_frame_shape(df: pd.DataFrame, schema_model: Any, source: str) -> None:
     """Frame-level faults that stop a run whatever the threshold: empty, missing/unknown columns."""
-    schema = _schema_of(schema_model)
+    schema = schema_of(schema_model)
     if df.shape[1] == 0 or len(df) == 0:
         raise ValidationFailedError(f"{source}: file is empty (no rows)")
     missing = [c for c, column in schema.columns.items() if c not in df.columns and column.required]
@@ -356,7 +356,7 @@ def validate_frame(
         ValidationFailedError: for frame-level faults (empty, missing or unknown columns, a
             fault that is not attributable to rows).
     """
-    schema = _schema_of(schema_model)
+    schema = schema_of(schema_model)
     if not df.index.equals(pd.RangeIndex(len(df))):
         df = df.reset_index(drop=True)
     sources = pd.Series(source, index=df.index) if isinstance(source, str) else pd.Series(source).reset_index(drop=True)

@@ -223,6 +223,30 @@ def test_drift_flow_validates_captures(project) -> None:  # type: ignore[no-unty
         drift_check(DriftCheckParameters(config_path=str(config), window_hours=24, as_of=NOW))
 
 
+def test_labels_outside_the_contract_are_quarantined_not_judged(project) -> None:  # type: ignore[no-untyped-def]
+    """A label training would quarantine (``churned`` is 0 or 1) is not fed to decay either: a
+    labelling bug wrote 7 for 300 requests, which judged as a class used to make decay fire."""
+    from refit.capture import CaptureWriter
+
+    config, store = project
+    traffic(config, store, start=NOW - timedelta(days=21), batches=6, rows_per_batch=800, drift="none")
+    cfg = load_config(config)
+    window = monitoring.load_capture_window(store, cfg, as_of=NOW, window_hours=24 * 22)
+    labelled = window.labelled()
+    assert len(labelled) > 1000
+    ids = labelled["request_id"].iloc[:300].tolist()
+    with CaptureWriter.for_config(store, cfg) as writer:
+        writer.log_labels(ids, [7] * len(ids), label_time=NOW - timedelta(minutes=5))
+    result = drift_check(DriftCheckParameters(config_path=str(config), window_hours=24 * 22, as_of=NOW))
+    assert result.labelled_rows == len(labelled) - 300
+    assert result.decay_detected is False and result.decision == "none"
+    [rows] = [k for k in store.list("quarantine/churn-labels/") if k.endswith(".parquet")]
+    quarantined = pd.read_parquet(Path(store.uri) / rows)
+    assert sorted(quarantined["request_id"]) == sorted(ids) and set(quarantined["churned"]) == {7}
+    assert quarantined["_refit_errors"].str.startswith("churned: isin").all(), quarantined["_refit_errors"][:3]
+    assert quarantined["_refit_source"].str.contains("/captures/churn/labels/").all()
+
+
 def test_the_hourly_deployment_reads_the_window_from_the_config(project, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """drift-check-hourly declares no window of its own: its run reads drift.window_hours from the
     YAML, as ``refit drift`` does (the flow's own default of 24 h used to win)."""

@@ -30,6 +30,9 @@ from refit.timestamps import utc_timestamp
 LABEL_CLOCK_SKEW = timedelta(days=1)
 #: Column of :func:`load_labelled_captures`: the capture file each row came from.
 SOURCE_COLUMN = "_refit_source"
+#: Column of :attr:`CaptureWindow.labels` (and :meth:`CaptureWindow.labelled`'s rows): the label
+#: file each label came from, which a quarantined label names.
+LABEL_SOURCE_COLUMN = "_refit_label_source"
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class CaptureWindow:
 
     def labelled(self, requests: pd.DataFrame | None = None) -> pd.DataFrame:
         """Requests joined with their label by request id; unlabelled requests are left out.
+        Each row also names its label's file (:data:`LABEL_SOURCE_COLUMN`) when labels were read.
 
         Args:
             requests: Rows of this window's ``frame`` (e.g. those that passed validation);
@@ -65,7 +69,8 @@ class CaptureWindow:
         rows = self.frame if requests is None else requests
         if self.labels.empty:
             return rows.iloc[0:0]
-        labels = self.labels[[self.request_id_column, self.target]]
+        keep = [self.request_id_column, self.target]
+        labels = self.labels[keep + [LABEL_SOURCE_COLUMN] if LABEL_SOURCE_COLUMN in self.labels.columns else keep]
         joined = rows.drop(columns=[self.target], errors="ignore").merge(labels, on=self.request_id_column, how="inner")
         return joined.reset_index(drop=True)
 
@@ -183,8 +188,10 @@ def read_captures(
     if last_rows is not None and len(frame) > last_rows:
         order = np.argsort(pd.to_datetime(frame[timestamp_column], utc=True).to_numpy(), kind="stable")[-last_rows:]
         frame, origins = frame.iloc[order].reset_index(drop=True), origins.iloc[order].reset_index(drop=True)
-    labels = _read_all(store, lab_keys)[0] if lab_keys else pd.DataFrame(columns=[request_id_column, target])
+    labels = pd.DataFrame(columns=[request_id_column, target])
     if lab_keys:
+        labels, label_origins = _read_all(store, lab_keys)
+        labels[LABEL_SOURCE_COLUMN] = label_origins.to_numpy()
         _require(
             labels,
             store,
