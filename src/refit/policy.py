@@ -230,8 +230,11 @@ def decide(
         last = _utc(triggers[-1].decision.at)
         until = last + timedelta(hours=cfg.cooldown_hours)
         if now < until:
+            # a trigger after this decision's time (an earlier window checked late) counts too, so
+            # back-filling old windows never retrains faster than the cooldown allows
+            after = f", after this window's time {now.isoformat()}" if last > now else ""
             return made(
-                "suppress", "cooldown", f"last trigger at {last.isoformat()}; cooldown until {until.isoformat()}"
+                "suppress", "cooldown", f"last trigger at {last.isoformat()}{after}; cooldown until {until.isoformat()}"
             )
 
     today = now.date()

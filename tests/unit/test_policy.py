@@ -96,6 +96,19 @@ def test_ten_signals_inside_the_cooldown_trigger_once(local_store) -> None:  # t
     assert later.decision.action == "trigger"
 
 
+def test_back_filled_windows_are_held_to_a_later_triggers_cooldown_and_say_so() -> None:
+    """Checking old windows after a later trigger (a back-fill, out of order) never retrains
+    faster than the cooldown allows, and the reason says the trigger came after this window."""
+    cfg = DriftConfig(cooldown_hours=6, daily_cap=50)
+    late = T0 + timedelta(days=10)
+    first, *backfill = run(cfg, [(signal(240), late)] + [(signal(24 * d), T0 + timedelta(days=d)) for d in range(5)])
+    assert first.trigger and [d.reason for d in backfill] == ["cooldown"] * 5
+    assert f"last trigger at {late.isoformat()}, after this window's time {T0.isoformat()}" in backfill[0].detail
+    # in order (a replay), each window decides on its own clock
+    in_order = run(cfg, [(signal(24 * d), T0 + timedelta(days=d)) for d in range(5)])
+    assert all(d.trigger for d in in_order)
+
+
 def test_same_window_and_champion_never_trigger_twice() -> None:
     cfg = DriftConfig(cooldown_hours=0, daily_cap=50)
     first, again = run(cfg, [(signal(0), T0), (signal(0), T0 + timedelta(hours=30))])
