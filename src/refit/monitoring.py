@@ -352,6 +352,7 @@ def record_drift_check(
     Returns the report with ``history_key`` and ``report_uri`` (the HTML, else the JSON)."""
     from refit.compat.evidently import split_bundle
     from refit.drift import append_drift_history, latest_drift_record, prune_reports, render_report
+    from refit.drift.history import new_check_id
 
     name, cfg = config.dataset.name, config.drift
     if report.labels is not None and report.labels.summary.invalid_rows:
@@ -360,7 +361,7 @@ def record_drift_check(
     previous = latest_drift_record(store, name)
     if html is None:
         html = cfg.report_html == "always" or (cfg.report_html == "on-change" and _changed(previous, decision))
-    report_key = None
+    report_key, check_id = None, new_check_id()  # the report and its JSON share the check's id
     if html and report.check is not None:
 
         def unbundled(page: str) -> str:
@@ -378,12 +379,12 @@ def record_drift_check(
             task: Literal["binary", "regression"] = "binary" if config.dataset.task == "binary" else "regression"
             performance = unbundled(run_performance_report(report.performance, task, "target", "prediction")[1])
         page = unbundled(render_report(report.check, header=evidence_html(report, outcome, performance)))
-        report_key = LAYOUT.drift_report(name, run_stamp(report.window_end))
+        report_key = LAYOUT.drift_report(name, f"{run_stamp(report.window_end)}-{check_id}")
         store.put_bytes(report_key, page.encode())
         prune_reports(store, name, config.retention, now=report.window_end)
     extra = {"decision": decision, "decay": report.decay.model_dump(mode="json") if report.decay is not None else None}
     extra["report_key"] = report_key
-    history_key = append_drift_history(store, name, report.result, report.window_end, extra=extra)
+    history_key = append_drift_history(store, name, report.result, report.window_end, extra=extra, run_id=check_id)
     uri = store.uri_for(report_key) if report_key else store.uri_for(history_key)
     return replace(report, history_key=history_key, report_uri=uri, report_stored=report_key is not None)
 

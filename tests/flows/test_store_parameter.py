@@ -54,8 +54,9 @@ def test_flows_read_and_write_the_store_they_are_given(tmp_path: Path, monkeypat
     )
     check = drift_check(DriftCheckParameters(config_path=str(config_path), store=given, window_hours=24, now=NOW))
     assert check.store == given and check.champion_version == 1 and check.current_rows == 1200
-    assert check.report_uri == store.uri_for(LAYOUT.drift_report("churn", run_stamp(NOW)))
-    assert len(store.list(LAYOUT.drift_history("churn"))) == 1
+    [history] = store.list(LAYOUT.drift_history("churn"))
+    check_id = history.rsplit("-", 1)[-1].removesuffix(".json")  # the report and its JSON share it
+    assert check.report_uri == store.uri_for(LAYOUT.drift_report("churn", f"{run_stamp(NOW)}-{check_id}"))
     assert store.list(LAYOUT.governor_ledger("churn"))
 
     assert not elsewhere.exists(), "nothing may reach the REFIT_STORE of the environment"

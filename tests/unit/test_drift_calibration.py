@@ -347,7 +347,13 @@ def test_a_check_stores_under_1_mb_and_its_html_only_when_the_decision_changes(l
             local_store.size(c.report_uri.rsplit("/drift/", 1)[-1].join(["drift/", ""])) if c.report_stored else 0
         )
         assert local_store.size(c.history_key) + html_bytes < 1_000_000
-    page = local_store.get_bytes(LAYOUT.drift_report("churn", "20261005T100000000000Z")).decode()
+    page = local_store.get_bytes(checks[2].report_uri.rsplit("/drift/", 1)[-1].join(["drift/", ""])).decode()
+    assert checks[2].report_uri.endswith(f"/20261005T100000000000Z-{checks[2].history_key[-17:-5]}.html")
+    # a second check of a window ending at the same time keeps its own report beside the first
+    again = record_drift_check(local_store, config, report(calm[1], 2), loud, html=True)
+    assert again.report_uri != checks[2].report_uri
+    reports = [k for k in local_store.list(LAYOUT.drift_reports("churn")) if k.endswith(".html")]
+    assert len(reports) == 3
     assert "refit decision: trigger" in page and "p-value" in page
     # the decayed segment named with its interval, in words, above the tables (the "Done when")
     o = decay.overall

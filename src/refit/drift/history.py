@@ -39,19 +39,31 @@ _HISTORY_COLUMNS = [
 ]
 
 
+def new_check_id() -> str:
+    """A drift check's id: its history JSON and its HTML report are named ``<stamp>-<id>``, so
+    two checks of windows ending at the same time keep both."""
+    return uuid.uuid4().hex[:12]
+
+
 def append_drift_history(
-    store: Store, model: str, result: DriftResult, at: datetime, extra: Mapping[str, Any] | None = None
+    store: Store,
+    model: str,
+    result: DriftResult,
+    at: datetime,
+    extra: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
 ) -> str:
     """Store one run's result under ``drift/<model>/history/<timestamp>-<id>.json``.
 
     One object per run (never a read-modify-write), so concurrent checks cannot lose one.
     The timestamp leads the key, so listing order is time order. ``extra`` (the decision, the
-    decay table, the report's key) is stored beside the result. Returns the key.
+    decay table, the report's key) is stored beside the result. ``run_id``: the check's
+    :func:`new_check_id` (a new one when None). Returns the key.
     """
     if at.tzinfo is None:
         raise ValueError("at must be timezone-aware")
     at = at.astimezone(UTC)
-    run_id = uuid.uuid4().hex[:12]
+    run_id = run_id or new_check_id()
     key = f"{LAYOUT.drift_history(model)}{run_stamp(at)}-{run_id}.json"
     body = {"at": at.isoformat(), "run_id": run_id, "model": model, "result": result.model_dump(mode="json")}
     body.update(dict(extra or {}))

@@ -130,7 +130,7 @@ class StoreLayout:
     # drift and the governor ------------------------------------------------------------------
 
     def drift_report(self, model: str, stamp: str) -> str:
-        """One drift check's HTML report."""
+        """One drift check's HTML report (``stamp``: the window's end and the check's id)."""
         return f"{self.drift}/{model}/reports/{stamp}.html"
 
     def drift_reports(self, model: str) -> str:
