@@ -386,6 +386,24 @@ def test_a_check_stores_under_1_mb_and_its_html_only_when_the_decision_changes(l
     assert all(c["p_value"] is not None for c in body["result"]["columns"])
 
 
+def test_a_regression_window_with_a_far_off_label_renders_its_performance_report_quietly() -> None:
+    """Evidently's regression preset bins the target and asks scikit-learn for each bin's R^2:
+    one far-off label made a bin of one row, and the user's terminal got scikit-learn's
+    UndefinedMetricWarning."""
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    from refit.compat.evidently import run_performance_report
+
+    rng = np.random.default_rng(0)
+    target = np.append(rng.normal(30, 5, 200), 300.0)  # one delivery took five hours
+    frame = pd.DataFrame({"target": target, "prediction": target + rng.normal(0, 2, len(target))})
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        values, page = run_performance_report(frame, "regression", "target", "prediction")
+    assert not [w for w in seen if issubclass(w.category, UndefinedMetricWarning)]
+    assert values["RMSE"] > 0 and "<html" in page.lower()
+
+
 def test_history_plot_reads_twenty_columns(local_store) -> None:  # type: ignore[no-untyped-def]
     from refit.drift import append_drift_history
 

@@ -65,9 +65,14 @@ def engine_version() -> str:
 
 @contextmanager
 def _quiet() -> Iterator[None]:
-    # Evidently 0.7 calls pandas APIs that warn about future pandas behaviour.
+    # Evidently 0.7 calls pandas APIs that warn about future pandas behaviour, and its
+    # performance presets ask scikit-learn for metrics of its own small groups (R^2 of a group of
+    # one row), which warn on the user's terminal about a part of the report it leaves empty.
+    from sklearn.exceptions import UndefinedMetricWarning
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
         yield
 
 
