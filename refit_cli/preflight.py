@@ -34,9 +34,11 @@ def existing_store(explicit: str | None = None) -> str:
         source = f"REFIT_STORE={os.environ['REFIT_STORE']}"
     else:
         source = "the default ./.refit; REFIT_STORE is not set"
+    # a new store for one's own data is a folder made on purpose (`mkdir -p`), so that a typo
+    # never becomes a second registry with a first model "promoted" into it
     raise ConfigError(
-        f"store {uri} does not exist ({source}): check REFIT_STORE, or create a store with `refit demo` "
-        "or `refit generate`"
+        f"store {uri} does not exist ({source}): check REFIT_STORE; to start a new store there, "
+        f"create the folder first (mkdir -p {uri})"
     )
 
 

@@ -46,3 +46,20 @@ def test_models_diff_without_the_projects_yaml_says_to_pass_it(tmp_path: Path) -
         _diff_config(tmp_path / "absent.yaml", SimpleNamespace(config=stored), "loans:3")
     message = str(info.value)
     assert "cannot import 'loan_schemas_nowhere'" in message and "pass the project's YAML with --config" in message
+
+
+def test_a_store_that_is_not_there_says_how_to_start_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`refit retrain` and `refit drift` refuse a missing store (a typo must not become a second
+    registry); the line said to run `refit demo` or `refit generate`, which write churn demo data."""
+    from refit_cli.preflight import existing_store
+
+    missing = tmp_path / "mine"
+    monkeypatch.setenv("REFIT_STORE", str(missing))
+    with pytest.raises(ConfigError) as refused:
+        existing_store()
+    assert str(refused.value) == (
+        f"store {missing} does not exist (REFIT_STORE={missing}): check REFIT_STORE; to start a new store "
+        f"there, create the folder first (mkdir -p {missing})"
+    )
+    missing.mkdir()
+    assert existing_store() == str(missing)
