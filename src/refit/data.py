@@ -85,11 +85,14 @@ def _with_declared_classes(schema_model: Any, config: PipelineConfig) -> Any:
         return schema_model
     import pandera.pandas as pa
 
-    schema = schema_model.to_schema() if hasattr(schema_model, "to_schema") else schema_model
+    schema = schema_of(schema_model)
     if ds.target not in schema.columns:
         return schema
+    checks = schema.columns[ds.target].checks
+    if any(c.name == "isin" and set((c.statistics or {}).get("allowed_values", ())) == set(ds.classes) for c in checks):
+        return schema  # the schema says the same already: one rule, not the same failure twice
     rule = pa.Check.isin(list(ds.classes), error=f"isin dataset.classes {list(ds.classes)}")
-    return schema.update_column(ds.target, checks=[*schema.columns[ds.target].checks, rule])
+    return schema.update_column(ds.target, checks=[*checks, rule])
 
 
 def validate_labels(config: PipelineConfig, labelled: pd.DataFrame, source: str | pd.Series) -> ValidationResult:

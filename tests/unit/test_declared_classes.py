@@ -73,6 +73,23 @@ def test_validation_quarantines_labels_outside_the_declared_classes_with_the_key
     assert len(validate_frame(rows, schema_for(_config(None)), source="x").valid) == 20  # type: ignore[arg-type]
 
 
+class ListedReadings(Readings):  # type: ignore[misc,valid-type]
+    label: Series[str] = pa.Field(nullable=True, isin=["high", "mid", "low"])  # the same set
+
+
+def test_a_schema_that_lists_the_classes_itself_gives_one_rule_not_two() -> None:
+    """A bad label was quarantined, and counted in the summary, under both the schema's own
+    ``isin`` and the one ``dataset.classes`` adds, when both name the same classes."""
+    cfg = _config()
+    listed = cfg.dataset.model_copy(update={"schema_path": f"{__name__}:ListedReadings"})  # type: ignore[attr-defined]
+    cfg = cfg.model_copy(update={"dataset": listed})  # type: ignore[attr-defined]
+    rows = multiclass_frame(20).astype({"label": object})
+    rows.loc[2, "label"] = "extreme"
+    result = validate_frame(rows, schema_for(cfg), source="data/readings.csv", max_invalid_fraction=0.5)  # type: ignore[arg-type]
+    assert result.quarantine["_refit_errors"].tolist() == ["label: isin(['high', 'mid', 'low']) (got extreme)"]
+    assert [f.rule for f in result.summary.failures] == ["isin(['high', 'mid', 'low'])"]
+
+
 def test_gate_inputs_put_labels_and_every_models_columns_in_the_declared_order() -> None:
     cfg = _config()
     rows = multiclass_frame(300)
