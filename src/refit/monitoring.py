@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from refit.capture import CaptureWindow, read_captures
 from refit.capture.reader import LABEL_SOURCE_COLUMN
+from refit.compat.evidently import performance_frame
 from refit.config import PipelineConfig
 from refit.data import run_stamp, schema_for, validate_and_quarantine, validate_labels, write_quarantine
 from refit.errors import RefitError
@@ -316,9 +317,7 @@ def compute_drift_and_decay(
     if len(labelled):
         scored = labelled_scores(store, config, reference, labelled)
         decay = champion_decay(store, config, reference, labelled, scored)
-        if config.dataset.task in ("binary", "regression"):
-            target, scores = (np.asarray(v, dtype=np.float64) for v in scored)
-            performance = pd.DataFrame({"target": target, "prediction": scores})
+        performance = performance_frame(config.dataset.task, *scored)
     return DriftReport(
         result=check.result,
         decay=decay,
@@ -376,7 +375,7 @@ def record_drift_check(
         if report.performance is not None and len(report.performance):
             from refit.compat.evidently import run_performance_report
 
-            task: Literal["binary", "regression"] = "binary" if config.dataset.task == "binary" else "regression"
+            task = config.dataset.task
             performance = unbundled(run_performance_report(report.performance, task, "target", "prediction")[1])
         page = unbundled(render_report(report.check, header=evidence_html(report, outcome, performance)))
         report_key = LAYOUT.drift_report(name, f"{run_stamp(report.window_end)}-{check_id}")
@@ -417,12 +416,17 @@ def _changed(previous: dict[str, Any] | None, decision: dict[str, Any]) -> bool:
 
 def labelled_scores(
     store: Store, config: PipelineConfig, reference: Reference, labelled: pd.DataFrame
-) -> tuple[np.ndarray, np.ndarray]:
-    """The labels as the metric reads them and the reference champion's scores on ``labelled``."""
-    from refit.pipeline import gate_inputs
+) -> tuple[np.ndarray, np.ndarray, list[Any] | None]:
+    """The labels as the metric reads them, the reference champion's scores on ``labelled`` and,
+    for multiclass, the class order of the labels' indices and the scores' columns."""
+    from refit.pipeline import gate_inputs, multiclass_inputs
 
-    y, (scores,) = gate_inputs(config.dataset, labelled, [_champion(store, reference)])
-    return y, scores
+    champion = _champion(store, reference)
+    if config.dataset.task == "multiclass":
+        classes, y, (scores,) = multiclass_inputs(config.dataset, labelled, [champion])
+        return y, scores, classes
+    y, (scores,) = gate_inputs(config.dataset, labelled, [champion])
+    return y, scores, None
 
 
 def champion_decay(
@@ -430,11 +434,12 @@ def champion_decay(
     config: PipelineConfig,
     reference: Reference,
     labelled: pd.DataFrame,
-    scored: tuple[np.ndarray, np.ndarray] | None = None,
+    scored: tuple[Any, ...] | None = None,
 ) -> Any:
     """The reference champion's decay on a window's labelled rows: the drift check's decay.
-    ``scored``: :func:`labelled_scores` of these rows when the caller has them already."""
-    y, scores = scored if scored is not None else labelled_scores(store, config, reference, labelled)
+    ``scored``: :func:`labelled_scores` of these rows (labels and scores first) when the caller
+    has them already."""
+    y, scores = (scored if scored is not None else labelled_scores(store, config, reference, labelled))[:2]
     return judge_decay(
         config, reference.registered_metrics, labelled, scores, labels=y,
         registered_se=reference.registered_se, registered_n=reference.registered_n,

@@ -319,11 +319,19 @@ def gate_inputs(dataset: Any, df: pd.DataFrame, models: list[Any]) -> tuple[np.n
     if dataset.task != "multiclass":
         y = np.asarray(dataset.gate_labels(df[dataset.target]))
         return y, [scores(m, df, dataset.task, dataset.positive_class) for m in models]
+    _, y, mats = multiclass_inputs(dataset, df, models)
+    return y, mats
+
+
+def multiclass_inputs(
+    dataset: Any, df: pd.DataFrame, models: list[Any]
+) -> tuple[list[Any], np.ndarray, list[np.ndarray]]:
+    """:func:`gate_inputs` of a multiclass dataset with the class order it used first (the
+    columns of every matrix, :func:`refit.metrics.align_classes`)."""
     from refit.metrics import align_classes
 
     outputs = [(list(m.classes or []), scores(m, df, dataset.task)) for m in models]
-    _, y, mats = align_classes(df[dataset.target].to_numpy(), outputs, order=dataset.classes)
-    return y, mats
+    return align_classes(df[dataset.target].to_numpy(), outputs, order=dataset.classes)
 
 
 def load_version(store: Store, version: Any) -> Any:

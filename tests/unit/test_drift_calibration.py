@@ -404,6 +404,28 @@ def test_a_regression_window_with_a_far_off_label_renders_its_performance_report
     assert values["RMSE"] > 0 and "<html" in page.lower()
 
 
+def test_a_multiclass_window_gets_evidently_s_classification_preset() -> None:
+    """The README promises Evidently's performance section for labelled windows; a multiclass
+    champion's got none. Labels and scores as decay reads them (class indices, (n, K) in one
+    class order) become class names and one probability column per class."""
+    from sklearn.metrics import accuracy_score
+
+    from refit.compat.evidently import performance_frame, run_performance_report
+
+    rng = np.random.default_rng(3)
+    classes = ["low", "medium", "high"]
+    scores = rng.dirichlet([1.0, 1.0, 1.0], 300)
+    y = np.array([rng.choice(3, p=row) for row in scores]).astype(float)  # decay's float indices
+    frame = performance_frame("multiclass", y, scores, classes)
+    assert frame is not None and list(frame.columns) == [*classes, "target", "prediction"]
+    assert set(frame["target"]) <= set(classes) and (frame["prediction"] == np.array(classes)[scores.argmax(1)]).all()
+    values, page = run_performance_report(frame, "multiclass", "target", "prediction")
+    assert values["Accuracy"] == pytest.approx(accuracy_score(y.astype(int), scores.argmax(1)))
+    assert "RocAuc" in values and "<html" in page.lower()
+    # a class named like one of the two columns: no performance section (decay is unaffected)
+    assert performance_frame("multiclass", y, scores, ["target", "b", "c"]) is None
+
+
 def test_history_plot_reads_twenty_columns(local_store) -> None:  # type: ignore[no-untyped-def]
     from refit.drift import append_drift_history
 

@@ -340,26 +340,53 @@ def split_bundle(html: str) -> tuple[str, str | None, str | None]:
 # Performance on the labelled rows
 
 
+def performance_frame(task: str, y: Any, scores: Any, classes: Sequence[Any] | None = None) -> pd.DataFrame | None:
+    """The labelled rows as :func:`run_performance_report` reads them: ``target`` and
+    ``prediction`` (binary: 0/1 and the positive class's probability; regression: the values);
+    multiclass: ``target`` and ``prediction`` as class names and one probability column per class
+    of ``classes`` (the order of ``y``'s indices and of the ``(n, K)`` ``scores``' columns). None
+    when a class is named like one of those two columns (the report is left out, decay is not)."""
+    if task != "multiclass":
+        return pd.DataFrame({"target": np.asarray(y, dtype=np.float64), "prediction": np.asarray(scores, np.float64)})
+    names = [str(c) for c in classes or []]
+    if {"target", "prediction"} & set(names) or len(set(names)) != len(names):
+        return None
+    frame = pd.DataFrame(np.asarray(scores, dtype=np.float64), columns=names)
+    labels = np.asarray(names, dtype=object)
+    frame["target"] = labels[np.asarray(y, dtype=np.int64)]
+    frame["prediction"] = labels[frame[names].to_numpy().argmax(axis=1)]
+    return frame
+
+
 def run_performance_report(
-    frame: pd.DataFrame, task: Literal["binary", "regression"], target: str, prediction: str
+    frame: pd.DataFrame, task: str, target: str, prediction: str
 ) -> tuple[dict[str, float], str]:
     """``ClassificationPreset`` (binary: ``target`` 0/1, ``prediction`` the positive class's
-    probability) or ``RegressionPreset`` on ``frame`` alone (no reference: the registered metrics
-    are what decay compares with).
+    probability; multiclass: class names, and every other column a class's probability, as
+    :func:`performance_frame` writes them) or ``RegressionPreset`` on ``frame`` alone (no
+    reference: the registered metrics are what decay compares with).
 
     Returns:
         Evidently's headline values by metric name (``RocAuc``, ``Accuracy``, ``RMSE``, ...) and
         the HTML report.
     """
-    from evidently import BinaryClassification, DataDefinition, Dataset, Regression, Report
+    from evidently import BinaryClassification, DataDefinition, Dataset, MulticlassClassification, Regression, Report
     from evidently.presets import ClassificationPreset, RegressionPreset
 
-    if task == "binary":  # 0/1 as integers: float labels make Evidently score the probabilities as labels
+    if task == "multiclass":
+        probas = [c for c in frame.columns if c not in (target, prediction)]
+        definition = DataDefinition(
+            classification=[
+                MulticlassClassification(target=target, prediction_labels=prediction, prediction_probas=probas)
+            ]
+        )
+        preset: Any = ClassificationPreset()
+    elif task == "binary":  # 0/1 as integers: float labels make Evidently score the probabilities as labels
         frame = frame.assign(**{target: np.asarray(frame[target]).astype(np.int64)})
         definition = DataDefinition(
             classification=[BinaryClassification(target=target, prediction_probas=prediction, pos_label=1)]
         )
-        preset: Any = ClassificationPreset()
+        preset = ClassificationPreset()
     else:
         definition = DataDefinition(regression=[Regression(target=target, prediction=prediction)])
         preset = RegressionPreset()
