@@ -190,8 +190,13 @@ def read_captures(
         frame, origins = frame.iloc[order].reset_index(drop=True), origins.iloc[order].reset_index(drop=True)
     labels = pd.DataFrame(columns=[request_id_column, target])
     if lab_keys:
-        labels, label_origins = _read_all(store, lab_keys)
-        labels[LABEL_SOURCE_COLUMN] = label_origins.to_numpy()
+        from refit.io.frames import read_frames
+
+        labels, lengths = read_frames(store, lab_keys)
+        files = pd.Categorical.from_codes(
+            np.repeat(np.arange(len(lab_keys)), lengths), [store.uri_for(k) for k in lab_keys]
+        )
+        labels[LABEL_SOURCE_COLUMN] = files  # a code per label, each file's name once
         _require(
             labels,
             store,
