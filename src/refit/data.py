@@ -95,20 +95,17 @@ def _with_declared_classes(schema_model: Any, config: PipelineConfig) -> Any:
     return schema.update_column(ds.target, checks=[*checks, rule])
 
 
-def validate_labels(config: PipelineConfig, labelled: pd.DataFrame, source: str | pd.Series) -> ValidationResult:
-    """A drift window's labelled rows, their labels held to the training contract's rules for the
-    target (its dtype, the schema's checks on it, ``dataset.classes``): what training asks of the
-    same captures' labels. A row whose label breaks one is quarantined with the rule instead of
-    being judged (a label ``"urgent"`` outside the classes, ``-500`` minutes where the schema says
-    ``ge=0``). ``source``: the label file of each row (or one name for all). Nothing is written."""
+def label_rules(config: PipelineConfig) -> Any:
+    """The training contract's rules for the target alone (its dtype, the schema's checks on it,
+    ``dataset.classes``): what a drift check holds the labels it joins to, as training holds the
+    same captures' labels (a label ``"urgent"`` outside the classes, ``-500`` minutes where the
+    schema says ``ge=0``, is quarantined with its rule instead of being judged). Other columns
+    pass as they are."""
     import pandera.pandas as pa
 
     schema = schema_of(schema_for(config, "training"))
     target = config.dataset.target  # in the schema: the config's load checked it (refit.contracts)
-    rules = pa.DataFrameSchema({target: schema.columns[target]}, coerce=schema.coerce, name=f"{schema.name} (label)")
-    return validate_frame(
-        labelled, rules, source=source, max_invalid_fraction=config.validation.max_invalid_capture_fraction
-    )
+    return pa.DataFrameSchema({target: schema.columns[target]}, coerce=schema.coerce, name=f"{schema.name} (label)")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ have arrived. The governor (``refit.policy``) turns signals into at most one ret
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,14 +20,16 @@ from refit.capture import CaptureWindow, read_captures
 from refit.capture.reader import LABEL_SOURCE_COLUMN
 from refit.compat.evidently import performance_frame
 from refit.config import PipelineConfig
-from refit.data import run_stamp, schema_for, validate_and_quarantine, validate_labels, write_quarantine
+from refit.data import label_rules, run_stamp, schema_for, validate_and_quarantine
 from refit.errors import RefitError
 from refit.evidence import evidence_html
 from refit.io import Store
 from refit.io.layout import LAYOUT
-from refit.validation import ValidationResult, enforce
+from refit.validation import ValidationResult
 
 PREDICTION_COLUMN = "prediction"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -140,22 +143,23 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def evidence_digest(window: CaptureWindow, current: pd.DataFrame) -> str:
+def evidence_digest(window: CaptureWindow, current: pd.DataFrame, labelled_rows: int | None = None) -> str:
     """What a drift check judged, by content: the requests it compared and the labels it had.
 
     The governor de-duplicates on this, so re-running the same check on the same rows (at
     another wall-clock time, with other window bounds) is the same evidence, while a window
-    whose labels have since arrived is new evidence."""
+    whose labels have since arrived (or been corrected: ``labelled_rows`` counts the labels
+    that passed validation) is new evidence."""
     import hashlib
 
     # order-free: each id hashed to 64 bits and the hashes sorted (sorting a million strings
     # and joining them took most of a warm check at 1M rows)
     ids = current[window.request_id_column].astype(str).to_numpy(dtype=object)
     hashed = np.sort(pd.util.hash_array(ids, categorize=False))
-    labelled = window.labelled(current)
+    labelled = len(window.labelled(current)) if labelled_rows is None else labelled_rows
     digest = hashlib.sha256()
     digest.update(hashed.tobytes())
-    digest.update(f"|rows={len(ids)}|labelled={len(labelled)}".encode())
+    digest.update(f"|rows={len(ids)}|labelled={labelled}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -257,11 +261,11 @@ class DriftReport:
     check: Any | None = field(default=None, repr=False, compare=False)  # refit.drift.DriftCheck (its samples)
     champion_version: int | None = None
     report_stored: bool = False
-    #: The labelled rows' targets and the champion's scores (columns ``target``, ``prediction``),
+    #: The labelled rows' targets and the champion's scores (``refit.compat.evidently.performance_frame``),
     #: for Evidently's performance preset in the stored report; None without labels.
     performance: pd.DataFrame | None = field(default=None, repr=False, compare=False)
-    #: The labelled rows' labels held to the training contract (``refit.data.validate_labels``);
-    #: :func:`record_drift_check` quarantines those that broke it. None without labels.
+    #: The labelled rows' labels held to the training contract (``refit.data.label_rules``),
+    #: those that broke it already quarantined (the summary says where). None without labels.
     labels: ValidationResult | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -278,8 +282,11 @@ def compute_drift_and_decay(
 ) -> DriftReport:
     """Drift by :func:`refit.drift.check_drift` (calibrated against nulls cached in the store per
     champion version), and decay on the labelled part of the window. The drift-check flow's
-    compute step; ``benchmarks/drift.py`` times the same call. Nothing is stored yet: the
-    evidence goes to the store with the governor's decision (:func:`record_drift_check`)."""
+    compute step; ``benchmarks/drift.py`` times the same call. The labels joined to the window
+    are held to the training contract first (``refit.data.label_rules``): their validation's
+    summary and quarantine are stored, as the captures' are, and past
+    ``validation.max_invalid_capture_fraction`` the check stops. The evidence goes to the store
+    with the governor's decision (:func:`record_drift_check`)."""
     from refit.drift import StoreNullCache, check_drift
 
     if window.start is None or window.end is None:
@@ -311,8 +318,11 @@ def compute_drift_and_decay(
     labelled = window.labelled(current)
     if len(labelled):  # the labels held to the training contract, as training holds them
         source = labelled.pop(LABEL_SOURCE_COLUMN) if LABEL_SOURCE_COLUMN in labelled else "captured labels"
-        labels = validate_labels(config, labelled, source)
-        enforce(labels.summary)  # past validation.max_invalid_capture_fraction: the check stops
+        # bad ones quarantined (kept even when too many stop the check), the rest judged
+        labels = validate_and_quarantine(
+            store, labelled, source, label_rules(config), f"{config.dataset.name}-labels",
+            config.validation.max_invalid_capture_fraction,
+        )[0]  # fmt: skip
         labelled = labels.valid
     if len(labelled):
         scored = labelled_scores(store, config, reference, labelled)
@@ -327,7 +337,7 @@ def compute_drift_and_decay(
         window_end=end,
         current_rows=len(current),
         labelled_rows=len(labelled),
-        evidence=evidence_digest(window, current),
+        evidence=evidence_digest(window, current, len(labelled)),
         check=check,
         champion_version=reference.version,
         performance=performance,
@@ -354,8 +364,6 @@ def record_drift_check(
     from refit.drift.history import new_check_id
 
     name, cfg = config.dataset.name, config.drift
-    if report.labels is not None and report.labels.summary.invalid_rows:
-        write_quarantine(store, f"{name}-labels", report.labels, run_stamp())
     decision = _decision_record(report, outcome)
     previous = latest_drift_record(store, name)
     if html is None:
@@ -375,8 +383,12 @@ def record_drift_check(
         if report.performance is not None and len(report.performance):
             from refit.compat.evidently import run_performance_report
 
-            task = config.dataset.task
-            performance = unbundled(run_performance_report(report.performance, task, "target", "prediction")[1])
+            try:
+                page = run_performance_report(report.performance, config.dataset.task, "target", "prediction")[1]
+                performance = unbundled(page)
+            except Exception as exc:  # Evidently's extra section: said, never the check's end
+                # (Evidently 0.7 refuses a multiclass window without every class among its labels)
+                log.warning("no Evidently performance section in the drift report: %s: %s", type(exc).__name__, exc)
         page = unbundled(render_report(report.check, header=evidence_html(report, outcome, performance)))
         report_key = LAYOUT.drift_report(name, f"{run_stamp(report.window_end)}-{check_id}")
         store.put_bytes(report_key, page.encode())

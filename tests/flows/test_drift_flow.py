@@ -245,6 +245,14 @@ def test_labels_outside_the_contract_are_quarantined_not_judged(project) -> None
     assert sorted(quarantined["request_id"]) == sorted(ids) and set(quarantined["churned"]) == {7}
     assert quarantined["_refit_errors"].str.startswith("churned: isin").all(), quarantined["_refit_errors"][:3]
     assert quarantined["_refit_source"].str.contains("/captures/churn/labels/").all()
+    # past validation.max_invalid_capture_fraction the check stops, naming the rule, and the
+    # rows it stopped on are kept all the same
+    raw = yaml.safe_load(config.read_text())
+    raw.setdefault("validation", {})["max_invalid_capture_fraction"] = 0.01
+    config.write_text(yaml.safe_dump(raw))
+    with pytest.raises(Exception, match=r"churned isin.*rejected rows kept at .*/quarantine/churn-labels/"):
+        drift_check(DriftCheckParameters(config_path=str(config), window_hours=24 * 22, as_of=NOW))
+    assert len([k for k in store.list("quarantine/churn-labels/") if k.endswith(".parquet")]) == 2
 
 
 def test_the_hourly_deployment_reads_the_window_from_the_config(project, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]

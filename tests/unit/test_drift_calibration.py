@@ -426,6 +426,42 @@ def test_a_multiclass_window_gets_evidently_s_classification_preset() -> None:
     assert performance_frame("multiclass", y, scores, ["target", "b", "c"]) is None
 
 
+def test_a_multiclass_window_missing_a_class_or_a_label_still_stores_its_report(local_store, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Evidently 0.7 refuses a multiclass window whose labels lack one of the classes (KeyError):
+    the report is stored without its performance section, said in the log, and the check goes
+    on. A missing label (a nullable target) is left out, as decay leaves it out (its NaN index
+    became INT64_MIN and an IndexError)."""
+    import logging
+
+    from refit.compat.evidently import performance_frame
+    from refit.monitoring import DriftReport, GovernorOutcome, record_drift_check
+
+    rng = np.random.default_rng(4)
+    scores = rng.dirichlet([1.0, 1.0, 1.0], 200)
+    y = rng.integers(0, 2, 200).astype(float)  # "high" never among the labels
+    y[7] = np.nan
+    frame = performance_frame("multiclass", y, scores, ["low", "medium", "high"])
+    assert frame is not None and len(frame) == 199 and set(frame["target"]) == {"low", "medium"}
+    config = _churn_config()
+    config = config.model_copy(update={"dataset": config.dataset.model_copy(update={"task": "multiclass"})})
+    reference = generate_base(3000, seed=0)
+    window = _windows(500, 1, seed=5, drift="none")[0]
+    check = check_drift(reference, window, COLUMNS, None, config.drift, seed=0, report=False)
+    end = datetime(2026, 10, 5, 8, tzinfo=UTC)
+    report = DriftReport(
+        result=check.result, decay=None, report_uri="", history_key="", window_start=end - timedelta(hours=1),
+        window_end=end, current_rows=len(window), labelled_rows=199, check=check, champion_version=1,
+        performance=frame,
+    )  # fmt: skip
+    quiet = GovernorOutcome(action="none", reason="no-drift", detail="calm", fingerprint="a", ledger_seq=0)
+    with caplog.at_level(logging.WARNING, logger="refit.monitoring"):
+        stored = record_drift_check(local_store, config, report, quiet, html=True)
+    assert stored.report_stored and stored.report_uri.endswith(".html")
+    page = local_store.get_bytes(stored.report_uri.rsplit("/drift/", 1)[-1].join(["drift/", ""])).decode()
+    assert "refit decision: none" in page and "performance on the" not in page
+    assert "no Evidently performance section in the drift report: KeyError" in caplog.text
+
+
 def test_history_plot_reads_twenty_columns(local_store) -> None:  # type: ignore[no-untyped-def]
     from refit.drift import append_drift_history
 

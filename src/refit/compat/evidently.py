@@ -345,15 +345,20 @@ def performance_frame(task: str, y: Any, scores: Any, classes: Sequence[Any] | N
     ``prediction`` (binary: 0/1 and the positive class's probability; regression: the values);
     multiclass: ``target`` and ``prediction`` as class names and one probability column per class
     of ``classes`` (the order of ``y``'s indices and of the ``(n, K)`` ``scores``' columns). None
-    when a class is named like one of those two columns (the report is left out, decay is not)."""
+    when a class is named like one of those two columns (the report is left out, decay is not).
+    Rows without a label (NaN in ``y``: a nullable target) or with a non-finite score are left
+    out, as decay leaves them out."""
+    y, scores = np.asarray(y, dtype=np.float64), np.asarray(scores, dtype=np.float64)
+    keep = ~np.isnan(y) & (np.isfinite(scores).all(axis=1) if scores.ndim == 2 else np.isfinite(scores))
+    y, scores = y[keep], scores[keep]
     if task != "multiclass":
-        return pd.DataFrame({"target": np.asarray(y, dtype=np.float64), "prediction": np.asarray(scores, np.float64)})
+        return pd.DataFrame({"target": y, "prediction": scores})
     names = [str(c) for c in classes or []]
     if {"target", "prediction"} & set(names) or len(set(names)) != len(names):
         return None
-    frame = pd.DataFrame(np.asarray(scores, dtype=np.float64), columns=names)
+    frame = pd.DataFrame(scores, columns=names)
     labels = np.asarray(names, dtype=object)
-    frame["target"] = labels[np.asarray(y, dtype=np.int64)]
+    frame["target"] = labels[y.astype(np.int64)]
     frame["prediction"] = labels[frame[names].to_numpy().argmax(axis=1)]
     return frame
 
