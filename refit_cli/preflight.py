@@ -7,6 +7,7 @@ Nothing here imports Prefect.
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,9 +37,10 @@ def existing_store(explicit: str | None = None) -> str:
         source = "the default ./.refit; REFIT_STORE is not set"
     # a new store for one's own data is a folder made on purpose (`mkdir -p`), so that a typo
     # never becomes a second registry with a first model "promoted" into it
+    check = "the path" if explicit else "REFIT_STORE"
     raise ConfigError(
-        f"store {uri} does not exist ({source}): check REFIT_STORE; to start a new store there, "
-        f"create the folder first (mkdir -p {uri})"
+        f"store {uri} does not exist ({source}): check {check}; to start a new store there, "
+        f"create the folder first (mkdir -p {shlex.quote(uri)})"
     )
 
 

@@ -124,10 +124,11 @@ def _require(frame: pd.DataFrame, store: Store, prefix: str, columns: dict[str, 
         defaults = [
             c for c in (DEFAULT_TIMESTAMP_COLUMN, DEFAULT_REQUEST_ID_COLUMN, DEFAULT_LABEL_COLUMN) if c in frame.columns
         ]
+        found = [c for c in frame.columns if c != LABEL_SOURCE_COLUMN]  # the files', not refit's
         have = (
             f"the writer's default {', '.join(defaults)}"
             if defaults
-            else ", ".join(str(c) for c in frame.columns[:12]) + (", ..." if len(frame.columns) > 12 else "")
+            else ", ".join(str(c) for c in found[:12]) + (", ..." if len(found) > 12 else "")
         )
         raise DataError(
             f"captures under {store.uri_for(prefix.rstrip('/'))} have no column {', '.join(missing)} "

@@ -14,7 +14,7 @@ written before needs moving. Prefixes end with ``/`` (ready for ``store.list``):
     quarantine/<dataset>/<stamp>/summary.json      and why
     captures/<model>/requests/                     captured requests (partitions: refit.capture)
     captures/<model>/labels/                       labels that arrived later
-    drift/<model>/reports/<stamp>.html             a drift check's Evidently report (when stored)
+    drift/<model>/reports/<stamp>-<id>.html        a drift check's Evidently report (when stored)
     drift/<model>/reports/evidently-<ver>.js       the dashboard script those reports share
     drift/<model>/calibration/v<version>/n<rows>.npz   null scores per column, per window size (refit.drift)
     drift/<model>/calibration/v<version>/kinds.json    the column kinds of that version's checks
