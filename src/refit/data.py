@@ -164,9 +164,15 @@ def write_quarantine(store: Store, dataset: str, result: ValidationResult, stamp
 
 
 def validate_and_quarantine(
-    store: Store, frame: pd.DataFrame, origins: pd.Series, schema_model: Any, dataset: str, max_invalid_fraction: float
+    store: Store,
+    frame: pd.DataFrame,
+    origins: str | pd.Series,
+    schema_model: Any,
+    dataset: str,
+    max_invalid_fraction: float,
 ) -> tuple[ValidationResult, str | None, str]:
-    """Validate, always write quarantine + summary, then stop the run if too many rows are bad."""
+    """Validate, always write quarantine + summary, then stop the run if too many rows are bad.
+    ``origins``: the file each row came from, or one name for all (``validate_frame``'s ``source``)."""
     result = validate_frame(frame, schema_model, source=origins, max_invalid_fraction=max_invalid_fraction)
     stamp = run_stamp()
     quarantine_uri, summary_uri = write_quarantine(store, dataset, result, stamp)
