@@ -171,7 +171,7 @@ class PrefectDispatcher:
         # one store write, under its own lock; Prefect is never called under it.
         # an alert that names its window is decided on the data's clock, as the drift check is (the
         # cooldown and the daily cap compare window times in one ledger); one that does not, on
-        # ours (the governor caps a future one: policy.MAX_DECISION_AHEAD)
+        # ours (the governor caps a future one: refit.clock.MAX_DECISION_AHEAD)
         entry = self.governor.submit(signal, now=alert.window_end or now, before_trigger=write_outbox)
         if not entry.decision.trigger:
             if written:  # decided again after another writer's entry, and not a trigger this time

@@ -27,9 +27,6 @@ from refit.records import Record, TolerantRecord
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 MODEL_LABELS = ("model", "refit_model")
 MAX_DEPTH = 32  # JSON nesting levels read; deeper bodies are refused (422), not a RecursionError (500)
-#: How far past the receiver's clock an alert's ``window_end`` may lie: as far as the governor
-#: dates a decision ahead. Further is refused (422), so the sender learns of its wrong clock.
-MAX_WINDOW_END_AHEAD = MAX_DECISION_AHEAD
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 
 
@@ -316,16 +313,17 @@ def parse_alerts(body: bytes | str, default_model: str | None = None, now: datet
         body: The raw JSON body.
         default_model: Model for alerts that name none (a receiver that serves one model).
         now: The receiver's clock (default: the system's): a ``window_end`` more than
-            :data:`MAX_WINDOW_END_AHEAD` after it is refused.
+            :data:`refit.clock.MAX_DECISION_AHEAD` after it is refused (the governor dates no decision
+            later), so the sender learns of its wrong clock.
     """
     alerts = _parse(body, default_model)
-    limit = (now or datetime.now(UTC)) + MAX_WINDOW_END_AHEAD
+    limit = (now or datetime.now(UTC)) + MAX_DECISION_AHEAD
     for alert in alerts:
         if alert.window_end is not None and alert.window_end > limit:
             raise PayloadError(
                 f"alert {alert.alert_id!r}: window_end {alert.window_end.isoformat()} is after this "
-                f"receiver's clock ({(limit - MAX_WINDOW_END_AHEAD).isoformat(timespec='seconds')}) by more "
-                f"than {MAX_WINDOW_END_AHEAD}: a drifted window cannot end in the future"
+                f"receiver's clock ({(limit - MAX_DECISION_AHEAD).isoformat(timespec='seconds')}) by more "
+                f"than {MAX_DECISION_AHEAD}: a drifted window cannot end in the future"
             )
     return alerts
 
